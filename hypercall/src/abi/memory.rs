@@ -1,0 +1,9 @@
+//! ABI of `xen/memory.h`.
+
+use crate::layout::StructLayout;
+
+/// C headers this module mirrors.
+pub const C_HEADERS: &[&str] = &["xen/memory.h"];
+
+/// Layouts checked against the C headers.
+pub const LAYOUTS: &[StructLayout] = &[];

@@ -1,0 +1,9 @@
+//! ABI of `xen/version.h`.
+
+use crate::layout::StructLayout;
+
+/// C headers this module mirrors.
+pub const C_HEADERS: &[&str] = &["xen/version.h"];
+
+/// Layouts checked against the C headers.
+pub const LAYOUTS: &[StructLayout] = &[];

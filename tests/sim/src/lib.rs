@@ -1,0 +1,1 @@
+//! An in-process simulated Xen (work in progress).
