@@ -1,0 +1,1 @@
+//! Simulated block backend (owned by the blkfront helper).

@@ -1,0 +1,1 @@
+//! Simulated network backend (owned by the netfront helper).

@@ -1,0 +1,1 @@
+//! Simulated xenstored (owned by the xenstore helper).
