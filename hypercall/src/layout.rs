@@ -30,6 +30,9 @@ pub struct FieldLayout {
 
 /// Builds a `&'static [StructLayout]` from `"c type" => RustType { rust_field => "c_field", ... }`.
 ///
+/// A Rust field may be a nested path (`console.mfn => "console.domU.mfn"`), which lets a union
+/// member of the C struct be checked through the Rust struct that models one of its views.
+///
 /// ```
 /// # use xen_hypercall::{abi_layout, layout::StructLayout};
 /// #[repr(C)]
@@ -40,7 +43,7 @@ pub struct FieldLayout {
 /// ```
 #[macro_export]
 macro_rules! abi_layout {
-    ($($c:literal => $ty:ty { $($field:ident => $cf:literal),* $(,)? })*) => {
+    ($($c:literal => $ty:ty { $($($field:ident).+ => $cf:literal),* $(,)? })*) => {
         &[$(
             $crate::layout::StructLayout {
                 c_type: $c,
@@ -49,8 +52,8 @@ macro_rules! abi_layout {
                 fields: &[$(
                     $crate::layout::FieldLayout {
                         c_field: $cf,
-                        rust_field: stringify!($field),
-                        offset: ::core::mem::offset_of!($ty, $field),
+                        rust_field: stringify!($($field).+),
+                        offset: ::core::mem::offset_of!($ty, $($field).+),
                     }
                 ),*],
             }

@@ -8,7 +8,7 @@
 //! - the [`Hypercall`] trait, the first seam of the design: the raw call plus guest-frame translation.
 //!   The native x86_64 implementation issues real hypercalls; the simulator (`xen-sim`) implements it
 //!   in-process so the grant-table, event-channel and xenstore code runs unchanged in host tests;
-//! - typed wrappers over the raw call.
+//! - typed wrappers over the raw call ([`HypercallExt`], implemented for every [`Hypercall`]).
 //!
 //! The crate is `no_std` and uses `alloc` only for page-aligned buffers ([`page`]).
 #![no_std]
@@ -19,9 +19,11 @@ pub mod abi;
 pub mod errno;
 pub mod layout;
 pub mod op;
+pub mod ops;
 pub mod page;
 
 pub use errno::Errno;
+pub use ops::{HypercallExt, SuspendOutcome};
 
 /// Size of a guest page and of a grant/frame unit.
 pub const PAGE_SIZE: usize = 4096;

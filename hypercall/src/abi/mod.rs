@@ -5,6 +5,7 @@
 
 pub mod blkif;
 pub mod console;
+pub mod elfnote;
 pub mod event_channel;
 pub mod grant_table;
 pub mod hvm;
@@ -33,6 +34,20 @@ pub type XenUlong = u64;
 
 /// `DOMID_SELF`.
 pub const DOMID_SELF: DomId = 0x7FF0;
+/// `DOMID_FIRST_RESERVED`: ids at or above this are not real domains.
+pub const DOMID_FIRST_RESERVED: DomId = 0x7FF0;
+/// `DOMID_IO`.
+pub const DOMID_IO: DomId = 0x7FF1;
+/// `DOMID_XEN`.
+pub const DOMID_XEN: DomId = 0x7FF2;
+/// `DOMID_COW`.
+pub const DOMID_COW: DomId = 0x7FF3;
+/// `DOMID_INVALID`.
+pub const DOMID_INVALID: DomId = 0x7FF4;
+/// `DOMID_IDLE`.
+pub const DOMID_IDLE: DomId = 0x7FFF;
+/// `DOMID_MASK`.
+pub const DOMID_MASK: DomId = 0x7FFF;
 
 /// Every ABI module's layout list with the C headers it needs, for the C-header check.
 pub fn all_layouts() -> &'static [(&'static [&'static str], &'static [StructLayout])] {
