@@ -1,10 +1,28 @@
 //! A xenstore client and the xenbus helpers frontends need.
 //!
 //! The [`Store`] trait is what frontends use (DESIGN.md seam 2). The native implementation speaks the
-//! xenstore wire protocol (`xen/io/xs_wire.h`) over the shared ring page.
+//! xenstore wire protocol (`xen/io/xs_wire.h`) over the shared ring page: [`XenStore`].
+//!
+//! - [`wire`]: the framing as pure functions (encoding, an incremental decoder, reply parsing,
+//!   ring index checks);
+//! - [`XenStore`]: the client on the ring page and the store event channel;
+//! - [`transaction()`]: runs a closure in a transaction and re-runs it when the commit conflicts;
+//! - [`xenbus`]: the front/back state machine helpers frontends need.
+//!
+//! Error strings from xenstored map to [`Errno`] values ([`XsError::Errno`]); `"EQUOTA"`, which
+//! Xen's errno list lacks, maps to `Errno::Other(EQUOTA_RAW)` (Linux's `EDQUOT`, 122), see
+//! [`xen_hypercall::abi::xs_wire::xsd_error_from_str`].
 #![no_std]
 
 extern crate alloc;
+
+mod client;
+mod ring;
+pub mod wire;
+pub mod xenbus;
+
+pub use client::XenStore;
+pub use xen_hypercall::abi::xs_wire::{Perm, PermKind, EQUOTA_RAW};
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -45,6 +63,29 @@ pub enum XsError {
     /// An event-channel operation failed.
     #[error("event channel: {0}")]
     Evtchn(xen_event_channel::EvtchnError),
+    /// A hypercall failed (e.g. reading the store's HVM parameters).
+    #[error("hypercall failed: {0}")]
+    Hypercall(Errno),
+    /// An argument cannot be sent (empty path, embedded NUL, missing permissions, ...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// A value read from the store does not parse as what the caller asked for.
+    #[error("bad value {value:?} at {path}: expected {expected}")]
+    BadValue {
+        /// The path that was read.
+        path: String,
+        /// The value found (lossily decoded).
+        value: String,
+        /// What was expected (`"u32"`, `"xenbus state"`, ...).
+        expected: &'static str,
+    },
+    /// [`transaction()`] gave up: every attempt's commit conflicted (`EAGAIN`).
+    #[error("transaction still conflicting after {0} attempts")]
+    TransactionConflict(u32),
+    /// The other end of a xenbus device went to `Closing`/`Closed` (or vanished) while we waited
+    /// for another state.
+    #[error("other end went {0:?}")]
+    PeerClosed(xenbus::XenbusState),
 }
 
 /// The xenstore service a frontend needs. Paths are absolute or relative to the domain's home.
@@ -72,4 +113,101 @@ pub trait Store {
     fn poll_watch(&self) -> Result<Option<WatchEvent>, XsError>;
     /// Blocks (on the event channel, not by spinning) until a watch event arrives.
     fn wait_watch(&self) -> Result<WatchEvent, XsError>;
+    /// Blocks until a watch event with `token` arrives and returns it.
+    ///
+    /// Implementations should keep events of other tokens queued ([`XenStore`] does); this default
+    /// implementation, for stores that cannot, discards them.
+    fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
+        loop {
+            let ev = self.wait_watch()?;
+            if ev.token == token {
+                return Ok(ev);
+            }
+            log::debug!("xenstore: dropping watch event {ev:?} while waiting for {token:?}");
+        }
+    }
+}
+
+macro_rules! forward_store {
+    ($($ty:ty),*) => {$(
+        impl<T: Store + ?Sized> Store for $ty {
+            fn read(&self, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
+                (**self).read(tx, path)
+            }
+            fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<(), XsError> {
+                (**self).write(tx, path, value)
+            }
+            fn mkdir(&self, tx: TxId, path: &str) -> Result<(), XsError> {
+                (**self).mkdir(tx, path)
+            }
+            fn rm(&self, tx: TxId, path: &str) -> Result<(), XsError> {
+                (**self).rm(tx, path)
+            }
+            fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
+                (**self).directory(tx, path)
+            }
+            fn transaction_start(&self) -> Result<TxId, XsError> {
+                (**self).transaction_start()
+            }
+            fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
+                (**self).transaction_end(tx, commit)
+            }
+            fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
+                (**self).watch(path, token)
+            }
+            fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
+                (**self).unwatch(path, token)
+            }
+            fn poll_watch(&self) -> Result<Option<WatchEvent>, XsError> {
+                (**self).poll_watch()
+            }
+            fn wait_watch(&self) -> Result<WatchEvent, XsError> {
+                (**self).wait_watch()
+            }
+            fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
+                (**self).wait_watch_for(token)
+            }
+        }
+    )*};
+}
+forward_store!(&T, alloc::sync::Arc<T>, alloc::boxed::Box<T>);
+
+/// How many times [`transaction()`] runs its closure before giving up with
+/// [`XsError::TransactionConflict`].
+pub const TRANSACTION_MAX_ATTEMPTS: u32 = 16;
+
+/// Runs `f` inside a transaction and commits it; when the commit (or an operation inside) fails
+/// with `EAGAIN`, the whole closure runs again in a fresh transaction, up to
+/// [`TRANSACTION_MAX_ATTEMPTS`] times.
+///
+/// Any other error from `f` aborts the transaction and is returned. `f` must not keep side effects
+/// outside the store from an attempt that did not commit.
+pub fn transaction<S, T, F>(store: &S, mut f: F) -> Result<T, XsError>
+where
+    S: Store + ?Sized,
+    F: FnMut(TxId) -> Result<T, XsError>,
+{
+    for attempt in 1..=TRANSACTION_MAX_ATTEMPTS {
+        let tx = store.transaction_start()?;
+        let value = match f(tx) {
+            Ok(v) => v,
+            Err(e) => {
+                // The transaction is dead either way; an error ending it adds nothing.
+                let _ = store.transaction_end(tx, false);
+                if e == XsError::Errno(Errno::EAGAIN) {
+                    log::debug!("xenstore: transaction attempt {attempt} hit EAGAIN, retrying");
+                    continue;
+                }
+                return Err(e);
+            }
+        };
+        match store.transaction_end(tx, true) {
+            Ok(()) => return Ok(value),
+            Err(XsError::Errno(Errno::EAGAIN)) => {
+                log::debug!("xenstore: transaction attempt {attempt} conflicted, retrying");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(XsError::TransactionConflict(TRANSACTION_MAX_ATTEMPTS))
 }

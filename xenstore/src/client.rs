@@ -1,0 +1,399 @@
+//! The native xenstore client over the shared ring page and the store event channel.
+
+use crate::ring::RingPage;
+use crate::wire::{self, Decoder, Message};
+use crate::{Store, TxId, WatchEvent, XsError};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use xen_event_channel::{EventChannels, EvtchnPort};
+use xen_hypercall::abi::hvm::{
+    XenHvmParam, HVMOP_GET_PARAM, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN,
+};
+use xen_hypercall::abi::xs_wire::{
+    Perm, XenstoreDomainInterface, XsdSockmsgType, XENSTORE_RING_SIZE,
+};
+use xen_hypercall::abi::{DomId, DOMID_SELF};
+use xen_hypercall::{op, Errno, Gfn, Hypercall, PAGE_SIZE};
+
+/// A xenstore client speaking the wire protocol over a `xenstore_domain_interface` page.
+///
+/// Requests get fresh request ids and may be outstanding concurrently (from several threads); each
+/// reply is matched to its request by id, and watch events are queued separately until
+/// [`Store::poll_watch`], [`Store::wait_watch`] or [`Store::wait_watch_for`] take them. Waiting
+/// blocks in [`EventChannels::wait`]. A protocol violation by the daemon (bad index, length, type or
+/// an unsolicited reply) breaks the connection: every later call fails with [`XsError::Protocol`].
+pub struct XenStore<E: EventChannels> {
+    port: EvtchnPort,
+    evtchn: E,
+    inner: spin::Mutex<Inner>,
+}
+
+struct Inner {
+    ring: RingPage,
+    /// Request bytes not yet in the ring.
+    out: VecDeque<u8>,
+    decoder: Decoder,
+    /// Outstanding requests by id, with their reply once it arrived.
+    outstanding: BTreeMap<u32, Option<Message>>,
+    events: VecDeque<WatchEvent>,
+    next_req_id: u32,
+    broken: Option<&'static str>,
+}
+
+// SAFETY: the ring pointer is only dereferenced while holding `inner`'s lock, so moving the client
+// between threads or sharing it is as safe as doing so with `E`.
+unsafe impl<E: EventChannels + Send> Send for XenStore<E> {}
+// SAFETY: as above; every access to the shared page is serialized by the lock.
+unsafe impl<E: EventChannels + Sync> Sync for XenStore<E> {}
+
+impl<E: EventChannels> core::fmt::Debug for XenStore<E> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("XenStore")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads an HVM parameter of this domain with `HVMOP_get_param`.
+fn hvm_get_param<H: Hypercall + ?Sized>(hyp: &H, index: u32) -> Result<u64, XsError> {
+    let mut param = XenHvmParam {
+        domid: DOMID_SELF,
+        pad: 0,
+        index,
+        value: 0,
+    };
+    let ptr = core::ptr::addr_of_mut!(param) as u64;
+    // SAFETY: `param` is a live, correctly laid out `xen_hvm_param` for the whole call, which
+    // reads and writes only that struct.
+    let ret = unsafe { hyp.hypercall(op::HVM_OP, [HVMOP_GET_PARAM as u64, ptr, 0, 0, 0]) };
+    Errno::check(ret).map_err(XsError::Hypercall)?;
+    Ok(param.value)
+}
+
+impl<E: EventChannels> XenStore<E> {
+    /// Connects to the xenstore ring at `ring`, notified through event channel `port`.
+    ///
+    /// The ring's current indices are taken over (and checked); `port` is unmasked.
+    ///
+    /// # Safety
+    ///
+    /// `ring` must point to the mapped xenstore ring page of this domain, valid for the life of the
+    /// client, and no other code in this domain may access that page meanwhile (one client per ring).
+    pub unsafe fn new(
+        ring: *mut XenstoreDomainInterface,
+        port: EvtchnPort,
+        evtchn: E,
+    ) -> Result<XenStore<E>, XsError> {
+        if ring.is_null() || (ring as usize) % core::mem::align_of::<XenstoreDomainInterface>() != 0
+        {
+            return Err(XsError::InvalidArgument(
+                "ring pointer is null or misaligned",
+            ));
+        }
+        // SAFETY: forwarded from the caller's guarantees.
+        let page = unsafe { RingPage::new(ring) };
+        evtchn.unmask(port).map_err(XsError::Evtchn)?;
+        Ok(XenStore {
+            port,
+            evtchn,
+            inner: spin::Mutex::new(Inner {
+                ring: page,
+                out: VecDeque::new(),
+                decoder: Decoder::new(),
+                outstanding: BTreeMap::new(),
+                events: VecDeque::new(),
+                next_req_id: 1,
+                broken: None,
+            }),
+        })
+    }
+
+    /// Connects to this domain's xenstore as a PVH/HVM guest finds it: the ring's frame in
+    /// `HVM_PARAM_STORE_PFN` (mapped with [`Hypercall::gfn_to_virt`]) and the port in
+    /// `HVM_PARAM_STORE_EVTCHN`.
+    ///
+    /// # Safety
+    ///
+    /// No other code in this domain may access the xenstore ring page while the client lives (one
+    /// client per domain), and `hyp` must map the frame for at least that long.
+    pub unsafe fn from_hypercall<H: Hypercall + ?Sized>(
+        hyp: &H,
+        evtchn: E,
+    ) -> Result<XenStore<E>, XsError> {
+        let pfn = hvm_get_param(hyp, HVM_PARAM_STORE_PFN)?;
+        let port = hvm_get_param(hyp, HVM_PARAM_STORE_EVTCHN)?;
+        if pfn == 0 {
+            return Err(XsError::InvalidArgument("HVM_PARAM_STORE_PFN is not set"));
+        }
+        let port = EvtchnPort::try_from(port)
+            .map_err(|_| XsError::InvalidArgument("HVM_PARAM_STORE_EVTCHN out of range"))?;
+        let page = hyp.gfn_to_virt(Gfn(pfn)).ok_or(XsError::InvalidArgument(
+            "xenstore ring frame is not mapped",
+        ))?;
+        if (page as usize) % PAGE_SIZE != 0 {
+            return Err(XsError::InvalidArgument(
+                "xenstore ring frame is not page aligned",
+            ));
+        }
+        // SAFETY: `page` is the mapped, page-aligned ring frame; exclusivity is the caller's promise.
+        unsafe { XenStore::new(page.cast(), port, evtchn) }
+    }
+
+    /// The store event channel port.
+    pub fn port(&self) -> EvtchnPort {
+        self.port
+    }
+
+    /// The event-channel service this client blocks on.
+    pub fn event_channels(&self) -> &E {
+        &self.evtchn
+    }
+
+    /// Moves bytes both ways until nothing more moves; notifies the daemon when anything moved.
+    fn progress(&self, inner: &mut Inner) -> Result<(), XsError> {
+        if let Some(why) = inner.broken {
+            return Err(XsError::Protocol(why));
+        }
+        let r = self.progress_inner(inner);
+        if let Err(XsError::Protocol(why)) = r {
+            inner.broken = Some(why);
+        }
+        r
+    }
+
+    fn progress_inner(&self, inner: &mut Inner) -> Result<(), XsError> {
+        if let Some(code) = inner.ring.server_error() {
+            log::warn!("xenstore: daemon reports ring error {code}");
+            return Err(XsError::Protocol("xenstored reported a ring error"));
+        }
+        loop {
+            let mut moved = false;
+            while !inner.out.is_empty() {
+                let n = {
+                    let (a, _) = inner.out.as_slices();
+                    inner.ring.write(a)?
+                };
+                if n == 0 {
+                    break;
+                }
+                inner.out.drain(..n);
+                moved = true;
+            }
+            let mut buf = [0u8; XENSTORE_RING_SIZE];
+            let n = inner.ring.read(&mut buf)?;
+            if n > 0 {
+                moved = true;
+                let mut msgs = Vec::new();
+                inner.decoder.feed(&buf[..n], |m| msgs.push(m))?;
+                for m in msgs {
+                    Self::dispatch(inner, m)?;
+                }
+            }
+            if !moved {
+                return Ok(());
+            }
+            self.evtchn.notify(self.port).map_err(XsError::Evtchn)?;
+        }
+    }
+
+    fn dispatch(inner: &mut Inner, msg: Message) -> Result<(), XsError> {
+        if msg.msg_type() == Some(XsdSockmsgType::WatchEvent) {
+            let ev = wire::parse_watch_event(&msg.payload)?;
+            inner.events.push_back(ev);
+            return Ok(());
+        }
+        match inner.outstanding.get_mut(&msg.header.req_id) {
+            Some(slot @ None) => {
+                *slot = Some(msg);
+                Ok(())
+            }
+            _ => Err(XsError::Protocol("reply to no outstanding request")),
+        }
+    }
+
+    /// Runs `f` after each round of ring progress until it yields a value, blocking on the event
+    /// channel in between.
+    fn wait_until<T>(&self, mut f: impl FnMut(&mut Inner) -> Option<T>) -> Result<T, XsError> {
+        loop {
+            {
+                let mut inner = self.inner.lock();
+                self.progress(&mut inner)?;
+                if let Some(v) = f(&mut inner) {
+                    return Ok(v);
+                }
+            }
+            self.evtchn.wait();
+        }
+    }
+
+    /// Sends one request and waits for its reply; returns the reply payload (or the daemon's
+    /// error as [`XsError::Errno`]).
+    pub fn request(
+        &self,
+        ty: XsdSockmsgType,
+        tx: TxId,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, XsError> {
+        let mut bytes = wire::encode(ty, 0, tx, payload)?;
+        let id = {
+            let mut inner = self.inner.lock();
+            if let Some(why) = inner.broken {
+                return Err(XsError::Protocol(why));
+            }
+            let mut id = inner.next_req_id;
+            while inner.outstanding.contains_key(&id) {
+                id = id.wrapping_add(1);
+            }
+            inner.next_req_id = id.wrapping_add(1);
+            bytes[4..8].copy_from_slice(&id.to_le_bytes());
+            inner.out.extend(bytes);
+            inner.outstanding.insert(id, None);
+            id
+        };
+        let reply = self.wait_until(|inner| match inner.outstanding.get(&id) {
+            Some(Some(_)) => inner.outstanding.remove(&id).flatten(),
+            _ => None,
+        });
+        match reply {
+            Ok(msg) => wire::check_reply(msg, ty),
+            Err(e) => {
+                self.inner.lock().outstanding.remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    fn path_request(&self, ty: XsdSockmsgType, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
+        wire::check_path(path)?;
+        self.request(ty, tx, &wire::strings_payload(&[path])?)
+    }
+
+    /// Reads the permissions of `path` (owner entry first).
+    pub fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>, XsError> {
+        let reply = self.path_request(XsdSockmsgType::GetPerms, tx, path)?;
+        wire::parse_strings(&reply)?
+            .iter()
+            .map(|s| Perm::parse(s).ok_or(XsError::Protocol("bad permission string")))
+            .collect()
+    }
+
+    /// Sets the permissions of `path`; `perms[0]` names the owner and everyone's default access.
+    pub fn set_perms(&self, tx: TxId, path: &str, perms: &[Perm]) -> Result<(), XsError> {
+        wire::check_path(path)?;
+        if perms.is_empty() {
+            return Err(XsError::InvalidArgument(
+                "a node needs at least an owner permission",
+            ));
+        }
+        let strs: Vec<String> = perms.iter().map(|p| alloc::format!("{p}")).collect();
+        let mut parts: Vec<&str> = Vec::with_capacity(perms.len() + 1);
+        parts.push(path);
+        parts.extend(strs.iter().map(String::as_str));
+        wire::parse_ok(&self.request(
+            XsdSockmsgType::SetPerms,
+            tx,
+            &wire::strings_payload(&parts)?,
+        )?)
+    }
+
+    /// The home path of domain `domid` (`/local/domain/<domid>`) as xenstored reports it.
+    pub fn get_domain_path(&self, domid: DomId) -> Result<String, XsError> {
+        let reply = self.request(
+            XsdSockmsgType::GetDomainPath,
+            TxId::NONE,
+            &wire::strings_payload(&[&alloc::format!("{domid}")])?,
+        )?;
+        let mut v = wire::parse_strings(&reply)?;
+        match (v.pop(), v.is_empty()) {
+            (Some(p), true) => Ok(p),
+            _ => Err(XsError::Protocol("bad domain path reply")),
+        }
+    }
+
+    /// Number of watch events received and not yet taken.
+    pub fn queued_watch_events(&self) -> usize {
+        self.inner.lock().events.len()
+    }
+}
+
+fn under(path: &str, base: &str) -> bool {
+    path == base || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
+}
+
+impl<E: EventChannels> Store for XenStore<E> {
+    fn read(&self, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
+        self.path_request(XsdSockmsgType::Read, tx, path)
+    }
+
+    fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<(), XsError> {
+        wire::parse_ok(&self.request(
+            XsdSockmsgType::Write,
+            tx,
+            &wire::write_payload(path, value)?,
+        )?)
+    }
+
+    fn mkdir(&self, tx: TxId, path: &str) -> Result<(), XsError> {
+        wire::parse_ok(&self.path_request(XsdSockmsgType::Mkdir, tx, path)?)
+    }
+
+    fn rm(&self, tx: TxId, path: &str) -> Result<(), XsError> {
+        wire::parse_ok(&self.path_request(XsdSockmsgType::Rm, tx, path)?)
+    }
+
+    fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
+        wire::parse_strings(&self.path_request(XsdSockmsgType::Directory, tx, path)?)
+    }
+
+    fn transaction_start(&self) -> Result<TxId, XsError> {
+        wire::parse_tx_id(&self.request(XsdSockmsgType::TransactionStart, TxId::NONE, b"\0")?)
+    }
+
+    fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
+        if tx == TxId::NONE {
+            return Err(XsError::InvalidArgument("no transaction to end"));
+        }
+        let arg: &[u8] = if commit { b"T\0" } else { b"F\0" };
+        wire::parse_ok(&self.request(XsdSockmsgType::TransactionEnd, tx, arg)?)
+    }
+
+    fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        wire::check_path(path)?;
+        let payload = wire::strings_payload(&[path, token])?;
+        wire::parse_ok(&self.request(XsdSockmsgType::Watch, TxId::NONE, &payload)?)
+    }
+
+    fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
+        wire::check_path(path)?;
+        let payload = wire::strings_payload(&[path, token])?;
+        match self.request(XsdSockmsgType::Unwatch, TxId::NONE, &payload) {
+            Ok(reply) => wire::parse_ok(&reply)?,
+            Err(XsError::Errno(Errno::ENOENT)) => {}
+            Err(e) => return Err(e),
+        }
+        // Events of this watch that arrived before the unwatch are stale now.
+        self.inner
+            .lock()
+            .events
+            .retain(|e| !(e.token == token && under(&e.path, path)));
+        Ok(())
+    }
+
+    fn poll_watch(&self) -> Result<Option<WatchEvent>, XsError> {
+        let mut inner = self.inner.lock();
+        self.progress(&mut inner)?;
+        Ok(inner.events.pop_front())
+    }
+
+    fn wait_watch(&self) -> Result<WatchEvent, XsError> {
+        self.wait_until(|inner| inner.events.pop_front())
+    }
+
+    fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
+        self.wait_until(|inner| {
+            let i = inner.events.iter().position(|e| e.token == token)?;
+            inner.events.remove(i)
+        })
+    }
+}
