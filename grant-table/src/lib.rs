@@ -7,6 +7,11 @@
 
 extern crate alloc;
 
+mod refs;
+mod table;
+
+pub use refs::RefAllocator;
+pub use table::{FrameMapping, GrantTable, GrantedPages, TableSize};
 pub use xen_hypercall::abi::{DomId, GrantRef};
 
 /// What the remote domain may do with a granted page.
@@ -40,6 +45,18 @@ pub enum GrantError {
     /// The grant-copy status reported an error for one segment.
     #[error("grant copy failed with status {0}")]
     CopyStatus(i16),
+    /// A grant-table operation other than copy returned a `GNTST_*` error status.
+    #[error("grant table operation failed with status {0}")]
+    Status(i16),
+    /// Xen returned a table frame that is not mapped in our address space.
+    #[error("grant table frame {0:#x} is not mapped")]
+    FrameNotMapped(u64),
+    /// The frame number does not fit the 32-bit `frame` field of a v1 grant entry.
+    #[error("frame {0:#x} does not fit a v1 grant entry")]
+    FrameTooLarge(u64),
+    /// A region of zero pages was requested.
+    #[error("a granted region needs at least one page")]
+    ZeroPages,
 }
 
 /// One or more contiguous pages granted to a remote domain, one grant reference per page.
