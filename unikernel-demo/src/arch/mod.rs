@@ -1,0 +1,144 @@
+//! x86_64 primitives: port I/O, CPUID, MSRs, control registers, interrupts flag, TSC.
+
+pub mod gdt;
+pub mod idt;
+
+use core::arch::asm;
+
+/// Writes a byte to an I/O port.
+pub fn outb(port: u16, value: u8) {
+    // SAFETY: port output has no memory effects; the ports we use (debugcon, isa-debug-exit, PIC)
+    // are side-effect-only devices.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Writes a 32-bit value to an I/O port.
+pub fn outl(port: u16, value: u32) {
+    // SAFETY: as in `outb`.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Reads a byte from an I/O port.
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port input has no memory effects.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads a 32-bit value from an I/O port.
+pub fn inl(port: u16) -> u32 {
+    let v: u32;
+    // SAFETY: port input has no memory effects.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Writes a 16-bit value to an I/O port.
+pub fn outw(port: u16, value: u16) {
+    // SAFETY: as in `outb`.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Reads a 16-bit value from an I/O port.
+pub fn inw(port: u16) -> u16 {
+    let v: u16;
+    // SAFETY: port input has no memory effects.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Result of CPUID.
+#[derive(Debug, Clone, Copy)]
+pub struct Cpuid {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+}
+
+/// Executes CPUID for `leaf` (sub-leaf 0).
+pub fn cpuid(leaf: u32) -> Cpuid {
+    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
+    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+///
+/// The MSR and value must be valid; some MSRs change how the CPU or hypervisor treats memory
+/// (e.g. Xen's hypercall-page MSR writes the page at the given address).
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the MSR write is valid.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
+    }
+}
+
+/// Reads CR2 (the faulting address of the last page fault).
+pub fn cr2() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR2 has no side effects.
+    unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is available on every x86_64 CPU and has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Enables interrupts.
+pub fn enable_interrupts() {
+    // SAFETY: the IDT is installed before anyone calls this (see `main`).
+    unsafe { asm!("sti", options(nomem, nostack)) };
+}
+
+/// Disables interrupts.
+pub fn disable_interrupts() {
+    // SAFETY: clearing IF only delays interrupts.
+    unsafe { asm!("cli", options(nomem, nostack)) };
+}
+
+/// Whether interrupts are enabled (RFLAGS.IF).
+pub fn interrupts_enabled() -> bool {
+    let flags: u64;
+    // SAFETY: reading RFLAGS has no side effects.
+    unsafe { asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & (1 << 9) != 0
+}
+
+/// Runs `f` with interrupts disabled, restoring the previous state afterwards.
+pub fn without_interrupts<T>(f: impl FnOnce() -> T) -> T {
+    let was = interrupts_enabled();
+    if was {
+        disable_interrupts();
+    }
+    let r = f();
+    if was {
+        enable_interrupts();
+    }
+    r
+}
+
+/// Atomically enables interrupts and halts until the next interrupt (`sti; hlt`): the interrupt
+/// that ends the halt cannot slip in between the check the caller made and the halt.
+pub fn enable_interrupts_and_halt() {
+    // SAFETY: `sti` takes effect after the next instruction, so `hlt` is entered with interrupts
+    // enabled and any pending interrupt wakes it.
+    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+}
+
+/// Halts forever with interrupts off.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: halting with interrupts disabled stops this CPU; nothing else depends on it.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}

@@ -1,0 +1,169 @@
+//! unikernel-demo: a minimal Rust guest kernel.
+//!
+//! Boots as a Xen PVH guest (ELF note `XEN_ELFNOTE_PHYS32_ENTRY`) and under plain QEMU (`-kernel`,
+//! which loads PVH ELFs the same way). See `boot.rs` for the entry, `mem.rs` for memory, `xen/` for
+//! the Xen platform and `selftest.rs` for the boot self-tests the plain-QEMU tests run.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod cmdline;
+mod console;
+mod mem;
+mod platform;
+mod rt;
+mod selftest;
+mod start_info;
+mod time;
+mod xen;
+
+use start_info::BootInfo;
+
+/// Kernel version string printed at boot.
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Rust entry point, called by the boot code in long mode with the physical address of
+/// `struct hvm_start_info`.
+#[no_mangle]
+pub extern "C" fn kmain(start_info_pa: u32) -> ! {
+    arch::gdt::init();
+    arch::idt::init();
+    println!("unikernel-demo {VERSION}: booting (PVH entry, start_info at {start_info_pa:#x})");
+
+    // SAFETY: the boot code passes %ebx unchanged, and nothing has reused the loader's memory yet.
+    let mut info = match unsafe { BootInfo::from_phys(start_info_pa as u64) } {
+        Ok(i) => i,
+        Err(e) => panic!("no valid hvm_start_info from the loader: {e:?}"),
+    };
+
+    let xen = xen::detect();
+    match xen {
+        Some(x) => {
+            if let Err(e) = xen::hypercall::install(&x) {
+                panic!("Xen {}.{} detected but the hypercall page failed: {e}", x.major, x.minor);
+            }
+            platform::set_xen();
+            println!("platform: Xen {}.{} (CPUID base {:#x}), hypercall page installed", x.major, x.minor, x.base);
+        }
+        None => println!("platform: no Xen signature in CPUID; plain QEMU/KVM assumed"),
+    }
+
+    if info.memmap_len == 0 {
+        if platform::is_xen() {
+            println!("memory: start_info has no memory map, asking Xen (XENMEM_memory_map)");
+            let mut tmp = [start_info::MemEntry::default(); start_info::MAX_MEMMAP];
+            match xen::memory_map(&mut tmp) {
+                Ok(n) => {
+                    for e in &tmp[..n] {
+                        info.push_mem(*e);
+                    }
+                }
+                Err(e) => panic!("no memory map: XENMEM_memory_map failed: {e:?}"),
+            }
+        } else {
+            panic!("no memory map in hvm_start_info (version {})", info.version);
+        }
+    }
+    for e in info.memmap() {
+        println!(
+            "memory: {:#014x}-{:#014x} {}",
+            e.addr,
+            e.addr + e.size,
+            if e.kind == start_info::MEMMAP_TYPE_RAM { "RAM" } else { "reserved" }
+        );
+    }
+    let m = mem::init(info.memmap());
+    let (ks, ke) = mem::kernel_range();
+    println!(
+        "memory: {} KiB RAM, {} KiB for frames and heap; kernel image {:#x}-{:#x} ({} KiB incl. bss)",
+        m.ram / 1024,
+        m.usable / 1024,
+        ks,
+        ke,
+        (ke - ks) / 1024
+    );
+    if m.ignored_high > 0 {
+        println!("memory: {} KiB above 4 GiB not mapped, unused", m.ignored_high / 1024);
+    }
+
+    if platform::is_xen() {
+        xen_init();
+    } else {
+        match time::calibrate_tsc_with_pit() {
+            Some(khz) => println!("time: TSC {} MHz (calibrated against the PIT)", khz / 1000),
+            None => println!("time: no PIT answered; assuming a 1 GHz TSC"),
+        }
+    }
+
+    println!("cmdline: \"{}\"", info.cmdline());
+    let cfg = cmdline::parse(info.cmdline());
+    match cfg.ip {
+        Some(ip) => println!("net config: static {ip}, gateway {}", cfg.gw.map_or(alloc::string::String::from("none"), |g| alloc::format!("{g}"))),
+        None => println!("net config: DHCP"),
+    }
+    if cfg.debugcon {
+        println!("console: keeping port 0xE9 output (debugcon)");
+    }
+
+    if cfg.panic {
+        panic!("panic requested on the kernel command line");
+    }
+    if cfg.fault {
+        println!("fault requested on the kernel command line: reading an unmapped address");
+        // SAFETY: deliberately faults: the address is above the identity-mapped range, so the read
+        // raises a page fault whose handler reports it and ends the kernel; it never returns.
+        let v = unsafe { core::ptr::read_volatile((boot::IDENTITY_MAPPED + 0x1000) as *const u64) };
+        panic!("read of an unmapped address returned {v:#x}");
+    }
+    if cfg.selftest {
+        match selftest::run() {
+            Ok(n) => {
+                println!("SELFTEST PASS: {n} tests");
+                platform::success_exit();
+            }
+            Err(e) => panic!("SELFTEST FAIL: {e}"),
+        }
+    }
+
+    println!("nothing to run yet; idling");
+    loop {
+        if platform::is_xen() {
+            let g = xen::event_generation();
+            xen::block_until(None, g);
+        } else {
+            arch::enable_interrupts_and_halt();
+        }
+    }
+}
+
+/// Brings up the Xen platform pieces: shared_info and pvclock, the callback vector, the timer and the
+/// PV console.
+fn xen_init() {
+    let si = match xen::map_shared_info() {
+        Ok(p) => p,
+        Err(e) => panic!("XENMEM_add_to_physmap(shared_info) failed: {e:?}"),
+    };
+    // SAFETY: shared_info stays mapped for the kernel's life; vcpu_info[0].time is its pvclock record.
+    unsafe { time::use_pvclock(&raw mut (*si).vcpu_info[0].time) };
+    println!("xen: shared_info mapped at {:#x}; pvclock is the time source", si as u64);
+    if let Err(e) = xen::enable_callback() {
+        panic!("HVM_PARAM_CALLBACK_IRQ (vector {}) failed: {e:?}", arch::idt::XEN_CALLBACK_VECTOR);
+    }
+    arch::enable_interrupts();
+    match xen::init_timer() {
+        Ok(p) => println!("xen: event callback on vector {}, VIRQ_TIMER on port {p}", arch::idt::XEN_CALLBACK_VECTOR),
+        Err(e) => panic!("binding VIRQ_TIMER failed: {e:?}"),
+    }
+    match xen::console::PvConsole::connect() {
+        Ok(c) => {
+            let port = c.port();
+            let ring: &'static mut xen::console::PvConsole = alloc::boxed::Box::leak(alloc::boxed::Box::new(c));
+            console::set_ring(ring, true);
+            println!("xen: PV console ring connected (event channel {port})");
+        }
+        Err(e) => println!("xen: no PV console ({e:?}); output stays on port 0xE9"),
+    }
+}
