@@ -1,0 +1,2 @@
+//! Xen PV block frontend (work in progress).
+#![no_std]
