@@ -1,0 +1,845 @@
+//! Xen paravirtual network frontend (netfront).
+//!
+//! A [`Netfront`] drives one vif (`device/vif/<N>` in the guest's xenstore home) through the xenbus
+//! state machine, negotiates features with the backend the way Linux's xen-netfront does, and moves
+//! Ethernet frames over one or more queues, each a TX and an RX shared ring (`xen/io/netif.h`).
+//!
+//! - Generic over the service traits only ([`GrantAccess`], [`EventChannels`], [`Store`]): the same
+//!   code runs in a bare-metal guest, a Linux program and the simulator.
+//! - Buffers: every queue owns a TX pool (granted read-only) and an RX pool (granted read-write) of
+//!   whole pages, granted once at [`connect`](Netfront::connect) and reused for every packet. RX
+//!   buffers are reposted as soon as their data is copied out.
+//! - Features: `feature-rx-copy` (required), `feature-sg` (multi-slot frames both ways),
+//!   `feature-gso-tcpv4` (GSO extra-info slots), checksum offload (`NETTXF_csum_blank` /
+//!   `data_validated`; `feature-no-csum-offload` honoured both ways), `feature-rx-notify`,
+//!   `feature-split-event-channels` and `multi-queue-max-queues`; each falls back cleanly when the
+//!   backend does not offer it.
+//! - The backend is never trusted: response ids must be in flight, statuses, lengths, offsets, slot
+//!   counts and extra-info types are validated, and `rsp_prod` is checked by the ring. A violation
+//!   puts the device in [`DeviceState::Failed`] with a typed [`NetError`]; nothing panics, and grants
+//!   are only ever given back through [`GrantAccess::release`], which defers pages the backend still
+//!   maps.
+//! - [`Netfront`] implements smoltcp's [`phy::Device`](smoltcp::phy::Device).
+//!
+//! Nothing in the data path ([`Netfront::transmit`], [`Netfront::receive`], [`Netfront::poll`])
+//! talks to xenstore. Backend state changes (the backend closing) are picked up by
+//! [`Netfront::check_backend`], which the owner calls when xenstore watch events arrive (the
+//! netfront's watch is registered while connected; see [`Netfront::watch_token`]).
+#![no_std]
+
+extern crate alloc;
+
+pub mod checksum;
+mod device;
+mod queue;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use queue::Queue;
+use xen_event_channel::{EventChannels, EvtchnError};
+use xen_grant_table::{GrantAccess, GrantError};
+use xen_ring::RingError;
+use xen_store::xenbus::{self, XenbusState};
+use xen_store::{Errno, Store, TxId, XsError};
+
+pub use device::{NetRxToken, NetTxToken};
+pub use xen_hypercall::abi::netif::NetifExtraGso;
+pub use xen_hypercall::abi::DomId;
+
+/// Largest frame accepted on receive: a 64 KiB GSO packet plus Ethernet and VLAN headers.
+pub const MAX_RX_FRAME: usize = 65535 + 18;
+/// Most data slots one received packet may use.
+pub const MAX_RX_SLOTS: usize = xen_hypercall::abi::netif::XEN_NETIF_NR_SLOTS_MIN;
+/// Most data slots one transmitted packet uses (every backend must accept this many).
+pub const MAX_TX_SLOTS: usize = xen_hypercall::abi::netif::XEN_NETIF_NR_SLOTS_MIN;
+
+/// What the frontend asks for; the backend's offer narrows it down to [`Features`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetfrontConfig {
+    /// Most queues to use (`multi-queue-num-queues` is the minimum of this and the backend's
+    /// `multi-queue-max-queues`). At least 1.
+    pub max_queues: u16,
+    /// TX buffer pages per queue (1..=256): the most TX slots in flight per queue.
+    pub tx_buffers: u16,
+    /// RX buffer pages per queue, a power of two in 1..=256: the RX requests kept posted.
+    pub rx_buffers: u16,
+    /// Use scatter-gather (`feature-sg`): multi-slot frames on TX and RX.
+    pub sg: bool,
+    /// Use TCPv4 segmentation offload (`feature-gso-tcpv4`) on TX, and accept GSO frames on RX.
+    pub gso_tcpv4: bool,
+    /// Use checksum offload: send `NETTXF_csum_blank` when asked and accept `NETRXF_csum_blank`
+    /// (otherwise `feature-no-csum-offload` = 1 is written so the backend fills checksums in).
+    pub csum_offload: bool,
+    /// Use separate TX and RX event channels when the backend offers them.
+    pub split_event_channels: bool,
+    /// The queue smoltcp's [`phy::Device`](smoltcp::phy::Device) transmits on (wrapped to the
+    /// negotiated number of queues).
+    pub smoltcp_tx_queue: u16,
+}
+
+impl Default for NetfrontConfig {
+    fn default() -> Self {
+        NetfrontConfig {
+            max_queues: 4,
+            tx_buffers: 256,
+            rx_buffers: 256,
+            sg: true,
+            gso_tcpv4: true,
+            csum_offload: true,
+            split_event_channels: true,
+            smoltcp_tx_queue: 0,
+        }
+    }
+}
+
+/// The features in use on a connected device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// Multi-slot frames may be transmitted (backend `feature-sg` and ours).
+    pub sg: bool,
+    /// GSO TCPv4 frames may be transmitted (backend `feature-gso-tcpv4`, sg, and ours).
+    pub gso_tcpv4: bool,
+    /// `NETTXF_csum_blank` may be used (the backend did not set `feature-no-csum-offload`).
+    pub tx_csum_offload: bool,
+    /// The backend may send `NETRXF_csum_blank` frames (we did not set `feature-no-csum-offload`);
+    /// they are completed before delivery.
+    pub rx_csum_offload: bool,
+    /// Separate TX/RX event channels per queue.
+    pub split_event_channels: bool,
+    /// Number of queues.
+    pub num_queues: u16,
+}
+
+/// Per-packet metadata for [`Netfront::transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TxMeta {
+    /// `NETTXF_csum_blank`: the TCP/UDP checksum field holds only the pseudo-header sum
+    /// ([`checksum::set_partial`]); the backend completes it. Needs [`Features::tx_csum_offload`].
+    pub csum_blank: bool,
+    /// `NETTXF_data_validated`: the data is known good (checksum valid or blank by construction).
+    pub data_validated: bool,
+    /// Segment this TCPv4 frame with this MSS (`XEN_NETIF_GSO_TYPE_TCPV4`). Needs
+    /// [`Features::gso_tcpv4`]; implies `csum_blank`.
+    pub gso_mss: Option<u16>,
+}
+
+/// Per-packet metadata of a received frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RxMeta {
+    /// The queue the frame arrived on.
+    pub queue: u16,
+    /// `NETRXF_data_validated`: the backend vouches for the data.
+    pub data_validated: bool,
+    /// `NETRXF_csum_blank`: the frame arrived with a blank checksum, which the frontend completed.
+    pub csum_completed: bool,
+    /// The GSO extra info the frame carried, if any.
+    pub gso: Option<NetifExtraGso>,
+    /// Ring slots the frame used (data slots only).
+    pub slots: u8,
+}
+
+/// Counters of one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Frames handed to the backend.
+    pub tx_packets: u64,
+    /// Bytes handed to the backend.
+    pub tx_bytes: u64,
+    /// TX slots the backend answered with `NETIF_RSP_ERROR`.
+    pub tx_errors: u64,
+    /// TX slots the backend answered with `NETIF_RSP_DROPPED`.
+    pub tx_dropped: u64,
+    /// Frames delivered to the caller.
+    pub rx_packets: u64,
+    /// Bytes delivered to the caller.
+    pub rx_bytes: u64,
+    /// Frames dropped because the backend reported an error, or whose checksum could not be
+    /// completed, or that were empty.
+    pub rx_errors: u64,
+    /// Frames dropped because the caller could not take them (none so far; reserved).
+    pub rx_dropped: u64,
+}
+
+/// The connection state of a [`Netfront`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceState {
+    /// Not connected (never connected, disconnected, or the backend closed).
+    Closed,
+    /// Connected: frames move.
+    Connected,
+    /// The backend broke the protocol; see [`Netfront::failure`]. Call
+    /// [`disconnect`](Netfront::disconnect) to release resources.
+    Failed,
+}
+
+/// A backend protocol violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A TX response for an id that is not in flight.
+    #[error("TX response id {0} not in flight")]
+    UnknownTxId(u16),
+    /// A TX response status outside `NETIF_RSP_*`.
+    #[error("bad TX response status {0}")]
+    BadTxStatus(i16),
+    /// An RX response not in the slot of its request.
+    #[error("RX response id {got} in slot expecting {expected}")]
+    BadRxId {
+        /// The id the slot's request carried.
+        expected: u16,
+        /// The id in the response.
+        got: u16,
+    },
+    /// An RX response status outside `NETIF_RSP_*` and sizes.
+    #[error("bad RX response status {0}")]
+    BadRxStatus(i16),
+    /// RX data outside its page.
+    #[error("RX data at offset {offset} length {len} leaves the page")]
+    BadRxOffset {
+        /// Offset in the response.
+        offset: u16,
+        /// Length (status) in the response.
+        len: u16,
+    },
+    /// An RX packet spread over too many slots.
+    #[error("RX packet uses more than {0} slots")]
+    TooManyRxSlots(usize),
+    /// An RX packet longer than any frame can be.
+    #[error("RX packet longer than {0} bytes")]
+    RxTooLong(usize),
+    /// `NETRXF_more_data` without scatter-gather negotiated.
+    #[error("multi-slot RX packet without feature-sg")]
+    UnexpectedMoreData,
+    /// `NETRXF_extra_info` on a slot other than a packet's first.
+    #[error("extra info on a continuation slot")]
+    MisplacedExtraInfo,
+    /// An extra-info slot of an invalid or unnegotiated type.
+    #[error("bad extra info type {0}")]
+    BadExtraType(u8),
+    /// A GSO extra-info slot with an unusable type or size.
+    #[error("bad GSO extra info (type {gso_type}, size {size})")]
+    BadGso {
+        /// `XEN_NETIF_GSO_TYPE_*` found.
+        gso_type: u8,
+        /// Segment size found.
+        size: u16,
+    },
+}
+
+/// Errors of the netfront.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// A xenstore operation failed (or the backend closed while we waited for it).
+    #[error("xenstore: {0}")]
+    Store(XsError),
+    /// Granting pages failed.
+    #[error("grant table: {0}")]
+    Grant(GrantError),
+    /// An event-channel operation failed.
+    #[error("event channel: {0}")]
+    Evtchn(EvtchnError),
+    /// The shared ring detected a protocol violation (e.g. `rsp_prod` overrun).
+    #[error("ring: {0}")]
+    Ring(RingError),
+    /// The backend broke the netif protocol.
+    #[error("backend protocol violation: {0}")]
+    Protocol(ProtocolError),
+    /// The `mac` key is missing the form `xx:xx:xx:xx:xx:xx` of a unicast address.
+    #[error("bad mac address {0:?}")]
+    BadMac(String),
+    /// The backend does not offer `feature-rx-copy`.
+    #[error("backend lacks feature-rx-copy")]
+    NoRxCopy,
+    /// The configuration is unusable.
+    #[error("bad configuration: {0}")]
+    BadConfig(&'static str),
+    /// The operation needs a connected device.
+    #[error("device not connected")]
+    NotConnected,
+    /// No ring slot or buffer is free right now; poll and retry.
+    #[error("TX ring full")]
+    Busy,
+    /// The frame is empty or larger than the negotiated features allow.
+    #[error("frame of {0} bytes cannot be sent")]
+    BadFrameLength(usize),
+    /// The requested offload was not negotiated.
+    #[error("offload not negotiated")]
+    OffloadUnavailable,
+    /// No such queue.
+    #[error("no queue {0}")]
+    BadQueue(u16),
+}
+
+impl From<XsError> for NetError {
+    fn from(e: XsError) -> Self {
+        NetError::Store(e)
+    }
+}
+impl From<GrantError> for NetError {
+    fn from(e: GrantError) -> Self {
+        NetError::Grant(e)
+    }
+}
+impl From<EvtchnError> for NetError {
+    fn from(e: EvtchnError) -> Self {
+        NetError::Evtchn(e)
+    }
+}
+impl From<RingError> for NetError {
+    fn from(e: RingError) -> Self {
+        NetError::Ring(e)
+    }
+}
+impl From<ProtocolError> for NetError {
+    fn from(e: ProtocolError) -> Self {
+        NetError::Protocol(e)
+    }
+}
+
+/// The vif ids under `device/vif` in the guest's home, in numeric order.
+pub fn list_vifs<S: Store + ?Sized>(store: &S) -> Result<Vec<String>, NetError> {
+    Ok(xenbus::list_devices(store, "vif")?)
+}
+
+/// Parses a `mac` value strictly: six two-digit hex octets separated by `:`, unicast.
+pub fn parse_mac(value: &[u8]) -> Option<[u8; 6]> {
+    if value.len() != 17 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, octet) in mac.iter_mut().enumerate() {
+        let part = &value[i * 3..i * 3 + 2];
+        if i < 5 && value[i * 3 + 2] != b':' {
+            return None;
+        }
+        let hex = |c: u8| (c as char).to_digit(16);
+        *octet = (hex(part[0])? * 16 + hex(part[1])?) as u8;
+    }
+    // Multicast (and broadcast) addresses cannot name an interface.
+    if mac[0] & 1 != 0 {
+        return None;
+    }
+    Some(mac)
+}
+
+/// The parts of a device that the data path and the smoltcp adapter share.
+pub(crate) struct Inner<G: GrantAccess> {
+    pub(crate) grants: G,
+    pub(crate) queues: Vec<Queue<G::Region>>,
+    pub(crate) features: Features,
+    pub(crate) state: DeviceState,
+    pub(crate) failure: Option<NetError>,
+    /// Next queue `receive` looks at first (round robin).
+    pub(crate) rx_next: usize,
+    /// Assembly space for multi-page TX frames.
+    pub(crate) tx_scratch: Vec<u8>,
+}
+
+/// One paravirtual network device.
+pub struct Netfront<G: GrantAccess, E: EventChannels, S: Store> {
+    pub(crate) inner: Inner<G>,
+    pub(crate) evtchn: E,
+    store: S,
+    config: NetfrontConfig,
+    node: String,
+    backend: String,
+    backend_id: DomId,
+    mac: [u8; 6],
+    mtu: u16,
+    watching: bool,
+    /// The last received frame (swapped out of its queue's assembly buffer).
+    pub(crate) frame: Vec<u8>,
+}
+
+impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
+    /// Probes vif `id` (`device/vif/<id>`): reads the backend location, `mac` (strictly) and `mtu`.
+    /// Nothing is granted or written until [`connect`](Self::connect).
+    pub fn new(
+        grants: G,
+        evtchn: E,
+        store: S,
+        id: &str,
+        config: NetfrontConfig,
+    ) -> Result<Self, NetError> {
+        if config.max_queues == 0 {
+            return Err(NetError::BadConfig("max_queues must be at least 1"));
+        }
+        if config.tx_buffers == 0 || config.tx_buffers > 256 {
+            return Err(NetError::BadConfig("tx_buffers must be in 1..=256"));
+        }
+        if !config.rx_buffers.is_power_of_two() || config.rx_buffers > 256 {
+            return Err(NetError::BadConfig(
+                "rx_buffers must be a power of two in 1..=256",
+            ));
+        }
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(NetError::BadConfig("vif id must be decimal"));
+        }
+        let node = format!("device/vif/{id}");
+        let backend = xenbus::read_backend(&store, &node)?;
+        let mac_raw = store.read(TxId::NONE, &xenbus::join(&node, "mac"))?;
+        let mac = parse_mac(&mac_raw)
+            .ok_or_else(|| NetError::BadMac(String::from_utf8_lossy(&mac_raw).into_owned()))?;
+        let mtu = xenbus::read_u32_or(&store, TxId::NONE, &xenbus::join(&node, "mtu"), 1500)?;
+        let mtu = u16::try_from(mtu)
+            .ok()
+            .filter(|m| (68..=65535 - 18).contains(m))
+            .ok_or(NetError::BadConfig("mtu out of range"))?;
+        Ok(Netfront {
+            inner: Inner {
+                grants,
+                queues: Vec::new(),
+                features: Features::default(),
+                state: DeviceState::Closed,
+                failure: None,
+                rx_next: 0,
+                tx_scratch: Vec::new(),
+            },
+            evtchn,
+            store,
+            config,
+            node,
+            backend: backend.path,
+            backend_id: backend.domid,
+            mac,
+            mtu,
+            watching: false,
+            frame: Vec::new(),
+        })
+    }
+
+    /// The MAC address from the `mac` key.
+    pub fn mac(&self) -> [u8; 6] {
+        self.mac
+    }
+
+    /// The MTU (IP payload bytes; the `mtu` key, default 1500).
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+
+    /// The frontend node (`device/vif/<id>`).
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The backend node and domain.
+    pub fn backend(&self) -> (&str, DomId) {
+        (&self.backend, self.backend_id)
+    }
+
+    pub(crate) fn config_tx_queue(&self) -> u16 {
+        self.config.smoltcp_tx_queue
+    }
+
+    /// The connection state.
+    pub fn state(&self) -> DeviceState {
+        self.inner.state
+    }
+
+    /// Why the device failed, when it did.
+    pub fn failure(&self) -> Option<&NetError> {
+        self.inner.failure.as_ref()
+    }
+
+    /// The negotiated features (meaningful while connected).
+    pub fn features(&self) -> Features {
+        self.inner.features
+    }
+
+    /// Number of queues in use (0 when not connected).
+    pub fn num_queues(&self) -> u16 {
+        self.inner.queues.len() as u16
+    }
+
+    /// The counters of queue `q`.
+    pub fn stats(&self, q: u16) -> Option<QueueStats> {
+        self.inner.queues.get(usize::from(q)).map(|q| q.stats)
+    }
+
+    /// The sum of every queue's counters.
+    pub fn total_stats(&self) -> QueueStats {
+        let mut t = QueueStats::default();
+        for q in &self.inner.queues {
+            let s = q.stats;
+            t.tx_packets += s.tx_packets;
+            t.tx_bytes += s.tx_bytes;
+            t.tx_errors += s.tx_errors;
+            t.tx_dropped += s.tx_dropped;
+            t.rx_packets += s.rx_packets;
+            t.rx_bytes += s.rx_bytes;
+            t.rx_errors += s.rx_errors;
+            t.rx_dropped += s.rx_dropped;
+        }
+        t
+    }
+
+    /// The event-channel ports of queue `q` as (tx, rx); equal without split event channels.
+    pub fn ports(&self, q: u16) -> Option<(u32, u32)> {
+        self.inner
+            .queues
+            .get(usize::from(q))
+            .map(|q| (q.tx_port, q.rx_port))
+    }
+
+    /// The token of the watch on the backend's `state` key registered while connected.
+    pub fn watch_token(&self) -> String {
+        format!("netfront:{}", self.node)
+    }
+
+    fn wait_backend(&self, mut accept: impl FnMut(XenbusState) -> bool) -> Result<(), NetError> {
+        let path = xenbus::join(&self.backend, "state");
+        let token = format!("netfront-wait:{}", self.node);
+        self.store.watch(&path, &token)?;
+        let result = loop {
+            if let Err(e) = self.store.wait_watch_for(&token) {
+                break Err(NetError::from(e));
+            }
+            match xenbus::read_state(&self.store, TxId::NONE, &self.backend) {
+                Ok(s) if accept(s) => break Ok(()),
+                Ok(_) | Err(XsError::Errno(Errno::ENOENT)) => {}
+                Err(e) => break Err(e.into()),
+            }
+        };
+        let unwatched = self.store.unwatch(&path, &token);
+        result?;
+        unwatched?;
+        Ok(())
+    }
+
+    fn backend_feature(&self, key: &str, default: bool) -> Result<bool, NetError> {
+        Ok(xenbus::read_feature(
+            &self.store,
+            TxId::NONE,
+            &xenbus::join(&self.backend, key),
+            default,
+        )?)
+    }
+
+    /// Connects: waits for the backend's `InitWait`, reads its features, grants rings and buffer
+    /// pools, allocates event channels, publishes them in one transaction (retried on `EAGAIN`),
+    /// goes `Initialised` then `Connected`, and waits for the backend's `Connected`.
+    ///
+    /// Blocks (on xenstore watches) while the backend moves. On error nothing stays granted or open.
+    pub fn connect(&mut self) -> Result<(), NetError> {
+        if self.inner.state == DeviceState::Connected {
+            return Ok(());
+        }
+        self.teardown();
+        let r = self.try_connect();
+        if r.is_err() {
+            self.teardown();
+            // Best effort: tell the backend we are not coming.
+            let _ = xenbus::switch_state(&self.store, &self.node, XenbusState::Closed);
+        }
+        r
+    }
+
+    fn try_connect(&mut self) -> Result<(), NetError> {
+        let backend = xenbus::read_backend(&self.store, &self.node)?;
+        self.backend = backend.path;
+        self.backend_id = backend.domid;
+        xenbus::switch_state(&self.store, &self.node, XenbusState::Initialising)?;
+        self.wait_backend(|s| s == XenbusState::InitWait)?;
+
+        if !self.backend_feature("feature-rx-copy", false)? {
+            return Err(NetError::NoRxCopy);
+        }
+        let cfg = self.config;
+        let b_sg = self.backend_feature("feature-sg", false)?;
+        let b_gso = self.backend_feature("feature-gso-tcpv4", false)?;
+        let b_no_csum = self.backend_feature("feature-no-csum-offload", false)?;
+        let b_split = self.backend_feature("feature-split-event-channels", false)?;
+        let b_queues = xenbus::read_u32_or(
+            &self.store,
+            TxId::NONE,
+            &xenbus::join(&self.backend, "multi-queue-max-queues"),
+            1,
+        )?;
+        let num_queues = u32::from(cfg.max_queues).min(b_queues).clamp(1, 64) as u16;
+        let features = Features {
+            sg: cfg.sg && b_sg,
+            gso_tcpv4: cfg.gso_tcpv4 && cfg.sg && b_sg && b_gso && !b_no_csum && cfg.csum_offload,
+            tx_csum_offload: cfg.csum_offload && !b_no_csum,
+            rx_csum_offload: cfg.csum_offload,
+            split_event_channels: cfg.split_event_channels && b_split,
+            num_queues,
+        };
+        self.inner.features = features;
+
+        for i in 0..num_queues {
+            let q = Queue::setup(
+                &self.inner.grants,
+                &self.evtchn,
+                self.backend_id,
+                i,
+                &cfg,
+                &features,
+                // Receiving GSO frames needs sg; what we advertise is what we accept.
+                cfg.sg,
+                cfg.sg && cfg.gso_tcpv4,
+            );
+            match q {
+                Ok(q) => self.inner.queues.push(q),
+                Err(e) => return Err(e),
+            }
+        }
+
+        let keys = self.frontend_keys(&features);
+        let store = &self.store;
+        let node = &self.node;
+        xen_store::transaction(store, |tx| {
+            remove_our_keys(store, tx, node)?;
+            for (k, v) in &keys {
+                store.write(tx, &xenbus::join(node, k), v.as_bytes())?;
+            }
+            Ok(())
+        })?;
+
+        xenbus::switch_state(&self.store, &self.node, XenbusState::Initialised)?;
+        xenbus::switch_state(&self.store, &self.node, XenbusState::Connected)?;
+        self.wait_backend(|s| s == XenbusState::Connected || s.is_closing())?;
+        let s = xenbus::read_state(&self.store, TxId::NONE, &self.backend)?;
+        if s != XenbusState::Connected {
+            return Err(NetError::Store(XsError::PeerClosed(s)));
+        }
+        self.store
+            .watch(&xenbus::join(&self.backend, "state"), &self.watch_token())?;
+        self.watching = true;
+        self.inner.state = DeviceState::Connected;
+        self.inner.failure = None;
+        // Kick every queue once: the backend now looks at the rings (RX buffers are posted).
+        for q in &mut self.inner.queues {
+            q.kick(&self.evtchn)?;
+        }
+        Ok(())
+    }
+
+    fn frontend_keys(&self, f: &Features) -> Vec<(String, String)> {
+        let mut keys: Vec<(String, String)> = Vec::new();
+        let multi = self.inner.queues.len() > 1;
+        if multi {
+            keys.push((
+                "multi-queue-num-queues".to_string(),
+                self.inner.queues.len().to_string(),
+            ));
+        }
+        for q in &self.inner.queues {
+            let prefix = if multi {
+                format!("queue-{}/", q.index)
+            } else {
+                String::new()
+            };
+            keys.push((format!("{prefix}tx-ring-ref"), q.tx_ring_ref.to_string()));
+            keys.push((format!("{prefix}rx-ring-ref"), q.rx_ring_ref.to_string()));
+            if f.split_event_channels {
+                keys.push((format!("{prefix}event-channel-tx"), q.tx_port.to_string()));
+                keys.push((format!("{prefix}event-channel-rx"), q.rx_port.to_string()));
+            } else {
+                keys.push((format!("{prefix}event-channel"), q.tx_port.to_string()));
+            }
+        }
+        let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+        let cfg = &self.config;
+        keys.push(("request-rx-copy".to_string(), "1".to_string()));
+        keys.push(("feature-rx-notify".to_string(), "1".to_string()));
+        keys.push(("feature-sg".to_string(), flag(cfg.sg)));
+        keys.push((
+            "feature-gso-tcpv4".to_string(),
+            flag(cfg.sg && cfg.gso_tcpv4),
+        ));
+        keys.push((
+            "feature-no-csum-offload".to_string(),
+            flag(!cfg.csum_offload),
+        ));
+        keys
+    }
+
+    /// Disconnects: `Closing`, waits for the backend to close, `Closed`, then releases every grant
+    /// (deferred by [`GrantAccess::release`] where the backend still maps a page) and event channel
+    /// and removes the keys written at connect. Works from `Connected` and `Failed`.
+    pub fn disconnect(&mut self) -> Result<(), NetError> {
+        let had_resources = !self.inner.queues.is_empty();
+        if self.watching {
+            self.watching = false;
+            let _ = self
+                .store
+                .unwatch(&xenbus::join(&self.backend, "state"), &self.watch_token());
+        }
+        let mut result = Ok(());
+        if had_resources {
+            result = self.close_handshake();
+        }
+        self.teardown();
+        self.remove_keys();
+        self.inner.state = DeviceState::Closed;
+        result
+    }
+
+    fn close_handshake(&mut self) -> Result<(), NetError> {
+        let backend_state = xenbus::read_state(&self.store, TxId::NONE, &self.backend);
+        let closed = |s: &Result<XenbusState, XsError>| match s {
+            Ok(s) => *s == XenbusState::Closed || *s == XenbusState::Unknown,
+            Err(_) => true,
+        };
+        if closed(&backend_state) {
+            xenbus::switch_state(&self.store, &self.node, XenbusState::Closed)?;
+            return Ok(());
+        }
+        xenbus::switch_state(&self.store, &self.node, XenbusState::Closing)?;
+        self.wait_backend(|s| s.is_closing() || s == XenbusState::Unknown)?;
+        xenbus::switch_state(&self.store, &self.node, XenbusState::Closed)?;
+        self.wait_backend(|s| s == XenbusState::Closed || s == XenbusState::Unknown)?;
+        Ok(())
+    }
+
+    fn remove_keys(&self) {
+        let store = &self.store;
+        let node = &self.node;
+        let _ = xen_store::transaction(store, |tx| remove_our_keys(store, tx, node));
+    }
+
+    /// Releases every queue's grants (through [`GrantAccess::release`]) and event channels.
+    fn teardown(&mut self) {
+        for q in self.inner.queues.drain(..) {
+            q.release(&self.inner.grants, &self.evtchn);
+        }
+        self.frame = Vec::new();
+        if self.inner.state == DeviceState::Connected {
+            self.inner.state = DeviceState::Closed;
+        }
+    }
+
+    /// Reads the backend's state; when it is closing (or gone) the device follows it to `Closed`
+    /// and releases its resources (Linux: `xenbus_frontend_closed`). Call when a watch event with
+    /// [`watch_token`](Self::watch_token) arrives.
+    pub fn check_backend(&mut self) -> Result<XenbusState, NetError> {
+        let s = match xenbus::read_state(&self.store, TxId::NONE, &self.backend) {
+            Ok(s) => s,
+            Err(XsError::Errno(Errno::ENOENT)) => XenbusState::Unknown,
+            Err(e) => return Err(e.into()),
+        };
+        if self.inner.state != DeviceState::Closed && (s.is_closing() || s == XenbusState::Unknown)
+        {
+            if self.watching {
+                self.watching = false;
+                let _ = self
+                    .store
+                    .unwatch(&xenbus::join(&self.backend, "state"), &self.watch_token());
+            }
+            self.teardown();
+            self.inner.state = DeviceState::Closed;
+            let _ = xenbus::switch_state(&self.store, &self.node, XenbusState::Closed);
+        }
+        Ok(s)
+    }
+
+    /// Sends one frame on queue `queue`: copies it into TX buffer page(s), one slot per page (more
+    /// than one needs [`Features::sg`]), plus a GSO extra-info slot when `meta.gso_mss` is set.
+    /// Returns [`NetError::Busy`] when the ring or the pool is full (after reaping completions).
+    pub fn transmit(&mut self, queue: u16, frame: &[u8], meta: TxMeta) -> Result<(), NetError> {
+        self.transmit_with(queue, frame.len(), meta, |buf| buf.copy_from_slice(frame))
+    }
+
+    /// Like [`transmit`](Self::transmit), building the frame in place: `fill` gets `len` bytes
+    /// (the TX buffer page itself for frames of one page).
+    pub fn transmit_with<R>(
+        &mut self,
+        queue: u16,
+        len: usize,
+        meta: TxMeta,
+        fill: impl FnOnce(&mut [u8]) -> R,
+    ) -> Result<R, NetError> {
+        self.inner
+            .transmit_with(&self.evtchn, queue, len, meta, fill)
+    }
+
+    /// True when queue `queue` can take a frame of `len` bytes right now (after reaping
+    /// completions).
+    pub fn can_transmit(&mut self, queue: u16, len: usize) -> bool {
+        self.inner.can_transmit(queue, len)
+    }
+
+    /// Reaps TX completions and reposts RX buffers on every queue, and re-arms the response
+    /// notifications. Returns true when received frames are waiting.
+    pub fn poll(&mut self) -> Result<bool, NetError> {
+        self.inner.poll(&self.evtchn)
+    }
+
+    /// Takes the next received frame (from any queue, round robin), validated, with csum_blank
+    /// checksums completed. The slice stays valid until the next call on this device.
+    pub fn receive(&mut self) -> Result<Option<(&[u8], RxMeta)>, NetError> {
+        match self.inner.receive(&self.evtchn, &mut self.frame)? {
+            Some(meta) => Ok(Some((&self.frame[..], meta))),
+            None => Ok(None),
+        }
+    }
+
+    /// Blocks until an event arrives for this domain (any port; may return spuriously).
+    pub fn wait(&self) {
+        self.evtchn.wait()
+    }
+
+    /// The grant service (for leak checks).
+    pub fn grants(&self) -> &G {
+        &self.inner.grants
+    }
+
+    /// The event-channel service (for leak checks).
+    pub fn event_channels(&self) -> &E {
+        &self.evtchn
+    }
+
+    /// The xenstore service.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+}
+
+impl<G: GrantAccess, E: EventChannels, S: Store> Drop for Netfront<G, E, S> {
+    fn drop(&mut self) {
+        // No xenstore handshake here (it may block); grants go back through `release`, which
+        // defers pages the backend still maps.
+        self.teardown();
+    }
+}
+
+fn ignore_enoent(r: Result<(), XsError>) -> Result<(), XsError> {
+    match r {
+        Err(XsError::Errno(Errno::ENOENT)) => Ok(()),
+        r => r,
+    }
+}
+
+/// Keys a connect writes into the frontend node (besides `queue-N/` directories).
+const OUR_KEYS: &[&str] = &[
+    "tx-ring-ref",
+    "rx-ring-ref",
+    "event-channel",
+    "event-channel-tx",
+    "event-channel-rx",
+    "multi-queue-num-queues",
+    "request-rx-copy",
+    "feature-rx-notify",
+    "feature-sg",
+    "feature-gso-tcpv4",
+    "feature-no-csum-offload",
+];
+
+/// Removes what a previous connect wrote under `node` (one directory listing, then only the keys
+/// that exist).
+fn remove_our_keys<S: Store + ?Sized>(store: &S, tx: TxId, node: &str) -> Result<(), XsError> {
+    let children = match store.directory(tx, node) {
+        Ok(c) => c,
+        Err(XsError::Errno(Errno::ENOENT)) => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for child in children {
+        if OUR_KEYS.contains(&child.as_str()) || child.starts_with("queue-") {
+            ignore_enoent(store.rm(tx, &xenbus::join(node, &child)))?;
+        }
+    }
+    Ok(())
+}
