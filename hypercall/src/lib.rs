@@ -8,6 +8,8 @@
 //! - the [`Hypercall`] trait, the first seam of the design: the raw call plus guest-frame translation.
 //!   The native x86_64 implementation issues real hypercalls; the simulator (`xen-sim`) implements it
 //!   in-process so the grant-table, event-channel and xenstore code runs unchanged in host tests;
+//! - the native x86_64 implementation ([`native::NativeHypercall`]: CPUID detection, the hypercall
+//!   page, inline-asm calls);
 //! - typed wrappers over the raw call ([`HypercallExt`], implemented for every [`Hypercall`]).
 //!
 //! The crate is `no_std` and uses `alloc` only for page-aligned buffers ([`page`]).
@@ -18,6 +20,8 @@ extern crate alloc;
 pub mod abi;
 pub mod errno;
 pub mod layout;
+#[cfg(target_arch = "x86_64")]
+pub mod native;
 pub mod op;
 pub mod ops;
 pub mod page;
