@@ -127,6 +127,10 @@ fn release_while_mapped_defers_and_never_reuses() {
         Some(GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING)
     );
     assert_eq!(t.process_deferred(), 1);
+    assert!(
+        common::tracking::is_live(buf as *const u8),
+        "deferred pages were freed while mapped"
+    );
 
     // New grants never get r1, and the deferred buffer is not handed out again by the allocator.
     let mut regions = Vec::new();
@@ -152,8 +156,13 @@ fn release_while_mapped_defers_and_never_reuses() {
     }
     assert_eq!(t.refs_in_use(), baseline + 1);
 
+    assert!(common::tracking::is_live(buf as *const u8));
     x.unmap(r1);
     assert_eq!(t.process_deferred(), 0);
+    assert!(
+        !common::tracking::is_live(buf as *const u8),
+        "revoked pages were not freed"
+    );
     assert_eq!(t.deferred_refs(), 0);
     assert_eq!(t.refs_in_use(), baseline);
     assert_eq!(t.entry_flags(r1), Some(0));
@@ -170,6 +179,7 @@ fn end_access_or_defer_keeps_the_page() {
     x.map(r, true).unwrap();
     assert_eq!(t.end_access_or_defer(r, Some(page)), Ok(false));
     assert_eq!(t.deferred_refs(), 1);
+    assert!(common::tracking::is_live(addr));
     // A deferred ref belongs to the queue now.
     assert_eq!(t.end_access(r), Err(GrantError::BadRef(r)));
     // Grants made meanwhile trigger the retry, which still fails.
@@ -179,8 +189,10 @@ fn end_access_or_defer_keeps_the_page() {
         .unwrap();
     assert_ne!(r2, r);
     assert_eq!(t.deferred_refs(), 1);
+    assert!(common::tracking::is_live(addr));
     x.unmap(r);
     assert_eq!(t.process_deferred(), 0);
+    assert!(!common::tracking::is_live(addr));
     t.end_access(r2).unwrap();
     assert_eq!(t.refs_in_use(), 0);
 
@@ -366,7 +378,12 @@ fn dropped_region_leaks_instead_of_freeing_granted_memory() {
     let (_x, t) = table(2, FrameMapping::AddToPhysmap);
     let region = t.grant_pages(REMOTE, 1, Access::ReadWrite).unwrap();
     let r = region.gref(0).unwrap();
+    let buf = region.as_ptr();
     drop(region);
+    assert!(
+        common::tracking::is_live(buf),
+        "granted pages freed on drop"
+    );
     // The grant stays active and the ref stays allocated: nothing is reused.
     assert_eq!(t.refs_in_use(), 1);
     assert_eq!(t.entry_flags(r), Some(GTF_PERMIT_ACCESS));

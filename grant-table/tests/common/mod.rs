@@ -277,3 +277,104 @@ impl Hypercall for FakeXen {
             .map(|&a| a as *mut u8)
     }
 }
+
+/// A global allocator that remembers which page-aligned allocations are live, so tests can check
+/// that a page still mapped by the remote side was not freed.
+pub mod tracking {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const SLOTS: usize = 1 << 14;
+    static LIVE: [AtomicUsize; SLOTS] = [const { AtomicUsize::new(0) }; SLOTS];
+    static LOCK: AtomicBool = AtomicBool::new(false);
+
+    fn with_lock<R>(f: impl FnOnce() -> R) -> R {
+        while LOCK
+            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::hint::spin_loop();
+        }
+        let r = f();
+        LOCK.store(false, Ordering::Release);
+        r
+    }
+
+    fn slot(p: usize) -> usize {
+        (p >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) % SLOTS
+    }
+
+    /// The tracking allocator.
+    pub struct Tracking;
+
+    // SAFETY: forwards to System; the bookkeeping never allocates.
+    unsafe impl GlobalAlloc for Tracking {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            // SAFETY: forwarded.
+            let p = unsafe { System.alloc(l) };
+            if !p.is_null() && l.align() >= 4096 {
+                with_lock(|| {
+                    let mut i = slot(p as usize);
+                    while LIVE[i].load(Ordering::Relaxed) != 0 {
+                        i = (i + 1) % SLOTS;
+                    }
+                    LIVE[i].store(p as usize, Ordering::Relaxed);
+                });
+            }
+            p
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            // SAFETY: forwarded; alloc zeroes nothing, so zero here.
+            let p = unsafe { self.alloc(l) };
+            if !p.is_null() {
+                // SAFETY: p is valid for l.size() bytes.
+                unsafe { p.write_bytes(0, l.size()) };
+            }
+            p
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            if l.align() >= 4096 {
+                with_lock(|| {
+                    let mut i = slot(p as usize);
+                    for _ in 0..SLOTS {
+                        if LIVE[i].load(Ordering::Relaxed) == p as usize {
+                            LIVE[i].store(0, Ordering::Relaxed);
+                            // Re-insert the rest of the probe run so lookups keep working.
+                            let mut j = (i + 1) % SLOTS;
+                            while LIVE[j].load(Ordering::Relaxed) != 0 {
+                                let v = LIVE[j].swap(0, Ordering::Relaxed);
+                                let mut k = slot(v);
+                                while LIVE[k].load(Ordering::Relaxed) != 0 {
+                                    k = (k + 1) % SLOTS;
+                                }
+                                LIVE[k].store(v, Ordering::Relaxed);
+                                j = (j + 1) % SLOTS;
+                            }
+                            break;
+                        }
+                        i = (i + 1) % SLOTS;
+                    }
+                });
+            }
+            // SAFETY: forwarded.
+            unsafe { System.dealloc(p, l) }
+        }
+    }
+
+    /// True when the page-aligned allocation starting at `p` is live.
+    pub fn is_live(p: *const u8) -> bool {
+        with_lock(|| {
+            let mut i = slot(p as usize);
+            while LIVE[i].load(Ordering::Relaxed) != 0 {
+                if LIVE[i].load(Ordering::Relaxed) == p as usize {
+                    return true;
+                }
+                i = (i + 1) % SLOTS;
+            }
+            false
+        })
+    }
+}
+
+#[global_allocator]
+static GLOBAL: tracking::Tracking = tracking::Tracking;
