@@ -1,8 +1,23 @@
 //! Xen grant tables, version 1.
 //!
 //! The [`GrantAccess`] trait is what frontends use (DESIGN.md seam 2): it hands out pages that are
-//! granted to a remote domain and takes them back safely. The native implementation sits on the
-//! [`Hypercall`](xen_hypercall::Hypercall) trait.
+//! granted to a remote domain and takes them back safely. The native implementation,
+//! [`GrantTable`], sits on the [`Hypercall`](xen_hypercall::Hypercall) trait:
+//!
+//! - table frames are mapped with `XENMEM_add_to_physmap(XENMAPSPACE_grant_table)` (PVH/HVM) or
+//!   `GNTTABOP_setup_table` (PV), see [`FrameMapping`], and grow on demand up to the maximum that
+//!   `GNTTABOP_query_size` reports;
+//! - references come from a [`RefAllocator`] (O(1) alloc/free, a free list threaded through an
+//!   array); the reserved refs `0..8` are never handed out;
+//! - a grant writes `domid` and `frame`, then a write barrier, then `flags`; ending it clears the
+//!   flags with a compare-and-exchange only while Xen shows neither `GTF_reading` nor
+//!   `GTF_writing`. When the remote side still maps the page, the reference *and the page* go to a
+//!   deferred-revoke queue retried by [`GrantTable::process_deferred`]: neither is reused while
+//!   mapped (the bug class of XSA-396);
+//! - `GNTTABOP_copy` with per-segment status ([`GrantTable::copy`]).
+//!
+//! The grant table entries are shared memory: they are only accessed with atomics and volatile
+//! writes.
 #![no_std]
 
 extern crate alloc;
@@ -57,6 +72,19 @@ pub enum GrantError {
     /// A region of zero pages was requested.
     #[error("a granted region needs at least one page")]
     ZeroPages,
+}
+
+impl GrantError {
+    /// The typed `GNTST_*` status of a [`CopyStatus`](GrantError::CopyStatus) or
+    /// [`Status`](GrantError::Status) error.
+    pub fn gnt_status(&self) -> Option<xen_hypercall::abi::grant_table::GntStatus> {
+        match *self {
+            GrantError::CopyStatus(s) | GrantError::Status(s) => {
+                Some(xen_hypercall::abi::grant_table::GntStatus::from_raw(s))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One or more contiguous pages granted to a remote domain, one grant reference per page.
