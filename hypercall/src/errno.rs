@@ -95,12 +95,12 @@ impl Errno {
     /// Interprets a raw hypercall return value: negative values are errors, others are returned.
     pub const fn check(ret: i64) -> Result<u64, Errno> {
         if ret < 0 {
-            // Errno values are small; anything that does not fit an i32 is kept as `Other`.
-            let v = -ret;
-            if v > i32::MAX as i64 {
+            // Errno values are small; anything that does not fit an i32 (including i64::MIN, whose
+            // negation overflows) is kept as `Other(i32::MAX)`.
+            if ret < -(i32::MAX as i64) {
                 Err(Errno::Other(i32::MAX))
             } else {
-                Err(Errno::from_raw(v as i32))
+                Err(Errno::from_raw(-ret as i32))
             }
         } else {
             Ok(ret as u64)
@@ -132,6 +132,20 @@ mod tests {
         assert_eq!(Errno::check(-11), Err(Errno::EAGAIN));
         assert_eq!(Errno::check(5), Ok(5));
         assert_eq!(Errno::check(i64::MIN + 1), Err(Errno::Other(i32::MAX)));
+        assert_eq!(Errno::check(i64::MIN), Err(Errno::Other(i32::MAX)));
+        assert_eq!(
+            Errno::check(-(i32::MAX as i64)),
+            Err(Errno::Other(i32::MAX))
+        );
+        assert_eq!(Errno::check(0), Ok(0));
+        assert_eq!(Errno::check(i64::MAX), Ok(i64::MAX as u64));
+        assert_eq!(Errno::check(-1), Err(Errno::EPERM));
+        assert_eq!(Errno::check(-38), Err(Errno::ENOSYS));
+        assert_eq!(Errno::check(-62), Err(Errno::ETIME));
+        assert_eq!(Errno::check(-1000), Err(Errno::Other(1000)));
+        assert_eq!(Errno::ENOENT.name(), "ENOENT");
+        assert_eq!(Errno::Other(1000).name(), "E?");
+        assert_eq!(alloc::format!("{}", Errno::Other(1000)), "Xen error 1000");
         assert_eq!(alloc::format!("{}", Errno::EINVAL), "EINVAL (22)");
     }
 }

@@ -77,7 +77,7 @@ fn c_bytes(buf: &[u8]) -> &[u8] {
 }
 
 macro_rules! char_buffer {
-    ($(#[$doc:meta])* $name:ident, $c:literal, $len:expr) => {
+    ($(#[$doc:meta])* $name:ident, $len:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
         #[repr(C)]
@@ -117,15 +117,15 @@ macro_rules! char_buffer {
 
 char_buffer!(
     /// `xen_extraversion_t`: the version suffix, e.g. `".0"` or `"-rc"`.
-    XenExtraversion, "xen_extraversion_t", 16
+    XenExtraversion, 16
 );
 char_buffer!(
     /// `xen_changeset_info_t`: the source changeset.
-    XenChangesetInfo, "xen_changeset_info_t", 64
+    XenChangesetInfo, 64
 );
 char_buffer!(
     /// `xen_capabilities_info_t`: space-separated capabilities, e.g. `"xen-3.0-x86_64 hvm-3.0-x86_64"`.
-    XenCapabilitiesInfo, "xen_capabilities_info_t", 1024
+    XenCapabilitiesInfo, 1024
 );
 
 /// `struct xen_compile_info`.
