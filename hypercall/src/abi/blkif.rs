@@ -58,7 +58,9 @@ pub const VDISK_REMOVABLE: u32 = 0x2;
 pub const VDISK_READONLY: u32 = 0x4;
 
 /// `struct blkif_request_segment`: one page of a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequestSegment {
     /// Grant reference of the data page.
@@ -73,7 +75,9 @@ pub struct BlkifRequestSegment {
 const_assert_eq!(core::mem::size_of::<BlkifRequestSegment>(), 8);
 
 /// `struct blkif_request`: a read/write/barrier/flush request (the ring slot type, 112 bytes).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequest {
     /// `BLKIF_OP_*`.
@@ -97,7 +101,9 @@ const_assert_eq!(core::mem::offset_of!(BlkifRequest, sector_number), 16);
 const_assert_eq!(core::mem::offset_of!(BlkifRequest, seg), 24);
 
 /// `struct blkif_request_discard`: the slot viewed as a discard request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequestDiscard {
     /// [`BLKIF_OP_DISCARD`].
@@ -118,7 +124,9 @@ pub struct BlkifRequestDiscard {
 const_assert_eq!(core::mem::size_of::<BlkifRequestDiscard>(), 32);
 
 /// `struct blkif_request_indirect` (x86_64, without the i386 pad): segments live in granted pages.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifRequestIndirect {
     /// [`BLKIF_OP_INDIRECT`].
@@ -144,10 +152,15 @@ pub struct BlkifRequestIndirect {
 }
 const_assert_eq!(core::mem::size_of::<BlkifRequestIndirect>(), 64);
 const_assert_eq!(core::mem::offset_of!(BlkifRequestIndirect, handle), 24);
-const_assert_eq!(core::mem::offset_of!(BlkifRequestIndirect, indirect_grefs), 28);
+const_assert_eq!(
+    core::mem::offset_of!(BlkifRequestIndirect, indirect_grefs),
+    28
+);
 
 /// `struct blkif_response`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct BlkifResponse {
     /// The request's id.

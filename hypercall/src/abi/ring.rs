@@ -75,7 +75,11 @@ pub const fn const_ring_size(bytes: usize, slot_size: usize) -> u32 {
         return 0;
     }
     let n = (bytes - SRING_HEADER_SIZE) / slot_size;
-    let n = if n > u32::MAX as usize { u32::MAX } else { n as u32 };
+    let n = if n > u32::MAX as usize {
+        u32::MAX
+    } else {
+        n as u32
+    };
     round_down_pow2(n)
 }
 
