@@ -420,3 +420,65 @@ fn works_through_the_trait_object_helpers() {
     assert_eq!(use_it(t.clone()), 0);
     assert_eq!(use_it(&*t), 0);
 }
+
+#[test]
+fn stale_mapped_entry_is_parked_not_reused() {
+    let (x, t) = table(2, FrameMapping::AddToPhysmap);
+    // Ref 8 (the first one we would hand out) is still mapped from a previous life.
+    x.poke_flags(8, GTF_PERMIT_ACCESS | GTF_READING);
+    let page = PageBuf::new(1).unwrap();
+    let r = t
+        .grant_access(REMOTE, x.virt_to_gfn(page.as_ptr()), Access::ReadOnly)
+        .unwrap();
+    assert_eq!(r, 9);
+    assert_eq!(t.deferred_refs(), 1);
+    assert_eq!(t.refs_in_use(), 2);
+    assert_eq!(t.entry_flags(8), Some(GTF_PERMIT_ACCESS | GTF_READING));
+    // Once the stale mapping goes away, the ref is revoked and free again.
+    x.poke_flags(8, GTF_PERMIT_ACCESS);
+    assert_eq!(t.process_deferred(), 0);
+    assert_eq!(t.entry_flags(8), Some(0));
+    t.end_access(r).unwrap();
+    assert_eq!(t.refs_in_use(), 0);
+    let gfn = x.virt_to_gfn(page.as_ptr());
+    let again = t
+        .grant_access_batch(REMOTE, &[gfn, gfn], Access::ReadOnly)
+        .unwrap();
+    assert!(again.contains(&8) && again.contains(&9), "{again:?}");
+    for r in again {
+        t.end_access(r).unwrap();
+    }
+}
+
+#[test]
+fn concurrent_grants_never_share_a_ref() {
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+    let (_x, t) = table(4, FrameMapping::AddToPhysmap);
+    let t = Arc::new(t);
+    let live = Arc::new(Mutex::new(HashSet::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let (t, live) = (t.clone(), live.clone());
+            std::thread::spawn(move || {
+                for k in 0..150 {
+                    let r = t
+                        .grant_pages(REMOTE, 1 + (i + k) % 5, Access::ReadWrite)
+                        .unwrap();
+                    for &g in r.refs() {
+                        assert!(live.lock().unwrap().insert(g), "ref {g} live twice");
+                    }
+                    for &g in r.refs() {
+                        live.lock().unwrap().remove(&g);
+                    }
+                    t.release(r);
+                }
+            })
+        })
+        .collect();
+    for th in threads {
+        th.join().unwrap();
+    }
+    assert_eq!(t.refs_in_use(), 0);
+    assert_eq!(t.deferred_refs(), 0);
+}

@@ -134,6 +134,14 @@ impl FakeXen {
         }
     }
 
+    /// Overwrites the flags of guest entry `gref` (stale state, e.g. left from before a kexec).
+    pub fn poke_flags(&self, gref: GrantRef, flags: u16) {
+        let st = self.0.lock().unwrap();
+        Self::flags_of(&st, gref)
+            .unwrap()
+            .store(flags, Ordering::SeqCst);
+    }
+
     /// The remote domain grants `page` to the guest as `gref` in its own table.
     pub fn remote_grant(&self, gref: GrantRef, page: *mut u8, readonly: bool) {
         let mut st = self.0.lock().unwrap();
