@@ -1,0 +1,44 @@
+#!/bin/busybox sh
+# /init of the tiny Linux PV guest started by the harness (the baseline guest).
+#
+# Reads `ip=ADDR/PREFIX` and `gw=ADDR` from the kernel command line (the same convention as the
+# unikernel), loads netfront and blkfront, configures eth0, reads its disk and reports on hvc0:
+#   @@GUEST-READY ip=<addr> disk-md5=<md5 of the first MiB of /dev/xvda>
+# `xl shutdown` makes the kernel run /sbin/poweroff, which powers off at once.
+/bin/busybox mkdir -p /proc /sys /dev /tmp
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t sysfs sysfs /sys
+/bin/busybox mount -t devtmpfs devtmpfs /dev
+export PATH=/sbin:/bin
+
+for m in $(cat /etc/modules-order); do
+	insmod "/lib/modules/$m" || echo "@@GUEST-ERROR insmod $m"
+done
+
+ip=
+gw=
+for kv in $(cat /proc/cmdline); do
+	case "$kv" in
+	ip=*) ip=${kv#ip=} ;;
+	gw=*) gw=${kv#gw=} ;;
+	esac
+done
+
+ip link set lo up
+n=0
+while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+if [ -n "$ip" ]; then
+	ip addr add "$ip" dev eth0 || echo "@@GUEST-ERROR bad ip=$ip"
+	ip link set eth0 up
+	[ -n "$gw" ] && ip route add default via "$gw"
+fi
+n=0
+while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+md5=$(dd if=/dev/xvda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)
+echo "@@GUEST-READY ip=$ip disk-md5=$md5"
+
+# Serve a trivial HTTP page so dom0 can measure a TCP round trip against the baseline guest.
+mkdir -p /www && echo "linux-guest" >/www/index.html
+httpd -p 80 -h /www
+
+while :; do sleep 3600; done

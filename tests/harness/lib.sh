@@ -1,0 +1,151 @@
+# Shell library for dom0 scenario scripts (busybox sh). Sourced by /init and every scenario.
+#
+# Reporting protocol, one line each on the console (parsed by xtask/src/harness.rs):
+#   @@BEGIN <name>                      a scenario step starts
+#   @@RESULT <name> pass|fail <detail>  it ended
+#   @@FIGURE <key> <value> <unit>       a measured figure
+#   @@OUT <text>                        text for the user (shown by `cargo xtask demo`)
+#   @@LOG-BEGIN <name> / @@LOG-END <name>   a log file dump (shown on failure)
+#   @@DONE <status>                     everything finished, exit status of the scenarios
+
+[ -f /payload/env.sh ] && . /payload/env.sh
+: "${DOM0_IP:=10.0.0.1}"
+: "${HARNESS_STATE:=/var/lib/xen-rs}"
+XL_CONFIG_DIR=/etc/xen
+CONSOLE_LOG_DIR=/var/log/xen/console
+
+# Seconds since dom0 boot, with centiseconds.
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# elapsed START: seconds since START (a value of uptime_s), two decimals.
+elapsed() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
+
+begin() { echo "@@BEGIN $1"; }
+pass() { n=$1; shift; echo "@@RESULT $n pass $*"; }
+fail() { n=$1; shift; echo "@@RESULT $n fail $*"; }
+figure() { echo "@@FIGURE $1 $2 $3"; }
+say() { echo "@@OUT $*"; }
+
+# dump_file NAME FILE [TAIL_LINES]: send a log file to the host between markers.
+dump_file() {
+	[ -f "$2" ] || return 0
+	echo "@@LOG-BEGIN $1"
+	if [ -n "$3" ]; then tail -n "$3" "$2"; else cat "$2"; fi | sed 's/^/@@| /'
+	echo "@@LOG-END $1"
+}
+
+harness_dump_logs() {
+	xl dmesg >/tmp/xen-dmesg.log 2>&1
+	dump_file xen-dmesg /tmp/xen-dmesg.log 150
+	dmesg >/tmp/dom0-dmesg.log 2>&1
+	dump_file dom0-dmesg /tmp/dom0-dmesg.log 100
+	for f in /var/log/xen/*.log; do
+		[ -f "$f" ] && dump_file "xen-$(basename "$f" .log)" "$f" 100
+	done
+	for f in "$CONSOLE_LOG_DIR"/guest-*.log; do
+		[ -f "$f" ] && dump_file "console-$(basename "$f" .log | sed 's/^guest-//')" "$f" 300
+	done
+}
+
+poweroff_now() {
+	sync
+	echo o >/proc/sysrq-trigger
+	sleep 60
+}
+
+# wait_until TIMEOUT_S CMD...: polls CMD every 0.2 s until it succeeds or TIMEOUT_S passes.
+wait_until() {
+	_deadline=$(awk -v a="$(uptime_s)" -v t="$1" 'BEGIN { printf "%.2f", a + t }')
+	shift
+	while :; do
+		"$@" && return 0
+		awk -v a="$(uptime_s)" -v d="$_deadline" 'BEGIN { exit !(a >= d) }' && return 1
+		sleep 0.2
+	done
+}
+
+console_log() { echo "$CONSOLE_LOG_DIR/guest-$1.log"; }
+
+# console_has NAME PATTERN: the guest's console log contains PATTERN (grep -E).
+console_has() { grep -qE "$2" "$(console_log "$1")" 2>/dev/null; }
+
+domid_of() { xl domid "$1" 2>/dev/null; }
+
+domain_exists() { xl domid "$1" >/dev/null 2>&1; }
+domain_gone() { ! domain_exists "$1"; }
+
+# device_states NAME: prints "<type>/<devid> front=<state> back=<state>" for every vif and vbd.
+device_states() {
+	_d=$(domid_of "$1") || return 1
+	for _t in vif vbd; do
+		for _i in $(xenstore-list "/local/domain/$_d/device/$_t" 2>/dev/null); do
+			_fp=/local/domain/$_d/device/$_t/$_i
+			_bp=$(xenstore-read "$_fp/backend" 2>/dev/null)
+			echo "$_t/$_i front=$(xenstore-read "$_fp/state" 2>/dev/null) back=$(xenstore-read "$_bp/state" 2>/dev/null)"
+		done
+	done
+}
+
+# all_connected NAME: at least one vif and one vbd, and every front and back state is 4 (Connected).
+all_connected() {
+	_s=$(device_states "$1") || return 1
+	echo "$_s" | grep -q '^vif/' || return 1
+	echo "$_s" | grep -q '^vbd/' || return 1
+	! echo "$_s" | grep -qvE 'front=4 back=4$'
+}
+
+# check_states STEP NAME: reports the xenstore states as a scenario result.
+check_states() {
+	begin "$1"
+	if wait_until 30 all_connected "$2"; then
+		pass "$1" "$(device_states "$2" | tr '\n' ' ')"
+	else
+		fail "$1" "not all Connected (4): $(device_states "$2" | tr '\n' ' ')"
+		return 1
+	fi
+}
+
+# guest_cpu_s NAME: the domain's CPU time in seconds from `xl list`.
+guest_cpu_s() { xl list "$1" 2>/dev/null | awk 'NR == 2 { print $6 }'; }
+
+# make_disk FILE MIB: a zero-filled sparse raw image (kept if it exists).
+make_disk() {
+	mkdir -p "$(dirname "$1")"
+	[ -f "$1" ] || truncate -s "${2}M" "$1"
+}
+
+# xl_create_logged NAME CONFIG: xl create with its output in /var/log/xen/create-NAME.log.
+xl_create_logged() {
+	xl -v create "$2" >"/var/log/xen/create-$1.log" 2>&1
+}
+
+# xl_shutdown_wait NAME TIMEOUT_S: clean shutdown, waits until the domain is gone.
+xl_shutdown_wait() {
+	xl shutdown "$1" >"/var/log/xen/shutdown-$1.log" 2>&1 || return 1
+	wait_until "$2" domain_gone "$1"
+}
+
+# ---- HTTP client helpers (busybox nc / wget) ----
+
+# http_req METHOD URL_PATH [BODY_FILE] -> prints the status code; response saved in /tmp/http.resp.$$
+# Uses GUEST_IP and HTTP_PORT. The whole raw response (headers + body) is in $HTTP_RESP.
+HTTP_PORT=${HTTP_PORT:-80}
+http_req() {
+	_m=$1 _p=$2 _f=$3
+	HTTP_RESP=/tmp/http.resp.$$.$(echo "$_p" | tr -c 'a-zA-Z0-9' '_')
+	if [ -n "$_f" ]; then
+		_len=$(wc -c <"$_f")
+		{ printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
+			"$_m" "$_p" "$GUEST_IP" "$_len"; cat "$_f"; } |
+			timeout 60 nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
+	else
+		printf '%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$_m" "$_p" "$GUEST_IP" |
+			timeout 60 nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
+	fi
+	head -n 1 "$HTTP_RESP" | awk '{ print $2 }'
+}
+
+# http_get URL_PATH OUT_FILE: GET with busybox wget; fails on non-2xx.
+http_get() {
+	timeout 60 wget -q -O "$2" "http://$GUEST_IP:$HTTP_PORT$1"
+}
