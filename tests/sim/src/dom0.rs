@@ -1,6 +1,7 @@
 //! Backend-side powers: what dom0 (device models and tests) may do to other domains.
 
 use crate::grant::gntst_to_errno;
+use crate::xenstored::Xenstored;
 use crate::Sim;
 use xen_hypercall::abi::event_channel::EvtchnStatus;
 use xen_hypercall::abi::grant_table::GnttabCopy;
@@ -39,27 +40,27 @@ impl Dom0 {
 
     /// Reads `path`.
     pub fn xs_read(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        self.xs(|w| w.store.read(0, path))
+        self.xs(|w| w.store.read(0, 0, path))
     }
 
     /// Writes `path` (creating parents as xenstored does).
     pub fn xs_write(&self, path: &str, value: &[u8]) -> Result<(), Errno> {
-        self.xs(|w| w.store.write(0, path, value))
+        self.xs(|w| w.store.write(0, 0, path, value))
     }
 
     /// Removes `path` and its subtree.
     pub fn xs_rm(&self, path: &str) -> Result<(), Errno> {
-        self.xs(|w| w.store.rm(0, path))
+        self.xs(|w| w.store.rm(0, 0, path))
     }
 
     /// Lists the children of `path`.
     pub fn xs_directory(&self, path: &str) -> Result<Vec<String>, Errno> {
-        self.xs(|w| w.store.directory(0, path))
+        self.xs(|w| w.store.directory(0, 0, path))
     }
 
     /// Sets the permissions of `path` (first entry: owner and default access).
     pub fn xs_set_perms(&self, path: &str, perms: &[Perm]) -> Result<(), Errno> {
-        self.xs(|w| w.store.set_perms(0, path, perms))
+        self.xs(|w| w.store.set_perms(0, 0, path, perms))
     }
 
     /// Watches `path` for dom0; events arrive through [`xs_poll_watch`](Self::xs_poll_watch).
@@ -70,6 +71,30 @@ impl Dom0 {
     /// The next watch event `(path, token)` queued for dom0.
     pub fn xs_poll_watch(&self) -> Option<(String, String)> {
         self.sim.lock().store.take_watch_event(0)
+    }
+
+    /// Creates `path` (empty value).
+    pub fn xs_mkdir(&self, path: &str) -> Result<(), Errno> {
+        self.xs(|w| w.store.mkdir(0, 0, path))
+    }
+
+    /// The permissions of `path`.
+    pub fn xs_get_perms(&self, path: &str) -> Result<Vec<Perm>, Errno> {
+        self.xs(|w| w.store.get_perms(0, 0, path))
+    }
+
+    /// Removes dom0's watch on `path` with `token`.
+    pub fn xs_unwatch(&self, path: &str, token: &str) -> Result<(), Errno> {
+        self.xs(|w| w.store.unwatch(0, path, token))
+    }
+
+    /// Direct access to the xenstored state machine (e.g. `inject_eagain`, or operations as
+    /// another domain). Watch events the closure queues are delivered to guests afterwards.
+    pub fn xs_with<T>(&self, f: impl FnOnce(&mut Xenstored) -> T) -> T {
+        let mut w = self.sim.lock();
+        let r = f(&mut w.store.xs);
+        w.store_flush();
+        r
     }
 
     // ------------------------------------------------------------ grants
