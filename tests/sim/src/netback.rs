@@ -1,1 +1,1351 @@
-//! Simulated network backend (owned by the netfront helper).
+//! A simulated network backend that behaves like Linux's xen-netback in copy mode.
+//!
+//! [`create_vif`] writes the frontend and backend xenstore directories the way `xl` does. A
+//! [`Netback`] device model then runs the backend half of the xenbus handshake (feature keys,
+//! `InitWait`, mapping the rings and binding the event channels when the frontend is `Connected`,
+//! tearing down on `Closing`/`Closed`, back to `InitWait` when the frontend re-initialises) and the
+//! data path:
+//!
+//! - TX: requests are consumed when the frontend notifies (the backend re-arms `req_event` like
+//!   `RING_FINAL_CHECK_FOR_REQUESTS`), each packet's slots are grant-copied out into dom0 staging
+//!   pages, `NETTXF_csum_blank` checksums are completed, and the frame is queued for the test
+//!   ([`NetbackHandle::take_tx`]); every slot is answered (extra-info slots with `NETIF_RSP_NULL`).
+//! - RX: frames the test injects ([`NetbackHandle::inject`]) are grant-copied into the frontend's
+//!   posted buffers, one response per consumed request in the request's slot, multi-slot with
+//!   `NETRXF_more_data` when the frontend offered `feature-sg`, with a GSO extra-info slot when
+//!   asked, and `NETRXF_csum_blank` only when the frontend accepts it (otherwise the checksum is
+//!   completed first, as `skb_checksum_help` would).
+//!
+//! Every feature is switchable ([`NetbackConfig`]). A hostile mode ([`Hostility`]) driven by a
+//! seeded PRNG or by fuzzer bytes writes arbitrary response fields and indices, duplicate and
+//! unknown ids, wrong lengths and statuses, jumps `rsp_prod`, and keeps grants mapped.
+//!
+//! The backend never trusts the frontend either: ring indices, slot counts, offsets and grant
+//! copies are checked; a violation is recorded ([`NetbackHandle::errors`]) and the device closes, as
+//! Linux's `xenvif_fatal_tx_err` does.
+
+use crate::{Dom0, DomId, EvtchnPort, GnttabCopy, GrantMapping, GrantRef};
+use std::collections::VecDeque;
+use std::sync::atomic::{fence, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use xen_hypercall::abi::grant_table::{
+    GnttabCopyPtr, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTST_OKAY,
+};
+use xen_hypercall::abi::netif::*;
+use xen_hypercall::abi::xs_wire::{Perm, PermKind};
+use xen_hypercall::abi::DOMID_SELF;
+use xen_hypercall::page::PageBuf;
+use xen_hypercall::PAGE_SIZE;
+
+/// Slots of a one-page netif ring (TX and RX).
+const RING_SIZE: u32 = NETIF_RING_SIZE_1PAGE as u32;
+/// Most data slots per packet the backend accepts (Linux's `max_slots`).
+const MAX_SLOTS: usize = XEN_NETIF_NR_SLOTS_MIN;
+
+const XENBUS_UNKNOWN: u32 = 0;
+const XENBUS_INITIALISING: u32 = 1;
+const XENBUS_INIT_WAIT: u32 = 2;
+const XENBUS_CONNECTED: u32 = 4;
+const XENBUS_CLOSING: u32 = 5;
+const XENBUS_CLOSED: u32 = 6;
+
+/// The frontend node of vif `devid` of domain `frontend`.
+pub fn frontend_path(frontend: DomId, devid: u32) -> String {
+    format!("/local/domain/{frontend}/device/vif/{devid}")
+}
+
+/// The backend node (in dom0) of vif `devid` of domain `frontend`.
+pub fn backend_path(frontend: DomId, devid: u32) -> String {
+    format!("/local/domain/0/backend/vif/{frontend}/{devid}")
+}
+
+/// Writes the xenstore nodes of a new vif as the toolstack (`xl`) does: the frontend directory
+/// (`backend`, `backend-id`, `mac`, `handle`, `state` = 1; owned by the guest, readable by dom0)
+/// and the backend directory (`frontend`, `frontend-id`, `handle`, `mac`, `online`, `state` = 1;
+/// owned by dom0, readable by the guest).
+pub fn create_vif(dom0: &Dom0, frontend: DomId, devid: u32, mac: &str) -> Result<(), crate::Errno> {
+    let fe = frontend_path(frontend, devid);
+    let be = backend_path(frontend, devid);
+    let guest_owned = [
+        Perm {
+            domid: frontend,
+            kind: PermKind::None,
+        },
+        Perm {
+            domid: 0,
+            kind: PermKind::Read,
+        },
+    ];
+    let dom0_owned = [
+        Perm {
+            domid: 0,
+            kind: PermKind::None,
+        },
+        Perm {
+            domid: frontend,
+            kind: PermKind::Read,
+        },
+    ];
+    for (k, v) in [
+        ("backend", be.as_str()),
+        ("backend-id", "0"),
+        ("mac", mac),
+        ("handle", &devid.to_string()),
+        ("state", "1"),
+    ] {
+        dom0.xs_write(&format!("{fe}/{k}"), v.as_bytes())?;
+    }
+    for p in [
+        format!("/local/domain/{frontend}/device"),
+        format!("/local/domain/{frontend}/device/vif"),
+        fe.clone(),
+    ] {
+        dom0.xs_set_perms(&p, &guest_owned)?;
+    }
+    for k in ["backend", "backend-id", "mac", "handle", "state"] {
+        dom0.xs_set_perms(&format!("{fe}/{k}"), &guest_owned)?;
+    }
+    for (k, v) in [
+        ("frontend", fe.as_str()),
+        ("frontend-id", &frontend.to_string()),
+        ("handle", &devid.to_string()),
+        ("mac", mac),
+        ("online", "1"),
+        ("state", "1"),
+    ] {
+        dom0.xs_write(&format!("{be}/{k}"), v.as_bytes())?;
+    }
+    dom0.xs_set_perms(&be, &dom0_owned)?;
+    for k in [
+        "frontend",
+        "frontend-id",
+        "handle",
+        "mac",
+        "online",
+        "state",
+    ] {
+        dom0.xs_set_perms(&format!("{be}/{k}"), &dom0_owned)?;
+    }
+    Ok(())
+}
+
+/// What the backend offers; every feature can be switched off.
+#[derive(Debug, Clone)]
+pub struct NetbackConfig {
+    /// The frontend domain.
+    pub frontend: DomId,
+    /// The vif's device id.
+    pub devid: u32,
+    /// Offer `feature-rx-copy` (a frontend must refuse a backend without it).
+    pub rx_copy: bool,
+    /// Offer `feature-sg`.
+    pub sg: bool,
+    /// Offer `feature-gso-tcpv4`.
+    pub gso_tcpv4: bool,
+    /// Write `feature-no-csum-offload` = 1 (the frontend must not send `NETTXF_csum_blank`).
+    pub no_csum_offload: bool,
+    /// Offer `feature-split-event-channels`.
+    pub split_event_channels: bool,
+    /// `multi-queue-max-queues` (1: the key is not written).
+    pub max_queues: u16,
+    /// Require `feature-rx-notify` from the frontend (modern Linux does); otherwise the backend
+    /// also polls the RX ring without being notified.
+    pub require_rx_notify: bool,
+    /// Keep transmitted frames for [`NetbackHandle::take_tx`] (off: count them only, for
+    /// benchmarks).
+    pub keep_tx: bool,
+    /// Misbehave on purpose.
+    pub hostile: Option<Hostility>,
+}
+
+impl NetbackConfig {
+    /// Every feature on (4 queues), as a current Linux netback offers.
+    pub fn new(frontend: DomId, devid: u32) -> Self {
+        NetbackConfig {
+            frontend,
+            devid,
+            rx_copy: true,
+            sg: true,
+            gso_tcpv4: true,
+            no_csum_offload: false,
+            split_event_channels: true,
+            max_queues: 4,
+            require_rx_notify: true,
+            keep_tx: true,
+            hostile: None,
+        }
+    }
+
+    /// Every optional feature off (one queue, one event channel, no sg/gso/csum offload).
+    pub fn minimal(frontend: DomId, devid: u32) -> Self {
+        NetbackConfig {
+            sg: false,
+            gso_tcpv4: false,
+            no_csum_offload: true,
+            split_event_channels: false,
+            max_queues: 1,
+            require_rx_notify: false,
+            ..Self::new(frontend, devid)
+        }
+    }
+}
+
+/// Where a hostile backend takes its decisions from.
+#[derive(Debug, Clone)]
+pub enum HostileSource {
+    /// A xorshift64* PRNG with this seed.
+    Seeded(u64),
+    /// Bytes (e.g. a fuzzer's input), consumed in order; once exhausted every decision is benign.
+    Bytes(Vec<u8>),
+}
+
+/// Hostile-mode settings.
+#[derive(Debug, Clone)]
+pub struct Hostility {
+    /// Decision source.
+    pub source: HostileSource,
+    /// Out of 256: how often each response is corrupted (seeded mode; byte mode uses the bytes).
+    pub rate: u8,
+}
+
+struct Chaos {
+    source: HostileSource,
+    state: u64,
+    pos: usize,
+    rate: u8,
+}
+
+impl Chaos {
+    fn new(h: &Hostility) -> Chaos {
+        let state = match h.source {
+            HostileSource::Seeded(s) => s | 1,
+            HostileSource::Bytes(_) => 0,
+        };
+        Chaos {
+            source: h.source.clone(),
+            state,
+            pos: 0,
+            rate: h.rate,
+        }
+    }
+
+    fn byte(&mut self) -> u8 {
+        match &self.source {
+            HostileSource::Seeded(_) => {
+                // xorshift64*
+                let mut x = self.state;
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                self.state = x;
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56) as u8
+            }
+            HostileSource::Bytes(b) => {
+                let v = b.get(self.pos).copied().unwrap_or(0);
+                self.pos += 1;
+                v
+            }
+        }
+    }
+
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+
+    /// Should the next thing be corrupted? Seeded: with probability rate/256. Bytes: one byte.
+    fn strike(&mut self) -> bool {
+        match self.source {
+            HostileSource::Seeded(_) => self.byte() < self.rate,
+            HostileSource::Bytes(_) => {
+                let b = self.byte();
+                b != 0 && b < self.rate.max(1)
+            }
+        }
+    }
+}
+
+/// A frame the frontend transmitted, as the backend delivered it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxFrame {
+    /// The queue it came on.
+    pub queue: u16,
+    /// The frame (checksum completed when it was sent `csum_blank`).
+    pub data: Vec<u8>,
+    /// `NETTXF_*` flags of the first slot.
+    pub flags: u16,
+    /// GSO extra info, if any.
+    pub gso: Option<NetifExtraGso>,
+    /// Data slots used.
+    pub slots: usize,
+}
+
+/// A frame to inject towards the frontend.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RxFrame {
+    /// The frame.
+    pub data: Vec<u8>,
+    /// Queue to deliver on (wrapped to the connected queues).
+    pub queue: u16,
+    /// Set `NETRXF_data_validated`.
+    pub data_validated: bool,
+    /// The checksum is partial (`CHECKSUM_PARTIAL`): sent as `NETRXF_csum_blank` when the frontend
+    /// accepts it, else completed first.
+    pub csum_blank: bool,
+    /// Attach a GSO (TCPv4) extra-info slot with this MSS.
+    pub gso_mss: Option<u16>,
+}
+
+/// Backend counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetbackStats {
+    /// Frames received from the frontend.
+    pub tx_packets: u64,
+    /// Bytes received from the frontend.
+    pub tx_bytes: u64,
+    /// TX packets answered with an error.
+    pub tx_errors: u64,
+    /// Frames delivered to the frontend.
+    pub rx_packets: u64,
+    /// Bytes delivered to the frontend.
+    pub rx_bytes: u64,
+    /// Injected frames dropped (too large for a frontend without sg, GSO not accepted, ...).
+    pub rx_dropped: u64,
+    /// Times the frontend was connected.
+    pub connects: u64,
+    /// Times the backend disconnected.
+    pub disconnects: u64,
+}
+
+/// What the frontend asked for at its last connect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrontendFeatures {
+    /// `feature-sg`.
+    pub sg: bool,
+    /// `feature-gso-tcpv4`.
+    pub gso_tcpv4: bool,
+    /// `feature-no-csum-offload`.
+    pub no_csum_offload: bool,
+    /// `feature-rx-notify`.
+    pub rx_notify: bool,
+    /// Split event channels used.
+    pub split_event_channels: bool,
+    /// Queues connected.
+    pub num_queues: u16,
+}
+
+#[derive(Default)]
+struct Shared {
+    tx: VecDeque<TxFrame>,
+    rx: VecDeque<RxFrame>,
+    /// A frame to deliver `repeat_left` more times without re-staging (benchmarks).
+    repeat: Option<RxFrame>,
+    repeat_left: u64,
+    stats: NetbackStats,
+    errors: Vec<String>,
+    state: u32,
+    frontend: FrontendFeatures,
+    kept_mappings: usize,
+}
+
+/// The test's side of a [`Netback`]: inject frames, collect transmitted ones, read counters.
+#[derive(Clone)]
+pub struct NetbackHandle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl NetbackHandle {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes every frame the frontend transmitted so far.
+    pub fn take_tx(&self) -> Vec<TxFrame> {
+        self.lock().tx.drain(..).collect()
+    }
+
+    /// Queues a frame for delivery to the frontend.
+    pub fn inject(&self, frame: RxFrame) {
+        self.lock().rx.push_back(frame);
+    }
+
+    /// Delivers `frame` `count` times, staging it only once (benchmarks).
+    pub fn inject_repeat(&self, frame: RxFrame, count: u64) {
+        let mut s = self.lock();
+        s.repeat = Some(frame);
+        s.repeat_left = count;
+    }
+
+    /// Frames still waiting for RX buffers.
+    pub fn rx_backlog(&self) -> u64 {
+        let s = self.lock();
+        s.rx.len() as u64 + s.repeat_left
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NetbackStats {
+        self.lock().stats
+    }
+
+    /// Frontend protocol violations and connect failures seen so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.lock().errors.clone()
+    }
+
+    /// The backend's xenbus state.
+    pub fn state(&self) -> u32 {
+        self.lock().state
+    }
+
+    /// True while connected.
+    pub fn connected(&self) -> bool {
+        self.state() == XENBUS_CONNECTED
+    }
+
+    /// What the frontend asked for at its last connect.
+    pub fn frontend_features(&self) -> FrontendFeatures {
+        self.lock().frontend
+    }
+
+    /// Grant mappings a hostile backend still holds on purpose.
+    pub fn kept_mappings(&self) -> usize {
+        self.lock().kept_mappings
+    }
+}
+
+/// The backend half of a one-page ring, accessed with atomics and volatile copies only.
+struct RawRing {
+    map: GrantMapping,
+}
+
+impl RawRing {
+    fn index(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: the mapping is one live page; offsets 0..16 are the 4-byte-aligned header
+        // indices, which both ends access atomically.
+        unsafe { AtomicU32::from_ptr(self.map.as_ptr().add(offset).cast::<u32>()) }
+    }
+    fn req_prod(&self) -> u32 {
+        self.index(0).load(Ordering::Acquire)
+    }
+    fn set_req_event(&self, v: u32) {
+        self.index(4).store(v, Ordering::Release)
+    }
+    fn set_rsp_prod(&self, v: u32) {
+        self.index(8).store(v, Ordering::Release)
+    }
+    fn rsp_event(&self) -> u32 {
+        self.index(12).load(Ordering::Acquire)
+    }
+    fn slot(&self, idx: u32, slot_size: usize) -> *mut u8 {
+        let off = 64 + (idx % RING_SIZE) as usize * slot_size;
+        // SAFETY: off + slot_size <= 64 + 256 * 12 < PAGE_SIZE: inside the mapped page.
+        unsafe { self.map.as_ptr().add(off) }
+    }
+    /// Copies slot `idx` out as `T` (an all-integer netif struct: every bit pattern is valid).
+    fn read<T: Copy>(&self, idx: u32, slot_size: usize) -> T {
+        debug_assert!(std::mem::size_of::<T>() <= slot_size);
+        // SAFETY: the slot is inside the page (see `slot`) and at least 4-byte aligned (header 64,
+        // slot sizes 8 and 12), enough for the netif structs; T is plain integers.
+        unsafe { self.slot(idx, slot_size).cast::<T>().read_volatile() }
+    }
+    fn write<T: Copy>(&self, idx: u32, slot_size: usize, value: T) {
+        debug_assert!(std::mem::size_of::<T>() <= slot_size);
+        // SAFETY: as for `read`; the ring page is mapped writable.
+        unsafe { self.slot(idx, slot_size).cast::<T>().write_volatile(value) }
+    }
+}
+
+const TX_SLOT: usize = 12;
+const RX_SLOT: usize = 8;
+
+struct BackQueue {
+    tx: RawRing,
+    rx: RawRing,
+    tx_port: EvtchnPort,
+    rx_port: EvtchnPort,
+    tx_req_cons: u32,
+    tx_rsp_prod: u32,
+    rx_req_cons: u32,
+    rx_rsp_prod: u32,
+    published_tx: u32,
+    published_rx: u32,
+    tx_more: bool,
+}
+
+/// The netback device model. Create with [`Netback::new`], hand to
+/// [`Sim::add_device_model`](crate::Sim::add_device_model), drive through the [`NetbackHandle`].
+pub struct Netback {
+    cfg: NetbackConfig,
+    shared: Arc<Mutex<Shared>>,
+    fe_path: String,
+    be_path: String,
+    state: u32,
+    started: bool,
+    queues: Vec<BackQueue>,
+    frontend: FrontendFeatures,
+    staging: Vec<PageBuf>,
+    staging_gfn: Vec<u64>,
+    /// Staging holds the repeat frame already.
+    staged_repeat: bool,
+    chaos: Option<Chaos>,
+    kept: Vec<GrantMapping>,
+    last_tx_id: u16,
+}
+
+impl Netback {
+    /// A backend for the vif of `cfg` (its nodes must exist: [`create_vif`]).
+    pub fn new(dom0: &Dom0, cfg: NetbackConfig) -> (Netback, NetbackHandle) {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let mut staging = Vec::new();
+        let mut staging_gfn = Vec::new();
+        for _ in 0..MAX_SLOTS {
+            let p = PageBuf::new(1).expect("xen-sim: out of memory for netback staging");
+            staging_gfn.push(dom0.virt_to_gfn(p.as_ptr()).0);
+            staging.push(p);
+        }
+        let chaos = cfg.hostile.as_ref().map(Chaos::new);
+        let nb = Netback {
+            fe_path: frontend_path(cfg.frontend, cfg.devid),
+            be_path: backend_path(cfg.frontend, cfg.devid),
+            cfg,
+            shared: shared.clone(),
+            state: XENBUS_INITIALISING,
+            started: false,
+            queues: Vec::new(),
+            frontend: FrontendFeatures::default(),
+            staging,
+            staging_gfn,
+            staged_repeat: false,
+            chaos,
+            kept: Vec::new(),
+            last_tx_id: 0,
+        };
+        (nb, NetbackHandle { shared })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state(&mut self, dom0: &Dom0, s: u32) {
+        self.state = s;
+        self.lock().state = s;
+        let _ = dom0.xs_write(&format!("{}/state", self.be_path), s.to_string().as_bytes());
+    }
+
+    fn error(&mut self, msg: String) {
+        self.lock().errors.push(msg);
+    }
+
+    fn write_features(&self, dom0: &Dom0) {
+        let c = &self.cfg;
+        let flag = |b: bool| if b { "1" } else { "0" };
+        let mut keys = vec![
+            ("feature-rx-copy", flag(c.rx_copy).to_string()),
+            ("feature-rx-flip", "0".to_string()),
+            ("feature-sg", flag(c.sg).to_string()),
+            ("feature-gso-tcpv4", flag(c.gso_tcpv4).to_string()),
+            (
+                "feature-no-csum-offload",
+                flag(c.no_csum_offload).to_string(),
+            ),
+            (
+                "feature-split-event-channels",
+                flag(c.split_event_channels).to_string(),
+            ),
+        ];
+        if c.max_queues > 1 {
+            keys.push(("multi-queue-max-queues", c.max_queues.to_string()));
+        }
+        for (k, v) in keys {
+            let _ = dom0.xs_write(&format!("{}/{k}", self.be_path), v.as_bytes());
+        }
+    }
+
+    fn fe_read(&self, dom0: &Dom0, key: &str) -> Option<String> {
+        dom0.xs_read(&format!("{}/{key}", self.fe_path))
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+    }
+
+    fn fe_flag(&self, dom0: &Dom0, key: &str) -> bool {
+        self.fe_read(dom0, key).as_deref() == Some("1")
+    }
+
+    fn fe_u32(&self, dom0: &Dom0, key: &str) -> Result<u32, String> {
+        let v = self
+            .fe_read(dom0, key)
+            .ok_or_else(|| format!("frontend key {key} missing"))?;
+        v.parse::<u32>()
+            .map_err(|_| format!("frontend key {key} = {v:?} is not a number"))
+    }
+
+    /// Maps the rings and binds the event channels (Linux netback `connect`).
+    fn connect(&mut self, dom0: &Dom0) -> Result<(), String> {
+        if !self.fe_flag(dom0, "request-rx-copy") {
+            return Err("frontend did not request rx-copy".into());
+        }
+        let rx_notify = self.fe_flag(dom0, "feature-rx-notify");
+        if self.cfg.require_rx_notify && !rx_notify {
+            return Err("frontend lacks feature-rx-notify".into());
+        }
+        let num_queues = match self.fe_read(dom0, "multi-queue-num-queues") {
+            None => 1,
+            Some(_) => self.fe_u32(dom0, "multi-queue-num-queues")?,
+        };
+        if num_queues == 0 || num_queues > u32::from(self.cfg.max_queues.max(1)) {
+            return Err(format!("frontend asked for {num_queues} queues"));
+        }
+        let fe = self.cfg.frontend;
+        let mut split_used = false;
+        let mut queues = Vec::new();
+        for q in 0..num_queues {
+            let prefix = if num_queues > 1 {
+                format!("queue-{q}/")
+            } else {
+                String::new()
+            };
+            let tx_ref = self.fe_u32(dom0, &format!("{prefix}tx-ring-ref"))?;
+            let rx_ref = self.fe_u32(dom0, &format!("{prefix}rx-ring-ref"))?;
+            let split = self.cfg.split_event_channels
+                && self
+                    .fe_read(dom0, &format!("{prefix}event-channel-tx"))
+                    .is_some();
+            let (tx_evt, rx_evt) = if split {
+                (
+                    self.fe_u32(dom0, &format!("{prefix}event-channel-tx"))?,
+                    self.fe_u32(dom0, &format!("{prefix}event-channel-rx"))?,
+                )
+            } else {
+                let p = self.fe_u32(dom0, &format!("{prefix}event-channel"))?;
+                (p, p)
+            };
+            split_used |= split;
+            let tx_map = dom0
+                .map_grant(fe, tx_ref as GrantRef, false)
+                .map_err(|e| format!("mapping tx ring {tx_ref}: {e:?}"))?;
+            let rx_map = dom0
+                .map_grant(fe, rx_ref as GrantRef, false)
+                .map_err(|e| format!("mapping rx ring {rx_ref}: {e:?}"))?;
+            let tx_port = dom0
+                .bind_interdomain(fe, tx_evt)
+                .map_err(|e| format!("binding port {tx_evt}: {e:?}"))?;
+            let rx_port = if split {
+                match dom0.bind_interdomain(fe, rx_evt) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        let _ = dom0.close(tx_port);
+                        return Err(format!("binding port {rx_evt}: {e:?}"));
+                    }
+                }
+            } else {
+                tx_port
+            };
+            queues.push(BackQueue {
+                tx: RawRing { map: tx_map },
+                rx: RawRing { map: rx_map },
+                tx_port,
+                rx_port,
+                tx_req_cons: 0,
+                tx_rsp_prod: 0,
+                rx_req_cons: 0,
+                rx_rsp_prod: 0,
+                published_tx: 0,
+                published_rx: 0,
+                // Look at the rings once right away (the frontend may have queued before).
+                tx_more: true,
+            });
+        }
+        self.frontend = FrontendFeatures {
+            sg: self.fe_flag(dom0, "feature-sg"),
+            gso_tcpv4: self.fe_flag(dom0, "feature-gso-tcpv4"),
+            no_csum_offload: self.fe_flag(dom0, "feature-no-csum-offload"),
+            rx_notify,
+            split_event_channels: split_used,
+            num_queues: num_queues as u16,
+        };
+        self.queues = queues;
+        let mut s = self.lock();
+        s.frontend = self.frontend;
+        s.stats.connects += 1;
+        Ok(())
+    }
+
+    /// Unmaps the rings and closes the ports (a hostile backend keeps the ring mappings).
+    fn disconnect(&mut self, dom0: &Dom0) {
+        let queues = std::mem::take(&mut self.queues);
+        let had = !queues.is_empty();
+        for q in queues {
+            let _ = dom0.close(q.tx_port);
+            if q.rx_port != q.tx_port {
+                let _ = dom0.close(q.rx_port);
+            }
+            if let Some(c) = self.chaos.as_mut() {
+                if c.strike() {
+                    self.kept.push(q.tx.map);
+                }
+            }
+        }
+        let mut s = self.lock();
+        s.kept_mappings = self.kept.len();
+        if had {
+            s.stats.disconnects += 1;
+        }
+    }
+
+    /// A frontend protocol violation: record it and close, like `xenvif_fatal_tx_err`.
+    fn fatal(&mut self, dom0: &Dom0, msg: String) {
+        self.error(msg);
+        self.disconnect(dom0);
+        self.set_state(dom0, XENBUS_CLOSING);
+    }
+
+    fn xenbus(&mut self, dom0: &Dom0) -> bool {
+        let mut progress = false;
+        if !self.started {
+            self.started = true;
+            self.write_features(dom0);
+            self.set_state(dom0, XENBUS_INIT_WAIT);
+            progress = true;
+        }
+        let fe_state = dom0
+            .xs_read(&format!("{}/state", self.fe_path))
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(XENBUS_UNKNOWN);
+        match fe_state {
+            XENBUS_INITIALISING if self.state == XENBUS_CLOSED => {
+                // The frontend starts over (Linux netback: "reconnecting").
+                self.write_features(dom0);
+                self.set_state(dom0, XENBUS_INIT_WAIT);
+                progress = true;
+            }
+            XENBUS_CONNECTED if self.state == XENBUS_INIT_WAIT => {
+                match self.connect(dom0) {
+                    Ok(()) => self.set_state(dom0, XENBUS_CONNECTED),
+                    Err(e) => {
+                        self.error(e);
+                        self.disconnect(dom0);
+                        self.set_state(dom0, XENBUS_CLOSING);
+                    }
+                }
+                progress = true;
+            }
+            XENBUS_CLOSING if self.state != XENBUS_CLOSING && self.state != XENBUS_CLOSED => {
+                self.disconnect(dom0);
+                self.set_state(dom0, XENBUS_CLOSING);
+                progress = true;
+            }
+            XENBUS_CLOSED | XENBUS_UNKNOWN if self.state != XENBUS_CLOSED => {
+                self.disconnect(dom0);
+                self.set_state(dom0, XENBUS_CLOSED);
+                progress = true;
+            }
+            _ => {}
+        }
+        progress
+    }
+
+    fn notify(dom0: &Dom0, port: EvtchnPort) {
+        let _ = dom0.notify(port);
+    }
+
+    // ------------------------------------------------------------------ TX
+
+    fn tx_respond(&mut self, qi: usize, id: u16, mut status: i16) {
+        let mut id = id;
+        if let Some(c) = self.chaos.as_mut() {
+            if c.strike() {
+                match c.byte() % 4 {
+                    0 => id = c.u16(),
+                    1 => id = self.last_tx_id,
+                    2 => status = c.u16() as i16,
+                    _ => status = NETIF_RSP_NULL,
+                }
+            }
+        }
+        self.last_tx_id = id;
+        let q = &mut self.queues[qi];
+        q.tx.write(q.tx_rsp_prod, TX_SLOT, NetifTxResponse { id, status });
+        q.tx_rsp_prod = q.tx_rsp_prod.wrapping_add(1);
+    }
+
+    fn tx_null(&mut self, qi: usize) {
+        let q = &mut self.queues[qi];
+        // Linux writes only the status of extra-info slots.
+        let mut rsp: NetifTxResponse = q.tx.read(q.tx_rsp_prod, TX_SLOT);
+        rsp.status = NETIF_RSP_NULL;
+        q.tx.write(q.tx_rsp_prod, TX_SLOT, rsp);
+        q.tx_rsp_prod = q.tx_rsp_prod.wrapping_add(1);
+    }
+
+    /// Consumes one TX packet at `tx_req_cons`; `Ok(false)` when the ring holds no complete packet.
+    fn tx_one(&mut self, dom0: &Dom0, qi: usize, prod: u32) -> Result<bool, String> {
+        let fe = self.cfg.frontend;
+        let q = &self.queues[qi];
+        let mut cons = q.tx_req_cons;
+        if cons == prod {
+            return Ok(false);
+        }
+        let first: NetifTxRequest = q.tx.read(cons, TX_SLOT);
+        cons = cons.wrapping_add(1);
+        let mut extras = 0u32;
+        let mut gso = None;
+        let mut drop_reason: Option<String> = None;
+        if first.flags & NETTXF_EXTRA_INFO != 0 {
+            loop {
+                if cons == prod {
+                    return Ok(false);
+                }
+                let e: NetifExtraInfo = q.tx.read(cons, TX_SLOT);
+                cons = cons.wrapping_add(1);
+                extras += 1;
+                match e.type_ {
+                    XEN_NETIF_EXTRA_TYPE_GSO => {
+                        let g = e.gso();
+                        if !self.cfg.gso_tcpv4 {
+                            drop_reason = Some("GSO extra without feature-gso-tcpv4".into());
+                        } else if g.gso_type != XEN_NETIF_GSO_TYPE_TCPV4 || g.size == 0 {
+                            drop_reason = Some(format!("bad GSO {g:?}"));
+                        }
+                        gso = Some(g);
+                    }
+                    XEN_NETIF_EXTRA_TYPE_MCAST_ADD | XEN_NETIF_EXTRA_TYPE_MCAST_DEL => {}
+                    t => return Err(format!("invalid TX extra type {t}")),
+                }
+                if !e.more() {
+                    break;
+                }
+                if extras > 4 {
+                    return Err("too many TX extra slots".into());
+                }
+            }
+        }
+        let mut slots = vec![first];
+        let mut more = first.flags & NETTXF_MORE_DATA != 0;
+        while more {
+            if cons == prod {
+                return Ok(false);
+            }
+            let r: NetifTxRequest = q.tx.read(cons, TX_SLOT);
+            cons = cons.wrapping_add(1);
+            more = r.flags & NETTXF_MORE_DATA != 0;
+            slots.push(r);
+            if slots.len() > MAX_SLOTS {
+                return Err(format!("TX packet uses more than {MAX_SLOTS} slots"));
+            }
+        }
+        if slots.len() > 1 && !self.cfg.sg {
+            drop_reason = Some("multi-slot TX without feature-sg".into());
+        }
+        if first.flags & NETTXF_CSUM_BLANK != 0 && self.cfg.no_csum_offload {
+            drop_reason = Some("csum_blank TX despite feature-no-csum-offload".into());
+        }
+        // Sizes: the first slot's size is the whole packet; its own data is what the others
+        // leave.
+        let rest: usize = slots[1..].iter().map(|r| usize::from(r.size)).sum();
+        let total = usize::from(first.size);
+        if total < rest || total == 0 {
+            drop_reason = Some(format!("TX size {total} smaller than its fragments {rest}"));
+        }
+        let first_len = total.saturating_sub(rest);
+        let mut lens = vec![first_len];
+        lens.extend(slots[1..].iter().map(|r| usize::from(r.size)));
+        for (r, &len) in slots.iter().zip(&lens) {
+            if usize::from(r.offset) + len > PAGE_SIZE {
+                return Err(format!(
+                    "TX slot crosses its page (offset {} len {len})",
+                    r.offset
+                ));
+            }
+        }
+        self.queues[qi].tx_req_cons = cons;
+
+        let mut status = NETIF_RSP_OKAY;
+        if let Some(reason) = drop_reason {
+            self.error(reason);
+            status = NETIF_RSP_ERROR;
+        } else {
+            // Copy every slot into its own staging page.
+            let mut ops: Vec<GnttabCopy> = slots
+                .iter()
+                .zip(&lens)
+                .enumerate()
+                .filter(|(_, (_, &len))| len > 0)
+                .map(|(i, (r, &len))| GnttabCopy {
+                    source: GnttabCopyPtr::gref(r.gref, fe, r.offset),
+                    dest: GnttabCopyPtr::gmfn(self.staging_gfn[i], DOMID_SELF, 0),
+                    len: len as u16,
+                    flags: GNTCOPY_SOURCE_GREF,
+                    status: 0,
+                    pad: 0,
+                })
+                .collect();
+            if let Some(c) = self.chaos.as_mut() {
+                if c.strike() {
+                    if let Some(r) = slots.first() {
+                        if let Ok(m) = dom0.map_grant(fe, r.gref, true) {
+                            self.kept.push(m);
+                            self.lock().kept_mappings = self.kept.len();
+                        }
+                    }
+                }
+            }
+            let copied =
+                dom0.grant_copy(&mut ops).is_ok() && ops.iter().all(|o| o.status == GNTST_OKAY);
+            if !copied {
+                self.error("TX grant copy failed".into());
+                status = NETIF_RSP_ERROR;
+            } else {
+                let mut s = self.lock();
+                s.stats.tx_packets += 1;
+                s.stats.tx_bytes += total as u64;
+                if self.cfg.keep_tx {
+                    let mut data = Vec::with_capacity(total);
+                    for (i, &len) in lens.iter().enumerate() {
+                        // SAFETY: staging page i is ours and `len` <= PAGE_SIZE bytes were
+                        // just copied into it.
+                        let page =
+                            unsafe { std::slice::from_raw_parts(self.staging[i].as_ptr(), len) };
+                        data.extend_from_slice(page);
+                    }
+                    if first.flags & NETTXF_CSUM_BLANK != 0 {
+                        let _ = csum::complete(&mut data);
+                    }
+                    s.tx.push_back(TxFrame {
+                        queue: qi as u16,
+                        data,
+                        flags: first.flags,
+                        gso,
+                        slots: slots.len(),
+                    });
+                }
+            }
+        }
+        if status != NETIF_RSP_OKAY {
+            self.lock().stats.tx_errors += 1;
+        }
+        // One response per request, in request order; extra-info slots get NETIF_RSP_NULL.
+        self.tx_respond(qi, first.id, status);
+        for _ in 0..extras {
+            self.tx_null(qi);
+        }
+        for r in &slots[1..] {
+            self.tx_respond(qi, r.id, status);
+        }
+        Ok(true)
+    }
+
+    fn process_tx(&mut self, dom0: &Dom0, qi: usize) -> Result<bool, String> {
+        let q = &mut self.queues[qi];
+        let pending = dom0.take_pending(q.tx_port);
+        if !pending && !q.tx_more {
+            return Ok(false);
+        }
+        q.tx_more = false;
+        let mut progress = false;
+        loop {
+            let prod = self.queues[qi].tx.req_prod();
+            let cons = self.queues[qi].tx_req_cons;
+            if prod.wrapping_sub(cons) > RING_SIZE {
+                return Err(format!("impossible TX req_prod {prod} (cons {cons})"));
+            }
+            while self.tx_one(dom0, qi, prod)? {
+                progress = true;
+            }
+            self.push_tx(dom0, qi);
+            // RING_FINAL_CHECK_FOR_REQUESTS
+            let q = &self.queues[qi];
+            q.tx.set_req_event(q.tx_req_cons.wrapping_add(1));
+            fence(Ordering::SeqCst);
+            let prod2 = q.tx.req_prod();
+            if prod2 == prod {
+                break;
+            }
+        }
+        Ok(progress)
+    }
+
+    fn push_tx(&mut self, dom0: &Dom0, qi: usize) {
+        let jump = self
+            .chaos
+            .as_mut()
+            .and_then(|c| c.strike().then(|| c.u16()));
+        let q = &mut self.queues[qi];
+        let old = q.published_tx;
+        let new = q.tx_rsp_prod;
+        if let Some(j) = jump {
+            q.tx.set_rsp_prod(new.wrapping_add(u32::from(j)));
+        } else {
+            q.tx.set_rsp_prod(new);
+        }
+        fence(Ordering::SeqCst);
+        let event = q.tx.rsp_event();
+        if new != old && new.wrapping_sub(event) < new.wrapping_sub(old) || jump.is_some() {
+            Self::notify(dom0, q.tx_port);
+        }
+        q.published_tx = new;
+    }
+
+    // ------------------------------------------------------------------ RX
+
+    /// Delivers one frame if the frontend posted enough buffers; `Ok(None)` when it has not.
+    fn rx_one(
+        &mut self,
+        dom0: &Dom0,
+        qi: usize,
+        frame: &RxFrame,
+        staged: bool,
+    ) -> Result<Option<bool>, String> {
+        let fe = self.cfg.frontend;
+        let f = self.frontend;
+        let len = frame.data.len();
+        let chunks = len.div_ceil(PAGE_SIZE).max(1);
+        if (chunks > 1 && !f.sg) || (frame.gso_mss.is_some() && !f.gso_tcpv4) || len > 65535 + 18 {
+            return Ok(Some(false));
+        }
+        let needed = chunks + usize::from(frame.gso_mss.is_some());
+        let q = &self.queues[qi];
+        let prod = q.rx.req_prod();
+        if prod.wrapping_sub(q.rx_req_cons) > RING_SIZE {
+            return Err(format!(
+                "impossible RX req_prod {prod} (cons {})",
+                q.rx_req_cons
+            ));
+        }
+        if (prod.wrapping_sub(q.rx_req_cons) as usize) < needed {
+            return Ok(None);
+        }
+        // The data as it goes on the wire: completed unless the frontend accepts csum_blank.
+        let blank = frame.csum_blank && !f.no_csum_offload;
+        if !staged {
+            let mut data = frame.data.clone();
+            if frame.csum_blank && !blank {
+                let _ = csum::complete(&mut data);
+            }
+            for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
+                // SAFETY: staging page i is ours; chunk is at most one page.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        chunk.as_ptr(),
+                        self.staging[i].as_ptr(),
+                        chunk.len(),
+                    )
+                };
+            }
+        }
+        let mut ops = Vec::with_capacity(chunks);
+        let mut rsps = Vec::with_capacity(needed);
+        let q = &mut self.queues[qi];
+        for i in 0..chunks {
+            let req: NetifRxRequest = q.rx.read(q.rx_req_cons, RX_SLOT);
+            q.rx_req_cons = q.rx_req_cons.wrapping_add(1);
+            let clen = (len - i * PAGE_SIZE).min(PAGE_SIZE);
+            let mut flags = 0;
+            if i + 1 < chunks {
+                flags |= NETRXF_MORE_DATA;
+            }
+            if i == 0 {
+                if blank {
+                    flags |= NETRXF_CSUM_BLANK | NETRXF_DATA_VALIDATED;
+                }
+                if frame.data_validated || (frame.csum_blank && !blank) {
+                    flags |= NETRXF_DATA_VALIDATED;
+                }
+                if frame.gso_mss.is_some() {
+                    flags |= NETRXF_EXTRA_INFO;
+                }
+            }
+            if clen > 0 {
+                ops.push(GnttabCopy {
+                    source: GnttabCopyPtr::gmfn(self.staging_gfn[i], DOMID_SELF, 0),
+                    dest: GnttabCopyPtr::gref(req.gref, fe, 0),
+                    len: clen as u16,
+                    flags: GNTCOPY_DEST_GREF,
+                    status: 0,
+                    pad: 0,
+                });
+            }
+            rsps.push((
+                NetifRxResponse {
+                    id: req.id,
+                    offset: 0,
+                    flags,
+                    status: clen as i16,
+                },
+                None,
+            ));
+            if i == 0 {
+                if let Some(mss) = frame.gso_mss {
+                    let _: NetifRxRequest = q.rx.read(q.rx_req_cons, RX_SLOT);
+                    q.rx_req_cons = q.rx_req_cons.wrapping_add(1);
+                    let extra = NetifExtraInfo::new_gso(
+                        0,
+                        NetifExtraGso {
+                            size: mss,
+                            gso_type: XEN_NETIF_GSO_TYPE_TCPV4,
+                            features: 0,
+                        },
+                    );
+                    rsps.push((NetifRxResponse::default(), Some(extra)));
+                }
+            }
+        }
+        let ok = dom0.grant_copy(&mut ops).is_ok() && ops.iter().all(|o| o.status == GNTST_OKAY);
+        if !ok {
+            self.error("RX grant copy failed".into());
+        }
+        for (mut rsp, extra) in rsps {
+            if !ok && extra.is_none() {
+                rsp.status = NETIF_RSP_ERROR;
+            }
+            let chaos = self
+                .chaos
+                .as_mut()
+                .and_then(|c| c.strike().then(|| (c.byte(), c.u16(), c.u16())));
+            let q = &mut self.queues[qi];
+            match extra {
+                Some(mut e) => {
+                    if let Some((k, a, _)) = chaos {
+                        if k % 2 == 0 {
+                            e.type_ = a as u8;
+                        } else {
+                            e.flags = a as u8;
+                        }
+                    }
+                    q.rx.write(q.rx_rsp_prod, RX_SLOT, e);
+                }
+                None => {
+                    if let Some((k, a, b)) = chaos {
+                        match k % 5 {
+                            0 => rsp.id = a,
+                            1 => rsp.offset = a,
+                            2 => rsp.status = a as i16,
+                            3 => rsp.flags = a,
+                            _ => {
+                                rsp.offset = a % 4096;
+                                rsp.status = (b % 8192) as i16;
+                            }
+                        }
+                    }
+                    q.rx.write(q.rx_rsp_prod, RX_SLOT, rsp);
+                }
+            }
+            q.rx_rsp_prod = q.rx_rsp_prod.wrapping_add(1);
+        }
+        if ok {
+            let mut s = self.lock();
+            s.stats.rx_packets += 1;
+            s.stats.rx_bytes += len as u64;
+        }
+        Ok(Some(true))
+    }
+
+    fn process_rx(&mut self, dom0: &Dom0) -> Result<bool, String> {
+        let n = self.queues.len();
+        if n == 0 {
+            return Ok(false);
+        }
+        let mut progress = false;
+        for qi in 0..n {
+            // Drain notifications (the frontend posted buffers).
+            let q = &self.queues[qi];
+            if q.rx_port != q.tx_port {
+                dom0.take_pending(q.rx_port);
+            }
+        }
+        loop {
+            // Next frame: the queue first, then the repeat generator.
+            let (frame, from_repeat) = {
+                let mut s = self.lock();
+                if let Some(f) = s.rx.pop_front() {
+                    (f, false)
+                } else if s.repeat_left > 0 {
+                    match s.repeat.clone() {
+                        Some(f) => (f, true),
+                        None => break,
+                    }
+                } else {
+                    break;
+                }
+            };
+            let qi = usize::from(frame.queue) % n;
+            let staged = from_repeat && self.staged_repeat;
+            match self.rx_one(dom0, qi, &frame, staged)? {
+                Some(delivered) => {
+                    self.staged_repeat = from_repeat;
+                    let mut s = self.lock();
+                    if from_repeat {
+                        s.repeat_left -= 1;
+                    } else if !delivered {
+                        s.stats.rx_dropped += 1;
+                    }
+                    progress = true;
+                }
+                None => {
+                    // Out of buffers: put it back, ask to be notified when more are posted.
+                    if !from_repeat {
+                        self.lock().rx.push_front(frame);
+                    }
+                    let q = &self.queues[qi];
+                    q.rx.set_req_event(q.rx_req_cons.wrapping_add(1));
+                    break;
+                }
+            }
+        }
+        for qi in 0..n {
+            self.push_rx(dom0, qi);
+        }
+        Ok(progress)
+    }
+
+    fn push_rx(&mut self, dom0: &Dom0, qi: usize) {
+        let jump = self
+            .chaos
+            .as_mut()
+            .and_then(|c| c.strike().then(|| c.u16()));
+        let q = &mut self.queues[qi];
+        let old = q.published_rx;
+        let new = q.rx_rsp_prod;
+        if new == old && jump.is_none() {
+            return;
+        }
+        match jump {
+            Some(j) => q.rx.set_rsp_prod(new.wrapping_add(u32::from(j))),
+            None => q.rx.set_rsp_prod(new),
+        }
+        fence(Ordering::SeqCst);
+        let event = q.rx.rsp_event();
+        if new.wrapping_sub(event) < new.wrapping_sub(old) || jump.is_some() {
+            Self::notify(dom0, q.rx_port);
+        }
+        q.published_rx = new;
+    }
+}
+
+impl crate::DeviceModel for Netback {
+    fn poll(&mut self, dom0: &Dom0) -> bool {
+        let mut progress = self.xenbus(dom0);
+        if self.state != XENBUS_CONNECTED {
+            return progress;
+        }
+        for qi in 0..self.queues.len() {
+            match self.process_tx(dom0, qi) {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    self.fatal(dom0, e);
+                    return true;
+                }
+            }
+        }
+        match self.process_rx(dom0) {
+            Ok(p) => progress |= p,
+            Err(e) => {
+                self.fatal(dom0, e);
+                return true;
+            }
+        }
+        progress
+    }
+}
+
+/// Internet checksums for the backend's own use (completing `csum_blank` frames), written
+/// independently of the frontend's implementation.
+pub mod csum {
+    fn sum(data: &[u8], mut acc: u64) -> u64 {
+        let mut it = data.chunks_exact(2);
+        for c in &mut it {
+            acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [b] = it.remainder() {
+            acc += u64::from(*b) << 8;
+        }
+        acc
+    }
+
+    fn fold(mut acc: u64) -> u16 {
+        while acc > 0xFFFF {
+            acc = (acc & 0xFFFF) + (acc >> 16);
+        }
+        acc as u16
+    }
+
+    /// (l4 offset, l4 length, checksum offset, is udp, pseudo-header sum) of a TCP/UDP frame.
+    fn locate(f: &[u8]) -> Option<(usize, usize, usize, bool, u64)> {
+        let et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+        let (l3, et) = if et == 0x8100 {
+            (18, u16::from_be_bytes([*f.get(16)?, *f.get(17)?]))
+        } else {
+            (14, et)
+        };
+        let (l4, l4len, proto, pseudo) = match et {
+            0x0800 => {
+                let ihl = usize::from(f.get(l3)? & 0xF) * 4;
+                let total = usize::from(u16::from_be_bytes([*f.get(l3 + 2)?, *f.get(l3 + 3)?]));
+                let proto = *f.get(l3 + 9)?;
+                if ihl < 20 || total < ihl || l3 + total > f.len() {
+                    return None;
+                }
+                let l4len = total - ihl;
+                (
+                    l3 + ihl,
+                    l4len,
+                    proto,
+                    sum(f.get(l3 + 12..l3 + 20)?, u64::from(proto) + l4len as u64),
+                )
+            }
+            0x86DD => {
+                let l4len = usize::from(u16::from_be_bytes([*f.get(l3 + 4)?, *f.get(l3 + 5)?]));
+                let proto = *f.get(l3 + 6)?;
+                if l3 + 40 + l4len > f.len() {
+                    return None;
+                }
+                (
+                    l3 + 40,
+                    l4len,
+                    proto,
+                    sum(f.get(l3 + 8..l3 + 40)?, u64::from(proto) + l4len as u64),
+                )
+            }
+            _ => return None,
+        };
+        let (field, udp) = match proto {
+            6 if l4len >= 20 => (16, false),
+            17 if l4len >= 8 => (6, true),
+            _ => return None,
+        };
+        Some((l4, l4len, l4 + field, udp, pseudo))
+    }
+
+    /// Computes and stores the TCP/UDP checksum; false when the frame is not TCP/UDP over IP.
+    pub fn complete(f: &mut [u8]) -> bool {
+        let Some((l4, len, at, udp, pseudo)) = locate(f) else {
+            return false;
+        };
+        f[at] = 0;
+        f[at + 1] = 0;
+        let mut c = !fold(sum(&f[l4..l4 + len], pseudo));
+        if udp && c == 0 {
+            c = 0xFFFF;
+        }
+        f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+        true
+    }
+
+    /// Writes the pseudo-header sum into the checksum field (`CHECKSUM_PARTIAL`).
+    pub fn set_partial(f: &mut [u8]) -> bool {
+        let Some((_, _, at, _, pseudo)) = locate(f) else {
+            return false;
+        };
+        f[at..at + 2].copy_from_slice(&fold(pseudo).to_be_bytes());
+        true
+    }
+
+    /// True when the frame is TCP/UDP over IP with a correct checksum.
+    pub fn verify(f: &[u8]) -> bool {
+        match locate(f) {
+            Some((l4, len, _, _, pseudo)) => fold(sum(&f[l4..l4 + len], pseudo)) == 0xFFFF,
+            None => false,
+        }
+    }
+}
