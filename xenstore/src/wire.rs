@@ -360,8 +360,8 @@ mod tests {
             Err(XsError::InvalidArgument(_))
         ));
         assert_eq!(write_payload("x", b"v\0w").unwrap(), b"x\0v\0w");
-        assert_eq!(write_payload("x", &[1; 4094]), Err(XsError::TooBig));
-        assert!(write_payload("x", &[1; 4094 - 1]).is_ok());
+        assert!(write_payload("x", &[1; 4095]) == Err(XsError::TooBig));
+        assert!(write_payload("x", &[1; 4094]).is_ok_and(|p| p.len() == 4096));
         assert!(check_path("").is_err());
         assert_eq!(check_path(&"a".repeat(2049)), Err(XsError::TooBig));
         assert!(check_path(&alloc::format!("/{}", "a".repeat(3071))).is_ok());

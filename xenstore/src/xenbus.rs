@@ -229,9 +229,11 @@ pub fn switch_state<S: Store + ?Sized>(
 /// Waits, through a watch on `other_node/state`, until the other end's state satisfies `pred`.
 ///
 /// Returns the accepted state. Fails with [`XsError::PeerClosed`] when the other end reaches
-/// `Closing`/`Closed` (and `pred` rejects it) or its `state` key disappears after it had one; a
-/// missing key before that counts as `Unknown` (the other end has not started yet). The watch is
-/// removed on every return.
+/// `Closed`, or `Closing` while `pred` accepts neither `Closing` nor `Closed` (`pred` must be a
+/// pure test: it may be asked about `Closed` hypothetically), or when its `state` key disappears
+/// after it had one; a missing key before that counts as `Unknown` (the other end has not started
+/// yet). An unparsable state is an error ([`XsError::BadValue`]). The watch is removed on every
+/// return.
 pub fn wait_for_state<S, P>(
     store: &S,
     other_node: &str,
@@ -261,7 +263,9 @@ where
         if pred(state) {
             break Ok(state);
         }
-        if state.is_closing() {
+        // Closing is a step towards Closed: keep waiting when the caller would accept Closed.
+        let heading_to_accepted = state == XenbusState::Closing && pred(XenbusState::Closed);
+        if state.is_closing() && !heading_to_accepted {
             break Err(XsError::PeerClosed(state));
         }
     };

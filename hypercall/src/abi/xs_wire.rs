@@ -86,7 +86,9 @@ pub const XS_WATCH_PATH: usize = 0;
 pub const XS_WATCH_TOKEN: usize = 1;
 
 /// `struct xsd_sockmsg`: the header in front of every xenstore message.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct XsdSockmsg {
     /// `type`: an [`XsdSockmsgType`] value.
@@ -139,8 +141,14 @@ pub struct XenstoreDomainInterface {
 }
 const_assert_eq!(core::mem::size_of::<XenstoreDomainInterface>(), 2076);
 const_assert_eq!(core::mem::offset_of!(XenstoreDomainInterface, rsp), 1024);
-const_assert_eq!(core::mem::offset_of!(XenstoreDomainInterface, req_cons), 2048);
-const_assert_eq!(core::mem::offset_of!(XenstoreDomainInterface, rsp_prod), 2060);
+const_assert_eq!(
+    core::mem::offset_of!(XenstoreDomainInterface, req_cons),
+    2048
+);
+const_assert_eq!(
+    core::mem::offset_of!(XenstoreDomainInterface, rsp_prod),
+    2060
+);
 const_assert_eq!(core::mem::offset_of!(XenstoreDomainInterface, error), 2072);
 
 /// `XENSTORE_PAYLOAD_MAX`: the largest payload of one message.
@@ -205,7 +213,10 @@ pub fn xsd_error_from_str(s: &str) -> Option<Errno> {
     if s == XSD_ERROR_EQUOTA {
         return Some(Errno::Other(EQUOTA_RAW));
     }
-    XSD_ERRORS.iter().find(|(_, name)| *name == s).map(|(e, _)| *e)
+    XSD_ERRORS
+        .iter()
+        .find(|(_, name)| *name == s)
+        .map(|(e, _)| *e)
 }
 
 /// The wire error string of an error number; errors outside [`XSD_ERRORS`] are sent as `"EIO"`
@@ -214,7 +225,10 @@ pub fn xsd_error_str(e: Errno) -> &'static str {
     if e == Errno::Other(EQUOTA_RAW) {
         return XSD_ERROR_EQUOTA;
     }
-    XSD_ERRORS.iter().find(|(err, _)| *err == e).map_or("EIO", |(_, s)| s)
+    XSD_ERRORS
+        .iter()
+        .find(|(err, _)| *err == e)
+        .map_or("EIO", |(_, s)| s)
 }
 
 /// What a permission entry grants (the letter of a permission string).
@@ -338,12 +352,33 @@ mod tests {
 
     #[test]
     fn perms() {
-        assert_eq!(Perm::parse("r5"), Some(Perm { domid: 5, kind: PermKind::Read }));
-        assert_eq!(Perm::parse("b0"), Some(Perm { domid: 0, kind: PermKind::Both }));
+        assert_eq!(
+            Perm::parse("r5"),
+            Some(Perm {
+                domid: 5,
+                kind: PermKind::Read
+            })
+        );
+        assert_eq!(
+            Perm::parse("b0"),
+            Some(Perm {
+                domid: 0,
+                kind: PermKind::Both
+            })
+        );
         for bad in ["", "r", "x1", "r-1", "r+1", "r70000", "w1 "] {
             assert_eq!(Perm::parse(bad), None, "{bad:?}");
         }
-        assert_eq!(alloc::format!("{}", Perm { domid: 7, kind: PermKind::Write }), "w7");
+        assert_eq!(
+            alloc::format!(
+                "{}",
+                Perm {
+                    domid: 7,
+                    kind: PermKind::Write
+                }
+            ),
+            "w7"
+        );
         assert_eq!(mask_xenstore_idx(1025), 1);
     }
 }
