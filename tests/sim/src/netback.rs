@@ -344,7 +344,8 @@ struct Shared {
     errors: Vec<String>,
     state: u32,
     frontend: FrontendFeatures,
-    kept_mappings: usize,
+    kept: Vec<GrantRef>,
+    release_kept: bool,
 }
 
 /// The test's side of a [`Netback`]: inject frames, collect transmitted ones, read counters.
@@ -406,9 +407,14 @@ impl NetbackHandle {
         self.lock().frontend
     }
 
-    /// Grant mappings a hostile backend still holds on purpose.
-    pub fn kept_mappings(&self) -> usize {
-        self.lock().kept_mappings
+    /// Grants of the frontend that a hostile backend still keeps mapped on purpose.
+    pub fn kept_grants(&self) -> Vec<GrantRef> {
+        self.lock().kept.clone()
+    }
+
+    /// Makes the backend drop the mappings it kept (at its next poll).
+    pub fn release_kept(&self) {
+        self.lock().release_kept = true;
     }
 }
 
@@ -469,6 +475,8 @@ struct BackQueue {
     published_tx: u32,
     published_rx: u32,
     tx_more: bool,
+    /// Out of RX buffers; waiting for the frontend's notification (with `feature-rx-notify`).
+    rx_waiting: bool,
 }
 
 /// The netback device model. Create with [`Netback::new`], hand to
@@ -651,6 +659,7 @@ impl Netback {
                 rx_rsp_prod: 0,
                 published_tx: 0,
                 published_rx: 0,
+                rx_waiting: false,
                 // Look at the rings once right away (the frontend may have queued before).
                 tx_more: true,
             });
@@ -685,8 +694,9 @@ impl Netback {
                 }
             }
         }
+        let kept = self.kept.iter().map(GrantMapping::gref).collect();
         let mut s = self.lock();
-        s.kept_mappings = self.kept.len();
+        s.kept = kept;
         if had {
             s.stats.disconnects += 1;
         }
@@ -885,8 +895,8 @@ impl Netback {
                 if c.strike() {
                     if let Some(r) = slots.first() {
                         if let Ok(m) = dom0.map_grant(fe, r.gref, true) {
+                            self.lock().kept.push(m.gref());
                             self.kept.push(m);
-                            self.lock().kept_mappings = self.kept.len();
                         }
                     }
                 }
@@ -936,9 +946,8 @@ impl Netback {
         Ok(true)
     }
 
-    fn process_tx(&mut self, dom0: &Dom0, qi: usize) -> Result<bool, String> {
+    fn process_tx(&mut self, dom0: &Dom0, qi: usize, pending: bool) -> Result<bool, String> {
         let q = &mut self.queues[qi];
-        let pending = dom0.take_pending(q.tx_port);
         if !pending && !q.tx_more {
             return Ok(false);
         }
@@ -1147,13 +1156,6 @@ impl Netback {
             return Ok(false);
         }
         let mut progress = false;
-        for qi in 0..n {
-            // Drain notifications (the frontend posted buffers).
-            let q = &self.queues[qi];
-            if q.rx_port != q.tx_port {
-                dom0.take_pending(q.rx_port);
-            }
-        }
         loop {
             // Next frame: the queue first, then the repeat generator.
             let (frame, from_repeat) = {
@@ -1171,7 +1173,12 @@ impl Netback {
             };
             let qi = usize::from(frame.queue) % n;
             let staged = from_repeat && self.staged_repeat;
-            match self.rx_one(dom0, qi, &frame, staged)? {
+            let outcome = if self.queues[qi].rx_waiting {
+                None
+            } else {
+                self.rx_one(dom0, qi, &frame, staged)?
+            };
+            match outcome {
                 Some(delivered) => {
                     self.staged_repeat = from_repeat;
                     let mut s = self.lock();
@@ -1187,8 +1194,18 @@ impl Netback {
                     if !from_repeat {
                         self.lock().rx.push_front(frame);
                     }
-                    let q = &self.queues[qi];
-                    q.rx.set_req_event(q.rx_req_cons.wrapping_add(1));
+                    let require = self.cfg.require_rx_notify;
+                    let q = &mut self.queues[qi];
+                    if !q.rx_waiting {
+                        // RING_FINAL_CHECK_FOR_REQUESTS: ask for a notification, then look once
+                        // more; with rx-notify, only a notification wakes us after that.
+                        let before = q.rx.req_prod();
+                        q.rx.set_req_event(q.rx_req_cons.wrapping_add(1));
+                        fence(Ordering::SeqCst);
+                        if q.rx.req_prod() == before && require {
+                            q.rx_waiting = true;
+                        }
+                    }
                     break;
                 }
             }
@@ -1225,17 +1242,41 @@ impl Netback {
 
 impl crate::DeviceModel for Netback {
     fn poll(&mut self, dom0: &Dom0) -> bool {
-        let mut progress = self.xenbus(dom0);
+        let mut progress = false;
+        {
+            let mut s = self.lock();
+            if std::mem::take(&mut s.release_kept) {
+                s.kept.clear();
+                drop(s);
+                self.kept.clear();
+                progress = true;
+            }
+        }
+        progress |= self.xenbus(dom0);
         if self.state != XENBUS_CONNECTED {
             return progress;
         }
+        let mut rx_pending = Vec::with_capacity(self.queues.len());
         for qi in 0..self.queues.len() {
-            match self.process_tx(dom0, qi) {
+            let q = &self.queues[qi];
+            let tx = dom0.take_pending(q.tx_port);
+            let rx = if q.rx_port != q.tx_port {
+                dom0.take_pending(q.rx_port)
+            } else {
+                tx
+            };
+            rx_pending.push(rx);
+            match self.process_tx(dom0, qi, tx) {
                 Ok(p) => progress |= p,
                 Err(e) => {
                     self.fatal(dom0, e);
                     return true;
                 }
+            }
+        }
+        for (q, pending) in self.queues.iter_mut().zip(rx_pending) {
+            if pending {
+                q.rx_waiting = false;
             }
         }
         match self.process_rx(dom0) {
