@@ -7,14 +7,12 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use xen_event_channel::{EventChannels, EvtchnPort};
-use xen_hypercall::abi::hvm::{
-    XenHvmParam, HVMOP_GET_PARAM, HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN,
-};
+use xen_hypercall::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
 use xen_hypercall::abi::xs_wire::{
     Perm, XenstoreDomainInterface, XsdSockmsgType, XENSTORE_RING_SIZE,
 };
-use xen_hypercall::abi::{DomId, DOMID_SELF};
-use xen_hypercall::{op, Errno, Gfn, Hypercall, PAGE_SIZE};
+use xen_hypercall::abi::DomId;
+use xen_hypercall::{Errno, Gfn, Hypercall, HypercallExt, PAGE_SIZE};
 
 /// A xenstore client speaking the wire protocol over a `xenstore_domain_interface` page.
 ///
@@ -53,22 +51,6 @@ impl<E: EventChannels> core::fmt::Debug for XenStore<E> {
             .field("port", &self.port)
             .finish_non_exhaustive()
     }
-}
-
-/// Reads an HVM parameter of this domain with `HVMOP_get_param`.
-fn hvm_get_param<H: Hypercall + ?Sized>(hyp: &H, index: u32) -> Result<u64, XsError> {
-    let mut param = XenHvmParam {
-        domid: DOMID_SELF,
-        pad: 0,
-        index,
-        value: 0,
-    };
-    let ptr = core::ptr::addr_of_mut!(param) as u64;
-    // SAFETY: `param` is a live, correctly laid out `xen_hvm_param` for the whole call, which
-    // reads and writes only that struct.
-    let ret = unsafe { hyp.hypercall(op::HVM_OP, [HVMOP_GET_PARAM as u64, ptr, 0, 0, 0]) };
-    Errno::check(ret).map_err(XsError::Hypercall)?;
-    Ok(param.value)
 }
 
 impl<E: EventChannels> XenStore<E> {
@@ -121,8 +103,12 @@ impl<E: EventChannels> XenStore<E> {
         hyp: &H,
         evtchn: E,
     ) -> Result<XenStore<E>, XsError> {
-        let pfn = hvm_get_param(hyp, HVM_PARAM_STORE_PFN)?;
-        let port = hvm_get_param(hyp, HVM_PARAM_STORE_EVTCHN)?;
+        let pfn = hyp
+            .hvm_get_param(HVM_PARAM_STORE_PFN)
+            .map_err(XsError::Hypercall)?;
+        let port = hyp
+            .hvm_get_param(HVM_PARAM_STORE_EVTCHN)
+            .map_err(XsError::Hypercall)?;
         if pfn == 0 {
             return Err(XsError::InvalidArgument("HVM_PARAM_STORE_PFN is not set"));
         }

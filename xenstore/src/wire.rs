@@ -1,7 +1,7 @@
 //! The xenstore wire protocol as pure functions: request encoding, an incremental reply decoder,
 //! reply/payload parsing, and the ring index arithmetic.
 //!
-//! Nothing here touches shared memory; [`crate::ring`] moves bytes between the ring page and these
+//! Nothing here touches shared memory; the client moves bytes between the ring page and these
 //! functions.
 
 use crate::{TxId, WatchEvent, XsError};

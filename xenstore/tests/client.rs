@@ -532,3 +532,67 @@ fn xenstored_cuts_off_a_guest_that_corrupts_indices() {
     let error = unsafe { (*w.ring()).error };
     assert_eq!(error, xen_hypercall::abi::xs_wire::XENSTORE_ERROR_RINGIDX);
 }
+
+/// A hypercall layer that answers `HVMOP_get_param` from a table (or fails).
+struct Params {
+    pfn: Option<u64>,
+    port: u64,
+    mapped: bool,
+}
+
+impl xen_hypercall::Hypercall for Params {
+    unsafe fn hypercall(&self, op: u32, args: [u64; 5]) -> i64 {
+        use xen_hypercall::abi::hvm::{XenHvmParam, HVMOP_GET_PARAM, HVM_PARAM_STORE_PFN};
+        assert_eq!(
+            (op, args[0]),
+            (xen_hypercall::op::HVM_OP, HVMOP_GET_PARAM as u64)
+        );
+        // SAFETY: the client passes a live xen_hvm_param.
+        let p = unsafe { &mut *(args[1] as *mut XenHvmParam) };
+        match (p.index, self.pfn) {
+            (HVM_PARAM_STORE_PFN, None) => -(Errno::ENOSYS.to_raw() as i64),
+            (HVM_PARAM_STORE_PFN, Some(pfn)) => {
+                p.value = pfn;
+                0
+            }
+            _ => {
+                p.value = self.port;
+                0
+            }
+        }
+    }
+    fn virt_to_gfn(&self, _addr: *const u8) -> xen_hypercall::Gfn {
+        xen_hypercall::Gfn(0)
+    }
+    fn gfn_to_virt(&self, _gfn: xen_hypercall::Gfn) -> Option<*mut u8> {
+        // A misaligned address: the constructor must refuse it before touching it.
+        self.mapped.then_some(8 as *mut u8)
+    }
+}
+
+#[test]
+fn from_hypercall_rejects_bad_parameters() {
+    let w = World::new(1, 0);
+    let try_with = |pfn, port, mapped| {
+        // SAFETY: every case fails before a ring is used.
+        unsafe { xen_store::XenStore::from_hypercall(&Params { pfn, port, mapped }, w.clone()) }
+            .unwrap_err()
+    };
+    assert_eq!(try_with(None, 1, true), XsError::Hypercall(Errno::ENOSYS));
+    assert!(matches!(
+        try_with(Some(0), 1, true),
+        XsError::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        try_with(Some(5), 1 << 40, true),
+        XsError::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        try_with(Some(5), 1, false),
+        XsError::InvalidArgument(_)
+    ));
+    assert!(matches!(
+        try_with(Some(5), 1, true),
+        XsError::InvalidArgument(_)
+    ));
+}
