@@ -523,3 +523,42 @@ fn xenstore_ring_round_trip_and_watch() {
         vec!["y".to_string()]
     );
 }
+
+#[test]
+fn register_vcpu_info_moves_event_delivery() {
+    use xen_hypercall::abi::vcpu::VcpuRegisterVcpuInfo;
+    let sim = Sim::new();
+    let g = sim.create_domain();
+    let si = map_shared_info(&g);
+    let page = PageBuf::new(1).unwrap();
+    let mut r = VcpuRegisterVcpuInfo {
+        mfn: g.virt_to_gfn(page.as_ptr()).0,
+        offset: 128,
+        rsvd: 0,
+    };
+    // SAFETY: the page stays alive for the test; offset + 64 <= 4096.
+    unsafe { g.vcpu_register_vcpu_info(0, &mut r) }.unwrap();
+    // Registering twice, or at an offset that leaves the page, fails.
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { g.vcpu_register_vcpu_info(0, &mut r) },
+        Err(Errno::EINVAL)
+    );
+    let mut ipi = EvtchnBindIpi::default();
+    evtchn(&g, EVTCHNOP_BIND_IPI, &mut ipi).unwrap();
+    send(&g, ipi.port).unwrap();
+    // The upcall flag and selector now live in the registered vcpu_info, not in shared_info.
+    assert!(!upcall_pending(si));
+    // SAFETY: the page is live; vcpu_info is at offset 128.
+    let (up, sel) = unsafe {
+        (
+            std::ptr::read_volatile(page.as_ptr().add(128)),
+            std::ptr::read_volatile(page.as_ptr().add(128 + 8) as *const u64),
+        )
+    };
+    assert_eq!(up, 1);
+    assert_eq!(sel, 1 << (ipi.port / 64));
+    // Blocking sees the upcall in the registered vcpu_info.
+    g.sched_block().unwrap();
+    std::mem::forget(page);
+}
