@@ -9,6 +9,7 @@
 //! set (`.ci/run` installs libxen-dev), in which case missing headers are a failure.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use xen_hypercall::layout::StructLayout;
@@ -97,6 +98,15 @@ fn compile_and_run(dir: &Path, name: &str, src: &str) -> Result<Vec<usize>, Stri
         .collect()
 }
 
+/// Prints a summary line that shows in every `cargo test` run: the test harness captures only the
+/// `print!` macros, not writes through the `stdout()` handle.
+fn report(line: &str) {
+    let mut out = std::io::stdout().lock();
+    // A failed write of the summary is not a test failure.
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 #[test]
 fn c_layout_matches_xen_headers() {
     let xen_h = include_dir().join("xen/xen.h");
@@ -108,7 +118,7 @@ fn c_layout_matches_xen_headers() {
         if std::env::var_os("CI").is_some() {
             panic!("{msg} and CI is set");
         }
-        println!("{msg}: SKIPPED");
+        report(&format!("{msg}: SKIPPED"));
         return;
     }
 
@@ -181,11 +191,11 @@ fn c_layout_matches_xen_headers() {
             }
         }
     }
-    println!(
+    report(&format!(
         "c_layout: compared {} structs, {} fields",
         items.len(),
         n_fields
-    );
+    ));
     assert!(
         problems.is_empty(),
         "c_layout: {} mismatches:\n  {}",
