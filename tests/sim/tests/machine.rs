@@ -531,19 +531,17 @@ fn register_vcpu_info_moves_event_delivery() {
     let g = sim.create_domain();
     let si = map_shared_info(&g);
     let page = PageBuf::new(1).unwrap();
-    let mut r = VcpuRegisterVcpuInfo {
+    let r = VcpuRegisterVcpuInfo {
         mfn: g.virt_to_gfn(page.as_ptr()).0,
         offset: 128,
         rsvd: 0,
     };
     // SAFETY: the page stays alive for the test; offset + 64 <= 4096.
-    unsafe { g.vcpu_register_vcpu_info(0, &mut r) }.unwrap();
+    unsafe { g.vcpu_register_vcpu_info(0, &r) }.unwrap();
     // Registering twice, or at an offset that leaves the page, fails.
     // SAFETY: as above.
-    assert_eq!(
-        unsafe { g.vcpu_register_vcpu_info(0, &mut r) },
-        Err(Errno::EINVAL)
-    );
+    let again = unsafe { g.vcpu_register_vcpu_info(0, &r) };
+    assert_eq!(again, Err(Errno::EINVAL));
     let mut ipi = EvtchnBindIpi::default();
     evtchn(&g, EVTCHNOP_BIND_IPI, &mut ipi).unwrap();
     send(&g, ipi.port).unwrap();
