@@ -538,7 +538,7 @@ fn register_vcpu_info_moves_event_delivery() {
     };
     // SAFETY: the page stays alive for the test; offset + 64 <= 4096.
     unsafe { g.vcpu_register_vcpu_info(0, &r) }.unwrap();
-    // Registering twice, or at an offset that leaves the page, fails.
+    // Registering twice fails.
     // SAFETY: as above.
     let again = unsafe { g.vcpu_register_vcpu_info(0, &r) };
     assert_eq!(again, Err(Errno::EINVAL));
