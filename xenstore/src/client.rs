@@ -14,6 +14,9 @@ use xen_hypercall::abi::xs_wire::{
 use xen_hypercall::abi::DomId;
 use xen_hypercall::{Errno, Gfn, Hypercall, HypercallExt, PAGE_SIZE};
 
+/// How often [`XenStore::directory_in_parts`] restarts a listing that changed meanwhile.
+pub const DIRECTORY_PART_RESTARTS: u32 = 8;
+
 /// A xenstore client speaking the wire protocol over a `xenstore_domain_interface` page.
 ///
 /// Requests get fresh request ids and may be outstanding concurrently (from several threads); each
@@ -297,6 +300,40 @@ impl<E: EventChannels> XenStore<E> {
         }
     }
 
+    /// Lists the children of `path` with `XS_DIRECTORY_PART`, for directories whose listing
+    /// exceeds one payload. Restarts when the directory changes in between (its generation
+    /// moves), at most [`DIRECTORY_PART_RESTARTS`] times, then fails with `EAGAIN`.
+    pub fn directory_in_parts(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
+        wire::check_path(path)?;
+        let mut restarts = 0;
+        'restart: loop {
+            let mut names = Vec::new();
+            let mut generation: Option<Vec<u8>> = None;
+            let mut offset = 0usize;
+            loop {
+                let off = alloc::format!("{offset}");
+                let payload = wire::strings_payload(&[path, &off])?;
+                let reply = self.request(XsdSockmsgType::DirectoryPart, tx, &payload)?;
+                let part = wire::parse_directory_part(&reply)?;
+                match &generation {
+                    Some(g) if *g != part.generation => {
+                        restarts += 1;
+                        if restarts > DIRECTORY_PART_RESTARTS {
+                            return Err(XsError::Errno(Errno::EAGAIN));
+                        }
+                        continue 'restart;
+                    }
+                    _ => generation = Some(part.generation),
+                }
+                offset += part.consumed;
+                names.extend(part.names);
+                if part.last {
+                    return Ok(names);
+                }
+            }
+        }
+    }
+
     /// Number of watch events received and not yet taken.
     pub fn queued_watch_events(&self) -> usize {
         self.inner.lock().events.len()
@@ -329,7 +366,12 @@ impl<E: EventChannels> Store for XenStore<E> {
     }
 
     fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
-        wire::parse_strings(&self.path_request(XsdSockmsgType::Directory, tx, path)?)
+        match self.path_request(XsdSockmsgType::Directory, tx, path) {
+            Ok(reply) => wire::parse_strings(&reply),
+            // Too many children for one payload: list them in parts.
+            Err(XsError::Errno(Errno::E2BIG)) => self.directory_in_parts(tx, path),
+            Err(e) => Err(e),
+        }
     }
 
     fn transaction_start(&self) -> Result<TxId, XsError> {

@@ -298,6 +298,51 @@ pub fn parse_tx_id(payload: &[u8]) -> Result<TxId, XsError> {
     Ok(TxId(v))
 }
 
+/// One decoded `XS_DIRECTORY_PART` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryPart {
+    /// The directory's generation; a change means the listing must restart.
+    pub generation: Vec<u8>,
+    /// The child names in this part.
+    pub names: Vec<String>,
+    /// Bytes of the child list this part covers (add to the offset of the next request).
+    pub consumed: usize,
+    /// True when the list ends with this part.
+    pub last: bool,
+}
+
+/// Parses an `XS_DIRECTORY_PART` reply: `generation\0`, then NUL-terminated names, then one more
+/// NUL when the list ends. A part that neither lists a name nor ends the list is a protocol error
+/// (it would make the caller loop forever).
+pub fn parse_directory_part(payload: &[u8]) -> Result<DirectoryPart, XsError> {
+    let nul = payload
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or(XsError::Protocol("directory part without generation"))?;
+    let generation = payload[..nul].to_vec();
+    let rest = &payload[nul + 1..];
+    let last = rest == [0] || rest.ends_with(&[0, 0]);
+    let body = if last { &rest[..rest.len() - 1] } else { rest };
+    if !body.is_empty() && body.last() != Some(&0) {
+        return Err(XsError::Protocol(
+            "directory part with an unterminated name",
+        ));
+    }
+    if body.is_empty() && !last {
+        return Err(XsError::Protocol("directory part without progress"));
+    }
+    let names = parse_strings(body)?;
+    if names.iter().any(String::is_empty) {
+        return Err(XsError::Protocol("directory part with an empty name"));
+    }
+    Ok(DirectoryPart {
+        generation,
+        names,
+        consumed: body.len(),
+        last,
+    })
+}
+
 fn strip_nul(p: &[u8]) -> &[u8] {
     p.strip_suffix(&[0]).unwrap_or(p)
 }
@@ -484,6 +529,27 @@ mod tests {
         assert_eq!(parse_tx_id(b"12\0").unwrap(), TxId(12));
         for bad in [&b"0\0"[..], b"", b"-1\0", b"4294967296\0", b"1x\0"] {
             assert!(parse_tx_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn directory_parts() {
+        let p = parse_directory_part(b"7\0a\0bc\0").unwrap();
+        assert_eq!(
+            p,
+            DirectoryPart {
+                generation: b"7".to_vec(),
+                names: vec!["a".into(), "bc".into()],
+                consumed: 5,
+                last: false
+            }
+        );
+        let p = parse_directory_part(b"7\0a\0\0").unwrap();
+        assert!(p.last && p.consumed == 2 && p.names == ["a"]);
+        let p = parse_directory_part(b"7\0\0").unwrap();
+        assert!(p.last && p.consumed == 0 && p.names.is_empty());
+        for bad in [&b"7"[..], b"7\0", b"7\0ab", b"7\0\xff\0"] {
+            assert!(parse_directory_part(bad).is_err(), "{bad:?}");
         }
     }
 

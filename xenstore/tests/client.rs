@@ -596,3 +596,60 @@ fn from_hypercall_rejects_bad_parameters() {
         XsError::InvalidArgument(_)
     ));
 }
+
+#[test]
+fn huge_directories_are_listed_in_parts() {
+    let w = World::new(1, 0);
+    let xs = w.client();
+    let names: Vec<String> = (0..300)
+        .map(|i| format!("a-rather-long-child-name-{i:04}"))
+        .collect();
+    w.dom0(|x| {
+        for n in &names {
+            x.mkdir(0, 0, &format!("/local/domain/1/many/{n}")).unwrap();
+        }
+    });
+    assert_eq!(
+        w.xsd.lock().unwrap().directory(1, 0, "many").unwrap().len(),
+        300
+    );
+    assert_eq!(xs.directory(TxId::NONE, "many").unwrap(), names);
+    let tx = xs.transaction_start().unwrap();
+    assert_eq!(xs.directory(tx, "many").unwrap(), names);
+    xs.transaction_end(tx, false).unwrap();
+}
+
+#[test]
+fn directory_parts_restart_when_the_directory_changes() {
+    // A daemon whose directory changes generation after the first part, once.
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let c = calls.clone();
+    let d = Scripted::new(0, move |r| {
+        let req = raw::take_requests(r);
+        if req.is_empty() {
+            return false;
+        }
+        let ty = u32::from_le_bytes(req[0..4].try_into().unwrap());
+        let payload = String::from_utf8_lossy(&req[16..]).into_owned();
+        c.lock().unwrap().push(payload.clone());
+        let n = c.lock().unwrap().len();
+        let reply = if ty == T::Directory as u32 {
+            msg(T::Error, req_id(&req), b"E2BIG\0")
+        } else {
+            let off = payload.split('\0').nth(1).unwrap();
+            let body: &[u8] = match (n, off) {
+                (2, "0") => b"1\0a\0",      // generation 1, more to come
+                (3, "2") => b"2\0b\0\0",    // generation moved: restart
+                (4, "0") => b"2\0a\0",      // again from the start
+                (5, "2") => b"2\0b\0c\0\0", // done
+                other => panic!("unexpected request {other:?}"),
+            };
+            msg(T::DirectoryPart, req_id(&req), body)
+        };
+        raw::put_response(r, &reply);
+        true
+    });
+    let xs = d.client();
+    assert_eq!(xs.directory(TxId::NONE, "dir").unwrap(), ["a", "b", "c"]);
+    assert_eq!(calls.lock().unwrap().len(), 5);
+}

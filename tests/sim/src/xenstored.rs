@@ -610,6 +610,45 @@ impl Xenstored {
         self.run(caller, tx, |t, a| op_directory(t, a, caller, &path))
     }
 
+    /// One part of a directory listing (`XS_DIRECTORY_PART`), as C xenstored sends it: the node's
+    /// generation as a decimal string and NUL, then the whole child names (each NUL-terminated)
+    /// of the concatenated child list from byte `offset` that fit in one payload, then one more
+    /// NUL when the list ends there. The generation changes whenever the child list does.
+    pub fn directory_part(
+        &mut self,
+        caller: DomId,
+        tx: u32,
+        path: &str,
+        offset: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        let abs = canonical(caller, path)?;
+        let names = self.directory(caller, tx, path)?;
+        let gen = self.changed_at.get(&abs).copied().unwrap_or(0);
+        let mut out = format!("{gen}\0").into_bytes();
+        let list = strings(names);
+        if offset >= list.len() {
+            out.push(0);
+            return Ok(out);
+        }
+        // Offsets must fall on a name boundary.
+        if offset > 0 && list[offset - 1] != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let max = XENSTORE_PAYLOAD_MAX - out.len() - 1;
+        let mut len = 0;
+        for name in list[offset..].split_inclusive(|b| *b == 0) {
+            if len + name.len() > max {
+                break;
+            }
+            len += name.len();
+        }
+        out.extend_from_slice(&list[offset..offset + len]);
+        if offset + len == list.len() {
+            out.push(0);
+        }
+        Ok(out)
+    }
+
     /// The permissions of `path` as `caller` sees them (needs read access).
     pub fn get_perms(&mut self, caller: DomId, tx: u32, path: &str) -> Result<Vec<Perm>, Errno> {
         let path = canonical(caller, path)?;
@@ -867,7 +906,13 @@ impl Xenstored {
                     Err(Errno::EACCES)
                 }
             }
-            T::DirectoryPart => Err(Errno::ENOSYS),
+            T::DirectoryPart => match split_args(payload)?.as_slice() {
+                [path, off] => {
+                    let off: usize = off.parse().map_err(|_| Errno::EINVAL)?;
+                    self.directory_part(caller, tx, path, off)
+                }
+                _ => Err(Errno::EINVAL),
+            },
             T::WatchEvent | T::Error => Err(Errno::EINVAL),
         }
     }
@@ -1091,6 +1136,52 @@ mod tests {
         for bad in ["", "a//b", "a/", "/a b", "@x", "a\0b"] {
             assert_eq!(x.read(1, 0, bad), Err(Errno::EINVAL), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn directory_in_parts() {
+        let mut x = d();
+        let names: Vec<String> = (0..400)
+            .map(|i| format!("child-with-a-long-name-{i:04}"))
+            .collect();
+        for n in &names {
+            x.mkdir(0, 0, &format!("/big/{n}")).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut off = 0;
+        let mut parts = 0;
+        let gen0 = loop {
+            let p = x.directory_part(0, 0, "/big", off).unwrap();
+            assert!(p.len() <= XENSTORE_PAYLOAD_MAX);
+            let nul = p.iter().position(|b| *b == 0).unwrap();
+            let gen = String::from_utf8(p[..nul].to_vec()).unwrap();
+            let rest = &p[nul + 1..];
+            let end = rest.last() == Some(&0) && (rest.len() == 1 || rest[rest.len() - 2] == 0);
+            let body = if end { &rest[..rest.len() - 1] } else { rest };
+            got.extend(
+                body.split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| String::from_utf8(s.to_vec()).unwrap()),
+            );
+            off += body.len();
+            parts += 1;
+            if end {
+                break gen;
+            }
+        };
+        assert_eq!(got, names);
+        assert!(parts >= 3);
+        assert_eq!(x.directory_part(0, 0, "/big", 1), Err(Errno::EINVAL));
+        x.mkdir(0, 0, "/big/zz").unwrap();
+        let p = x.directory_part(0, 0, "/big", 0).unwrap();
+        assert!(
+            !p.starts_with(format!("{gen0}\0").as_bytes()),
+            "generation moves on"
+        );
+        assert_eq!(
+            x.directory_part(0, 0, "/big", 1 << 20).unwrap().last(),
+            Some(&0)
+        );
     }
 
     #[test]
