@@ -581,7 +581,7 @@ impl World {
                     .and_then(|c| c.service);
                 match service {
                     Some(Service::Store(d)) => self.store_kick(d),
-                    Some(Service::Console(d)) => self.console_drain(d),
+                    Some(Service::Console(d)) => self.console_drain(d, true),
                     None => self.dom_mut(remote_dom)?.set_pending(remote_port),
                 }
                 Ok(())
@@ -713,8 +713,9 @@ impl World {
 
     // ---------------------------------------------------------------- console
 
-    /// The console daemon: consumes the domain's console ring into its console output.
-    pub fn console_drain(&mut self, dom: DomId) {
+    /// The console daemon: consumes the domain's console ring into its console output and, when
+    /// `notify` is set and it consumed something, notifies the guest (ring space freed).
+    pub fn console_drain(&mut self, dom: DomId, notify: bool) {
         let Ok(d) = self.dom_mut(dom) else {
             return;
         };
@@ -749,7 +750,7 @@ impl World {
             d.console.push(b);
         }
         cons_idx.store(prod, Ordering::SeqCst);
-        if let Some(p) = d.console_port {
+        if let (true, Some(p)) = (notify, d.console_port) {
             d.set_pending(p);
         }
     }

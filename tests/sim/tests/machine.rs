@@ -560,3 +560,19 @@ fn register_vcpu_info_moves_event_delivery() {
     g.sched_block().unwrap();
     std::mem::forget(page);
 }
+
+#[test]
+fn reading_console_output_does_not_notify_the_guest() {
+    let sim = Sim::new();
+    let g = sim.create_domain();
+    let si = map_shared_info(&g);
+    let pfn = g.hvm_get_param(HVM_PARAM_CONSOLE_PFN).unwrap();
+    let ring = g.gfn_to_virt(Gfn(pfn)).unwrap() as usize;
+    // SAFETY: the ring page is live; out_prod is 4-aligned.
+    unsafe {
+        *((ring + 1024) as *mut u8) = b'x';
+        (*((ring + 3084) as *const AtomicU32)).store(1, Ordering::SeqCst);
+    }
+    assert_eq!(sim.console_output(g.domid()), b"x");
+    assert!(!upcall_pending(si));
+}
