@@ -17,6 +17,21 @@ use xen_hypercall::{Errno, Gfn, Hypercall, HypercallExt, PAGE_SIZE};
 /// How often [`XenStore::directory_in_parts`] restarts a listing that changed meanwhile.
 pub const DIRECTORY_PART_RESTARTS: u32 = 8;
 
+/// Most watch events queued at once. An event equal to one already queued is not queued again
+/// (a watcher re-reads the state anyway); beyond the cap new events are dropped with a warning, so
+/// a daemon flooding events cannot exhaust our memory.
+pub const MAX_QUEUED_WATCH_EVENTS: usize = 1024;
+
+/// The state of one outstanding request.
+enum Slot {
+    /// Sent (or queued), no reply yet.
+    Waiting,
+    /// The reply arrived.
+    Replied(Message),
+    /// The caller gave up (an error while waiting); the reply is dropped when it arrives.
+    Abandoned,
+}
+
 /// A xenstore client speaking the wire protocol over a `xenstore_domain_interface` page.
 ///
 /// Requests get fresh request ids and may be outstanding concurrently (from several threads); each
@@ -24,6 +39,9 @@ pub const DIRECTORY_PART_RESTARTS: u32 = 8;
 /// [`Store::poll_watch`], [`Store::wait_watch`] or [`Store::wait_watch_for`] take them. Waiting
 /// blocks in [`EventChannels::wait`]. A protocol violation by the daemon (bad index, length, type or
 /// an unsolicited reply) breaks the connection: every later call fails with [`XsError::Protocol`].
+///
+/// With callers on several CPUs, a reply may be read by another caller's progress; the waiting
+/// caller then relies on [`EventChannels::wait`] waking every waiter, as it does on a single vCPU.
 pub struct XenStore<E: EventChannels> {
     port: EvtchnPort,
     evtchn: E,
@@ -35,8 +53,8 @@ struct Inner {
     /// Request bytes not yet in the ring.
     out: VecDeque<u8>,
     decoder: Decoder,
-    /// Outstanding requests by id, with their reply once it arrived.
-    outstanding: BTreeMap<u32, Option<Message>>,
+    /// Outstanding requests by id.
+    outstanding: BTreeMap<u32, Slot>,
     events: VecDeque<WatchEvent>,
     next_req_id: u32,
     broken: Option<&'static str>,
@@ -189,12 +207,24 @@ impl<E: EventChannels> XenStore<E> {
     fn dispatch(inner: &mut Inner, msg: Message) -> Result<(), XsError> {
         if msg.msg_type() == Some(XsdSockmsgType::WatchEvent) {
             let ev = wire::parse_watch_event(&msg.payload)?;
+            if inner.events.contains(&ev) {
+                return Ok(());
+            }
+            if inner.events.len() >= MAX_QUEUED_WATCH_EVENTS {
+                log::warn!("xenstore: watch event queue full, dropping {ev:?}");
+                return Ok(());
+            }
             inner.events.push_back(ev);
             return Ok(());
         }
-        match inner.outstanding.get_mut(&msg.header.req_id) {
-            Some(slot @ None) => {
-                *slot = Some(msg);
+        let id = msg.header.req_id;
+        match inner.outstanding.get_mut(&id) {
+            Some(slot @ Slot::Waiting) => {
+                *slot = Slot::Replied(msg);
+                Ok(())
+            }
+            Some(Slot::Abandoned) => {
+                inner.outstanding.remove(&id);
                 Ok(())
             }
             _ => Err(XsError::Protocol("reply to no outstanding request")),
@@ -237,17 +267,24 @@ impl<E: EventChannels> XenStore<E> {
             inner.next_req_id = id.wrapping_add(1);
             bytes[4..8].copy_from_slice(&id.to_le_bytes());
             inner.out.extend(bytes);
-            inner.outstanding.insert(id, None);
+            inner.outstanding.insert(id, Slot::Waiting);
             id
         };
-        let reply = self.wait_until(|inner| match inner.outstanding.get(&id) {
-            Some(Some(_)) => inner.outstanding.remove(&id).flatten(),
-            _ => None,
+        let reply = self.wait_until(|inner| match inner.outstanding.remove(&id) {
+            Some(Slot::Replied(msg)) => Some(msg),
+            Some(other) => {
+                inner.outstanding.insert(id, other);
+                None
+            }
+            None => None,
         });
         match reply {
             Ok(msg) => wire::check_reply(msg, ty),
             Err(e) => {
-                self.inner.lock().outstanding.remove(&id);
+                // The request may be in the ring already: drop its reply when it comes.
+                if let Some(slot) = self.inner.lock().outstanding.get_mut(&id) {
+                    *slot = Slot::Abandoned;
+                }
                 Err(e)
             }
         }

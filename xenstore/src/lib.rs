@@ -21,7 +21,7 @@ mod ring;
 pub mod wire;
 pub mod xenbus;
 
-pub use client::{XenStore, DIRECTORY_PART_RESTARTS};
+pub use client::{XenStore, DIRECTORY_PART_RESTARTS, MAX_QUEUED_WATCH_EVENTS};
 pub use xen_hypercall::abi::xs_wire::{Perm, PermKind, EQUOTA_RAW};
 
 use alloc::string::String;

@@ -653,3 +653,82 @@ fn directory_parts_restart_when_the_directory_changes() {
     assert_eq!(xs.directory(TxId::NONE, "dir").unwrap(), ["a", "b", "c"]);
     assert_eq!(calls.lock().unwrap().len(), 5);
 }
+
+#[test]
+fn watch_event_floods_are_bounded_and_duplicates_coalesce() {
+    let pending: Arc<Mutex<std::collections::VecDeque<Vec<u8>>>> = Arc::default();
+    let p = pending.clone();
+    let d = Scripted::new(0, move |r| {
+        let req = raw::take_requests(r);
+        let mut q = p.lock().unwrap();
+        if !req.is_empty() {
+            // Answer with a flood of distinct events, a duplicate pair, then the reply.
+            for i in 0..3000 {
+                q.push_back(msg(T::WatchEvent, 0, format!("p/{i}\0tok\0").as_bytes()));
+            }
+            q.push_back(msg(T::WatchEvent, 0, b"dup\0other\0"));
+            q.push_back(msg(T::WatchEvent, 0, b"dup\0other\0"));
+            q.push_back(msg(T::Write, req_id(&req), b"OK\0"));
+        }
+        // Deliver as much as fits.
+        while let Some(m) = q.front() {
+            if r.rsp_prod.wrapping_sub(r.rsp_cons) as usize + m.len() > XENSTORE_RING_SIZE {
+                break;
+            }
+            raw::put_response(r, m);
+            q.pop_front();
+        }
+        true
+    });
+    let xs = d.client();
+    xs.write(TxId::NONE, "k", b"v").unwrap();
+    assert_eq!(xs.queued_watch_events(), xen_store::MAX_QUEUED_WATCH_EVENTS);
+    assert_eq!(xs.poll_watch().unwrap(), Some(ev("p/0", "tok")));
+    assert!(pending.lock().unwrap().is_empty());
+}
+
+#[test]
+fn duplicate_queued_events_coalesce() {
+    let d = Scripted::new(0, |r| {
+        let req = raw::take_requests(r);
+        if req.is_empty() {
+            return false;
+        }
+        for e in [&b"a\0t\0"[..], b"a\0t\0", b"b\0t\0", b"a\0u\0", b"a\0t\0"] {
+            raw::put_response(r, &msg(T::WatchEvent, 0, e));
+        }
+        raw::put_response(r, &msg(T::Write, req_id(&req), b"OK\0"));
+        true
+    });
+    let xs = d.client();
+    xs.write(TxId::NONE, "k", b"v").unwrap();
+    let mut got = Vec::new();
+    while let Some(e) = xs.poll_watch().unwrap() {
+        got.push(e);
+    }
+    assert_eq!(got, [ev("a", "t"), ev("b", "t"), ev("a", "u")]);
+}
+
+#[test]
+fn a_request_abandoned_on_error_does_not_break_the_connection() {
+    let d = Scripted::new(0, |r| {
+        let req = raw::take_requests(r);
+        let mut off = 0;
+        while off < req.len() {
+            let len = u32::from_le_bytes(req[off + 12..off + 16].try_into().unwrap()) as usize;
+            raw::put_response(r, &msg(T::Write, req_id(&req[off..]), b"OK\0"));
+            off += 16 + len;
+        }
+        true
+    });
+    let xs = d.client();
+    d.fail_notify.store(true, Ordering::SeqCst);
+    // The request reaches the ring but the notification fails: the caller gets the error.
+    assert!(matches!(
+        xs.write(TxId::NONE, "a", b"1"),
+        Err(XsError::Evtchn(_))
+    ));
+    // Its late reply is dropped quietly; the next request works.
+    xs.write(TxId::NONE, "b", b"2").unwrap();
+    xs.write(TxId::NONE, "c", b"3").unwrap();
+}

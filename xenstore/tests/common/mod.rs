@@ -152,6 +152,8 @@ pub type Script = Box<dyn FnMut(&mut XenstoreDomainInterface) -> bool + Send>;
 /// A daemon played by a script: every `wait` runs the script on the raw ring page; the script
 /// returns whether it raised an event (else the wait would block forever and the test fails).
 pub struct Scripted {
+    /// When set, the next `notify` fails (once).
+    pub fail_notify: std::sync::atomic::AtomicBool,
     ring: *mut XenstoreDomainInterface,
     script: Mutex<Script>,
     _page: Mutex<Box<Page>>,
@@ -178,6 +180,7 @@ impl Scripted {
             (*ring).rsp_prod = start_index;
         }
         Arc::new(Scripted {
+            fail_notify: std::sync::atomic::AtomicBool::new(false),
             ring,
             script: Mutex::new(Box::new(script)),
             _page: Mutex::new(page),
@@ -195,7 +198,13 @@ impl EventChannels for Scripted {
     fn alloc_unbound(&self, _remote: DomId) -> Result<EvtchnPort, EvtchnError> {
         Err(EvtchnError::BadPort(0))
     }
-    fn notify(&self, _port: EvtchnPort) -> Result<(), EvtchnError> {
+    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        if self
+            .fail_notify
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(EvtchnError::BadPort(port));
+        }
         Ok(())
     }
     fn unmask(&self, _port: EvtchnPort) -> Result<(), EvtchnError> {
