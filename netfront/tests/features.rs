@@ -48,9 +48,17 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
     let f = nf.features();
     let ctx = format!("{c:?} {fcfg:?} -> {f:?}");
     assert_eq!(f.sg, c.sg && fcfg.sg, "{ctx}");
-    assert_eq!(f.gso_tcpv4, c.gso && c.sg && fcfg.sg && fcfg.gso_tcpv4 && !c.no_csum && fcfg.csum_offload, "{ctx}");
+    assert_eq!(
+        f.gso_tcpv4,
+        c.gso && c.sg && fcfg.sg && fcfg.gso_tcpv4 && !c.no_csum && fcfg.csum_offload,
+        "{ctx}"
+    );
     assert_eq!(f.tx_csum_offload, !c.no_csum && fcfg.csum_offload, "{ctx}");
-    assert_eq!(f.split_event_channels, c.split && fcfg.split_event_channels, "{ctx}");
+    assert_eq!(
+        f.split_event_channels,
+        c.split && fcfg.split_event_channels,
+        "{ctx}"
+    );
     assert_eq!(f.num_queues, c.queues.min(fcfg.max_queues), "{ctx}");
     let fe = env.nb.frontend_features();
     assert_eq!(fe.num_queues, f.num_queues, "{ctx}");
@@ -74,7 +82,10 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
         let full = udp_frame(len, i as u32, false);
         if f.tx_csum_offload && i % 2 == 1 {
             let partial = udp_frame(len, i as u32, true);
-            let meta = TxMeta { csum_blank: true, ..TxMeta::default() };
+            let meta = TxMeta {
+                csum_blank: true,
+                ..TxMeta::default()
+            };
             nf.transmit(q, &partial, meta).unwrap();
         } else {
             nf.transmit(q, &full, TxMeta::default()).unwrap();
@@ -82,29 +93,52 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
         expected.push((q, full));
     }
     if !f.tx_csum_offload {
-        let meta = TxMeta { csum_blank: true, ..TxMeta::default() };
-        assert_eq!(nf.transmit(0, &udp_frame(100, 0, true), meta), Err(NetError::OffloadUnavailable));
+        let meta = TxMeta {
+            csum_blank: true,
+            ..TxMeta::default()
+        };
+        assert_eq!(
+            nf.transmit(0, &udp_frame(100, 0, true), meta),
+            Err(NetError::OffloadUnavailable)
+        );
     }
     if f.gso_tcpv4 {
         let big = tcp_frame(20000, 99, true);
-        let meta = TxMeta { gso_mss: Some(1448), ..TxMeta::default() };
+        let meta = TxMeta {
+            gso_mss: Some(1448),
+            ..TxMeta::default()
+        };
         nf.transmit(0, &big, meta).unwrap();
         expected.push((0, tcp_frame(20000, 99, false)));
     } else {
-        let meta = TxMeta { gso_mss: Some(1448), ..TxMeta::default() };
-        assert_eq!(nf.transmit(0, &tcp_frame(2000, 0, true), meta), Err(NetError::OffloadUnavailable));
+        let meta = TxMeta {
+            gso_mss: Some(1448),
+            ..TxMeta::default()
+        };
+        assert_eq!(
+            nf.transmit(0, &tcp_frame(2000, 0, true), meta),
+            Err(NetError::OffloadUnavailable)
+        );
     }
     env.settle(&mut nf);
     let got = env.nb.take_tx();
     assert_eq!(got.len(), expected.len(), "{ctx}");
     // Frames arrive in order per queue.
     for q in 0..nq {
-        let want: Vec<_> = expected.iter().filter(|(eq, _)| *eq == q).map(|(_, d)| d).collect();
+        let want: Vec<_> = expected
+            .iter()
+            .filter(|(eq, _)| *eq == q)
+            .map(|(_, d)| d)
+            .collect();
         let have: Vec<_> = got.iter().filter(|t| t.queue == q).collect();
         assert_eq!(want.len(), have.len(), "{ctx} queue {q}");
         for (w, h) in want.iter().zip(&have) {
             assert_eq!(h.data.len(), w.len(), "{ctx}");
-            assert!(h.data == **w, "{ctx}: TX frame of {} bytes differs", w.len());
+            assert!(
+                h.data == **w,
+                "{ctx}: TX frame of {} bytes differs",
+                w.len()
+            );
             assert!(checksum::verify(&h.data).unwrap(), "{ctx}");
             assert_eq!(h.slots, w.len().div_ceil(4096), "{ctx}");
             if h.data.len() == 20000 {
@@ -127,17 +161,32 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
     for (i, &len) in rx_sizes.iter().enumerate() {
         let blank = i % 2 == 1;
         let data = udp_frame(len, 100 + i as u32, blank);
-        env.nb.inject(RxFrame { data, queue: i as u16, csum_blank: blank, data_validated: !blank, gso_mss: None });
+        env.nb.inject(RxFrame {
+            data,
+            queue: i as u16,
+            csum_blank: blank,
+            data_validated: !blank,
+            gso_mss: None,
+        });
         injected.push((udp_frame(len, 100 + i as u32, false), blank, None));
     }
     if fcfg.sg && fcfg.gso_tcpv4 {
         let data = tcp_frame(20000, 7, true);
-        env.nb.inject(RxFrame { data, queue: 0, csum_blank: true, data_validated: true, gso_mss: Some(1448) });
+        env.nb.inject(RxFrame {
+            data,
+            queue: 0,
+            csum_blank: true,
+            data_validated: true,
+            gso_mss: Some(1448),
+        });
         injected.push((tcp_frame(20000, 7, false), true, Some(1448)));
     }
     // Something the frontend cannot take (multi-slot without sg) is dropped by the backend.
     if !fcfg.sg {
-        env.nb.inject(RxFrame { data: udp_frame(5000, 1, false), ..Default::default() });
+        env.nb.inject(RxFrame {
+            data: udp_frame(5000, 1, false),
+            ..Default::default()
+        });
     }
     env.settle(&mut nf);
     let mut frames = drain(&mut nf);
@@ -168,7 +217,11 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
         assert_eq!(got[0].queue, q);
         // And RX after the buffers were reposted.
         let rx = udp_frame(200, 900 + u32::from(q), false);
-        env.nb.inject(RxFrame { data: rx.clone(), queue: q, ..Default::default() });
+        env.nb.inject(RxFrame {
+            data: rx.clone(),
+            queue: q,
+            ..Default::default()
+        });
         env.settle(&mut nf);
         let frames = drain(&mut nf);
         assert_eq!(frames.len(), 1, "{ctx}: second RX round on queue {q}");
@@ -181,11 +234,19 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
     assert_eq!(env.refs_in_use(), base_refs, "{ctx}");
     assert_eq!(env.guest.open_ports(), base_ports, "{ctx}");
     assert_eq!(env.sim.dom0().mapped_grants(env.guest.domid()), 0);
-    assert!(env.sim.violations().is_empty(), "{:?}", env.sim.violations());
+    assert!(
+        env.sim.violations().is_empty(),
+        "{:?}",
+        env.sim.violations()
+    );
 }
 
 fn small() -> NetfrontConfig {
-    NetfrontConfig { tx_buffers: 64, rx_buffers: 64, ..NetfrontConfig::default() }
+    NetfrontConfig {
+        tx_buffers: 64,
+        rx_buffers: 64,
+        ..NetfrontConfig::default()
+    }
 }
 
 #[test]
@@ -212,6 +273,19 @@ fn every_backend_combination_with_minimal_frontend() {
 
 #[test]
 fn two_queue_frontend_against_four_queue_backend_with_full_pools() {
-    let c = Combo { sg: true, gso: true, no_csum: false, split: true, queues: 4, rx_notify: true };
-    exercise(c, NetfrontConfig { max_queues: 2, ..NetfrontConfig::default() });
+    let c = Combo {
+        sg: true,
+        gso: true,
+        no_csum: false,
+        split: true,
+        queues: 4,
+        rx_notify: true,
+    };
+    exercise(
+        c,
+        NetfrontConfig {
+            max_queues: 2,
+            ..NetfrontConfig::default()
+        },
+    );
 }

@@ -11,7 +11,10 @@ use xen_sim::netback::{HostileSource, Hostility, RxFrame};
 
 fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
     let env = Env::new(|c| {
-        c.hostile = Some(Hostility { source: HostileSource::Seeded(seed), rate });
+        c.hostile = Some(Hostility {
+            source: HostileSource::Seeded(seed),
+            rate,
+        });
     });
     let base_refs = env.refs_in_use();
     let base_ports = env.guest.open_ports();
@@ -20,7 +23,10 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
     for r in 0..rounds {
         for k in 0..3u16 {
             let len = [60usize, 1514, 9000][usize::from(k)];
-            let meta = TxMeta { csum_blank: k == 1, ..TxMeta::default() };
+            let meta = TxMeta {
+                csum_blank: k == 1,
+                ..TxMeta::default()
+            };
             match nf.transmit(k % nq.max(1), &udp_frame(len, r as u32, k == 1), meta) {
                 Ok(()) | Err(NetError::Busy) => {}
                 // What the negotiated features do not allow (minimal frontend).
@@ -29,7 +35,11 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
                 }
                 Err(e) => assert_eq!(nf.state(), DeviceState::Failed, "{e:?}"),
             }
-            env.nb.inject(RxFrame { data: udp_frame(len + 10, r as u32, false), queue: k, ..Default::default() });
+            env.nb.inject(RxFrame {
+                data: udp_frame(len + 10, r as u32, false),
+                queue: k,
+                ..Default::default()
+            });
         }
         env.sim.run_until_idle();
         let _ = nf.poll();
@@ -47,9 +57,15 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
             DeviceState::Connected => assert!(nf.failure().is_none()),
             DeviceState::Failed => {
                 let e = nf.failure().expect("failed without an error").clone();
-                assert!(matches!(e, NetError::Protocol(_) | NetError::Ring(_)), "{e:?}");
+                assert!(
+                    matches!(e, NetError::Protocol(_) | NetError::Ring(_)),
+                    "{e:?}"
+                );
                 // Failed stays failed, with the same error.
-                assert_eq!(nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()), Err(e));
+                assert_eq!(
+                    nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()),
+                    Err(e)
+                );
                 break;
             }
             DeviceState::Closed => panic!("closed without a disconnect"),
@@ -65,7 +81,11 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
     assert_eq!(dom0.mapped_grants(fe), kept.len());
     for g in &kept {
         let flags = dom0.grant_entry_flags(fe, *g).expect("entry exists");
-        assert_eq!(flags & GTF_TYPE_MASK, GTF_PERMIT_ACCESS, "grant {g} revoked while mapped");
+        assert_eq!(
+            flags & GTF_TYPE_MASK,
+            GTF_PERMIT_ACCESS,
+            "grant {g} revoked while mapped"
+        );
         assert_ne!(flags & GTF_READING, 0);
     }
     let mut distinct = kept.clone();
@@ -78,7 +98,11 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
     assert_eq!(dom0.mapped_grants(fe), 0);
     env.gt.process_deferred();
     assert_eq!(env.refs_in_use(), base_refs);
-    assert!(env.sim.violations().is_empty(), "{:?}", env.sim.violations());
+    assert!(
+        env.sim.violations().is_empty(),
+        "{:?}",
+        env.sim.violations()
+    );
 }
 
 proptest! {
@@ -105,11 +129,23 @@ fn mostly_hostile_backend_fails_the_device() {
     let mut failed = 0;
     let mut kept = 0;
     for seed in 0..20 {
-        let env = Env::new(|c| c.hostile = Some(Hostility { source: HostileSource::Seeded(seed), rate: 200 }));
-        let mut nf = env.connected(NetfrontConfig { tx_buffers: 16, rx_buffers: 16, ..NetfrontConfig::default() });
+        let env = Env::new(|c| {
+            c.hostile = Some(Hostility {
+                source: HostileSource::Seeded(seed),
+                rate: 200,
+            })
+        });
+        let mut nf = env.connected(NetfrontConfig {
+            tx_buffers: 16,
+            rx_buffers: 16,
+            ..NetfrontConfig::default()
+        });
         for r in 0..10 {
             let _ = nf.transmit(0, &udp_frame(100, r, false), TxMeta::default());
-            env.nb.inject(RxFrame { data: udp_frame(100, r, false), ..Default::default() });
+            env.nb.inject(RxFrame {
+                data: udp_frame(100, r, false),
+                ..Default::default()
+            });
             env.sim.run_until_idle();
             let _ = nf.poll();
             while let Ok(Some(_)) = nf.receive() {}
@@ -122,5 +158,8 @@ fn mostly_hostile_backend_fails_the_device() {
         kept += env.nb.kept_grants().len();
     }
     assert!(kept > 0, "the hostile backend never kept a grant mapped");
-    assert!(failed >= 15, "only {failed}/20 devices noticed a mostly hostile backend");
+    assert!(
+        failed >= 15,
+        "only {failed}/20 devices noticed a mostly hostile backend"
+    );
 }

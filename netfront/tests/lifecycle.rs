@@ -9,10 +9,16 @@ use xen_store::xenbus::XenbusState;
 #[test]
 fn rx_refill_notifications_keep_frames_flowing() {
     let env = Env::new(|c| c.max_queues = 1);
-    let mut nf = env.connected(NetfrontConfig { rx_buffers: 8, ..NetfrontConfig::default() });
+    let mut nf = env.connected(NetfrontConfig {
+        rx_buffers: 8,
+        ..NetfrontConfig::default()
+    });
     let frames: Vec<Vec<u8>> = (0..100).map(|i| udp_frame(1514, i, false)).collect();
     for f in &frames {
-        env.nb.inject(RxFrame { data: f.clone(), ..Default::default() });
+        env.nb.inject(RxFrame {
+            data: f.clone(),
+            ..Default::default()
+        });
     }
     let mut got = Vec::new();
     for _ in 0..200 {
@@ -22,7 +28,11 @@ fn rx_refill_notifications_keep_frames_flowing() {
             break;
         }
     }
-    assert_eq!(got.len(), frames.len(), "frames stuck without refill notifications");
+    assert_eq!(
+        got.len(),
+        frames.len(),
+        "frames stuck without refill notifications"
+    );
     assert!(got == frames, "frames differ");
     assert_eq!(env.nb.rx_backlog(), 0);
 }
@@ -30,7 +40,10 @@ fn rx_refill_notifications_keep_frames_flowing() {
 #[test]
 fn tx_back_pressure_reports_busy_and_recovers() {
     let env = Env::new(|c| c.max_queues = 1);
-    let mut nf = env.connected(NetfrontConfig { tx_buffers: 8, ..NetfrontConfig::default() });
+    let mut nf = env.connected(NetfrontConfig {
+        tx_buffers: 8,
+        ..NetfrontConfig::default()
+    });
     let frames: Vec<Vec<u8>> = (0..200).map(|i| udp_frame(800, i, false)).collect();
     let mut sent = 0;
     let mut busy = 0;
@@ -73,8 +86,15 @@ fn backend_closing_closes_the_frontend_and_defers_mapped_grants() {
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     env.gt.process_deferred();
     assert_eq!(env.refs_in_use(), base_refs);
-    assert!(env.sim.violations().is_empty(), "{:?}", env.sim.violations());
-    assert_eq!(nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()), Err(NetError::NotConnected));
+    assert!(
+        env.sim.violations().is_empty(),
+        "{:?}",
+        env.sim.violations()
+    );
+    assert_eq!(
+        nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()),
+        Err(NetError::NotConnected)
+    );
 }
 
 #[test]
@@ -94,9 +114,22 @@ fn bad_mac_is_rejected() {
     let env = Env::new(|_| {});
     let dom0 = env.sim.dom0();
     let path = format!("/local/domain/{}/device/vif/0/mac", env.guest.domid());
-    for bad in ["00:16:3e:12:34", "00:16:3e:12:34:5g", "00-16-3e-12-34-56", "01:00:5e:00:00:01", "00:16:3e:12:34:56:", "ff:ff:ff:ff:ff:ff"] {
+    for bad in [
+        "00:16:3e:12:34",
+        "00:16:3e:12:34:5g",
+        "00-16-3e-12-34-56",
+        "01:00:5e:00:00:01",
+        "00:16:3e:12:34:56:",
+        "ff:ff:ff:ff:ff:ff",
+    ] {
         dom0.xs_write(&path, bad.as_bytes()).unwrap();
-        let r = xen_netfront::Netfront::new(env.gt.clone(), env.ev.clone(), env.xs.clone(), "0", NetfrontConfig::default());
+        let r = xen_netfront::Netfront::new(
+            env.gt.clone(),
+            env.ev.clone(),
+            env.xs.clone(),
+            "0",
+            NetfrontConfig::default(),
+        );
         assert!(matches!(r, Err(NetError::BadMac(_))), "{bad}");
     }
     dom0.xs_write(&path, b"00:16:3E:AB:cd:01").unwrap();
@@ -116,8 +149,12 @@ fn conflicting_transactions_are_retried() {
 #[test]
 fn vifs_are_listed() {
     let env = Env::new(|_| {});
-    xen_sim::netback::create_vif(&env.sim.dom0(), env.guest.domid(), 2, "00:16:3e:00:00:02").unwrap();
-    assert_eq!(xen_netfront::list_vifs(&env.xs).unwrap(), vec!["0".to_string(), "2".to_string()]);
+    xen_sim::netback::create_vif(&env.sim.dom0(), env.guest.domid(), 2, "00:16:3e:00:00:02")
+        .unwrap();
+    assert_eq!(
+        xen_netfront::list_vifs(&env.xs).unwrap(),
+        vec!["0".to_string(), "2".to_string()]
+    );
 }
 
 #[test]
@@ -127,7 +164,11 @@ fn thousand_connect_disconnect_cycles_leak_nothing() {
     let base_ports = env.guest.open_ports();
     let dom0 = env.sim.dom0();
     let base_dom0_ports = dom0.open_ports(0);
-    let cfg = NetfrontConfig { tx_buffers: 4, rx_buffers: 4, ..NetfrontConfig::default() };
+    let cfg = NetfrontConfig {
+        tx_buffers: 4,
+        rx_buffers: 4,
+        ..NetfrontConfig::default()
+    };
     let mut nf = env.netfront(cfg);
     for i in 0..1000u32 {
         nf.connect().unwrap();

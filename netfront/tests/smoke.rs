@@ -1,3 +1,4 @@
+//! The basic path: connect, one frame each way, disconnect with nothing leaked.
 mod common;
 use common::*;
 use xen_netfront::{checksum, NetfrontConfig, TxMeta};
@@ -20,7 +21,10 @@ fn connect_send_receive_disconnect() {
     assert_eq!(got[0].data, frame);
 
     let rx = udp_frame(600, 2, false);
-    env.nb.inject(RxFrame { data: rx.clone(), ..Default::default() });
+    env.nb.inject(RxFrame {
+        data: rx.clone(),
+        ..Default::default()
+    });
     env.settle(&mut nf);
     let (data, meta) = nf.receive().unwrap().expect("a frame");
     assert_eq!(data, &rx[..]);
@@ -30,5 +34,9 @@ fn connect_send_receive_disconnect() {
     env.sim.run_until_idle();
     assert_eq!(env.refs_in_use(), base_refs);
     assert_eq!(env.guest.open_ports(), base_ports);
-    assert!(env.sim.violations().is_empty(), "{:?}", env.sim.violations());
+    assert!(
+        env.sim.violations().is_empty(),
+        "{:?}",
+        env.sim.violations()
+    );
 }

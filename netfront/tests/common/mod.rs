@@ -32,20 +32,37 @@ impl Env {
         let sim = Sim::new();
         let guest = sim.create_domain();
         let ev: Ev = Arc::new(NativeEventChannels::new_pvh(guest.clone()).expect("event channels"));
-        let gt: Gt = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).expect("grant table"));
+        let gt: Gt = Arc::new(
+            GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).expect("grant table"),
+        );
         // SAFETY: one client per domain, and the simulated guest keeps its store page mapped.
-        let xs: Xs = Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
+        let xs: Xs =
+            Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
         let dom0 = sim.dom0();
         netback::create_vif(&dom0, guest.domid(), 0, MAC).expect("create vif");
         let mut cfg = NetbackConfig::new(guest.domid(), 0);
         f(&mut cfg);
         let (model, nb) = Netback::new(&dom0, cfg);
         sim.add_device_model(Box::new(model));
-        Env { sim, guest, ev, gt, xs, nb }
+        Env {
+            sim,
+            guest,
+            ev,
+            gt,
+            xs,
+            nb,
+        }
     }
 
     pub fn netfront(&self, config: NetfrontConfig) -> Nf {
-        Netfront::new(self.gt.clone(), self.ev.clone(), self.xs.clone(), "0", config).expect("probe vif 0")
+        Netfront::new(
+            self.gt.clone(),
+            self.ev.clone(),
+            self.xs.clone(),
+            "0",
+            config,
+        )
+        .expect("probe vif 0")
     }
 
     pub fn connected(&self, config: NetfrontConfig) -> Nf {
@@ -123,7 +140,7 @@ pub fn tcp_frame(len: usize, seed: u32, partial: bool) -> Vec<u8> {
     assert!(len >= 54);
     let mut f = udp_frame(len, seed, false);
     f[23] = 6; // protocol TCP
-    // Redo the IPv4 header checksum.
+               // Redo the IPv4 header checksum.
     f[24..26].copy_from_slice(&[0, 0]);
     let mut s: u32 = 0;
     for c in f[14..34].chunks(2) {

@@ -1,0 +1,194 @@
+//! smoltcp over netfront: a TCP exchange (with ARP first) between a smoltcp interface on the
+//! netfront device and a smoltcp interface on the simulated netback's host side.
+mod common;
+use common::*;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::{icmp, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+};
+use std::collections::VecDeque;
+use xen_netfront::NetfrontConfig;
+use xen_sim::netback::{NetbackHandle, RxFrame};
+
+/// The host side of the vif as a smoltcp device: frames the guest sent come out of the netback,
+/// frames the host sends are injected into the guest.
+struct HostDev {
+    nb: NetbackHandle,
+    pending: VecDeque<Vec<u8>>,
+}
+
+struct HostRx(Vec<u8>);
+struct HostTx<'a>(&'a NetbackHandle);
+
+impl phy::RxToken for HostRx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for HostTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0u8; len];
+        let r = f(&mut buf);
+        self.0.inject(RxFrame {
+            data: buf,
+            ..Default::default()
+        });
+        r
+    }
+}
+
+impl Device for HostDev {
+    type RxToken<'a> = HostRx;
+    type TxToken<'a> = HostTx<'a>;
+    fn receive(&mut self, _: Instant) -> Option<(HostRx, HostTx<'_>)> {
+        self.pending
+            .extend(self.nb.take_tx().into_iter().map(|t| t.data));
+        let f = self.pending.pop_front()?;
+        Some((HostRx(f), HostTx(&self.nb)))
+    }
+    fn transmit(&mut self, _: Instant) -> Option<HostTx<'_>> {
+        Some(HostTx(&self.nb))
+    }
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut c = DeviceCapabilities::default();
+        c.medium = Medium::Ethernet;
+        c.max_transmission_unit = 1514;
+        c
+    }
+}
+
+const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+const HOST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
+
+fn iface(mac: [u8; 6], ip: Ipv4Address, dev: &mut impl Device) -> Interface {
+    let cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    let mut i = Interface::new(cfg, dev, Instant::ZERO);
+    i.update_ip_addrs(|a| a.push(IpCidr::new(IpAddress::Ipv4(ip), 24)).unwrap());
+    i
+}
+
+fn tcp_socket() -> tcp::Socket<'static> {
+    tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 65536]),
+        tcp::SocketBuffer::new(vec![0; 65536]),
+    )
+}
+
+#[test]
+fn tcp_exchange_and_ping_over_netfront() {
+    let env = Env::new(|_| {});
+    let mut nf = env.connected(NetfrontConfig::default());
+    let mut host = HostDev {
+        nb: env.nb.clone(),
+        pending: VecDeque::new(),
+    };
+    let mut giface = iface(nf.mac(), GUEST_IP, &mut nf);
+    let mut hiface = iface([0x02, 0, 0, 0, 0, 1], HOST_IP, &mut host);
+
+    let mut gsockets = SocketSet::new(vec![]);
+    let mut hsockets = SocketSet::new(vec![]);
+    let g = gsockets.add(tcp_socket());
+    let h = hsockets.add(tcp_socket());
+    hsockets.get_mut::<tcp::Socket>(h).listen(80).unwrap();
+    gsockets
+        .get_mut::<tcp::Socket>(g)
+        .connect(giface.context(), (IpAddress::Ipv4(HOST_IP), 80), 49152)
+        .unwrap();
+    let icmp_rx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
+    let icmp_tx = icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 1024]);
+    let ping = gsockets.add(icmp::Socket::new(icmp_rx, icmp_tx));
+    gsockets
+        .get_mut::<icmp::Socket>(ping)
+        .bind(icmp::Endpoint::Ident(0x1234))
+        .unwrap();
+
+    let request: Vec<u8> = pattern(100_000, 7);
+    let mut sent = 0;
+    let mut received = Vec::new();
+    let mut echoed = Vec::new();
+    let mut pinged = false;
+    let mut pong = false;
+    let mut now = Instant::ZERO;
+    for _ in 0..20_000 {
+        giface.poll(now, &mut nf, &mut gsockets);
+        env.sim.run_until_idle();
+        nf.poll().unwrap();
+        hiface.poll(now, &mut host, &mut hsockets);
+        env.sim.run_until_idle();
+        {
+            let s = gsockets.get_mut::<tcp::Socket>(g);
+            if s.can_send() && sent < request.len() {
+                sent += s.send_slice(&request[sent..]).unwrap();
+            }
+            if s.can_recv() {
+                s.recv(|b| {
+                    echoed.extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+        }
+        {
+            let s = hsockets.get_mut::<tcp::Socket>(h);
+            if s.can_recv() {
+                let mut buf = vec![0u8; 8192];
+                let n = s.recv_slice(&mut buf).unwrap();
+                received.extend_from_slice(&buf[..n]);
+                // Echo back.
+                let mut off = 0;
+                while off < n {
+                    off += s.send_slice(&buf[off..n]).unwrap();
+                    if off < n {
+                        break;
+                    }
+                }
+                assert_eq!(off, n, "echo buffer full");
+            }
+        }
+        {
+            let s = gsockets.get_mut::<icmp::Socket>(ping);
+            if !pinged && s.can_send() {
+                let repr = Icmpv4Repr::EchoRequest {
+                    ident: 0x1234,
+                    seq_no: 1,
+                    data: b"xen",
+                };
+                let payload = s.send(repr.buffer_len(), IpAddress::Ipv4(HOST_IP)).unwrap();
+                let mut pkt = Icmpv4Packet::new_unchecked(payload);
+                repr.emit(&mut pkt, &Default::default());
+                pinged = true;
+            }
+            if s.can_recv() {
+                let (data, from) = s.recv().unwrap();
+                assert_eq!(from, IpAddress::Ipv4(HOST_IP));
+                let pkt = Icmpv4Packet::new_checked(data).unwrap();
+                let repr = Icmpv4Repr::parse(&pkt, &Default::default()).unwrap();
+                assert!(matches!(
+                    repr,
+                    Icmpv4Repr::EchoReply {
+                        ident: 0x1234,
+                        seq_no: 1,
+                        data: b"xen"
+                    }
+                ));
+                pong = true;
+            }
+        }
+        if echoed.len() == request.len() && pong {
+            break;
+        }
+        now += smoltcp::time::Duration::from_millis(1);
+    }
+    assert!(pong, "no ICMP echo reply");
+    assert_eq!(received.len(), request.len());
+    assert!(received == request);
+    assert!(echoed == request);
+    let st = nf.total_stats();
+    assert!(st.tx_packets > 20 && st.rx_packets > 20, "{st:?}");
+    assert_eq!((st.rx_errors, st.tx_errors, st.tx_dropped), (0, 0, 0));
+    assert_eq!(st.tx_bytes, env.nb.stats().tx_bytes);
+}
