@@ -1138,6 +1138,140 @@ mod tests {
         }
     }
 
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    /// A guest's side of a ring page, driven by hand.
+    struct Guest {
+        page: Box<Page>,
+    }
+
+    impl Guest {
+        fn new(start: u32) -> Guest {
+            let mut g = Guest {
+                page: Box::new(Page([0; 4096])),
+            };
+            let r = g.ring();
+            r.req_cons = start;
+            r.req_prod = start;
+            r.rsp_cons = start;
+            r.rsp_prod = start;
+            g
+        }
+        fn ring(&mut self) -> &mut XenstoreDomainInterface {
+            // SAFETY: the page is ours, aligned and large enough.
+            unsafe { &mut *self.page.0.as_mut_ptr().cast::<XenstoreDomainInterface>() }
+        }
+        fn push(&mut self, bytes: &[u8]) {
+            let r = self.ring();
+            for b in bytes {
+                r.req[r.req_prod as usize % XENSTORE_RING_SIZE] = *b;
+                r.req_prod = r.req_prod.wrapping_add(1);
+            }
+        }
+        fn take(&mut self) -> Vec<u8> {
+            let r = self.ring();
+            let mut out = Vec::new();
+            while r.rsp_cons != r.rsp_prod {
+                out.push(r.rsp[r.rsp_cons as usize % XENSTORE_RING_SIZE]);
+                r.rsp_cons = r.rsp_cons.wrapping_add(1);
+            }
+            out
+        }
+        fn pump(&mut self, x: &mut Xenstored, domid: DomId) -> bool {
+            // SAFETY: the page is a valid ring page.
+            unsafe { x.pump(domid, self.page.0.as_mut_ptr()) }
+        }
+    }
+
+    #[test]
+    fn pump_handles_partial_requests_and_flow_control() {
+        let mut x = d();
+        let mut g = Guest::new(u32::MAX - 3);
+        // A request in three pieces across the wrap: nothing happens until it is complete.
+        let req = message(XsdSockmsgType::Write as u32, 9, 0, b"k\0value");
+        g.push(&req[..5]);
+        assert!(g.pump(&mut x, 1), "consumed bytes: notify");
+        assert!(g.take().is_empty());
+        g.push(&req[5..20]);
+        g.pump(&mut x, 1);
+        assert!(g.take().is_empty());
+        g.push(&req[20..]);
+        assert!(g.pump(&mut x, 1));
+        assert_eq!(
+            g.take(),
+            message(XsdSockmsgType::Write as u32, 9, 0, b"OK\0")
+        );
+        assert_eq!(x.read(1, 0, "k"), Ok(b"value".to_vec()));
+        // A reply larger than the ring goes out as space allows.
+        x.write(1, 0, "big", &[7; 3000]).unwrap();
+        g.push(&message(XsdSockmsgType::Read as u32, 10, 0, b"big\0"));
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        loop {
+            g.pump(&mut x, 1);
+            let chunk = g.take();
+            assert!(chunk.len() <= XENSTORE_RING_SIZE);
+            got.extend(chunk);
+            rounds += 1;
+            if !x.has_output(1) {
+                break;
+            }
+        }
+        assert!(rounds >= 3);
+        assert_eq!(got, message(XsdSockmsgType::Read as u32, 10, 0, &[7; 3000]));
+        // Errors and unknown types are answered, not fatal.
+        g.push(&message(XsdSockmsgType::Read as u32, 11, 0, b"nope\0"));
+        g.push(&message(99, 12, 0, b""));
+        g.push(&message(XsdSockmsgType::Read as u32, 13, 0, b"no-nul"));
+        g.pump(&mut x, 1);
+        let mut expect = message(XsdSockmsgType::Error as u32, 11, 0, b"ENOENT\0");
+        expect.extend(message(XsdSockmsgType::Error as u32, 12, 0, b"EINVAL\0"));
+        expect.extend(message(XsdSockmsgType::Error as u32, 13, 0, b"EINVAL\0"));
+        assert_eq!(g.take(), expect);
+        // Watch events queue behind the reply and go out with it.
+        g.push(&message(XsdSockmsgType::Watch as u32, 14, 0, b"w\0tok\0"));
+        g.pump(&mut x, 1);
+        let mut expect = message(XsdSockmsgType::Watch as u32, 14, 0, b"OK\0");
+        expect.extend(message(
+            XsdSockmsgType::WatchEvent as u32,
+            0,
+            0,
+            b"w\0tok\0",
+        ));
+        assert_eq!(g.take(), expect);
+        x.write(0, 0, "/local/domain/1/w/x", b"1").unwrap();
+        assert!(x.has_output(1));
+        assert!(g.pump(&mut x, 1));
+        assert_eq!(
+            g.take(),
+            message(XsdSockmsgType::WatchEvent as u32, 0, 0, b"w/x\0tok\0")
+        );
+        assert!(!g.pump(&mut x, 1), "nothing to do");
+    }
+
+    #[test]
+    fn pump_cuts_off_protocol_violations() {
+        let mut x = d();
+        let mut g = Guest::new(0);
+        let mut bad = message(XsdSockmsgType::Read as u32, 1, 0, b"");
+        bad[12..16].copy_from_slice(&4097u32.to_le_bytes());
+        g.push(&bad);
+        assert!(g.pump(&mut x, 1));
+        assert!(x.is_broken(1));
+        assert_eq!(g.ring().error, XENSTORE_ERROR_PROTO);
+        g.push(&message(XsdSockmsgType::Read as u32, 2, 0, b"k\0"));
+        assert!(!g.pump(&mut x, 1), "a broken connection is not served");
+        assert!(g.take().is_empty());
+
+        let mut g = Guest::new(0);
+        g.ring().rsp_cons = 5000; // consumer ahead of what we produced
+        g.push(&message(XsdSockmsgType::Read as u32, 2, 0, b"k\0"));
+        g.pump(&mut x, 2);
+        assert!(x.is_broken(2));
+        assert_eq!(g.ring().error, XENSTORE_ERROR_RINGIDX);
+    }
+
     #[test]
     fn directory_in_parts() {
         let mut x = d();
