@@ -77,7 +77,7 @@ impl<E: EventChannels> core::fmt::Debug for XenStore<E> {
 impl<E: EventChannels> XenStore<E> {
     /// Connects to the xenstore ring at `ring`, notified through event channel `port`.
     ///
-    /// The ring's current indices are taken over (and checked); `port` is unmasked.
+    /// The ring's current indices are taken over (and validated on first use); `port` is unmasked.
     ///
     /// # Safety
     ///
