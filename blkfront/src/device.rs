@@ -1111,24 +1111,39 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         self.ops.get(&tag).is_none_or(|op| op.done)
     }
 
+    /// Polls, and blocks in [`EventChannels::wait`] while nothing moves, until `tag` is done.
+    ///
+    /// A wake-up that moved nothing may come from the backend changing state (our watch on its
+    /// `state` fired): the first such wake-up after ring progress reads the backend's state. Later
+    /// idle wake-ups do not, because that read's own reply wakes us again, and re-reading on every
+    /// wake-up would turn waiting into a busy loop through xenstore.
+    fn block_until_done(&mut self, tag: u64) -> Result<(), BlkError> {
+        let mut checked = false;
+        while !self.is_done(tag) {
+            if self.poll()? > 0 {
+                checked = false;
+                continue;
+            }
+            if self.is_done(tag) {
+                break;
+            }
+            self.evtchn.wait();
+            if self.poll()? > 0 {
+                checked = false;
+            } else if !checked && !self.is_done(tag) {
+                checked = true;
+                self.check_backend()?;
+            }
+        }
+        Ok(())
+    }
+
     /// Blocks until `tag` finished, then removes it; a read's data is copied into `buf`.
     fn wait_and_take(&mut self, tag: Tag, buf: Option<&mut [u8]>) -> Result<(), BlkError> {
         if !self.ops.contains_key(&tag.0) {
             return Err(BlkError::UnknownTag(tag));
         }
-        while !self.is_done(tag.0) {
-            let progressed = self.poll()? > 0;
-            if self.is_done(tag.0) {
-                break;
-            }
-            if !progressed {
-                self.evtchn.wait();
-                // A wake-up may come from the backend changing state rather than the rings.
-                if self.poll()? == 0 && !self.is_done(tag.0) {
-                    self.check_backend()?;
-                }
-            }
-        }
+        self.block_until_done(tag.0)?;
         self.done.retain(|t| *t != tag.0);
         let op = self.ops.remove(&tag.0).ok_or(BlkError::UnknownTag(tag))?;
         let result = op.result;
@@ -1153,14 +1168,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         if !self.ops.contains_key(&tag.0) {
             return Err(BlkError::UnknownTag(tag));
         }
-        while !self.is_done(tag.0) {
-            if self.poll()? == 0 && !self.is_done(tag.0) {
-                self.evtchn.wait();
-                if self.poll()? == 0 && !self.is_done(tag.0) {
-                    self.check_backend()?;
-                }
-            }
-        }
+        self.block_until_done(tag.0)?;
         self.done.retain(|t| *t != tag.0);
         self.done.push_front(tag.0);
         self.next_completion().ok_or(BlkError::UnknownTag(tag))
