@@ -87,6 +87,9 @@ pub struct MemoryStats {
     pub total_bytes: u64,
 }
 
+/// A device's counters for `/stats`: `(name, value)` pairs.
+pub type Counters<'a> = &'a [(&'a str, u64)];
+
 /// What the embedding kernel adds to `/stats`.
 pub trait StatsSource {
     /// Heap figures, if known.
@@ -96,7 +99,7 @@ pub trait StatsSource {
 
     /// Calls `f(name, counters)` once per device (network and block), e.g.
     /// `f("vif0", &[("rx_packets", 12), ("tx_packets", 9)])`.
-    fn for_each_device(&self, f: &mut dyn FnMut(&str, &[(&str, u64)])) {
+    fn for_each_device(&self, f: &mut dyn FnMut(&str, Counters<'_>)) {
         let _ = f;
     }
 }
@@ -333,7 +336,11 @@ enum Phase {
     /// Reading the request head into `Conn::inbuf`.
     Head,
     /// Waiting for memory budget before reading a body or fetching a value.
-    Wait { route: Route, len: usize, keep_alive: bool },
+    Wait {
+        route: Route,
+        len: usize,
+        keep_alive: bool,
+    },
     /// Reading `len` body bytes (kept for PUT, dropped otherwise).
     Body {
         route: Route,
@@ -382,7 +389,8 @@ impl HttpServer {
                 let rx = tcp::SocketBuffer::new(vec![0u8; cfg.rx_buffer.max(1)]);
                 let tx = tcp::SocketBuffer::new(vec![0u8; cfg.tx_buffer.max(1)]);
                 let mut sock = tcp::Socket::new(rx, tx);
-                sock.set_timeout(Some(cfg.idle_timeout));
+                // A backstop for peers that vanish; the server's own idle timeout comes first.
+                sock.set_timeout(Some(cfg.idle_timeout * 2));
                 let phase = match sock.listen(cfg.port) {
                     Ok(()) => Phase::Listening,
                     // Retried (and logged) by `poll`.
@@ -587,7 +595,9 @@ impl HttpServer {
                 body,
                 skipped,
                 keep_alive,
-            } => self.on_body(i, sock, store, stats, now, route, len, body, skipped, keep_alive),
+            } => self.on_body(
+                i, sock, store, stats, now, route, len, body, skipped, keep_alive,
+            ),
             Phase::Send {
                 head,
                 body,

@@ -64,7 +64,8 @@ pub mod store;
 
 pub use crc32c::{crc32c, Crc32c};
 pub use http::{
-    parse_request_head, HttpServer, MemoryStats, NoStats, ServerConfig, ServerStats, StatsSource,
+    parse_request_head, Counters, HttpServer, MemoryStats, NoStats, ServerConfig, ServerStats,
+    StatsSource,
 };
 pub use memdisk::{MemDisk, MemDiskCounters, MemDiskError};
 pub use store::{PutOutcome, Store, StoreError, StoreStats, MAX_KEY_LEN, MAX_VALUE_LEN};

@@ -98,11 +98,10 @@ impl BlockDevice for MemDisk {
     }
 
     fn num_blocks(&self) -> u64 {
-        if self.block_size == 0 {
-            0
-        } else {
-            (self.data.len() / self.block_size) as u64
-        }
+        self.data
+            .len()
+            .checked_div(self.block_size)
+            .map_or(0, |n| n as u64)
     }
 
     fn read_only(&self) -> bool {
