@@ -9,6 +9,9 @@
 //!
 //! A bad value is reported with a clear message and ignored; it never stops the boot.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// An IPv4 address.
@@ -120,9 +123,11 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Cidr, AddrError> {
     Ok(Ipv4Cidr { addr, prefix: prefix as u8 })
 }
 
-/// Parses `cmdline`, printing a clear message for each bad or unknown option.
-pub fn parse(cmdline: &str) -> Config {
+/// Parses `cmdline`; returns the options and a clear message for each bad or unknown option (the
+/// caller prints them once the console is fully up).
+pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
     let mut c = Config::default();
+    let mut warnings = Vec::new();
     for tok in cmdline.split_ascii_whitespace() {
         let (k, v) = match tok.split_once('=') {
             Some((k, v)) => (k, Some(v)),
@@ -131,26 +136,26 @@ pub fn parse(cmdline: &str) -> Config {
         match (k, v) {
             ("ip", Some(v)) => match parse_cidr(v) {
                 Ok(ip) => c.ip = Some(ip),
-                Err(e) => crate::println!(
+                Err(e) => warnings.push(format!(
                     "cmdline: bad value in `ip={v}`: {e} (expected ip=A.B.C.D/N, e.g. ip=10.0.0.2/24); ignoring it, falling back to DHCP"
-                ),
+                )),
             },
             ("gw", Some(v)) => match parse_ipv4(v) {
                 Ok(g) => c.gw = Some(g),
-                Err(e) => crate::println!(
+                Err(e) => warnings.push(format!(
                     "cmdline: bad value in `gw={v}`: {e} (expected gw=A.B.C.D); ignoring it"
-                ),
+                )),
             },
             ("selftest", None) => c.selftest = true,
             ("panic", None) => c.panic = true,
             ("fault", None) => c.fault = true,
             ("debugcon", None) => c.debugcon = true,
-            _ => crate::println!("cmdline: unknown option `{tok}` ignored"),
+            _ => warnings.push(format!("cmdline: unknown option `{tok}` ignored")),
         }
     }
     if c.gw.is_some() && c.ip.is_none() {
-        crate::println!("cmdline: gw= given without a valid ip=; the gateway comes from DHCP instead");
+        warnings.push("cmdline: gw= given without a valid ip=; the gateway comes from DHCP instead".into());
         c.gw = None;
     }
-    c
+    (c, warnings)
 }

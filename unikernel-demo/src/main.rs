@@ -8,10 +8,12 @@
 
 extern crate alloc;
 
+mod app;
 mod arch;
 mod boot;
 mod cmdline;
 mod console;
+mod disk;
 mod mem;
 mod platform;
 mod rt;
@@ -19,6 +21,7 @@ mod selftest;
 mod start_info;
 mod time;
 mod xen;
+mod xenmain;
 
 use start_info::BootInfo;
 
@@ -31,6 +34,7 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     arch::gdt::init();
     arch::idt::init();
+    console::init_log(log::LevelFilter::Info);
     println!("unikernel-demo {VERSION}: booting (PVH entry, start_info at {start_info_pa:#x})");
 
     // SAFETY: the boot code passes %ebx unchanged, and nothing has reused the loader's memory yet.
@@ -42,11 +46,12 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     let xen = xen::detect();
     match xen {
         Some(x) => {
-            if let Err(e) = xen::hypercall::install(&x) {
-                panic!("Xen {}.{} detected but the hypercall page failed: {e}", x.major, x.minor);
+            let (major, minor) = (x.version.major, x.version.minor);
+            if let Err(e) = xen::install_hypercall_page(&x) {
+                panic!("Xen {major}.{minor} detected but the hypercall page failed: {e}");
             }
             platform::set_xen();
-            println!("platform: Xen {}.{} (CPUID base {:#x}), hypercall page installed", x.major, x.minor, x.base);
+            println!("platform: Xen {major}.{minor} (CPUID base {:#x}), hypercall page installed", x.base);
         }
         None => println!("platform: no Xen signature in CPUID; plain QEMU/KVM assumed"),
     }
@@ -89,8 +94,9 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         println!("memory: {} KiB above 4 GiB not mapped, unused", m.ignored_high / 1024);
     }
 
+    let (cfg, cmdline_warnings) = cmdline::parse(info.cmdline());
     if platform::is_xen() {
-        xen_init();
+        xen_init(cfg.debugcon);
     } else {
         match time::calibrate_tsc_with_pit() {
             Some(khz) => println!("time: TSC {} MHz (calibrated against the PIT)", khz / 1000),
@@ -99,7 +105,9 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     }
 
     println!("cmdline: \"{}\"", info.cmdline());
-    let cfg = cmdline::parse(info.cmdline());
+    for w in &cmdline_warnings {
+        println!("{w}");
+    }
     match cfg.ip {
         Some(ip) => println!("net config: static {ip}, gateway {}", cfg.gw.map_or(alloc::string::String::from("none"), |g| alloc::format!("{g}"))),
         None => println!("net config: DHCP"),
@@ -128,40 +136,35 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         }
     }
 
-    println!("nothing to run yet; idling");
+    if platform::is_xen() {
+        xenmain::run(&cfg);
+    }
+    println!("plain QEMU: no virtio devices supported yet; idling");
     loop {
-        if platform::is_xen() {
-            let g = xen::event_generation();
-            xen::block_until(None, g);
-        } else {
-            arch::enable_interrupts_and_halt();
-        }
+        arch::enable_interrupts_and_halt();
     }
 }
 
 /// Brings up the Xen platform pieces: shared_info and pvclock, the callback vector, the timer and the
 /// PV console.
-fn xen_init() {
-    let si = match xen::map_shared_info() {
+fn xen_init(keep_debugcon: bool) {
+    let si = match xen::init_events() {
         Ok(p) => p,
-        Err(e) => panic!("XENMEM_add_to_physmap(shared_info) failed: {e:?}"),
+        Err(e) => panic!("event channels (shared_info, HVM_PARAM_CALLBACK_IRQ) failed: {e}"),
     };
     // SAFETY: shared_info stays mapped for the kernel's life; vcpu_info[0].time is its pvclock record.
     unsafe { time::use_pvclock(&raw mut (*si).vcpu_info[0].time) };
     println!("xen: shared_info mapped at {:#x}; pvclock is the time source", si as u64);
-    if let Err(e) = xen::enable_callback() {
-        panic!("HVM_PARAM_CALLBACK_IRQ (vector {}) failed: {e:?}", arch::idt::XEN_CALLBACK_VECTOR);
-    }
     arch::enable_interrupts();
     match xen::init_timer() {
         Ok(p) => println!("xen: event callback on vector {}, VIRQ_TIMER on port {p}", arch::idt::XEN_CALLBACK_VECTOR),
-        Err(e) => panic!("binding VIRQ_TIMER failed: {e:?}"),
+        Err(e) => panic!("binding VIRQ_TIMER failed: {e}"),
     }
     match xen::console::PvConsole::connect() {
         Ok(c) => {
             let port = c.port();
             let ring: &'static mut xen::console::PvConsole = alloc::boxed::Box::leak(alloc::boxed::Box::new(c));
-            console::set_ring(ring, true);
+            console::set_ring(ring, keep_debugcon);
             println!("xen: PV console ring connected (event channel {port})");
         }
         Err(e) => println!("xen: no PV console ({e:?}); output stays on port 0xE9"),

@@ -26,7 +26,7 @@ pub fn is_xen() -> bool {
 pub fn fatal_exit() -> ! {
     crate::arch::disable_interrupts();
     if is_xen() {
-        crate::xen::shutdown(xen_hypercall::abi::sched::SHUTDOWN_CRASH);
+        crate::xen::shutdown(xen_hypercall::abi::sched::ShutdownReason::Crash);
     } else {
         crate::arch::outl(QEMU_EXIT_PORT, QEMU_EXIT_FAILURE);
     }
@@ -37,7 +37,7 @@ pub fn fatal_exit() -> ! {
 pub fn success_exit() -> ! {
     crate::arch::disable_interrupts();
     if is_xen() {
-        crate::xen::shutdown(xen_hypercall::abi::sched::SHUTDOWN_POWEROFF);
+        crate::xen::shutdown(xen_hypercall::abi::sched::ShutdownReason::Poweroff);
     } else {
         crate::arch::outl(QEMU_EXIT_PORT, QEMU_EXIT_SUCCESS);
     }

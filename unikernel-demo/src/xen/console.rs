@@ -4,6 +4,7 @@
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 use xen_hypercall::abi::console::{XenconsInterface, XENCONS_OUT_SIZE};
 use xen_hypercall::abi::hvm;
+use xen_hypercall::HypercallExt;
 
 /// The guest side of the console ring.
 pub struct PvConsole {
@@ -27,8 +28,9 @@ pub enum ConsoleError {
 impl PvConsole {
     /// Connects to the console ring the toolstack set up.
     pub fn connect() -> Result<PvConsole, ConsoleError> {
-        let pfn = super::hvm_get_param(hvm::HVM_PARAM_CONSOLE_PFN).map_err(ConsoleError::Param)?;
-        let port = super::hvm_get_param(hvm::HVM_PARAM_CONSOLE_EVTCHN).map_err(ConsoleError::Param)?;
+        let h = super::hyp().ok_or(ConsoleError::Param(xen_hypercall::Errno::ENOSYS))?;
+        let pfn = h.hvm_get_param(hvm::HVM_PARAM_CONSOLE_PFN).map_err(ConsoleError::Param)?;
+        let port = h.hvm_get_param(hvm::HVM_PARAM_CONSOLE_EVTCHN).map_err(ConsoleError::Param)?;
         if pfn == 0 || pfn >= crate::boot::IDENTITY_MAPPED >> 12 {
             return Err(ConsoleError::NoPage);
         }
@@ -66,7 +68,7 @@ impl crate::console::Sink for PvConsole {
                 if used > XENCONS_OUT_SIZE {
                     return;
                 }
-                let _ = super::notify(self.port);
+                super::notify_raw(self.port);
                 stalls += 1;
                 if stalls > 10_000 {
                     return;
@@ -86,7 +88,7 @@ impl crate::console::Sink for PvConsole {
             fence(Ordering::Release);
             prod_a.store(prod.wrapping_add(n as u32), Ordering::Release);
             sent += n;
-            let _ = super::notify(self.port);
+            super::notify_raw(self.port);
         }
     }
 }

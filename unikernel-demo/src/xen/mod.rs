@@ -1,248 +1,186 @@
 //! Xen platform support: hypercall page, shared_info, event delivery through the HVM callback vector,
-//! the timer, idle blocking and shutdown.
+//! the timer, idle blocking and shutdown, on top of the workspace crates (`xen-hypercall`'s native
+//! hypercalls, `xen-event-channel`'s [`NativeEventChannels`], `xen-grant-table`, `xen-store`).
 //!
 //! Event delivery: `HVM_PARAM_CALLBACK_IRQ` is set to the vector type with
 //! [`XEN_CALLBACK_VECTOR`](crate::arch::idt::XEN_CALLBACK_VECTOR). Xen injects that vector while
-//! `vcpu_info.evtchn_upcall_pending` is set; the handler (on an IST stack) clears it, walks the 2-level
-//! pending bitmap (`evtchn_pending_sel`, then `evtchn_pending & !evtchn_mask`), clears each pending bit
-//! it finds and records the port in [`FIRED`]. Everything else (drivers, the console, xenstore) runs in
-//! the main loop and picks its ports up from there. Nothing in the handler allocates or locks.
+//! `vcpu_info.evtchn_upcall_pending` is set (no local-APIC EOI is involved for this callback type);
+//! the handler runs on an IST stack and calls [`NativeEventChannels::handle_upcall`], which clears
+//! the flag, walks the 2-level pending bitmap and latches every fired port. Drivers run in the main
+//! loop and look at their rings after any event: the handler only bumps [`event_generation`].
+//!
+//! Every use of the event-channel service from thread context runs with interrupts disabled, so the
+//! upcall never finds the service's lock busy (it would leave the event pending and be re-injected
+//! at once).
 
 pub mod console;
-pub mod hypercall;
 
 use crate::arch::idt::{self, TrapFrame};
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, Ordering};
-use xen_hypercall::abi::xen::SharedInfo;
-use xen_hypercall::abi::{event_channel as ev, hvm, memory, sched, EvtchnPort, DOMID_SELF};
-use xen_hypercall::{op, Errno};
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Once;
+use xen_event_channel::{DomId, EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
+use xen_hypercall::abi::sched::ShutdownReason;
+use xen_hypercall::abi::{event_channel as ev, hvm};
+use xen_hypercall::native::{HypercallPage, NativeHypercall, XenCpuid};
+use xen_hypercall::{Errno, HypercallExt};
 
-pub use hypercall::{detect, Native, XenCpuid};
+/// The grant table type the kernel uses.
+pub type Grants = xen_grant_table::GrantTable<NativeHypercall>;
+/// The xenstore client type the kernel uses.
+pub type XenStore = xen_store::XenStore<KernelEvents>;
 
-/// Turns a raw hypercall result into a `Result`.
-pub fn check(ret: i64) -> Result<i64, Errno> {
-    if ret < 0 {
-        Err(Errno::from_raw((-ret) as i32))
-    } else {
-        Ok(ret)
+static HYPERCALL_PAGE: HypercallPage = HypercallPage::new();
+static HYP: Once<NativeHypercall> = Once::new();
+static EVTCHN: Once<NativeEventChannels<NativeHypercall>> = Once::new();
+static GRANTS: Once<Grants> = Once::new();
+static STORE: Once<XenStore> = Once::new();
+
+/// Looks for Xen's CPUID leaves.
+pub fn detect() -> Option<XenCpuid> {
+    xen_hypercall::native::cpuid_detect()
+}
+
+/// Asks Xen to fill the hypercall page; afterwards [`hyp`] works.
+pub fn install_hypercall_page(x: &XenCpuid) -> Result<(), xen_hypercall::native::InstallError> {
+    // SAFETY: the page is a page-aligned static used for nothing else; virtual == physical.
+    let h = unsafe { xen_hypercall::native::install_hypercall_page(x, HYPERCALL_PAGE.as_mut_ptr(), 0) }?;
+    HYP.call_once(|| h.with_max_gfn((crate::boot::IDENTITY_MAPPED >> 12) - 1));
+    Ok(())
+}
+
+/// The native hypercall interface (after [`install_hypercall_page`]).
+pub fn hyp() -> Option<&'static NativeHypercall> {
+    HYP.get()
+}
+
+/// `SCHEDOP_shutdown`. Returns only if Xen refuses (or there is no hypercall page).
+pub fn shutdown(reason: ShutdownReason) {
+    if let Some(h) = hyp() {
+        let _ = h.sched_shutdown(reason);
     }
 }
 
-/// `HYPERVISOR_sched_op(SCHEDOP_shutdown, reason)`. Returns only if Xen refuses.
-pub fn shutdown(reason: u32) {
-    let arg = reason;
-    // SAFETY: `arg` is a `struct sched_shutdown` (one u32) that lives for the call.
-    unsafe { hypercall::raw(op::SCHED_OP, [sched::SCHEDOP_SHUTDOWN as u64, &arg as *const u32 as u64, 0, 0, 0]) };
+/// `EVTCHNOP_send` straight through the hypercall page (usable from any context, no locks).
+pub fn notify_raw(port: EvtchnPort) {
+    if let Some(h) = hyp() {
+        let mut s = ev::EvtchnSend { port };
+        // SAFETY: `s` is a `struct evtchn_send` that lives for the call.
+        let _ = unsafe { h.event_channel_op(ev::EVTCHNOP_SEND, &mut s) };
+    }
 }
 
 /// `SCHEDOP_yield`.
 pub fn yield_cpu() {
-    // SAFETY: SCHEDOP_yield takes no argument.
-    unsafe { hypercall::raw(op::SCHED_OP, [sched::SCHEDOP_YIELD as u64, 0, 0, 0, 0]) };
-}
-
-#[repr(C)]
-struct HvmParam {
-    domid: u16,
-    pad: u16,
-    index: u32,
-    value: u64,
-}
-
-/// `HVMOP_get_param`.
-pub fn hvm_get_param(index: u32) -> Result<u64, Errno> {
-    let mut p = HvmParam { domid: DOMID_SELF, pad: 0, index, value: 0 };
-    // SAFETY: `p` is a `struct xen_hvm_param` that lives for the call.
-    check(unsafe { hypercall::raw(op::HVM_OP, [hvm::HVMOP_GET_PARAM as u64, &mut p as *mut _ as u64, 0, 0, 0]) })?;
-    Ok(p.value)
-}
-
-/// `HVMOP_set_param`.
-pub fn hvm_set_param(index: u32, value: u64) -> Result<(), Errno> {
-    let mut p = HvmParam { domid: DOMID_SELF, pad: 0, index, value };
-    // SAFETY: `p` is a `struct xen_hvm_param` that lives for the call.
-    check(unsafe { hypercall::raw(op::HVM_OP, [hvm::HVMOP_SET_PARAM as u64, &mut p as *mut _ as u64, 0, 0, 0]) })?;
-    Ok(())
+    if let Some(h) = hyp() {
+        let _ = h.sched_yield();
+    }
 }
 
 /// Reads the e820 map through `XENMEM_memory_map` into `out`; returns the number of entries.
 pub fn memory_map(out: &mut [crate::start_info::MemEntry]) -> Result<usize, Errno> {
-    #[repr(C, packed)]
-    #[derive(Clone, Copy)]
-    struct E820 {
-        addr: u64,
-        size: u64,
-        kind: u32,
-    }
-    #[repr(C)]
-    struct MemoryMap {
-        nr_entries: u32,
-        pad: u32,
-        buffer: u64,
-    }
-    let mut buf = [E820 { addr: 0, size: 0, kind: 0 }; 64];
-    let mut m = MemoryMap { nr_entries: buf.len() as u32, pad: 0, buffer: buf.as_mut_ptr() as u64 };
-    // SAFETY: `m` is a `struct xen_memory_map` whose buffer holds `nr_entries` e820 entries.
-    check(unsafe { hypercall::raw(op::MEMORY_OP, [memory::XENMEM_MEMORY_MAP as u64, &mut m as *mut _ as u64, 0, 0, 0]) })?;
-    let n = (m.nr_entries as usize).min(buf.len()).min(out.len());
+    let h = hyp().ok_or(Errno::ENOSYS)?;
+    let mut buf = [xen_hypercall::abi::memory::E820Entry::default(); crate::start_info::MAX_MEMMAP];
+    let n = h.memory_map(&mut buf)?.min(buf.len()).min(out.len());
     for (o, e) in out.iter_mut().zip(&buf[..n]) {
-        *o = crate::start_info::MemEntry { addr: e.addr, size: e.size, kind: e.kind };
+        let (addr, size, kind) = (e.addr, e.size, e.kind);
+        *o = crate::start_info::MemEntry { addr, size, kind };
     }
     Ok(n)
-}
-
-#[repr(C, align(4096))]
-struct PageCell(UnsafeCell<[u8; 4096]>);
-// SAFETY: the page is handed to Xen once (add_to_physmap) and then only accessed through atomics and
-// volatile reads via `SHARED_INFO`.
-unsafe impl Sync for PageCell {}
-static SHARED_INFO_PAGE: PageCell = PageCell(UnsafeCell::new([0; 4096]));
-static SHARED_INFO: AtomicPtr<SharedInfo> = AtomicPtr::new(core::ptr::null_mut());
-
-/// Maps shared_info over a page of our .bss with `XENMEM_add_to_physmap(XENMAPSPACE_shared_info)`.
-pub fn map_shared_info() -> Result<*mut SharedInfo, Errno> {
-    #[repr(C)]
-    struct AddToPhysmap {
-        domid: u16,
-        size: u16,
-        space: u32,
-        idx: u64,
-        gpfn: u64,
-    }
-    let page = SHARED_INFO_PAGE.0.get() as u64;
-    let mut a = AddToPhysmap {
-        domid: DOMID_SELF,
-        size: 0,
-        space: memory::XENMAPSPACE_SHARED_INFO,
-        idx: 0,
-        gpfn: page >> 12,
-    };
-    // SAFETY: `a` is a `struct xen_add_to_physmap`; the target frame is a static page that nothing
-    // else references (its RAM is replaced by the shared_info page).
-    check(unsafe { hypercall::raw(op::MEMORY_OP, [memory::XENMEM_ADD_TO_PHYSMAP as u64, &mut a as *mut _ as u64, 0, 0, 0]) })?;
-    let si = page as *mut SharedInfo;
-    SHARED_INFO.store(si, Ordering::Release);
-    Ok(si)
-}
-
-/// The shared_info page, once mapped.
-pub fn shared_info() -> Option<*mut SharedInfo> {
-    let p = SHARED_INFO.load(Ordering::Acquire);
-    (!p.is_null()).then_some(p)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Events.
 
-/// Ports that fired since their owner last looked (one bit per port, 2-level ABI: 4096 ports).
-static FIRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
 /// Upcalls handled.
 static UPCALLS: AtomicU64 = AtomicU64::new(0);
-/// Events (port firings) seen.
-static EVENTS: AtomicU64 = AtomicU64::new(0);
-static CALLBACK_ON: AtomicBool = AtomicBool::new(false);
-
-fn words(si: *mut SharedInfo) -> (*const AtomicU64, *const AtomicU64, *const AtomicU64, *const AtomicU8) {
-    // SAFETY: `si` is the mapped shared_info page; we only form pointers to its fields.
-    unsafe {
-        (
-            (&raw const (*si).evtchn_pending) as *const AtomicU64,
-            (&raw const (*si).evtchn_mask) as *const AtomicU64,
-            (&raw const (*si).vcpu_info[0].evtchn_pending_sel) as *const AtomicU64,
-            (&raw const (*si).vcpu_info[0].evtchn_upcall_pending) as *const AtomicU8,
-        )
-    }
-}
-
-/// Scans the pending bitmap: clears pending bits of unmasked ports and records them in [`FIRED`].
-fn scan_pending() {
-    let Some(si) = shared_info() else { return };
-    let (pending, mask, sel, upcall) = words(si);
-    // SAFETY: all four pointers point into the live shared_info page; Xen updates these words with
-    // atomic operations, so atomics are the right way to access them.
-    unsafe {
-        (*upcall).store(0, Ordering::SeqCst);
-        let mut s = (*sel).swap(0, Ordering::SeqCst);
-        while s != 0 {
-            let w = s.trailing_zeros() as usize;
-            s &= s - 1;
-            let p = &*pending.add(w);
-            let m = &*mask.add(w);
-            let mut bits = p.load(Ordering::SeqCst) & !m.load(Ordering::SeqCst);
-            while bits != 0 {
-                let b = bits.trailing_zeros();
-                bits &= bits - 1;
-                p.fetch_and(!(1u64 << b), Ordering::SeqCst);
-                FIRED[w].fetch_or(1u64 << b, Ordering::SeqCst);
-                EVENTS.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
+/// Event generation: bumped by every upcall.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// The generation the last [`KernelEvents::wait`] returned at.
+static WAIT_SEEN: AtomicU64 = AtomicU64::new(0);
 
 fn upcall(_frame: &mut TrapFrame) {
     UPCALLS.fetch_add(1, Ordering::Relaxed);
-    scan_pending();
+    if let Some(e) = EVTCHN.get() {
+        // Drain: Xen sets evtchn_upcall_pending again for events that arrive during the scan.
+        for _ in 0..16 {
+            e.handle_upcall();
+            if !e.upcall_pending() {
+                break;
+            }
+        }
+    }
+    GENERATION.fetch_add(1, Ordering::Release);
 }
 
-/// Installs the upcall handler and asks Xen to deliver events as the callback vector.
-pub fn enable_callback() -> Result<(), Errno> {
+/// Maps shared_info (`XENMEM_add_to_physmap`), creates the event-channel service, installs the upcall
+/// handler and asks Xen to deliver events as the callback vector. Returns the shared_info address.
+pub fn init_events() -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnError> {
+    let h = *hyp().ok_or(EvtchnError::Hypercall(Errno::ENOSYS))?;
+    let e = NativeEventChannels::new_pvh(h)?;
+    e.mask_all();
+    let si = e.shared_info();
+    EVTCHN.call_once(|| e);
     idt::set_handler(idt::XEN_CALLBACK_VECTOR, upcall);
-    hvm_set_param(hvm::HVM_PARAM_CALLBACK_IRQ, hvm::callback_via_vector(idt::XEN_CALLBACK_VECTOR))?;
-    CALLBACK_ON.store(true, Ordering::Release);
-    Ok(())
+    h.hvm_set_param(hvm::HVM_PARAM_CALLBACK_IRQ, hvm::callback_via_vector(idt::XEN_CALLBACK_VECTOR))
+        .map_err(EvtchnError::Hypercall)?;
+    Ok(si)
 }
 
-/// Returns (and clears) whether `port` fired.
-pub fn take_fired(port: EvtchnPort) -> bool {
-    let (w, b) = ((port / 64) as usize, port % 64);
-    if w >= FIRED.len() {
-        return false;
+/// The native event-channel service (after [`init_events`]).
+pub fn evtchn() -> Option<&'static NativeEventChannels<NativeHypercall>> {
+    EVTCHN.get()
+}
+
+/// Upcalls seen so far.
+pub fn upcalls() -> u64 {
+    UPCALLS.load(Ordering::Relaxed)
+}
+
+/// Event generation: increases with every upcall. Take it before polling the devices and pass it to
+/// [`block_until`], so an event that arrives while polling is never slept through.
+pub fn event_generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// The event-channel service as the kernel hands it to xenstore, netfront and blkfront: the native
+/// service with interrupts disabled around each call, and a [`wait`](EventChannels::wait) that halts
+/// the vCPU (`sti; hlt`) until an upcall newer than the one the previous `wait` saw.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KernelEvents;
+
+impl KernelEvents {
+    fn with<T>(f: impl FnOnce(&NativeEventChannels<NativeHypercall>) -> Result<T, EvtchnError>) -> Result<T, EvtchnError> {
+        let e = EVTCHN.get().ok_or(EvtchnError::Hypercall(Errno::ENOSYS))?;
+        crate::arch::without_interrupts(|| f(e))
     }
-    FIRED[w].fetch_and(!(1u64 << b), Ordering::AcqRel) & (1u64 << b) != 0
 }
 
-/// Whether any port fired and was not taken yet.
-pub fn any_fired() -> bool {
-    FIRED.iter().any(|w| w.load(Ordering::Acquire) != 0)
-}
-
-/// Upcalls and events seen so far.
-pub fn event_counts() -> (u64, u64) {
-    (UPCALLS.load(Ordering::Relaxed), EVENTS.load(Ordering::Relaxed))
-}
-
-/// `EVTCHNOP_send`.
-pub fn notify(port: EvtchnPort) -> Result<(), Errno> {
-    let mut s = port;
-    // SAFETY: `s` is a `struct evtchn_send` (one port) that lives for the call.
-    check(unsafe { hypercall::raw(op::EVENT_CHANNEL_OP, [ev::EVTCHNOP_SEND as u64, &mut s as *mut u32 as u64, 0, 0, 0]) })?;
-    Ok(())
-}
-
-/// `EVTCHNOP_unmask`.
-pub fn unmask(port: EvtchnPort) -> Result<(), Errno> {
-    let mut s = port;
-    // SAFETY: `s` is a `struct evtchn_unmask` (one port) that lives for the call.
-    check(unsafe { hypercall::raw(op::EVENT_CHANNEL_OP, [ev::EVTCHNOP_UNMASK as u64, &mut s as *mut u32 as u64, 0, 0, 0]) })?;
-    Ok(())
-}
-
-/// `EVTCHNOP_bind_virq` on vCPU 0; returns the port (unmasked).
-pub fn bind_virq(virq: u32) -> Result<EvtchnPort, Errno> {
-    #[repr(C)]
-    struct BindVirq {
-        virq: u32,
-        vcpu: u32,
-        port: u32,
+impl EventChannels for KernelEvents {
+    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, EvtchnError> {
+        Self::with(|e| e.alloc_unbound(remote))
     }
-    let mut b = BindVirq { virq, vcpu: 0, port: 0 };
-    // SAFETY: `b` is a `struct evtchn_bind_virq` that lives for the call.
-    check(unsafe { hypercall::raw(op::EVENT_CHANNEL_OP, [ev::EVTCHNOP_BIND_VIRQ as u64, &mut b as *mut _ as u64, 0, 0, 0]) })?;
-    unmask(b.port)?;
-    Ok(b.port)
+    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        Self::with(|e| e.send(port))
+    }
+    fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        Self::with(|e| e.unmask(port))
+    }
+    fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        Self::with(|e| e.close(port))
+    }
+    fn wait(&self) {
+        let seen = WAIT_SEEN.load(Ordering::Acquire);
+        block_until(Some(crate::time::now_ns() + WAIT_TIMEOUT_NS), seen);
+        WAIT_SEEN.store(event_generation(), Ordering::Release);
+    }
+    fn open_ports(&self) -> usize {
+        Self::with(|e| Ok(e.open_port_count())).unwrap_or(0)
+    }
 }
+
+/// Longest a driver's [`EventChannels::wait`] sleeps without any event (it may return spuriously;
+/// callers re-check their condition).
+const WAIT_TIMEOUT_NS: u64 = 1_000_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // Timer and idle.
@@ -250,50 +188,73 @@ pub fn bind_virq(virq: u32) -> Result<EvtchnPort, Errno> {
 static TIMER_PORT: AtomicU64 = AtomicU64::new(u64::MAX);
 static TIMER_FIRES: AtomicU64 = AtomicU64::new(0);
 
-/// Binds VIRQ_TIMER; afterwards [`set_timer`] wakes the domain.
-pub fn init_timer() -> Result<EvtchnPort, Errno> {
-    let port = bind_virq(ev::VIRQ_TIMER)?;
+/// Binds VIRQ_TIMER (unmasked); afterwards [`block_until`] with a deadline wakes on time.
+pub fn init_timer() -> Result<EvtchnPort, EvtchnError> {
+    let port = KernelEvents::with(|e| {
+        let p = e.bind_virq(ev::VIRQ_TIMER)?;
+        e.unmask(p)?;
+        Ok(p)
+    })?;
     TIMER_PORT.store(port as u64, Ordering::Release);
     Ok(port)
 }
 
-/// Arms the one-shot timer for `deadline_ns` (uptime ns) with `set_timer_op`.
-pub fn set_timer(deadline_ns: u64) -> Result<(), Errno> {
-    let abs = crate::time::uptime_to_xen_time(deadline_ns).max(1);
-    // SAFETY: set_timer_op takes the absolute system time by value.
-    check(unsafe { hypercall::raw(op::SET_TIMER_OP, [abs, 0, 0, 0, 0]) })?;
-    Ok(())
-}
-
-/// Number of timer events consumed so far.
+/// Number of timer events seen so far.
 pub fn timer_fires() -> u64 {
+    if let (Some(e), p) = (EVTCHN.get(), TIMER_PORT.load(Ordering::Acquire)) {
+        if p != u64::MAX && crate::arch::without_interrupts(|| e.take_event(p as u32)) {
+            TIMER_FIRES.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     TIMER_FIRES.load(Ordering::Relaxed)
 }
 
-/// Event generation: increases with every port firing. Take it before polling the devices and pass
-/// it to [`block_until`], so an event that arrives while polling is never slept through.
-pub fn event_generation() -> u64 {
-    EVENTS.load(Ordering::Acquire)
-}
-
-/// Blocks the vCPU until an event newer than generation `since` arrives or `deadline_ns` (uptime)
+/// Blocks the vCPU until an upcall newer than generation `since` arrives or `deadline_ns` (uptime)
 /// passes. Idle uses `sti; hlt`: the HLT exit makes Xen deschedule the vCPU until an interrupt (our
 /// callback vector) is pending, and the STI shadow closes the race between the check and the halt.
 pub fn block_until(deadline_ns: Option<u64>, since: u64) {
-    let tp = TIMER_PORT.load(Ordering::Acquire);
     if let Some(d) = deadline_ns {
         if crate::time::now_ns() >= d {
             return;
         }
-        let _ = set_timer(d);
+        if let Some(h) = hyp() {
+            let _ = h.set_timer_op(crate::time::uptime_to_xen_time(d).max(1));
+        }
     }
     crate::arch::disable_interrupts();
-    if EVENTS.load(Ordering::Acquire) == since {
+    if event_generation() == since {
         crate::arch::enable_interrupts_and_halt();
     } else {
         crate::arch::enable_interrupts();
     }
-    if tp != u64::MAX && take_fired(tp as u32) {
-        TIMER_FIRES.fetch_add(1, Ordering::Relaxed);
-    }
+    timer_fires();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grant table and xenstore.
+
+/// Sets up the grant table (PVH: frames through `XENMEM_add_to_physmap`).
+pub fn init_grants() -> Result<&'static Grants, xen_grant_table::GrantError> {
+    let h = *hyp().ok_or(xen_grant_table::GrantError::Hypercall(Errno::ENOSYS))?;
+    let g = xen_grant_table::GrantTable::new(h, xen_grant_table::FrameMapping::AddToPhysmap)?;
+    Ok(GRANTS.call_once(|| g))
+}
+
+/// Connects the xenstore client (`HVM_PARAM_STORE_PFN` / `HVM_PARAM_STORE_EVTCHN`).
+pub fn init_store() -> Result<&'static XenStore, xen_store::XsError> {
+    let h = hyp().ok_or(xen_store::XsError::Hypercall(Errno::ENOSYS))?;
+    // SAFETY: this is the only xenstore client of the domain, and the ring frame is identity mapped
+    // for the kernel's life.
+    let s = unsafe { xen_store::XenStore::from_hypercall(h, KernelEvents) }?;
+    Ok(STORE.call_once(|| s))
+}
+
+/// The grant table (after [`init_grants`]).
+pub fn grants() -> Option<&'static Grants> {
+    GRANTS.get()
+}
+
+/// The xenstore client (after [`init_store`]).
+pub fn store() -> Option<&'static XenStore> {
+    STORE.get()
 }

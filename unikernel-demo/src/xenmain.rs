@@ -1,0 +1,226 @@
+//! The Xen main loop: grant table and xenstore up, every vif and vbd connected (netfront,
+//! blkfront), the key-value server on the first vif and vbd, control/shutdown handled.
+
+use crate::app::{App, NetCounters};
+use crate::cmdline::Config;
+use crate::disk::Disk;
+use crate::xen::{self, KernelEvents};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use xen_hypercall::abi::sched::ShutdownReason;
+use xen_netfront::{Netfront, NetfrontConfig};
+use xen_store::{xenbus, Store, TxId};
+
+/// The netfront type of the kernel.
+pub type XenNet = Netfront<&'static xen::Grants, KernelEvents, &'static xen::XenStore>;
+
+const SHUTDOWN_TOKEN: &str = "control/shutdown";
+
+fn net_config() -> NetfrontConfig {
+    // Small pools: the guest should serve in a few MiB.
+    NetfrontConfig { max_queues: 1, tx_buffers: 64, rx_buffers: 64, ..NetfrontConfig::default() }
+}
+
+fn blk_config() -> xen_blkfront::Config {
+    xen_blkfront::Config { max_queues: 1, max_pool_pages: 128, ..xen_blkfront::Config::default() }
+}
+
+fn counters(n: &XenNet) -> NetCounters {
+    let s = n.total_stats();
+    NetCounters {
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        errors: s.tx_errors + s.rx_errors,
+    }
+}
+
+/// Brings up the devices and serves until control/shutdown says otherwise. Never returns.
+pub fn run(cfg: &Config) -> ! {
+    let grants = match xen::init_grants() {
+        Ok(g) => g,
+        Err(e) => panic!("grant table setup failed: {e}"),
+    };
+    crate::println!("xen: grant table up ({} frames, {} entries)", grants.nr_frames(), grants.capacity());
+    let store = match xen::init_store() {
+        Ok(s) => s,
+        Err(e) => panic!("xenstore connection failed: {e}"),
+    };
+    let name = store.read(TxId::NONE, "name").map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+    let domid = store.read(TxId::NONE, "domid").map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
+    crate::println!("xen: xenstore connected (port {}); domain {domid} \"{name}\"", store.port());
+
+    // Tell the toolstack we handle control/shutdown, then watch it.
+    for k in ["control/feature-poweroff", "control/feature-reboot"] {
+        if let Err(e) = store.write(TxId::NONE, k, b"1") {
+            crate::println!("xen: cannot write {k}: {e}");
+        }
+    }
+    if let Err(e) = store.watch("control/shutdown", SHUTDOWN_TOKEN) {
+        crate::println!("xen: cannot watch control/shutdown: {e}; xl shutdown will not work");
+    }
+
+    let vifs = xenbus::list_devices(store, "vif").unwrap_or_default();
+    let vbds = xenbus::list_devices(store, "vbd").unwrap_or_default();
+    crate::println!("xen: devices in xenstore: vif {vifs:?}, vbd {vbds:?}");
+
+    let mut nets: Vec<(String, XenNet)> = Vec::new();
+    for id in &vifs {
+        let t0 = crate::time::now_ms();
+        let r = Netfront::new(grants, KernelEvents, store, id, net_config()).and_then(|mut n| n.connect().map(|_| n));
+        match r {
+            Ok(n) => {
+                let m = n.mac();
+                crate::println!(
+                    "netfront vif/{id}: connected in {} ms, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {} queue(s), features {:?}",
+                    crate::time::now_ms() - t0,
+                    m[0], m[1], m[2], m[3], m[4], m[5],
+                    n.mtu(),
+                    n.num_queues(),
+                    n.features()
+                );
+                nets.push((format!("vif{id}"), n));
+            }
+            Err(e) => crate::println!("netfront vif/{id}: failed: {e}"),
+        }
+    }
+
+    let mut disks: Vec<(String, Disk)> = Vec::new();
+    for id in &vbds {
+        let t0 = crate::time::now_ms();
+        match xen_blkfront::BlkFront::connect_with(grants, KernelEvents, store, id, blk_config()) {
+            Ok(b) => {
+                let info = *b.info();
+                crate::println!(
+                    "blkfront vbd/{id}: connected in {} ms, {} sectors of {} bytes ({} MiB){}, features {:?}",
+                    crate::time::now_ms() - t0,
+                    info.sectors,
+                    info.sector_size,
+                    info.sectors * 512 / (1 << 20),
+                    if kv_app::BlockDevice::read_only(&b) { ", read-only" } else { "" },
+                    b.features()
+                );
+                disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b))));
+            }
+            Err(e) => crate::println!("blkfront vbd/{id}: failed: {e}"),
+        }
+    }
+
+    let disk = if disks.is_empty() {
+        crate::println!("kv: no disk connected; using a 4 MiB RAM disk (values will not persist)");
+        ("ramdisk".into(), Disk::Mem(kv_app::MemDisk::new(512, 8192)))
+    } else {
+        disks.remove(0)
+    };
+
+    let mut app = if let Some((_, net0)) = nets.first_mut() {
+        let mac = net0.mac();
+        match App::new(net0, mac, disk.1, cfg) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                crate::println!("kv: cannot start: {e}");
+                None
+            }
+        }
+    } else {
+        crate::println!("net: no network device; nothing to serve (waiting for control/shutdown)");
+        None
+    };
+    let disk_name = disk.0;
+
+    loop {
+        let generation = xen::event_generation();
+        let mut deadline = None;
+        if let Some(a) = app.as_mut() {
+            a.stats.nets = nets.iter().map(|(n, d)| (n.clone(), counters(d))).collect();
+            a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
+            a.stats.events = xen::upcalls();
+            if let Some((_, net0)) = nets.first_mut() {
+                deadline = a.poll(net0).map(|d| crate::time::now_ns() + d.total_micros() * 1000);
+            }
+        }
+        // Frames on the other vifs are dropped (the server listens on the first one).
+        for (_, n) in nets.iter_mut().skip(1) {
+            while let Ok(Some(_)) = n.receive() {}
+        }
+        // Watch events: shutdown requests and backend state changes.
+        while let Ok(Some(ev)) = store.poll_watch() {
+            if ev.token == SHUTDOWN_TOKEN {
+                if let Some(reason) = shutdown_request(store) {
+                    shutdown(reason, &mut app, &mut nets, disks);
+                }
+            } else {
+                for (name, n) in nets.iter_mut() {
+                    if ev.token == n.watch_token() {
+                        if let Err(e) = n.check_backend() {
+                            crate::println!("netfront {name}: {e}");
+                        }
+                    }
+                }
+            }
+        }
+        xen::block_until(deadline, generation);
+    }
+}
+
+/// Reads control/shutdown; acknowledges a request by clearing it (as Linux does).
+fn shutdown_request(store: &xen::XenStore) -> Option<ShutdownReason> {
+    let v = store.read(TxId::NONE, "control/shutdown").ok()?;
+    let v = String::from_utf8_lossy(&v).into_owned();
+    let reason = match v.trim_end_matches('\0') {
+        "" => return None,
+        "poweroff" | "halt" => ShutdownReason::Poweroff,
+        "reboot" => ShutdownReason::Reboot,
+        other => {
+            crate::println!("control/shutdown: `{other}` is not supported; ignoring it");
+            let _ = store.write(TxId::NONE, "control/shutdown", b"");
+            return None;
+        }
+    };
+    let _ = store.write(TxId::NONE, "control/shutdown", b"");
+    crate::println!("control/shutdown: {v} requested");
+    Some(reason)
+}
+
+/// Flushes the store, closes every device, then asks Xen to shut the domain down.
+fn shutdown(
+    reason: ShutdownReason,
+    app: &mut Option<App<Disk>>,
+    nets: &mut Vec<(String, XenNet)>,
+    disks: Vec<(String, Disk)>,
+) -> ! {
+    if let Some(a) = app.as_mut() {
+        match a.flush() {
+            Ok(()) => crate::println!("shutdown: store flushed"),
+            Err(e) => crate::println!("shutdown: flush failed: {e}"),
+        }
+    }
+    for (name, n) in nets.iter_mut() {
+        match n.disconnect() {
+            Ok(()) => crate::println!("shutdown: {name} closed"),
+            Err(e) => crate::println!("shutdown: {name}: {e}"),
+        }
+    }
+    if let Some(a) = app.as_mut() {
+        if let Disk::Xen(b) = &mut a.store.device_mut().inner {
+            match b.disconnect() {
+                Ok(()) => crate::println!("shutdown: store disk {} closed", b.node()),
+                Err(e) => crate::println!("shutdown: store disk: {e}"),
+            }
+        }
+    }
+    for (name, d) in disks {
+        if let Disk::Xen(mut b) = d {
+            match b.disconnect() {
+                Ok(()) => crate::println!("shutdown: {name} closed"),
+                Err(e) => crate::println!("shutdown: {name}: {e}"),
+            }
+        }
+    }
+    crate::println!("shutdown: devices closed; SCHEDOP_shutdown({})", reason.name());
+    xen::shutdown(reason);
+    panic!("SCHEDOP_shutdown({}) returned", reason.name());
+}
