@@ -11,8 +11,8 @@
 [ -f /payload/env.sh ] && . /payload/env.sh
 : "${DOM0_IP:=10.0.0.1}"
 : "${HARNESS_STATE:=/var/lib/xen-rs}"
-XL_CONFIG_DIR=/etc/xen
-CONSOLE_LOG_DIR=/var/log/xen/console
+XL_CONFIG_DIR=${XL_CONFIG_DIR:-/etc/xen}
+CONSOLE_LOG_DIR=${CONSOLE_LOG_DIR:-/var/log/xen/console}
 
 # Seconds since dom0 boot, with centiseconds.
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
@@ -53,14 +53,14 @@ poweroff_now() {
 	sleep 60
 }
 
-# wait_until TIMEOUT_S CMD...: polls CMD every 0.2 s until it succeeds or TIMEOUT_S passes.
+# wait_until TIMEOUT_S CMD...: polls CMD every 0.5 s until it succeeds or TIMEOUT_S passes.
 wait_until() {
 	_deadline=$(awk -v a="$(uptime_s)" -v t="$1" 'BEGIN { printf "%.2f", a + t }')
 	shift
 	while :; do
 		"$@" && return 0
 		awk -v a="$(uptime_s)" -v d="$_deadline" 'BEGIN { exit !(a >= d) }' && return 1
-		sleep 0.2
+		sleep 0.5
 	done
 }
 
@@ -114,15 +114,34 @@ make_disk() {
 	[ -f "$1" ] || truncate -s "${2}M" "$1"
 }
 
+# disk_target FILE: the disk target for xl configs. DISK_MODE=loop (default): a loop device
+# attached here, kept across xl destroy/create (Debian's block hotplug script then takes its short
+# "phy" path; its "file" path forks a lot, which under TCG can hit libxl's 40 s hotplug timeout).
+# DISK_MODE=file: the file itself (the block script runs losetup).
+disk_target() {
+	if [ "${DISK_MODE:-loop}" = file ]; then
+		echo "$1"
+		return
+	fi
+	_dev=$(/usr/sbin/losetup -j "$1" | cut -d: -f1 | head -n 1)
+	[ -n "$_dev" ] || _dev=$(/usr/sbin/losetup -f --show "$1")
+	echo "$_dev"
+}
+
+# install_cfg TEMPLATE DEST DISK_FILE: the xl config with @DISK@ filled in.
+install_cfg() {
+	sed "s|@DISK@|$(disk_target "$3")|" "$1" >"$2"
+}
+
 # xl_create_logged NAME CONFIG: xl create with its output in /var/log/xen/create-NAME.log.
 xl_create_logged() {
 	xl -v create "$2" >"/var/log/xen/create-$1.log" 2>&1
 }
 
-# xl_shutdown_wait NAME TIMEOUT_S: clean shutdown, waits until the domain is gone.
+# xl_shutdown_wait NAME TIMEOUT_S: clean shutdown (xl shutdown -w), then checks the domain is gone.
 xl_shutdown_wait() {
-	xl shutdown "$1" >"/var/log/xen/shutdown-$1.log" 2>&1 || return 1
-	wait_until "$2" domain_gone "$1"
+	timeout "$2" xl shutdown -w "$1" >"/var/log/xen/shutdown-$1.log" 2>&1 || return 1
+	domain_gone "$1"
 }
 
 # ---- HTTP client helpers (busybox nc / wget) ----
@@ -148,4 +167,51 @@ http_req() {
 # http_get URL_PATH OUT_FILE: GET with busybox wget; fails on non-2xx.
 http_get() {
 	timeout 60 wget -q -O "$2" "http://$GUEST_IP:$HTTP_PORT$1"
+}
+
+# http_put KEY FILE -> prints the status code of PUT /kv/KEY.
+http_put() { http_req PUT "/kv/$1" "$2"; }
+
+# sha FILE -> sha256 of FILE.
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
+# random_file FILE BYTES
+random_file() { head -c "$2" /dev/urandom >"$1"; }
+
+# is_2xx CODE
+is_2xx() { case "$1" in 2??) return 0 ;; *) return 1 ;; esac; }
+
+# ---- The unikernel guest ----
+UK_NAME=unikernel
+UK_CFG=$XL_CONFIG_DIR/unikernel.cfg
+UK_DISK=$HARNESS_STATE/unikernel-disk.img
+
+# uk_prepare: the xl config in /etc/xen and the disk image (kept across destroy/create).
+uk_prepare() {
+	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
+	make_disk "$UK_DISK" "${UNIKERNEL_DISK_MIB:-64}"
+	[ -f "$UK_CFG" ] || install_cfg /payload/xl/unikernel-pvh.cfg "$UK_CFG" "$UK_DISK"
+}
+
+# uk_answers: the unikernel answers GET /stats with a 2xx.
+uk_answers() { GUEST_IP=$UNIKERNEL_IP http_get /stats /tmp/uk-stats.json 2>/dev/null; }
+
+# uk_start STEP: xl create, then waits for the first HTTP answer; reports STEP and figures.
+uk_start() {
+	begin "$1"
+	_t0=$(uptime_s)
+	if ! xl_create_logged "$UK_NAME" "$UK_CFG"; then
+		fail "$1" "xl create failed: $(tail -n 5 /var/log/xen/create-$UK_NAME.log | tr '\n' ' ')"
+		return 1
+	fi
+	_tc=$(elapsed "$_t0")
+	if wait_until "${UK_START_TIMEOUT:-120}" uk_answers; then
+		_ta=$(elapsed "$_t0")
+		pass "$1" "xl create returned after $_tc s, first HTTP answer after $_ta s"
+		figure "$(echo "$1" | tr - _)_xl_create_s" "$_tc" s
+		figure "$(echo "$1" | tr - _)_to_first_http_s" "$_ta" s
+	else
+		fail "$1" "no HTTP answer from $UNIKERNEL_IP within ${UK_START_TIMEOUT:-120} s (xl create took $_tc s)"
+		return 1
+	fi
 }

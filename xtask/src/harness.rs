@@ -216,11 +216,11 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 "usage: cargo xtask harness <command> [options]\n\
                  commands:\n  \
                  linux                      boot Xen, run the Linux PV guest scenario\n  \
-                 unikernel --kernel ELF     boot Xen, run the unikernel scenarios\n  \
+                 unikernel [--kernel ELF]   boot Xen, run the unikernel scenarios\n  \
                  build                      only fetch packages and build the dom0 initramfs\n  \
                  clean-cache                delete the cache\n\
                  options:\n  \
-                 --kernel ELF       the unikernel (default: $XEN_RS_KERNEL)\n  \
+                 --kernel ELF       the unikernel (default: $XEN_RS_KERNEL, else `cargo xtask kernel build`)\n  \
                  --memory MIB       the unikernel's memory= (default 16)\n  \
                  --scenario NAME    a script of tests/harness/scenarios (repeatable)\n  \
                  --with-linux       also run the Linux guest scenario in the same boot\n  \
@@ -264,9 +264,18 @@ pub fn demo(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// The nested Xen tier of `cargo xtask test`: the Linux PV guest scenario, and the unikernel
-/// scenarios when a unikernel is available (`$XEN_RS_KERNEL`), all in one boot.
+/// Whether `cargo xtask test` runs the unikernel scenarios (needs the HTTP KV app in the kernel).
+/// `XEN_RS_HARNESS_UNIKERNEL=0|1` overrides it.
+const TEST_UNIKERNEL: bool = false;
+
+/// The nested Xen tier of `cargo xtask test`: the Linux PV guest scenario and, when enabled
+/// (`TEST_UNIKERNEL`), the unikernel scenarios, all in one boot.
 pub fn test() -> Result<(), String> {
+    let with_unikernel = match std::env::var("XEN_RS_HARNESS_UNIKERNEL").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => TEST_UNIKERNEL,
+    };
     let mut spec = RunSpec {
         name: "test".into(),
         scenarios: vec!["linux".into()],
@@ -274,14 +283,13 @@ pub fn test() -> Result<(), String> {
         memory_mib: 16,
         ..RunSpec::default()
     };
-    match std::env::var_os("XEN_RS_KERNEL") {
-        Some(k) => {
-            spec.kernel = Some(PathBuf::from(k));
-            spec.scenarios.push("unikernel".into());
-        }
-        None => println!(
-            "nested Xen: no unikernel given ($XEN_RS_KERNEL unset): running the Linux guest scenario only"
-        ),
+    if with_unikernel {
+        spec.kernel = Some(kernel_path(&Opts::default())?);
+        spec.scenarios.push("unikernel".into());
+    } else {
+        println!(
+            "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
+        );
     }
     boot_and_report(&spec).map(|_| ())
 }
@@ -346,14 +354,12 @@ impl Opts {
     }
 }
 
-/// The unikernel ELF: `--kernel`, else `$XEN_RS_KERNEL`.
+/// The unikernel ELF: `--kernel`, else `$XEN_RS_KERNEL`, else `cargo xtask kernel build`'s.
 fn kernel_path(opts: &Opts) -> Result<PathBuf, String> {
     let p = match (&opts.kernel, std::env::var_os("XEN_RS_KERNEL")) {
         (Some(p), _) => p.clone(),
         (None, Some(p)) => PathBuf::from(p),
-        (None, None) => {
-            return Err("no unikernel: pass --kernel PATH (or set XEN_RS_KERNEL)".into());
-        }
+        (None, None) => util::phase("build the unikernel", crate::kernel::build)?,
     };
     if !p.is_file() {
         return Err(format!("unikernel {} does not exist", p.display()));

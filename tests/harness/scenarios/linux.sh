@@ -7,11 +7,11 @@ GUEST_IP=10.0.0.3
 DISK=$HARNESS_STATE/linux-disk.img
 rc=0
 
-cp /payload/xl/linux-pv.cfg "$CFG"
 mkdir -p "$HARNESS_STATE"
 # A disk with known random content: the guest reports the md5 of its first MiB.
 dd if=/dev/urandom of="$DISK" bs=1M count=1 2>/dev/null
 truncate -s 16M "$DISK"
+install_cfg /payload/xl/linux-pv.cfg "$CFG" "$DISK"
 want_md5=$(dd if="$DISK" bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)
 
 begin linux-create

@@ -1,0 +1,167 @@
+# Unikernel scenarios (issue 4 item 3): the HTTP key-value store on netfront + blkfront.
+# PUT/GET of random values 1 B..1 MiB verified by sha256, bad requests, 16 concurrent clients,
+# persistence across xl destroy/create, xenstore states, idle CPU, clean xl shutdown.
+. /payload/lib.sh
+GUEST_IP=$UNIKERNEL_IP
+rc=0
+W=/tmp/uk
+mkdir -p $W
+
+uk_prepare
+if ! uk_start uk-create; then
+	xl destroy "$UK_NAME" >/dev/null 2>&1
+	exit 1
+fi
+
+check_states uk-xenstore-connected "$UK_NAME" || rc=1
+
+begin uk-stats
+if http_get /stats $W/stats.json && grep -q '{' $W/stats.json; then
+	pass uk-stats "$(head -c 300 $W/stats.json | tr '\n' ' ')"
+else
+	fail uk-stats "GET /stats gave no JSON"
+	rc=1
+fi
+
+# PUT/GET round trips: fixed edge sizes plus random ones, each value random bytes.
+begin uk-kv-roundtrip
+sizes="1 2 100 1000 4095 4096 4097 65536 100000 524288 1048576 $(awk 'BEGIN { srand(); for (i = 0; i < 5; i++) printf "%d ", 1 + int(rand() * 1048576) }')"
+bad=
+n=0
+bytes=0
+t0=$(uptime_s)
+for s in $sizes; do
+	random_file $W/v$n "$s"
+	code=$(http_put "rt-$n" $W/v$n)
+	if ! is_2xx "$code"; then
+		bad="$bad rt-$n(${s}B):PUT=$code"
+	elif ! http_get "/kv/rt-$n" $W/g$n; then
+		bad="$bad rt-$n(${s}B):GET-failed"
+	elif [ "$(sha $W/v$n)" != "$(sha $W/g$n)" ]; then
+		bad="$bad rt-$n(${s}B):checksum($(wc -c <$W/g$n)B-back)"
+	fi
+	bytes=$((bytes + s))
+	n=$((n + 1))
+done
+secs=$(elapsed "$t0")
+if [ -z "$bad" ]; then
+	pass uk-kv-roundtrip "$n values, $bytes bytes up and back in $secs s, sha256 equal (sizes: $sizes)"
+	figure uk_roundtrip_kib_per_s "$(awk -v b=$bytes -v s=$secs 'BEGIN { printf "%.1f", 2 * b / 1024 / (s > 0 ? s : 1) }')" KiB/s
+else
+	fail uk-kv-roundtrip "$bad"
+	rc=1
+fi
+
+begin uk-kv-list-delete
+bad=
+http_get /kv/ $W/list || bad="$bad GET-/kv/-failed"
+grep -q 'rt-0' $W/list 2>/dev/null || bad="$bad rt-0-not-listed"
+code=$(http_req DELETE /kv/rt-1)
+is_2xx "$code" || bad="$bad DELETE=$code"
+code=$(http_req GET /kv/rt-1)
+[ "$code" = 404 ] || bad="$bad GET-after-DELETE=$code"
+code=$(http_req GET /kv/never-stored)
+[ "$code" = 404 ] || bad="$bad GET-missing=$code"
+if [ -z "$bad" ]; then
+	pass uk-kv-list-delete "list has the keys, DELETE then GET gives 404"
+else
+	fail uk-kv-list-delete "$bad"
+	rc=1
+fi
+
+begin uk-bad-requests
+bad=
+code=$(printf 'GARBAGE\r\n\r\n' | timeout 30 nc "$GUEST_IP" "$HTTP_PORT" | head -n 1 | awk '{ print $2 }')
+case "$code" in 4??) ;; *) bad="$bad garbage=$code" ;; esac
+code=$(printf 'PUT /kv/x HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999\r\n\r\n' | timeout 30 nc "$GUEST_IP" "$HTTP_PORT" | head -n 1 | awk '{ print $2 }')
+case "$code" in 4??) ;; *) bad="$bad huge-length=$code" ;; esac
+uk_answers || bad="$bad not-alive-after"
+if [ -z "$bad" ]; then
+	pass uk-bad-requests "malformed and oversized requests got 4xx, service still answers"
+else
+	fail uk-bad-requests "$bad"
+	rc=1
+fi
+
+# 16 concurrent clients, each PUTs and GETs its own 32 KiB value.
+begin uk-concurrent
+CLIENTS=${UK_CLIENTS:-16}
+t0=$(uptime_s)
+i=0
+while [ $i -lt "$CLIENTS" ]; do
+	(
+		random_file $W/c$i 32768
+		code=$(http_put "c-$i" $W/c$i)
+		if is_2xx "$code" && http_get "/kv/c-$i" $W/cg$i && [ "$(sha $W/c$i)" = "$(sha $W/cg$i)" ]; then
+			echo ok >$W/cres$i
+		else
+			echo "PUT=$code" >$W/cres$i
+		fi
+	) &
+	i=$((i + 1))
+done
+wait
+ok=$(cat $W/cres* 2>/dev/null | grep -c '^ok$')
+if [ "$ok" = "$CLIENTS" ]; then
+	pass uk-concurrent "$CLIENTS clients, all values back intact in $(elapsed "$t0") s"
+else
+	fail uk-concurrent "$ok of $CLIENTS clients ok: $(cat $W/cres* 2>/dev/null | grep -v '^ok$' | sort | uniq -c | tr '\n' ' ')"
+	rc=1
+fi
+
+# Persistence: the values must survive xl destroy + xl create on the same disk.
+begin uk-persistence-put
+random_file $W/p1 1048576
+random_file $W/p2 777
+c1=$(http_put persist-1 $W/p1)
+c2=$(http_put persist-2 $W/p2)
+if is_2xx "$c1" && is_2xx "$c2"; then
+	pass uk-persistence-put "stored 1 MiB and 777 B"
+else
+	fail uk-persistence-put "PUT gave $c1 $c2"
+	rc=1
+fi
+xl destroy "$UK_NAME" >/var/log/xen/destroy-$UK_NAME.log 2>&1
+wait_until 30 domain_gone "$UK_NAME"
+if uk_start uk-recreate; then
+	begin uk-persistence
+	bad=
+	http_get /kv/persist-1 $W/pg1 && [ "$(sha $W/p1)" = "$(sha $W/pg1)" ] || bad="$bad persist-1"
+	http_get /kv/persist-2 $W/pg2 && [ "$(sha $W/p2)" = "$(sha $W/pg2)" ] || bad="$bad persist-2"
+	http_get /kv/rt-0 $W/pg3 && [ "$(sha $W/v0)" = "$(sha $W/pg3)" ] || bad="$bad rt-0"
+	if [ -z "$bad" ]; then
+		pass uk-persistence "values intact after xl destroy + xl create"
+	else
+		fail uk-persistence "lost or changed:$bad"
+		rc=1
+	fi
+else
+	rc=1
+fi
+
+if domain_exists "$UK_NAME"; then
+	begin uk-idle-cpu
+	IDLE=${UK_IDLE_SECONDS:-30}
+	c0=$(guest_cpu_s "$UK_NAME")
+	sleep "$IDLE"
+	c1=$(guest_cpu_s "$UK_NAME")
+	used=$(awk -v a="$c0" -v b="$c1" 'BEGIN { printf "%.2f", b - a }')
+	figure uk_idle_cpu_s_per_${IDLE}s "$used" s
+	if awk -v u="$used" -v i="$IDLE" 'BEGIN { exit !(u < i / 10) }'; then
+		pass uk-idle-cpu "guest used $used s of CPU over $IDLE s idle (xl list: $c0 -> $c1)"
+	else
+		fail uk-idle-cpu "guest used $used s of CPU over $IDLE s idle: it spins"
+		rc=1
+	fi
+
+	begin uk-shutdown
+	t0=$(uptime_s)
+	if xl_shutdown_wait "$UK_NAME" 60; then
+		pass uk-shutdown "domain gone $(elapsed "$t0") s after xl shutdown"
+	else
+		fail uk-shutdown "domain still there 60 s after xl shutdown"
+		xl destroy "$UK_NAME" >/dev/null 2>&1
+		rc=1
+	fi
+fi
+exit $rc
