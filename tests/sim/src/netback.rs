@@ -346,6 +346,7 @@ struct Shared {
     frontend: FrontendFeatures,
     kept: Vec<GrantRef>,
     release_kept: bool,
+    new_hostility: Option<Option<Hostility>>,
 }
 
 /// The test's side of a [`Netback`]: inject frames, collect transmitted ones, read counters.
@@ -410,6 +411,11 @@ impl NetbackHandle {
     /// Grants of the frontend that a hostile backend still keeps mapped on purpose.
     pub fn kept_grants(&self) -> Vec<GrantRef> {
         self.lock().kept.clone()
+    }
+
+    /// Replaces the hostile-mode settings (`None`: behave) from the backend's next poll on.
+    pub fn set_hostility(&self, h: Option<Hostility>) {
+        self.lock().new_hostility = Some(h);
     }
 
     /// Makes the backend drop the mappings it kept (at its next poll).
@@ -1243,14 +1249,21 @@ impl Netback {
 impl crate::DeviceModel for Netback {
     fn poll(&mut self, dom0: &Dom0) -> bool {
         let mut progress = false;
-        {
+        let (hostility, release) = {
             let mut s = self.lock();
-            if std::mem::take(&mut s.release_kept) {
+            let release = std::mem::take(&mut s.release_kept);
+            if release {
                 s.kept.clear();
-                drop(s);
-                self.kept.clear();
-                progress = true;
             }
+            (s.new_hostility.take(), release)
+        };
+        if let Some(h) = hostility {
+            self.chaos = h.as_ref().map(Chaos::new);
+            self.cfg.hostile = h;
+        }
+        if release {
+            self.kept.clear();
+            progress = true;
         }
         progress |= self.xenbus(dom0);
         if self.state != XENBUS_CONNECTED {
