@@ -265,6 +265,44 @@ pub fn list_devices<S: Store>(store: &S) -> Result<Vec<String>, BlkError> {
     Ok(xenbus::list_devices(store, "vbd")?)
 }
 
+/// Waits through a watch until the backend's state satisfies `pred`.
+///
+/// A backend that is still `Closing`/`Closed` from an earlier connection when we start is given
+/// time to notice our `Initialising` and come back (blkback re-offers the device); once it has left
+/// the closed states, going back to them is an error ([`BlkError::BackendClosed`]).
+fn wait_for_backend<S: Store>(
+    store: &S,
+    backend: &str,
+    mut pred: impl FnMut(XenbusState) -> bool,
+) -> Result<XenbusState, BlkError> {
+    let path = join(backend, "state");
+    let token = format!("blkfront-wait:{path}");
+    store.watch(&path, &token)?;
+    let mut left_closed = false;
+    let result = loop {
+        if let Err(e) = store.wait_watch_for(&token) {
+            break Err(BlkError::from(e));
+        }
+        let state = match xenbus::read_state(store, TxId::NONE, backend) {
+            Ok(s) => s,
+            Err(XsError::Errno(Errno::ENOENT)) => XenbusState::Unknown,
+            Err(e) => break Err(e.into()),
+        };
+        if pred(state) {
+            break Ok(state);
+        }
+        if state.is_closing() {
+            if left_closed {
+                break Err(BlkError::BackendClosed);
+            }
+        } else {
+            left_closed = true;
+        }
+    };
+    let _ = store.unwatch(&path, &token);
+    result
+}
+
 fn bad(key: &'static str, reason: &'static str) -> BlkError {
     BlkError::BadBackendValue { key, reason }
 }
@@ -307,7 +345,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             Err(XsError::Errno(Errno::ENOENT)) => return Err(BlkError::NoDevice(String::from(id))),
             Err(e) => return Err(e.into()),
         }
-        xenbus::wait_for_state(&store, &backend.path, |s| {
+        wait_for_backend(&store, &backend.path, |s| {
             matches!(
                 s,
                 XenbusState::InitWait | XenbusState::Initialised | XenbusState::Connected

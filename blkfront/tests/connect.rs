@@ -60,3 +60,81 @@ fn read_only_device_refuses_writes() {
         Err(BlkError::ReadOnly)
     ));
 }
+
+#[test]
+fn thousand_connect_disconnect_cycles_leave_no_leaks() {
+    let env = Env::new();
+    let be = env.attach(
+        3,
+        BlkbackConfig {
+            persistent: true,
+            max_indirect_segments: Some(32),
+            max_ring_page_order: 1,
+            max_queues: 2,
+            ..Default::default()
+        },
+    );
+    let refs0 = env.grants.refs_in_use();
+    let ports0 = env.evtchn.0.open_port_count();
+    let dom0 = env.sim.dom0();
+    let dom0_ports0 = dom0.open_ports(0);
+    for i in 0..1000u64 {
+        let mut dev = env.connect(3, Config::default()).unwrap();
+        if i % 50 == 0 {
+            let data = pattern(i, 16 * 4096);
+            dev.write_blocks(i % 100, &data).unwrap();
+            let mut back = vec![0u8; data.len()];
+            dev.read_blocks(i % 100, &mut back).unwrap();
+            assert_eq!(back, data);
+        }
+        dev.disconnect().unwrap();
+        drop(dev);
+        assert_eq!(env.grants.refs_in_use(), refs0, "cycle {i}: grants");
+        assert_eq!(env.evtchn.0.open_port_count(), ports0, "cycle {i}: ports");
+    }
+    env.sim.run_until_idle();
+    assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
+    assert_eq!(dom0.open_ports(0), dom0_ports0);
+    assert_eq!(be.stats().connects, 1000);
+    assert!(env.sim.violations().is_empty());
+}
+
+#[test]
+fn backend_closing_disconnects_the_frontend() {
+    let env = Env::new();
+    let be = env.attach(4, BlkbackConfig::default());
+    let refs0 = env.grants.refs_in_use();
+    let ports0 = env.evtchn.0.open_port_count();
+    let mut dev = env.connect(4, Config::default()).unwrap();
+    dev.write_blocks(0, &[1u8; 512]).unwrap();
+    // The toolstack takes the backend away.
+    env.sim
+        .dom0()
+        .xs_write(&format!("{}/state", be.backend_path), b"5")
+        .unwrap();
+    assert_eq!(dev.check_backend(), Err(BlkError::BackendClosed));
+    assert_eq!(dev.status(), &DeviceStatus::Closed);
+    assert_eq!(
+        dev.write_blocks(0, &[1u8; 512]),
+        Err(BlkError::Disconnected)
+    );
+    drop(dev);
+    env.sim.run_until_idle();
+    env.grants.process_deferred();
+    assert_eq!(env.grants.refs_in_use(), refs0);
+    assert_eq!(env.evtchn.0.open_port_count(), ports0);
+}
+
+#[test]
+fn unknown_device_is_reported() {
+    let env = Env::new();
+    assert!(matches!(
+        env.connect(42, Config::default()),
+        Err(BlkError::NoDevice(_))
+    ));
+    let _be = env.attach(1, BlkbackConfig::default());
+    assert_eq!(
+        xen_blkfront::list_devices(&env.store).unwrap(),
+        vec!["1".to_string()]
+    );
+}

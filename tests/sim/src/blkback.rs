@@ -50,9 +50,40 @@ pub enum DataPath {
     GrantCopy,
 }
 
+/// One way of corrupting a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corruption {
+    /// A random id.
+    RandomId,
+    /// The id of the previous response (already completed).
+    DuplicateId,
+    /// A random status.
+    Status,
+    /// A random operation.
+    Operation,
+    /// `rsp_prod` jumps ahead by 1..=1000.
+    JumpRspProd,
+    /// One bit of the id flipped.
+    FlipIdBit,
+    /// Random id, operation and status.
+    Garbage,
+}
+
+const CORRUPTIONS: [Corruption; 7] = [
+    Corruption::RandomId,
+    Corruption::DuplicateId,
+    Corruption::Status,
+    Corruption::Operation,
+    Corruption::JumpRspProd,
+    Corruption::FlipIdBit,
+    Corruption::Garbage,
+];
+
 /// Misbehaviour of a hostile backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hostile {
+    /// Only this corruption (any of them when `None`).
+    pub only: Option<Corruption>,
     /// PRNG seed.
     pub seed: u64,
     /// Out of 256: how often a response is corrupted.
@@ -203,6 +234,15 @@ impl BlkbackHandle {
     /// Number of grant mappings the hostile mode keeps.
     pub fn kept_mappings(&self) -> usize {
         lock(&self.shared).kept.len()
+    }
+
+    /// The (granter, grant reference) of every mapping the hostile mode keeps.
+    pub fn kept_grefs(&self) -> Vec<(DomId, GrantRef)> {
+        lock(&self.shared)
+            .kept
+            .iter()
+            .map(|m| (m.granter(), m.gref()))
+            .collect()
     }
 
     /// Drops every mapping the hostile mode kept; returns how many.
@@ -838,14 +878,17 @@ impl Blkback {
         if let Some(h) = self.hostile() {
             if (self.rng.next() & 0xFF) < u64::from(h.rate) {
                 lock(&self.shared).stats.corrupted += 1;
-                match self.rng.next() % 7 {
-                    0 => rsp.id = self.rng.next(),
-                    1 => rsp.id = self.last_id,
-                    2 => rsp.status = self.rng.next() as i16,
-                    3 => rsp.operation = self.rng.next() as u8,
-                    4 => jump = Some((self.rng.next() % 1000) as u32 + 1),
-                    5 => rsp.id ^= 1 << (self.rng.next() % 64),
-                    _ => {
+                let kind = h
+                    .only
+                    .unwrap_or(CORRUPTIONS[(self.rng.next() % 7) as usize]);
+                match kind {
+                    Corruption::RandomId => rsp.id = self.rng.next(),
+                    Corruption::DuplicateId => rsp.id = self.last_id,
+                    Corruption::Status => rsp.status = self.rng.next() as i16,
+                    Corruption::Operation => rsp.operation = self.rng.next() as u8,
+                    Corruption::JumpRspProd => jump = Some((self.rng.next() % 1000) as u32 + 1),
+                    Corruption::FlipIdBit => rsp.id ^= 1 << (self.rng.next() % 64),
+                    Corruption::Garbage => {
                         rsp.id = self.rng.next();
                         rsp.operation = self.rng.next() as u8;
                         rsp.status = self.rng.next() as i16;
@@ -866,6 +909,7 @@ impl Blkback {
         }
         self.queues[qi].more = false;
         let mut progress = false;
+        let mut jumped = false;
         loop {
             let Some(n) = self.queues[qi].ring.unconsumed() else {
                 self.break_queue(qi, "request producer overrun");
@@ -884,10 +928,11 @@ impl Blkback {
                     let v = q.ring.rsp_prod_pvt.wrapping_add(j);
                     q.ring.idx(8).store(v, Ordering::Release);
                     let _ = dom0.notify(q.port);
+                    jumped = true;
                 }
             }
             let q = &mut self.queues[qi];
-            if n > 0 && q.ring.push_responses() {
+            if n > 0 && !jumped && q.ring.push_responses() {
                 let _ = dom0.notify(q.port);
             }
             match q.ring.final_check() {
