@@ -120,7 +120,8 @@ pub const LINUX_GUEST_IP: &str = "10.0.0.3";
 /// What one boot of the nested machine runs.
 #[derive(Debug, Clone, Default)]
 struct RunSpec {
-    /// A short name; the run's files go to `<cache>/runs/<name>`.
+    /// A short name; the run's files go to `<cache>/runs/<name>-<pid>` (several runs may share
+    /// the cache at once).
     name: String,
     /// Scenario script names (tests/harness/scenarios/<name>.sh) run in order in dom0.
     scenarios: Vec<String>,
@@ -577,17 +578,20 @@ fn fetch(cache: &Cache) -> Result<Extracted, String> {
     let stamp = cache.path("root.stamp");
     if fs::read_to_string(&stamp).ok().as_deref() != Some(stamp_text.as_str()) {
         println!("    extracting {} packages", files.len());
-        fs::remove_dir_all(&root).or_else(ignore_not_found)?;
-        fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+        // Extract aside and rename, so that a concurrent run never sees half a tree.
+        let tmp = cache.path(&format!("root.tmp-{}", std::process::id()));
+        fresh_dir(&tmp)?;
         for f in &files {
-            util::run(Command::new("dpkg").arg("-x").arg(f).arg(&root))?;
+            util::run(Command::new("dpkg").arg("-x").arg(f).arg(&tmp))?;
         }
         util::run(
             Command::new(which("depmod").ok_or("depmod not found")?)
                 .arg("-b")
-                .arg(&root)
+                .arg(&tmp)
                 .arg(&kernel_version),
         )?;
+        fs::remove_dir_all(&root).or_else(ignore_not_found)?;
+        fs::rename(&tmp, &root).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
         write(&stamp, stamp_text.as_bytes())?;
     }
     Ok(Extracted {
@@ -845,7 +849,8 @@ fn build_base(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
 
     let guest = build_guest_initrd(cache, x)?;
 
-    let stage = Stage::new(cache.path("build/dom0-stage"))?;
+    let pid = std::process::id();
+    let stage = Stage::new(cache.path(&format!("build/dom0-stage-{pid}")))?;
     stage.skeleton_with_busybox()?;
     let lib_path = [
         "usr/lib/x86_64-linux-gnu",
@@ -897,8 +902,11 @@ fn build_base(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
         &stage.at("boot/guest-vmlinuz"),
     )?;
     copy_file(&guest, &stage.at("boot/guest-initrd.img"))?;
-    stage.pack(&out)?;
+    let tmp = cache.path(&format!("build/dom0-base.cpio.gz.tmp-{pid}"));
+    stage.pack(&tmp)?;
+    fs::rename(&tmp, &out).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
     write(&key_file, key.as_bytes())?;
+    fs::remove_dir_all(&stage.dir).or_else(ignore_not_found)?;
     let size = fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
     println!(
         "    built {} ({:.1} MiB)",
@@ -910,8 +918,9 @@ fn build_base(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
 
 /// The Linux PV guest's initramfs: busybox, netfront, blkfront, tests/harness/guest-init.sh.
 fn build_guest_initrd(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
-    let out = cache.path("build/guest-initrd.cpio.gz");
-    let stage = Stage::new(cache.path("build/guest-stage"))?;
+    let pid = std::process::id();
+    let out = cache.path(&format!("build/guest-initrd-{pid}.cpio.gz"));
+    let stage = Stage::new(cache.path(&format!("build/guest-stage-{pid}")))?;
     stage.skeleton_with_busybox()?;
     let order = stage.copy_modules(x, GUEST_MODULES, "usr/lib/modules")?;
     write(
@@ -925,6 +934,7 @@ fn build_guest_initrd(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
     write(&poweroff, &read_harness_file("guest-poweroff.sh")?)?;
     set_mode(&poweroff, 0o755)?;
     stage.pack(&out)?;
+    fs::remove_dir_all(&stage.dir).or_else(ignore_not_found)?;
     Ok(out)
 }
 
@@ -1038,8 +1048,18 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
     let x = util::phase("fetch Debian packages (Xen 4.17, Linux 6.1)", || {
         fetch(&cache)
     })?;
-    let run_dir = cache.path(&format!("runs/{}", spec.name));
-    fs::create_dir_all(&run_dir).map_err(|e| e.to_string())?;
+    remove_stale_runs(&cache);
+    let run_dir = cache.path(&format!("runs/{}-{}", spec.name, std::process::id()));
+    fresh_dir(&run_dir)?;
+    // `runs/<name>` points at the newest run of that name.
+    let latest = cache.path(&format!("runs/{}", spec.name));
+    if latest
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        let _ = fs::remove_file(&latest);
+    }
+    let _ = std::os::unix::fs::symlink(run_dir.file_name().unwrap_or_default(), &latest);
     let iso = util::phase("build dom0 initramfs, payload and ISO", || {
         let base = build_base(&cache, &x)?;
         let payload = build_payload(&run_dir, spec)?;
@@ -1069,6 +1089,26 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
             spec.name,
             run_dir.join("serial.log").display()
         ))
+    }
+}
+
+/// Removes the bulky files (ISO, payload) of runs whose process is gone; keeps their logs.
+fn remove_stale_runs(cache: &Cache) {
+    let Ok(entries) = fs::read_dir(cache.path("runs")) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        for f in ["xen.iso", "iso-root", "payload-stage", "payload.cpio.gz"] {
+            let p = e.path().join(f);
+            let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+        }
     }
 }
 
@@ -1181,7 +1221,8 @@ fn boot(run_dir: &Path, iso: &Path, spec: &RunSpec) -> Result<Outcome, String> {
         match rx.recv_timeout(deadline - now) {
             Ok(Event::Line(line)) => {
                 use std::io::Write as _;
-                let _ = writeln!(serial_log, "{line}");
+                // Host seconds since QEMU started, then the console line.
+                let _ = writeln!(serial_log, "{:8.2} {line}", start.elapsed().as_secs_f64());
                 o.serial_tail.push(line.clone());
                 if o.serial_tail.len() > 80 {
                     o.serial_tail.remove(0);
@@ -1263,6 +1304,10 @@ impl Progress {
         }
         if line.contains("Linux version") && !line.contains("@@") {
             println!("    [{t:6.1} s] dom0 kernel booting");
+        }
+        // Guest output that reaches Xen's log directly (port 0xE9 of HVM/PVH guests).
+        if self.verbose && line.starts_with("(d") && !line.contains("@@") {
+            println!("    guest: {line}");
         }
         let Some(i) = line.find("@@") else {
             return;
@@ -1390,4 +1435,106 @@ fn print_summary(o: &Outcome, run_dir: &Path, spec: &RunSpec) {
         }
     }
     println!("logs: {}", logs_dir.display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(lines: &[&str]) -> Outcome {
+        let mut o = Outcome::default();
+        let mut p = Progress::new(Instant::now(), false);
+        for l in lines {
+            p.line(l, &mut o);
+        }
+        o
+    }
+
+    #[test]
+    fn parses_results_figures_logs_and_done() {
+        let o = feed(&[
+            "(XEN) Xen version 4.17.7",
+            "noise @@DOM0-READY 12.5 virt_caps : pv hvm hap",
+            "@@BEGIN linux-create",
+            "@@RESULT linux-create pass created in 3 s",
+            "[  12.0] kernel line @@FIGURE linux_xl_create_s 14.2 s",
+            "@@LOG-BEGIN console-linux-pv",
+            "@@| first line",
+            "@@| @@RESULT fake fail inside a log is not a result",
+            "@@LOG-END console-linux-pv",
+            "@@RESULT linux-ping fail no reply",
+            "@@USER-STATUS 3",
+            "@@DONE 1",
+        ]);
+        assert_eq!(o.results.len(), 2);
+        assert_eq!(
+            o.results[0],
+            ("linux-create".into(), true, "created in 3 s".into())
+        );
+        assert_eq!(
+            o.results[1],
+            ("linux-ping".into(), false, "no reply".into())
+        );
+        assert!(o
+            .figures
+            .iter()
+            .any(|f| f.0 == "linux_xl_create_s" && f.1 == "14.2" && f.2 == "s"));
+        assert!(o.figures.iter().any(|f| f.0 == "xen_boot_to_dom0_ready_s"));
+        assert_eq!(
+            o.logs.get("console-linux-pv").map(Vec::len),
+            Some(2),
+            "{:?}",
+            o.logs
+        );
+        assert_eq!(o.user_status, Some(3));
+        assert_eq!(o.done, Some(1));
+        assert!(!o.ok());
+    }
+
+    #[test]
+    fn ok_needs_done_zero_and_all_passed() {
+        assert!(feed(&["@@RESULT a pass x", "@@DONE 0"]).ok());
+        assert!(!feed(&["@@RESULT a pass x"]).ok(), "no DONE");
+        assert!(!feed(&["@@RESULT a fail x", "@@DONE 0"]).ok());
+        assert!(!feed(&["@@FATAL xenstored failed", "@@DONE 1"]).ok());
+    }
+
+    #[test]
+    fn options_parse_and_reject() {
+        let args: Vec<String> = [
+            "--memory",
+            "8",
+            "--scenario",
+            "min-memory",
+            "--env",
+            "A_B=c d",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let o = Opts::parse(&args).expect("valid options");
+        assert_eq!(o.memory, Some(8));
+        assert_eq!(o.scenarios, vec!["min-memory".to_string()]);
+        assert_eq!(o.env, vec![("A_B".to_string(), "c d".to_string())]);
+        for bad in [
+            &["--memory", "x"][..],
+            &["--bogus"],
+            &["--env", "novalue"],
+            &["--timeout"],
+        ] {
+            let a: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
+            assert!(Opts::parse(&a).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn static_elf_detection() {
+        let bb = which("busybox").expect("busybox installed");
+        assert!(is_static_elf(&bb).expect("readable ELF"), "busybox-static");
+        let sh = fs::canonicalize("/bin/bash").expect("bash");
+        assert!(
+            !is_static_elf(&sh).expect("readable ELF"),
+            "bash is dynamic"
+        );
+    }
 }
