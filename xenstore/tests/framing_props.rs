@@ -161,3 +161,70 @@ proptest! {
         }
     }
 }
+
+/// What a hostile daemon does at one wake-up.
+#[derive(Debug, Clone)]
+enum Evil {
+    /// Publish these bytes (as many as fit).
+    Bytes(Vec<u8>),
+    /// Publish a well-formed reply to the last request, with this payload.
+    Reply(Vec<u8>),
+    /// Set the response producer index to this value.
+    Prod(u32),
+    /// Set the request consumer index to this value.
+    Cons(u32),
+}
+
+fn evil() -> impl Strategy<Value = Evil> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200).prop_map(Evil::Bytes),
+        proptest::collection::vec(any::<u8>(), 0..100).prop_map(Evil::Reply),
+        any::<u32>().prop_map(Evil::Prod),
+        any::<u32>().prop_map(Evil::Cons),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn hostile_daemon_never_panics_or_hangs_the_client(steps in proptest::collection::vec(evil(), 0..12)) {
+        use std::sync::{Arc, Mutex};
+        let last_id = Arc::new(Mutex::new(0u32));
+        let l = last_id.clone();
+        let mut steps = steps.into_iter();
+        let d = common::Scripted::new(0, move |r| {
+            let req = common::raw::take_requests(r);
+            if req.len() >= 8 {
+                *l.lock().unwrap() = common::req_id(&req);
+            }
+            match steps.next() {
+                Some(Evil::Bytes(b)) => {
+                    let room = XENSTORE_RING_SIZE.saturating_sub(r.rsp_prod.wrapping_sub(r.rsp_cons) as usize);
+                    common::raw::put_response(r, &b[..b.len().min(room)]);
+                }
+                Some(Evil::Reply(p)) => {
+                    let m = common::msg(XsdSockmsgType::Read, *l.lock().unwrap(), &p);
+                    let room = XENSTORE_RING_SIZE.saturating_sub(r.rsp_prod.wrapping_sub(r.rsp_cons) as usize);
+                    common::raw::put_response(r, &m[..m.len().min(room)]);
+                }
+                Some(Evil::Prod(v)) => r.rsp_prod = v,
+                Some(Evil::Cons(v)) => r.req_cons = v,
+                // Out of ideas: report a ring error, which the client must honour.
+                None => {
+                    r.server_features = xen_hypercall::abi::xs_wire::XENSTORE_SERVER_FEATURE_ERROR;
+                    r.error = xen_hypercall::abi::xs_wire::XENSTORE_ERROR_COMM;
+                }
+            }
+            true
+        });
+        let xs = d.client();
+        for _ in 0..3 {
+            match xs.read(TxId::NONE, "k") {
+                Ok(v) => prop_assert!(v.len() <= XENSTORE_PAYLOAD_MAX),
+                Err(XsError::Protocol(_)) | Err(XsError::Errno(_)) => {}
+                Err(e) => prop_assert!(false, "unexpected error {e:?}"),
+            }
+        }
+    }
+}

@@ -232,9 +232,13 @@ impl EventChannels for Scripted {
 pub mod raw {
     use xen_hypercall::abi::xs_wire::{XenstoreDomainInterface, XENSTORE_RING_SIZE};
 
-    /// Takes every request byte the client published.
+    /// Takes every request byte the client published (nothing when the indices are more than a
+    /// ring apart, as after a script corrupted them).
     pub fn take_requests(r: &mut XenstoreDomainInterface) -> Vec<u8> {
         let mut out = Vec::new();
+        if r.req_prod.wrapping_sub(r.req_cons) as usize > XENSTORE_RING_SIZE {
+            return out;
+        }
         while r.req_cons != r.req_prod {
             out.push(r.req[r.req_cons as usize % XENSTORE_RING_SIZE]);
             r.req_cons = r.req_cons.wrapping_add(1);
@@ -244,6 +248,9 @@ pub mod raw {
 
     /// Appends `bytes` to the response ring (must fit) and publishes them.
     pub fn put_response(r: &mut XenstoreDomainInterface, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
         assert!(r.rsp_prod.wrapping_sub(r.rsp_cons) as usize + bytes.len() <= XENSTORE_RING_SIZE);
         for b in bytes {
             r.rsp[r.rsp_prod as usize % XENSTORE_RING_SIZE] = *b;
