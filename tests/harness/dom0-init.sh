@@ -31,7 +31,7 @@ fatal() {
 	poweroff_now
 }
 
-mkdir -p /var/run/xen /var/run/xenstored /var/lib/xen /var/log/xen/console /var/lock /root "$HARNESS_STATE"
+mkdir -p /run/lock /var/run/xen /var/run/xenstored /var/lib/xen /var/log/xen/console /root "$HARNESS_STATE"
 echo "@@DOM0-BOOTED $(uptime_s)"
 
 # Kernel modules, in dependency order (written by the harness when it built the initramfs).
@@ -81,6 +81,10 @@ for s in $SCENARIOS; do
 	fi
 done
 
-harness_dump_logs
+if [ $status -eq 0 ] && [ "$FULL_LOGS" != 1 ]; then
+	harness_dump_logs consoles
+else
+	harness_dump_logs
+fi
 echo "@@DONE $status"
 poweroff_now

@@ -34,7 +34,15 @@ dump_file() {
 	echo "@@LOG-END $1"
 }
 
+# harness_dump_logs [consoles]: guest consoles, and unless "consoles" is given also the
+# Xen, dom0 and xl logs (the console is slow: a full dump takes a while under TCG).
 harness_dump_logs() {
+	if [ "$1" = consoles ]; then
+		for f in "$CONSOLE_LOG_DIR"/guest-*.log; do
+			[ -f "$f" ] && dump_file "console-$(basename "$f" .log | sed 's/^guest-//')" "$f" 100
+		done
+		return 0
+	fi
 	xl dmesg >/tmp/xen-dmesg.log 2>&1
 	dump_file xen-dmesg /tmp/xen-dmesg.log 150
 	dmesg >/tmp/dom0-dmesg.log 2>&1
@@ -69,21 +77,32 @@ console_log() { echo "$CONSOLE_LOG_DIR/guest-$1.log"; }
 # console_has NAME PATTERN: the guest's console log contains PATTERN (grep -E).
 console_has() { grep -qE "$2" "$(console_log "$1")" 2>/dev/null; }
 
-domid_of() { xl domid "$1" 2>/dev/null; }
+# domid_of NAME: the domain id, from xenstore (one process; `xl domid` costs more under TCG).
+domid_of() {
+	xenstore-ls -f /local/domain 2>/dev/null | awk -v n="\"$1\"" '
+		$2 == "=" && $3 == n && $1 ~ /^\/local\/domain\/[0-9]+\/name$/ { split($1, a, "/"); print a[4]; f = 1 }
+		END { exit !f }'
+}
 
-domain_exists() { xl domid "$1" >/dev/null 2>&1; }
+domain_exists() { domid_of "$1" >/dev/null; }
 domain_gone() { ! domain_exists "$1"; }
 
-# device_states NAME: prints "<type>/<devid> front=<state> back=<state>" for every vif and vbd.
+# device_states NAME: prints "<type>/<devid> front=<state> back=<state>" for every vif and vbd,
+# from two xenstore-ls calls.
 device_states() {
 	_d=$(domid_of "$1") || return 1
-	for _t in vif vbd; do
-		for _i in $(xenstore-list "/local/domain/$_d/device/$_t" 2>/dev/null); do
-			_fp=/local/domain/$_d/device/$_t/$_i
-			_bp=$(xenstore-read "$_fp/backend" 2>/dev/null)
-			echo "$_t/$_i front=$(xenstore-read "$_fp/state" 2>/dev/null) back=$(xenstore-read "$_bp/state" 2>/dev/null)"
-		done
-	done
+	{
+		xenstore-ls -f "/local/domain/$_d/device" 2>/dev/null | sed 's/^/F /'
+		xenstore-ls -f "/local/domain/0/backend" 2>/dev/null | sed 's/^/B /'
+	} | awk -v d="$_d" '
+		{ gsub(/"/, "", $4) }
+		$1 == "F" && $2 ~ "^/local/domain/" d "/device/(vif|vbd)/[0-9]+/state$" {
+			split($2, a, "/"); k = a[6] "/" a[7]; fs[k] = $4
+		}
+		$1 == "B" && $2 ~ "^/local/domain/0/backend/(vif|vbd)/" d "/[0-9]+/state$" {
+			split($2, a, "/"); k = a[6] "/" a[8]; bs[k] = $4
+		}
+		END { for (k in fs) print k " front=" fs[k] " back=" (k in bs ? bs[k] : "none") }' | sort
 }
 
 # all_connected NAME: at least one vif and one vbd, and every front and back state is 4 (Connected).
@@ -97,10 +116,21 @@ all_connected() {
 # check_states STEP NAME: reports the xenstore states as a scenario result.
 check_states() {
 	begin "$1"
-	if wait_until 30 all_connected "$2"; then
-		pass "$1" "$(device_states "$2" | tr '\n' ' ')"
+	_t=$(uptime_s)
+	while :; do
+		_st=$(device_states "$2")
+		_ok=1
+		echo "$_st" | grep -q '^vif/' || _ok=
+		echo "$_st" | grep -q '^vbd/' || _ok=
+		echo "$_st" | grep -qvE 'front=4 back=4$' && _ok=
+		[ -n "$_ok" ] && break
+		awk -v a="$(uptime_s)" -v t="$_t" 'BEGIN { exit !(a - t > 30) }' && break
+		sleep 1
+	done
+	if [ -n "$_ok" ]; then
+		pass "$1" "$(echo "$_st" | tr '\n' ' ')"
 	else
-		fail "$1" "not all Connected (4): $(device_states "$2" | tr '\n' ' ')"
+		fail "$1" "not all Connected (4) after 30 s: $(echo "$_st" | tr '\n' ' ')"
 		return 1
 	fi
 }
@@ -141,7 +171,8 @@ xl_create_logged() {
 # xl_shutdown_wait NAME TIMEOUT_S: clean shutdown (xl shutdown -w), then checks the domain is gone.
 xl_shutdown_wait() {
 	timeout "$2" xl shutdown -w "$1" >"/var/log/xen/shutdown-$1.log" 2>&1 || return 1
-	domain_gone "$1"
+	# -w returns once the guest has shut down; xl's per-domain daemon then destroys it.
+	wait_until 30 domain_gone "$1"
 }
 
 # ---- HTTP client helpers (busybox nc / wget) ----

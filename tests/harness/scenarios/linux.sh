@@ -65,7 +65,7 @@ t2=$(uptime_s)
 if xl_shutdown_wait "$NAME" 60; then
 	pass linux-shutdown "domain gone $(elapsed "$t2") s after xl shutdown"
 else
-	fail linux-shutdown "domain still there 60 s after xl shutdown"
+	fail linux-shutdown "domain not gone after xl shutdown -w (60 s) + 30 s"
 	xl destroy "$NAME" >/dev/null 2>&1
 	rc=1
 fi

@@ -159,7 +159,7 @@ if domain_exists "$UK_NAME"; then
 	if xl_shutdown_wait "$UK_NAME" 60; then
 		pass uk-shutdown "domain gone $(elapsed "$t0") s after xl shutdown"
 	else
-		fail uk-shutdown "domain still there 60 s after xl shutdown"
+		fail uk-shutdown "domain not gone after xl shutdown -w (60 s) + 30 s"
 		xl destroy "$UK_NAME" >/dev/null 2>&1
 		rc=1
 	fi
