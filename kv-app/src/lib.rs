@@ -7,7 +7,7 @@
 //!    perhaps fall back to [`MemDisk`]). `blk` is anything implementing
 //!    `xen_blkfront::BlockDevice` (BlkFront, or the virtio-blk wrapper).
 //! 2. Create the smoltcp `Interface` and `SocketSet` as usual, then
-//!    `HttpServer::new(&mut sockets, ServerConfig::new(80))`: it adds `max_conns` (16) TCP sockets.
+//!    `HttpServer::new(&mut sockets, ServerConfig::new(80))`: it adds `max_conns` (24) TCP sockets.
 //! 3. Main loop: `iface.poll(now, dev, &mut sockets)`, then
 //!    `server.poll(&mut sockets, &mut store, &stats, now)`; if that returns `true`, poll the
 //!    interface again (it queued data). Sleep until the next event or the minimum of
@@ -18,8 +18,9 @@
 //! smoltcp features this crate turns on: `alloc`, `medium-ethernet`, `proto-ipv4`, `socket-tcp`
 //! (add `socket-dhcpv4` etc. in the kernel as needed). Memory: per connection the two socket
 //! buffers ([`ServerConfig::rx_buffer`], [`ServerConfig::tx_buffer`], 16 KiB each by default), plus
-//! request bodies / GET values capped together by [`ServerConfig::memory_budget`] (4 MiB by
-//! default; lower it for small guests, one request is always admitted).
+//! request bodies / GET values capped together by [`ServerConfig::memory_budget`] (3 MiB by
+//! default; lower it for small guests, one request is always admitted), and the store's index
+//! (keys plus 24 bytes each) and a 64 KiB staging buffer during writes.
 //!
 //! # Example
 //!

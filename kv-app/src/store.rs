@@ -77,6 +77,8 @@ const KIND_PUT: u8 = 1;
 const KIND_DELETE: u8 = 2;
 /// First data block: blocks 0 and 1 are the superblock slots.
 const DATA_START: u64 = 2;
+/// [`Store::open_or_format`] formats a device only if this many leading bytes are zero.
+pub const BLANK_CHECK_BYTES: usize = 128 * 1024;
 /// Bytes moved per device call when streaming records (rounded to whole blocks).
 const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -306,17 +308,27 @@ pub struct Store<D: BlockDevice> {
 }
 
 impl<D: BlockDevice> Store<D> {
-    /// Opens the store on `dev`, formatting it first if both superblock slots are blank (all
-    /// zero). A device with damaged superblocks is not formatted: that is
-    /// [`StoreError::NotFormatted`].
+    /// Opens the store on `dev`, formatting it first if the device is blank: its first
+    /// [`BLANK_CHECK_BYTES`] (or all of it, if smaller) are zero. Anything else that is not a
+    /// store (a partition table, a file system, damaged superblocks) is left alone and reported
+    /// as [`StoreError::NotFormatted`].
     pub fn open_or_format(mut dev: D) -> Result<Self, StoreError<D::Error>> {
         let bs = check_block_size::<D::Error>(dev.block_size())?;
-        let mut raw = vec![0u8; 2 * bs];
         if dev.num_blocks() < DATA_START {
             return Err(StoreError::TooSmall);
         }
+        // The superblock slots first: a store's are never both zero.
+        let mut raw = vec![0u8; 2 * bs];
         dev.read_blocks(0, &mut raw).map_err(StoreError::Device)?;
-        if raw.iter().all(|&b| b == 0) {
+        let mut blank = raw.iter().all(|&b| b == 0);
+        let check_blocks = ((BLANK_CHECK_BYTES / bs) as u64).min(dev.num_blocks());
+        if blank && check_blocks > DATA_START {
+            raw.resize((check_blocks - DATA_START) as usize * bs, 0);
+            dev.read_blocks(DATA_START, &mut raw)
+                .map_err(StoreError::Device)?;
+            blank = raw.iter().all(|&b| b == 0);
+        }
+        if blank {
             return Self::format(dev);
         }
         Self::open(dev)

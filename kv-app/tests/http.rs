@@ -582,6 +582,11 @@ proptest! {
         }
     }
 
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
     /// Request-shaped noise: real methods/paths/headers mixed with random bytes.
     #[test]
     fn parser_never_panics_on_near_requests(

@@ -242,6 +242,22 @@ fn garbage_device_is_not_formatted_automatically() {
 }
 
 #[test]
+fn foreign_data_behind_zero_superblock_slots_is_not_formatted() {
+    // E.g. ext4: its first KiB is zero, its superblock sits at byte 1024.
+    let mut disk = MemDisk::new(512, 1024);
+    disk.image_mut()[1024 + 56] = 0x53;
+    disk.image_mut()[1024 + 57] = 0xef;
+    assert!(matches!(
+        Store::open_or_format(disk.clone()),
+        Err(StoreError::NotFormatted)
+    ));
+    // Data further out than the checked area does not prevent formatting.
+    let mut disk = MemDisk::new(512, 1024);
+    disk.image_mut()[kv_app::store::BLANK_CHECK_BYTES + 7] = 1;
+    assert!(Store::open_or_format(disk).is_ok());
+}
+
+#[test]
 fn bad_geometry_is_refused() {
     assert!(matches!(
         Store::open_or_format(MemDisk::new(1000, 64)),
