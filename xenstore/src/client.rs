@@ -1,5 +1,6 @@
 //! The native xenstore client over the shared ring page and the store event channel.
 
+use crate::ops;
 use crate::ring::RingPage;
 use crate::wire::{self, Decoder, Message};
 use crate::{Store, TxId, WatchEvent, XsError};
@@ -12,7 +13,7 @@ use xen_hypercall::abi::xs_wire::{
     Perm, XenstoreDomainInterface, XsdSockmsgType, XENSTORE_RING_SIZE,
 };
 use xen_hypercall::abi::DomId;
-use xen_hypercall::{Errno, Gfn, Hypercall, HypercallExt, PAGE_SIZE};
+use xen_hypercall::{Gfn, Hypercall, HypercallExt, PAGE_SIZE};
 
 /// How often [`XenStore::directory_in_parts`] restarts a listing that changed meanwhile.
 pub const DIRECTORY_PART_RESTARTS: u32 = 8;
@@ -290,85 +291,26 @@ impl<E: EventChannels> XenStore<E> {
         }
     }
 
-    fn path_request(&self, ty: XsdSockmsgType, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
-        wire::check_path(path)?;
-        self.request(ty, tx, &wire::strings_payload(&[path])?)
-    }
-
     /// Reads the permissions of `path` (owner entry first).
     pub fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>, XsError> {
-        let reply = self.path_request(XsdSockmsgType::GetPerms, tx, path)?;
-        wire::parse_strings(&reply)?
-            .iter()
-            .map(|s| Perm::parse(s).ok_or(XsError::Protocol("bad permission string")))
-            .collect()
+        ops::get_perms(self, tx, path)
     }
 
     /// Sets the permissions of `path`; `perms[0]` names the owner and everyone's default access.
     pub fn set_perms(&self, tx: TxId, path: &str, perms: &[Perm]) -> Result<(), XsError> {
-        wire::check_path(path)?;
-        if perms.is_empty() {
-            return Err(XsError::InvalidArgument(
-                "a node needs at least an owner permission",
-            ));
-        }
-        let strs: Vec<String> = perms.iter().map(|p| alloc::format!("{p}")).collect();
-        let mut parts: Vec<&str> = Vec::with_capacity(perms.len() + 1);
-        parts.push(path);
-        parts.extend(strs.iter().map(String::as_str));
-        wire::parse_ok(&self.request(
-            XsdSockmsgType::SetPerms,
-            tx,
-            &wire::strings_payload(&parts)?,
-        )?)
+        ops::set_perms(self, tx, path, perms)
     }
 
     /// The home path of domain `domid` (`/local/domain/<domid>`) as xenstored reports it.
     pub fn get_domain_path(&self, domid: DomId) -> Result<String, XsError> {
-        let reply = self.request(
-            XsdSockmsgType::GetDomainPath,
-            TxId::NONE,
-            &wire::strings_payload(&[&alloc::format!("{domid}")])?,
-        )?;
-        let mut v = wire::parse_strings(&reply)?;
-        match (v.pop(), v.is_empty()) {
-            (Some(p), true) => Ok(p),
-            _ => Err(XsError::Protocol("bad domain path reply")),
-        }
+        ops::get_domain_path(self, domid)
     }
 
     /// Lists the children of `path` with `XS_DIRECTORY_PART`, for directories whose listing
     /// exceeds one payload. Restarts when the directory changes in between (its generation
     /// moves), at most [`DIRECTORY_PART_RESTARTS`] times, then fails with `EAGAIN`.
     pub fn directory_in_parts(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
-        wire::check_path(path)?;
-        let mut restarts = 0;
-        'restart: loop {
-            let mut names = Vec::new();
-            let mut generation: Option<Vec<u8>> = None;
-            let mut offset = 0usize;
-            loop {
-                let off = alloc::format!("{offset}");
-                let payload = wire::strings_payload(&[path, &off])?;
-                let reply = self.request(XsdSockmsgType::DirectoryPart, tx, &payload)?;
-                let part = wire::parse_directory_part(&reply)?;
-                match &generation {
-                    Some(g) if *g != part.generation => {
-                        restarts += 1;
-                        if restarts > DIRECTORY_PART_RESTARTS {
-                            return Err(XsError::Errno(Errno::EAGAIN));
-                        }
-                        continue 'restart;
-                    }
-                    _ => generation = Some(part.generation),
-                }
-                offset += part.consumed;
-                names.extend(part.names);
-                if part.last {
-                    return Ok(names);
-                }
-            }
-        }
+        ops::directory_in_parts(self, tx, path)
     }
 
     /// Number of watch events received and not yet taken.
@@ -377,71 +319,52 @@ impl<E: EventChannels> XenStore<E> {
     }
 }
 
-fn under(path: &str, base: &str) -> bool {
-    path == base || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
+impl<E: EventChannels> ops::Requester for XenStore<E> {
+    fn request(&self, ty: XsdSockmsgType, tx: TxId, payload: &[u8]) -> Result<Vec<u8>, XsError> {
+        XenStore::request(self, ty, tx, payload)
+    }
 }
 
 impl<E: EventChannels> Store for XenStore<E> {
     fn read(&self, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
-        self.path_request(XsdSockmsgType::Read, tx, path)
+        ops::read(self, tx, path)
     }
 
     fn write(&self, tx: TxId, path: &str, value: &[u8]) -> Result<(), XsError> {
-        wire::parse_ok(&self.request(
-            XsdSockmsgType::Write,
-            tx,
-            &wire::write_payload(path, value)?,
-        )?)
+        ops::write(self, tx, path, value)
     }
 
     fn mkdir(&self, tx: TxId, path: &str) -> Result<(), XsError> {
-        wire::parse_ok(&self.path_request(XsdSockmsgType::Mkdir, tx, path)?)
+        ops::mkdir(self, tx, path)
     }
 
     fn rm(&self, tx: TxId, path: &str) -> Result<(), XsError> {
-        wire::parse_ok(&self.path_request(XsdSockmsgType::Rm, tx, path)?)
+        ops::rm(self, tx, path)
     }
 
     fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
-        match self.path_request(XsdSockmsgType::Directory, tx, path) {
-            Ok(reply) => wire::parse_strings(&reply),
-            // Too many children for one payload: list them in parts.
-            Err(XsError::Errno(Errno::E2BIG)) => self.directory_in_parts(tx, path),
-            Err(e) => Err(e),
-        }
+        ops::directory(self, tx, path)
     }
 
     fn transaction_start(&self) -> Result<TxId, XsError> {
-        wire::parse_tx_id(&self.request(XsdSockmsgType::TransactionStart, TxId::NONE, b"\0")?)
+        ops::transaction_start(self)
     }
 
     fn transaction_end(&self, tx: TxId, commit: bool) -> Result<(), XsError> {
-        if tx == TxId::NONE {
-            return Err(XsError::InvalidArgument("no transaction to end"));
-        }
-        let arg: &[u8] = if commit { b"T\0" } else { b"F\0" };
-        wire::parse_ok(&self.request(XsdSockmsgType::TransactionEnd, tx, arg)?)
+        ops::transaction_end(self, tx, commit)
     }
 
     fn watch(&self, path: &str, token: &str) -> Result<(), XsError> {
-        wire::check_path(path)?;
-        let payload = wire::strings_payload(&[path, token])?;
-        wire::parse_ok(&self.request(XsdSockmsgType::Watch, TxId::NONE, &payload)?)
+        ops::watch(self, path, token)
     }
 
     fn unwatch(&self, path: &str, token: &str) -> Result<(), XsError> {
-        wire::check_path(path)?;
-        let payload = wire::strings_payload(&[path, token])?;
-        match self.request(XsdSockmsgType::Unwatch, TxId::NONE, &payload) {
-            Ok(reply) => wire::parse_ok(&reply)?,
-            Err(XsError::Errno(Errno::ENOENT)) => {}
-            Err(e) => return Err(e),
-        }
+        ops::unwatch(self, path, token)?;
         // Events of this watch that arrived before the unwatch are stale now.
         self.inner
             .lock()
             .events
-            .retain(|e| !(e.token == token && under(&e.path, path)));
+            .retain(|e| !(e.token == token && ops::at_or_under(&e.path, path)));
         Ok(())
     }
 

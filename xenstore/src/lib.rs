@@ -17,6 +17,7 @@
 extern crate alloc;
 
 mod client;
+mod ops;
 mod ring;
 pub mod wire;
 pub mod xenbus;
