@@ -340,6 +340,8 @@ struct Shared {
     /// A frame to deliver `repeat_left` more times without re-staging (benchmarks).
     repeat: Option<RxFrame>,
     repeat_left: u64,
+    /// Bumped by every `inject_repeat` (the model re-stages the new frame).
+    repeat_gen: u64,
     stats: NetbackStats,
     errors: Vec<String>,
     state: u32,
@@ -375,6 +377,7 @@ impl NetbackHandle {
         let mut s = self.lock();
         s.repeat = Some(frame);
         s.repeat_left = count;
+        s.repeat_gen += 1;
     }
 
     /// Frames still waiting for RX buffers.
@@ -466,6 +469,46 @@ impl RawRing {
     }
 }
 
+/// Staging pages of one copy batch (netback copies in batches of up to 64 operations).
+const STAGING_PAGES: usize = 64;
+
+/// A parsed TX packet of a copy batch.
+struct TxPacket {
+    first: NetifTxRequest,
+    reqs: [NetifTxRequest; MAX_SLOTS],
+    lens: [u16; MAX_SLOTS],
+    slots: usize,
+    extras: u32,
+    gso: Option<NetifExtraGso>,
+    drop: Option<String>,
+    staging: usize,
+    ops: (usize, usize),
+    end: u32,
+}
+
+/// TX results not yet published to the handle.
+#[derive(Default)]
+struct TxAcc {
+    packets: u64,
+    bytes: u64,
+    errors: u64,
+    frames: Vec<TxFrame>,
+}
+
+/// A response of an RX copy batch, written after the copies ran.
+enum RxSlot {
+    Data(NetifRxResponse),
+    Extra(NetifExtraInfo),
+}
+
+/// One frame of an RX copy batch.
+struct RxPending {
+    qi: usize,
+    ops: (usize, usize),
+    rsps: (usize, usize),
+    len: usize,
+}
+
 const TX_SLOT: usize = 12;
 const RX_SLOT: usize = 8;
 
@@ -498,8 +541,20 @@ pub struct Netback {
     frontend: FrontendFeatures,
     staging: Vec<PageBuf>,
     staging_gfn: Vec<u64>,
-    /// Staging holds the repeat frame already.
-    staged_repeat: bool,
+    /// Pages holding the repeat frame (staged once).
+    repeat_staging: Vec<PageBuf>,
+    repeat_gfn: Vec<u64>,
+    /// The `repeat_gen` whose frame `repeat_staging` holds.
+    staged_repeat: Option<u64>,
+    /// The repeat frame of a `repeat_gen`, cloned once.
+    repeat_cache: Option<(u64, RxFrame)>,
+    /// TX results of the current batch, published once per batch.
+    tx_acc: TxAcc,
+    /// Reused batch buffers.
+    ops: Vec<GnttabCopy>,
+    tx_batch: Vec<TxPacket>,
+    rx_batch: Vec<RxPending>,
+    rx_rsps: Vec<RxSlot>,
     chaos: Option<Chaos>,
     kept: Vec<GrantMapping>,
     last_tx_id: u16,
@@ -509,13 +564,17 @@ impl Netback {
     /// A backend for the vif of `cfg` (its nodes must exist: [`create_vif`]).
     pub fn new(dom0: &Dom0, cfg: NetbackConfig) -> (Netback, NetbackHandle) {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let mut staging = Vec::new();
-        let mut staging_gfn = Vec::new();
-        for _ in 0..MAX_SLOTS {
-            let p = PageBuf::new(1).expect("xen-sim: out of memory for netback staging");
-            staging_gfn.push(dom0.virt_to_gfn(p.as_ptr()).0);
-            staging.push(p);
-        }
+        let pages = |n: usize| -> (Vec<PageBuf>, Vec<u64>) {
+            (0..n)
+                .map(|_| {
+                    let p = PageBuf::new(1).expect("xen-sim: out of memory for netback staging");
+                    let gfn = dom0.virt_to_gfn(p.as_ptr()).0;
+                    (p, gfn)
+                })
+                .unzip()
+        };
+        let (staging, staging_gfn) = pages(STAGING_PAGES);
+        let (repeat_staging, repeat_gfn) = pages(MAX_SLOTS);
         let chaos = cfg.hostile.as_ref().map(Chaos::new);
         let nb = Netback {
             fe_path: frontend_path(cfg.frontend, cfg.devid),
@@ -528,7 +587,15 @@ impl Netback {
             frontend: FrontendFeatures::default(),
             staging,
             staging_gfn,
-            staged_repeat: false,
+            repeat_staging,
+            repeat_gfn,
+            staged_repeat: None,
+            repeat_cache: None,
+            tx_acc: TxAcc::default(),
+            ops: Vec::new(),
+            tx_batch: Vec::new(),
+            rx_batch: Vec::new(),
+            rx_rsps: Vec::new(),
             chaos,
             kept: Vec::new(),
             last_tx_id: 0,
@@ -795,36 +862,47 @@ impl Netback {
         q.tx_rsp_prod = q.tx_rsp_prod.wrapping_add(1);
     }
 
-    /// Consumes one TX packet at `tx_req_cons`; `Ok(false)` when the ring holds no complete packet.
-    fn tx_one(&mut self, dom0: &Dom0, qi: usize, prod: u32) -> Result<bool, String> {
-        let fe = self.cfg.frontend;
+    /// Parses the TX packet at `tx_req_cons` (without consuming it); `Ok(None)` when the ring does
+    /// not hold a complete packet yet. Frontend violations that Linux treats as fatal are errors;
+    /// those it answers with an error response set `drop`.
+    fn tx_parse(&self, qi: usize, prod: u32) -> Result<Option<TxPacket>, String> {
         let q = &self.queues[qi];
         let mut cons = q.tx_req_cons;
         if cons == prod {
-            return Ok(false);
+            return Ok(None);
         }
         let first: NetifTxRequest = q.tx.read(cons, TX_SLOT);
         cons = cons.wrapping_add(1);
-        let mut extras = 0u32;
-        let mut gso = None;
-        let mut drop_reason: Option<String> = None;
+        let mut p = TxPacket {
+            first,
+            reqs: [NetifTxRequest::default(); MAX_SLOTS],
+            lens: [0; MAX_SLOTS],
+            slots: 1,
+            extras: 0,
+            gso: None,
+            drop: None,
+            staging: 0,
+            ops: (0, 0),
+            end: 0,
+        };
+        p.reqs[0] = first;
         if first.flags & NETTXF_EXTRA_INFO != 0 {
             loop {
                 if cons == prod {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let e: NetifExtraInfo = q.tx.read(cons, TX_SLOT);
                 cons = cons.wrapping_add(1);
-                extras += 1;
+                p.extras += 1;
                 match e.type_ {
                     XEN_NETIF_EXTRA_TYPE_GSO => {
                         let g = e.gso();
                         if !self.cfg.gso_tcpv4 {
-                            drop_reason = Some("GSO extra without feature-gso-tcpv4".into());
+                            p.drop = Some("GSO extra without feature-gso-tcpv4".into());
                         } else if g.gso_type != XEN_NETIF_GSO_TYPE_TCPV4 || g.size == 0 {
-                            drop_reason = Some(format!("bad GSO {g:?}"));
+                            p.drop = Some(format!("bad GSO {g:?}"));
                         }
-                        gso = Some(g);
+                        p.gso = Some(g);
                     }
                     XEN_NETIF_EXTRA_TYPE_MCAST_ADD | XEN_NETIF_EXTRA_TYPE_MCAST_DEL => {}
                     t => return Err(format!("invalid TX extra type {t}")),
@@ -832,153 +910,199 @@ impl Netback {
                 if !e.more() {
                     break;
                 }
-                if extras > 4 {
+                if p.extras > 4 {
                     return Err("too many TX extra slots".into());
                 }
             }
         }
-        let mut slots = vec![first];
         let mut more = first.flags & NETTXF_MORE_DATA != 0;
         while more {
             if cons == prod {
-                return Ok(false);
+                return Ok(None);
+            }
+            if p.slots == MAX_SLOTS {
+                return Err(format!("TX packet uses more than {MAX_SLOTS} slots"));
             }
             let r: NetifTxRequest = q.tx.read(cons, TX_SLOT);
             cons = cons.wrapping_add(1);
             more = r.flags & NETTXF_MORE_DATA != 0;
-            slots.push(r);
-            if slots.len() > MAX_SLOTS {
-                return Err(format!("TX packet uses more than {MAX_SLOTS} slots"));
-            }
+            p.reqs[p.slots] = r;
+            p.slots += 1;
         }
-        if slots.len() > 1 && !self.cfg.sg {
-            drop_reason = Some("multi-slot TX without feature-sg".into());
+        if p.slots > 1 && !self.cfg.sg {
+            p.drop = Some("multi-slot TX without feature-sg".into());
         }
         if first.flags & NETTXF_CSUM_BLANK != 0 && self.cfg.no_csum_offload {
-            drop_reason = Some("csum_blank TX despite feature-no-csum-offload".into());
+            p.drop = Some("csum_blank TX despite feature-no-csum-offload".into());
         }
-        // Sizes: the first slot's size is the whole packet; its own data is what the others
-        // leave.
-        let rest: usize = slots[1..].iter().map(|r| usize::from(r.size)).sum();
+        // The first slot's size is the whole packet; its own data is what the others leave.
+        let rest: usize = p.reqs[1..p.slots].iter().map(|r| usize::from(r.size)).sum();
         let total = usize::from(first.size);
         if total < rest || total == 0 {
-            drop_reason = Some(format!("TX size {total} smaller than its fragments {rest}"));
+            p.drop = Some(format!("TX size {total} smaller than its fragments {rest}"));
         }
-        let first_len = total.saturating_sub(rest);
-        let mut lens = vec![first_len];
-        lens.extend(slots[1..].iter().map(|r| usize::from(r.size)));
-        for (r, &len) in slots.iter().zip(&lens) {
-            if usize::from(r.offset) + len > PAGE_SIZE {
+        p.lens[0] = total.saturating_sub(rest) as u16;
+        for i in 1..p.slots {
+            p.lens[i] = p.reqs[i].size;
+        }
+        for i in 0..p.slots {
+            if usize::from(p.reqs[i].offset) + usize::from(p.lens[i]) > PAGE_SIZE {
                 return Err(format!(
-                    "TX slot crosses its page (offset {} len {len})",
-                    r.offset
+                    "TX slot crosses its page (offset {} len {})",
+                    p.reqs[i].offset, p.lens[i]
                 ));
             }
         }
-        self.queues[qi].tx_req_cons = cons;
+        p.end = cons;
+        Ok(Some(p))
+    }
 
+    /// Finishes a copied (or dropped) TX packet: delivers it and answers every slot, in request
+    /// order (extra-info slots with `NETIF_RSP_NULL`).
+    fn tx_finish(&mut self, qi: usize, p: &TxPacket, copied: bool) {
+        let total = usize::from(p.first.size);
         let mut status = NETIF_RSP_OKAY;
-        if let Some(reason) = drop_reason {
-            self.error(reason);
+        if let Some(reason) = &p.drop {
+            self.error(reason.clone());
+            status = NETIF_RSP_ERROR;
+        } else if !copied {
+            self.error("TX grant copy failed".into());
             status = NETIF_RSP_ERROR;
         } else {
-            // Copy every slot into its own staging page.
-            let mut ops: Vec<GnttabCopy> = slots
-                .iter()
-                .zip(&lens)
-                .enumerate()
-                .filter(|(_, (_, &len))| len > 0)
-                .map(|(i, (r, &len))| GnttabCopy {
-                    source: GnttabCopyPtr::gref(r.gref, fe, r.offset),
-                    dest: GnttabCopyPtr::gmfn(self.staging_gfn[i], DOMID_SELF, 0),
-                    len: len as u16,
-                    flags: GNTCOPY_SOURCE_GREF,
-                    status: 0,
-                    pad: 0,
-                })
-                .collect();
-            if let Some(c) = self.chaos.as_mut() {
-                if c.strike() {
-                    if let Some(r) = slots.first() {
-                        if let Ok(m) = dom0.map_grant(fe, r.gref, true) {
-                            self.lock().kept.push(m.gref());
-                            self.kept.push(m);
-                        }
-                    }
+            self.tx_acc.packets += 1;
+            self.tx_acc.bytes += total as u64;
+            if self.cfg.keep_tx {
+                let mut data = Vec::with_capacity(total);
+                for i in 0..p.slots {
+                    let len = usize::from(p.lens[i]);
+                    // SAFETY: staging page `p.staging + i` is ours and `len` <= PAGE_SIZE bytes
+                    // were just copied into it.
+                    let page = unsafe {
+                        std::slice::from_raw_parts(self.staging[p.staging + i].as_ptr(), len)
+                    };
+                    data.extend_from_slice(page);
                 }
-            }
-            let copied =
-                dom0.grant_copy(&mut ops).is_ok() && ops.iter().all(|o| o.status == GNTST_OKAY);
-            if !copied {
-                self.error("TX grant copy failed".into());
-                status = NETIF_RSP_ERROR;
-            } else {
-                let mut s = self.lock();
-                s.stats.tx_packets += 1;
-                s.stats.tx_bytes += total as u64;
-                if self.cfg.keep_tx {
-                    let mut data = Vec::with_capacity(total);
-                    for (i, &len) in lens.iter().enumerate() {
-                        // SAFETY: staging page i is ours and `len` <= PAGE_SIZE bytes were
-                        // just copied into it.
-                        let page =
-                            unsafe { std::slice::from_raw_parts(self.staging[i].as_ptr(), len) };
-                        data.extend_from_slice(page);
-                    }
-                    if first.flags & NETTXF_CSUM_BLANK != 0 {
-                        let _ = csum::complete(&mut data);
-                    }
-                    s.tx.push_back(TxFrame {
-                        queue: qi as u16,
-                        data,
-                        flags: first.flags,
-                        gso,
-                        slots: slots.len(),
-                    });
+                if p.first.flags & NETTXF_CSUM_BLANK != 0 {
+                    let _ = csum::complete(&mut data);
                 }
+                self.tx_acc.frames.push(TxFrame {
+                    queue: qi as u16,
+                    data,
+                    flags: p.first.flags,
+                    gso: p.gso,
+                    slots: p.slots,
+                });
             }
         }
         if status != NETIF_RSP_OKAY {
-            self.lock().stats.tx_errors += 1;
+            self.tx_acc.errors += 1;
         }
-        // One response per request, in request order; extra-info slots get NETIF_RSP_NULL.
-        self.tx_respond(qi, first.id, status);
-        for _ in 0..extras {
+        self.tx_respond(qi, p.first.id, status);
+        for _ in 0..p.extras {
             self.tx_null(qi);
         }
-        for r in &slots[1..] {
+        for r in &p.reqs[1..p.slots] {
             self.tx_respond(qi, r.id, status);
         }
-        Ok(true)
     }
 
+    /// Consumes every complete TX packet, in batches that share one grant-copy call (like
+    /// netback's per-poll copy batch).
     fn process_tx(&mut self, dom0: &Dom0, qi: usize, pending: bool) -> Result<bool, String> {
         let q = &mut self.queues[qi];
         if !pending && !q.tx_more {
             return Ok(false);
         }
         q.tx_more = false;
+        let fe = self.cfg.frontend;
         let mut progress = false;
-        loop {
+        let mut batch = std::mem::take(&mut self.tx_batch);
+        let mut ops = std::mem::take(&mut self.ops);
+        let result = loop {
             let prod = self.queues[qi].tx.req_prod();
             let cons = self.queues[qi].tx_req_cons;
             if prod.wrapping_sub(cons) > RING_SIZE {
-                return Err(format!("impossible TX req_prod {prod} (cons {cons})"));
+                break Err(format!("impossible TX req_prod {prod} (cons {cons})"));
             }
-            while self.tx_one(dom0, qi, prod)? {
+            loop {
+                batch.clear();
+                ops.clear();
+                let mut staged = 0;
+                while staged + MAX_SLOTS <= self.staging.len() {
+                    match self.tx_parse(qi, prod) {
+                        Ok(Some(mut p)) => {
+                            self.queues[qi].tx_req_cons = p.end;
+                            p.staging = staged;
+                            staged += p.slots;
+                            let start = ops.len();
+                            if p.drop.is_none() {
+                                for i in 0..p.slots {
+                                    let r = &p.reqs[i];
+                                    if p.lens[i] > 0 {
+                                        ops.push(GnttabCopy {
+                                            source: GnttabCopyPtr::gref(r.gref, fe, r.offset),
+                                            dest: GnttabCopyPtr::gmfn(
+                                                self.staging_gfn[p.staging + i],
+                                                DOMID_SELF,
+                                                0,
+                                            ),
+                                            len: p.lens[i],
+                                            flags: GNTCOPY_SOURCE_GREF,
+                                            status: 0,
+                                            pad: 0,
+                                        });
+                                    }
+                                }
+                            }
+                            p.ops = (start, ops.len());
+                            batch.push(p);
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            self.tx_batch = batch;
+                            self.ops = ops;
+                            return Err(e);
+                        }
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
                 progress = true;
+                if let Some(c) = self.chaos.as_mut() {
+                    if c.strike() {
+                        let gref = batch[0].first.gref;
+                        if let Ok(m) = dom0.map_grant(fe, gref, true) {
+                            self.lock().kept.push(m.gref());
+                            self.kept.push(m);
+                        }
+                    }
+                }
+                let call_ok = dom0.grant_copy(&mut ops).is_ok();
+                for p in &batch {
+                    let copied =
+                        call_ok && ops[p.ops.0..p.ops.1].iter().all(|o| o.status == GNTST_OKAY);
+                    self.tx_finish(qi, p, copied);
+                }
+                // Publish the batch's frames and counters under one lock.
+                let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+                s.stats.tx_packets += std::mem::take(&mut self.tx_acc.packets);
+                s.stats.tx_bytes += std::mem::take(&mut self.tx_acc.bytes);
+                s.stats.tx_errors += std::mem::take(&mut self.tx_acc.errors);
+                s.tx.extend(self.tx_acc.frames.drain(..));
             }
             self.push_tx(dom0, qi);
             // RING_FINAL_CHECK_FOR_REQUESTS
             let q = &self.queues[qi];
             q.tx.set_req_event(q.tx_req_cons.wrapping_add(1));
             fence(Ordering::SeqCst);
-            let prod2 = q.tx.req_prod();
-            if prod2 == prod {
-                break;
+            if q.tx.req_prod() == prod {
+                break Ok(progress);
             }
-        }
-        Ok(progress)
+        };
+        self.tx_batch = batch;
+        self.ops = ops;
+        result
     }
 
     fn push_tx(&mut self, dom0: &Dom0, qi: usize) {
@@ -1004,13 +1128,15 @@ impl Netback {
 
     // ------------------------------------------------------------------ RX
 
-    /// Delivers one frame if the frontend posted enough buffers; `Ok(None)` when it has not.
-    fn rx_one(
+    /// Takes buffers for one frame and queues its copies and responses in the current batch;
+    /// `Ok(None)` when the frontend has not posted enough buffers, `Ok(Some(false))` when the frame
+    /// cannot go to this frontend at all (dropped).
+    fn rx_stage(
         &mut self,
-        dom0: &Dom0,
         qi: usize,
         frame: &RxFrame,
-        staged: bool,
+        from_repeat: Option<u64>,
+        staged_at: &mut usize,
     ) -> Result<Option<bool>, String> {
         let fe = self.cfg.frontend;
         let f = self.frontend;
@@ -1033,24 +1159,28 @@ impl Netback {
         }
         // The data as it goes on the wire: completed unless the frontend accepts csum_blank.
         let blank = frame.csum_blank && !f.no_csum_offload;
-        if !staged {
-            let mut data = frame.data.clone();
-            if frame.csum_blank && !blank {
-                let _ = csum::complete(&mut data);
+        let (pages, base) = if let Some(gen) = from_repeat {
+            if self.staged_repeat != Some(gen) {
+                Self::stage(
+                    &self.repeat_staging,
+                    &frame.data,
+                    frame.csum_blank && !blank,
+                );
+                self.staged_repeat = Some(gen);
             }
-            for (i, chunk) in data.chunks(PAGE_SIZE).enumerate() {
-                // SAFETY: staging page i is ours; chunk is at most one page.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(
-                        chunk.as_ptr(),
-                        self.staging[i].as_ptr(),
-                        chunk.len(),
-                    )
-                };
-            }
-        }
-        let mut ops = Vec::with_capacity(chunks);
-        let mut rsps = Vec::with_capacity(needed);
+            (&self.repeat_gfn, 0)
+        } else {
+            let base = *staged_at;
+            *staged_at += chunks;
+            Self::stage(
+                &self.staging[base..base + chunks],
+                &frame.data,
+                frame.csum_blank && !blank,
+            );
+            (&self.staging_gfn, base)
+        };
+        let ops_start = self.ops.len();
+        let rsps_start = self.rx_rsps.len();
         let q = &mut self.queues[qi];
         for i in 0..chunks {
             let req: NetifRxRequest = q.rx.read(q.rx_req_cons, RX_SLOT);
@@ -1072,8 +1202,8 @@ impl Netback {
                 }
             }
             if clen > 0 {
-                ops.push(GnttabCopy {
-                    source: GnttabCopyPtr::gmfn(self.staging_gfn[i], DOMID_SELF, 0),
+                self.ops.push(GnttabCopy {
+                    source: GnttabCopyPtr::gmfn(pages[base + i], DOMID_SELF, 0),
                     dest: GnttabCopyPtr::gref(req.gref, fe, 0),
                     len: clen as u16,
                     flags: GNTCOPY_DEST_GREF,
@@ -1081,79 +1211,122 @@ impl Netback {
                     pad: 0,
                 });
             }
-            rsps.push((
-                NetifRxResponse {
-                    id: req.id,
-                    offset: 0,
-                    flags,
-                    status: clen as i16,
-                },
-                None,
-            ));
+            self.rx_rsps.push(RxSlot::Data(NetifRxResponse {
+                id: req.id,
+                offset: 0,
+                flags,
+                status: clen as i16,
+            }));
             if i == 0 {
                 if let Some(mss) = frame.gso_mss {
                     let _: NetifRxRequest = q.rx.read(q.rx_req_cons, RX_SLOT);
                     q.rx_req_cons = q.rx_req_cons.wrapping_add(1);
-                    let extra = NetifExtraInfo::new_gso(
+                    self.rx_rsps.push(RxSlot::Extra(NetifExtraInfo::new_gso(
                         0,
                         NetifExtraGso {
                             size: mss,
                             gso_type: XEN_NETIF_GSO_TYPE_TCPV4,
                             features: 0,
                         },
-                    );
-                    rsps.push((NetifRxResponse::default(), Some(extra)));
+                    )));
                 }
             }
         }
-        let ok = dom0.grant_copy(&mut ops).is_ok() && ops.iter().all(|o| o.status == GNTST_OKAY);
-        if !ok {
-            self.error("RX grant copy failed".into());
+        self.rx_batch.push(RxPending {
+            qi,
+            ops: (ops_start, self.ops.len()),
+            rsps: (rsps_start, self.rx_rsps.len()),
+            len,
+        });
+        Ok(Some(true))
+    }
+
+    /// Copies `data` into staging pages (completing its checksum first when asked).
+    fn stage(pages: &[PageBuf], data: &[u8], complete: bool) {
+        let owned;
+        let data = if complete {
+            let mut d = data.to_vec();
+            let _ = csum::complete(&mut d);
+            owned = d;
+            &owned[..]
+        } else {
+            data
+        };
+        for (page, chunk) in pages.iter().zip(data.chunks(PAGE_SIZE)) {
+            // SAFETY: the staging page is ours and the chunk is at most one page.
+            unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), page.as_ptr(), chunk.len()) };
         }
-        for (mut rsp, extra) in rsps {
-            if !ok && extra.is_none() {
-                rsp.status = NETIF_RSP_ERROR;
+    }
+
+    /// Runs the batch's grant copies in one call and writes its responses.
+    fn rx_flush(&mut self, dom0: &Dom0) {
+        if self.rx_batch.is_empty() {
+            return;
+        }
+        let call_ok = dom0.grant_copy(&mut self.ops).is_ok();
+        let batch = std::mem::take(&mut self.rx_batch);
+        let rsps = std::mem::take(&mut self.rx_rsps);
+        let mut delivered = 0;
+        let mut bytes = 0;
+        for p in &batch {
+            let ok = call_ok
+                && self.ops[p.ops.0..p.ops.1]
+                    .iter()
+                    .all(|o| o.status == GNTST_OKAY);
+            if !ok {
+                self.error("RX grant copy failed".into());
+            } else {
+                delivered += 1;
+                bytes += p.len as u64;
             }
-            let chaos = self
-                .chaos
-                .as_mut()
-                .and_then(|c| c.strike().then(|| (c.byte(), c.u16(), c.u16())));
-            let q = &mut self.queues[qi];
-            match extra {
-                Some(mut e) => {
-                    if let Some((k, a, _)) = chaos {
-                        if k % 2 == 0 {
-                            e.type_ = a as u8;
-                        } else {
-                            e.flags = a as u8;
-                        }
-                    }
-                    q.rx.write(q.rx_rsp_prod, RX_SLOT, e);
-                }
-                None => {
-                    if let Some((k, a, b)) = chaos {
-                        match k % 5 {
-                            0 => rsp.id = a,
-                            1 => rsp.offset = a,
-                            2 => rsp.status = a as i16,
-                            3 => rsp.flags = a,
-                            _ => {
-                                rsp.offset = a % 4096;
-                                rsp.status = (b % 8192) as i16;
+            for slot in &rsps[p.rsps.0..p.rsps.1] {
+                let chaos = self
+                    .chaos
+                    .as_mut()
+                    .and_then(|c| c.strike().then(|| (c.byte(), c.u16(), c.u16())));
+                let q = &mut self.queues[p.qi];
+                match *slot {
+                    RxSlot::Extra(mut e) => {
+                        if let Some((k, a, _)) = chaos {
+                            if k % 2 == 0 {
+                                e.type_ = a as u8;
+                            } else {
+                                e.flags = a as u8;
                             }
                         }
+                        q.rx.write(q.rx_rsp_prod, RX_SLOT, e);
                     }
-                    q.rx.write(q.rx_rsp_prod, RX_SLOT, rsp);
+                    RxSlot::Data(mut rsp) => {
+                        if !ok {
+                            rsp.status = NETIF_RSP_ERROR;
+                        }
+                        if let Some((k, a, b)) = chaos {
+                            match k % 5 {
+                                0 => rsp.id = a,
+                                1 => rsp.offset = a,
+                                2 => rsp.status = a as i16,
+                                3 => rsp.flags = a,
+                                _ => {
+                                    rsp.offset = a % 4096;
+                                    rsp.status = (b % 8192) as i16;
+                                }
+                            }
+                        }
+                        q.rx.write(q.rx_rsp_prod, RX_SLOT, rsp);
+                    }
                 }
+                q.rx_rsp_prod = q.rx_rsp_prod.wrapping_add(1);
             }
-            q.rx_rsp_prod = q.rx_rsp_prod.wrapping_add(1);
         }
-        if ok {
-            let mut s = self.lock();
-            s.stats.rx_packets += 1;
-            s.stats.rx_bytes += len as u64;
-        }
-        Ok(Some(true))
+        let mut s = self.lock();
+        s.stats.rx_packets += delivered;
+        s.stats.rx_bytes += bytes;
+        drop(s);
+        self.rx_batch = batch;
+        self.rx_batch.clear();
+        self.rx_rsps = rsps;
+        self.rx_rsps.clear();
+        self.ops.clear();
     }
 
     fn process_rx(&mut self, dom0: &Dom0) -> Result<bool, String> {
@@ -1161,44 +1334,78 @@ impl Netback {
         if n == 0 {
             return Ok(false);
         }
+        // Take the work under one lock: the injected frames and the repeat credits.
+        let (mut frames, mut credits, gen) = {
+            let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            if s.rx.is_empty() && s.repeat_left == 0 {
+                return Ok(false);
+            }
+            let gen = s.repeat_gen;
+            if s.repeat_left > 0 && !matches!(&self.repeat_cache, Some((g, _)) if *g == gen) {
+                self.repeat_cache = s.repeat.clone().map(|f| (gen, f));
+            }
+            (std::mem::take(&mut s.rx), s.repeat_left, gen)
+        };
+        let start_credits = credits;
+        let mut dropped = 0;
         let mut progress = false;
+        let mut staged_at = 0;
+        self.ops.clear();
+        self.rx_batch.clear();
+        self.rx_rsps.clear();
+        let mut result = Ok(());
         loop {
-            // Next frame: the queue first, then the repeat generator.
-            let (frame, from_repeat) = {
-                let mut s = self.lock();
-                if let Some(f) = s.rx.pop_front() {
-                    (f, false)
-                } else if s.repeat_left > 0 {
-                    match s.repeat.clone() {
-                        Some(f) => (f, true),
-                        None => break,
-                    }
-                } else {
-                    break;
+            // Next frame: the injected ones first, then the repeat generator (whose frame is
+            // cloned once per `inject_repeat`, not per delivery).
+            let (frame, from_repeat) = if let Some(f) = frames.pop_front() {
+                (f, None)
+            } else if credits > 0 {
+                match self.repeat_cache.take() {
+                    Some((_, f)) => (f, Some(gen)),
+                    None => break,
                 }
+            } else {
+                break;
             };
             let qi = usize::from(frame.queue) % n;
-            let staged = from_repeat && self.staged_repeat;
+            let chunks = frame.data.len().div_ceil(PAGE_SIZE).max(1);
+            if from_repeat.is_none() && staged_at + chunks > self.staging.len() {
+                self.rx_flush(dom0);
+                staged_at = 0;
+            }
             let outcome = if self.queues[qi].rx_waiting {
-                None
+                Ok(None)
             } else {
-                self.rx_one(dom0, qi, &frame, staged)?
+                self.rx_stage(qi, &frame, from_repeat, &mut staged_at)
+            };
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    result = Err(e);
+                    None
+                }
             };
             match outcome {
                 Some(delivered) => {
-                    self.staged_repeat = from_repeat;
-                    let mut s = self.lock();
-                    if from_repeat {
-                        s.repeat_left -= 1;
-                    } else if !delivered {
-                        s.stats.rx_dropped += 1;
+                    match from_repeat {
+                        Some(g) => {
+                            credits -= 1;
+                            self.repeat_cache = Some((g, frame));
+                        }
+                        None if !delivered => dropped += 1,
+                        None => {}
                     }
                     progress = true;
                 }
                 None => {
-                    // Out of buffers: put it back, ask to be notified when more are posted.
-                    if !from_repeat {
-                        self.lock().rx.push_front(frame);
+                    // Out of buffers (or broken): keep the frame, ask to be notified when more
+                    // buffers are posted.
+                    match from_repeat {
+                        None => frames.push_front(frame),
+                        Some(g) => self.repeat_cache = Some((g, frame)),
+                    }
+                    if result.is_err() {
+                        break;
                     }
                     let require = self.cfg.require_rx_notify;
                     let q = &mut self.queues[qi];
@@ -1216,10 +1423,25 @@ impl Netback {
                 }
             }
         }
-        for qi in 0..n {
-            self.push_rx(dom0, qi);
+        if result.is_ok() {
+            self.rx_flush(dom0);
+            for qi in 0..n {
+                self.push_rx(dom0, qi);
+            }
+        } else {
+            self.ops.clear();
+            self.rx_batch.clear();
+            self.rx_rsps.clear();
         }
-        Ok(progress)
+        let mut s = self.lock();
+        // Undelivered frames go back in front of anything injected meanwhile.
+        while let Some(f) = frames.pop_back() {
+            s.rx.push_front(f);
+        }
+        s.repeat_left -= start_credits - credits;
+        s.stats.rx_dropped += dropped;
+        drop(s);
+        result.map(|()| progress)
     }
 
     fn push_rx(&mut self, dom0: &Dom0, qi: usize) {
