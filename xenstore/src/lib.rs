@@ -7,7 +7,8 @@
 //!   ring index checks);
 //! - [`XenStore`]: the client on the ring page and the store event channel;
 //! - [`transaction()`]: runs a closure in a transaction and re-runs it when the commit conflicts;
-//! - [`xenbus`]: the front/back state machine helpers frontends need.
+//! - [`xenbus`]: the front/back state machine helpers frontends need;
+//! - [`ops`]: the request-level operations over any [`ops::Requester`] transport.
 //!
 //! Error strings from xenstored map to [`Errno`] values ([`XsError::Errno`]); `"EQUOTA"`, which
 //! Xen's errno list lacks, maps to `Errno::Other(EQUOTA_RAW)` (Linux's `EDQUOT`, 122), see
@@ -17,7 +18,7 @@
 extern crate alloc;
 
 mod client;
-mod ops;
+pub mod ops;
 mod ring;
 pub mod wire;
 pub mod xenbus;
@@ -67,6 +68,9 @@ pub enum XsError {
     /// A hypercall failed (e.g. reading the store's HVM parameters).
     #[error("hypercall failed: {0}")]
     Hypercall(Errno),
+    /// The transport failed (an I/O error on the Linux device or socket, or the stream closed).
+    #[error("xenstore I/O: {0}")]
+    Io(String),
     /// An argument cannot be sent (empty path, embedded NUL, missing permissions, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),

@@ -1,5 +1,8 @@
-//! The request-level operations, shared by every client that can send one request and get its
-//! reply ([`Requester`]): payload building, reply parsing, the `EAGAIN`/`ENOENT`/`E2BIG` rules.
+//! The request-level operations, shared by every transport that can send one request and get its
+//! reply ([`Requester`]): payload building, reply parsing and the protocol's rules (unwatch
+//! tolerates `ENOENT`, `E2BIG` directories are listed in parts). [`crate::XenStore`] uses them over
+//! the ring page; other transports (the Linux `/dev/xen/xenbus` device, xenstored's socket) use
+//! them to implement [`crate::Store`] the same way.
 
 use crate::client::DIRECTORY_PART_RESTARTS;
 use crate::{wire, TxId, XsError};
@@ -10,13 +13,13 @@ use xen_hypercall::abi::DomId;
 use xen_hypercall::Errno;
 
 /// Sends one request and returns the reply payload (an `XS_ERROR` reply as `XsError::Errno`).
-pub(crate) trait Requester {
-    /// See the trait docs.
+pub trait Requester {
+    /// Sends a request of type `ty` in transaction `tx` and waits for its reply payload.
     fn request(&self, ty: XsdSockmsgType, tx: TxId, payload: &[u8]) -> Result<Vec<u8>, XsError>;
 }
 
 /// True when `path` is `base` or below it.
-pub(crate) fn at_or_under(path: &str, base: &str) -> bool {
+pub fn at_or_under(path: &str, base: &str) -> bool {
     path == base || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
 }
 
@@ -30,11 +33,13 @@ fn path_request<R: Requester + ?Sized>(
     r.request(ty, tx, &wire::strings_payload(&[path])?)
 }
 
-pub(crate) fn read<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
+/// `XS_READ`: the value at `path`.
+pub fn read<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<Vec<u8>, XsError> {
     path_request(r, XsdSockmsgType::Read, tx, path)
 }
 
-pub(crate) fn write<R: Requester + ?Sized>(
+/// `XS_WRITE`: sets the value at `path`.
+pub fn write<R: Requester + ?Sized>(
     r: &R,
     tx: TxId,
     path: &str,
@@ -47,15 +52,18 @@ pub(crate) fn write<R: Requester + ?Sized>(
     )?)
 }
 
-pub(crate) fn mkdir<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<(), XsError> {
+/// `XS_MKDIR`: creates `path` if absent.
+pub fn mkdir<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<(), XsError> {
     wire::parse_ok(&path_request(r, XsdSockmsgType::Mkdir, tx, path)?)
 }
 
-pub(crate) fn rm<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<(), XsError> {
+/// `XS_RM`: removes `path` and its subtree.
+pub fn rm<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<(), XsError> {
     wire::parse_ok(&path_request(r, XsdSockmsgType::Rm, tx, path)?)
 }
 
-pub(crate) fn directory<R: Requester + ?Sized>(
+/// `XS_DIRECTORY`, falling back to [`directory_in_parts`] on `E2BIG`.
+pub fn directory<R: Requester + ?Sized>(
     r: &R,
     tx: TxId,
     path: &str,
@@ -68,7 +76,9 @@ pub(crate) fn directory<R: Requester + ?Sized>(
     }
 }
 
-pub(crate) fn directory_in_parts<R: Requester + ?Sized>(
+/// `XS_DIRECTORY_PART` loop; restarts when the generation changes (at most
+/// [`crate::DIRECTORY_PART_RESTARTS`] times, then `EAGAIN`).
+pub fn directory_in_parts<R: Requester + ?Sized>(
     r: &R,
     tx: TxId,
     path: &str,
@@ -103,11 +113,13 @@ pub(crate) fn directory_in_parts<R: Requester + ?Sized>(
     }
 }
 
-pub(crate) fn transaction_start<R: Requester + ?Sized>(r: &R) -> Result<TxId, XsError> {
+/// `XS_TRANSACTION_START`.
+pub fn transaction_start<R: Requester + ?Sized>(r: &R) -> Result<TxId, XsError> {
     wire::parse_tx_id(&r.request(XsdSockmsgType::TransactionStart, TxId::NONE, b"\0")?)
 }
 
-pub(crate) fn transaction_end<R: Requester + ?Sized>(
+/// `XS_TRANSACTION_END`: commit (`T`) or abort (`F`).
+pub fn transaction_end<R: Requester + ?Sized>(
     r: &R,
     tx: TxId,
     commit: bool,
@@ -119,18 +131,15 @@ pub(crate) fn transaction_end<R: Requester + ?Sized>(
     wire::parse_ok(&r.request(XsdSockmsgType::TransactionEnd, tx, arg)?)
 }
 
-pub(crate) fn watch<R: Requester + ?Sized>(r: &R, path: &str, token: &str) -> Result<(), XsError> {
+/// `XS_WATCH` with `token`.
+pub fn watch<R: Requester + ?Sized>(r: &R, path: &str, token: &str) -> Result<(), XsError> {
     wire::check_path(path)?;
     let payload = wire::strings_payload(&[path, token])?;
     wire::parse_ok(&r.request(XsdSockmsgType::Watch, TxId::NONE, &payload)?)
 }
 
-/// Removes a watch; `ENOENT` (no such watch) counts as done.
-pub(crate) fn unwatch<R: Requester + ?Sized>(
-    r: &R,
-    path: &str,
-    token: &str,
-) -> Result<(), XsError> {
+/// `XS_UNWATCH`; `ENOENT` (no such watch) counts as done.
+pub fn unwatch<R: Requester + ?Sized>(r: &R, path: &str, token: &str) -> Result<(), XsError> {
     wire::check_path(path)?;
     let payload = wire::strings_payload(&[path, token])?;
     match r.request(XsdSockmsgType::Unwatch, TxId::NONE, &payload) {
@@ -140,11 +149,8 @@ pub(crate) fn unwatch<R: Requester + ?Sized>(
     }
 }
 
-pub(crate) fn get_perms<R: Requester + ?Sized>(
-    r: &R,
-    tx: TxId,
-    path: &str,
-) -> Result<Vec<Perm>, XsError> {
+/// `XS_GET_PERMS`.
+pub fn get_perms<R: Requester + ?Sized>(r: &R, tx: TxId, path: &str) -> Result<Vec<Perm>, XsError> {
     let reply = path_request(r, XsdSockmsgType::GetPerms, tx, path)?;
     wire::parse_strings(&reply)?
         .iter()
@@ -152,7 +158,8 @@ pub(crate) fn get_perms<R: Requester + ?Sized>(
         .collect()
 }
 
-pub(crate) fn set_perms<R: Requester + ?Sized>(
+/// `XS_SET_PERMS`; `perms[0]` is the owner entry.
+pub fn set_perms<R: Requester + ?Sized>(
     r: &R,
     tx: TxId,
     path: &str,
@@ -175,10 +182,8 @@ pub(crate) fn set_perms<R: Requester + ?Sized>(
     )?)
 }
 
-pub(crate) fn get_domain_path<R: Requester + ?Sized>(
-    r: &R,
-    domid: DomId,
-) -> Result<String, XsError> {
+/// `XS_GET_DOMAIN_PATH`.
+pub fn get_domain_path<R: Requester + ?Sized>(r: &R, domid: DomId) -> Result<String, XsError> {
     let reply = r.request(
         XsdSockmsgType::GetDomainPath,
         TxId::NONE,
