@@ -56,8 +56,8 @@ xenconsoled --log=all --log-dir=/var/log/xen/console --pid-file=/var/run/xencons
 # The guest network: a bridge with dom0's address, no uplink (nothing leaves the nested VM).
 ip link set lo up
 brctl addbr xenbr0 || fatal "brctl addbr failed"
-brctl stp xenbr0 off
-brctl setfd xenbr0 0
+
+brctl setfd xenbr0 0 2>/dev/null
 ip addr add "$DOM0_IP/24" dev xenbr0 || fatal "cannot set the dom0 address"
 ip link set xenbr0 up
 

@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Bump to invalidate cached builds when the layout of the initramfs changes.
-const FORMAT: &str = "harness-format-3";
+const FORMAT: &str = "harness-format-4";
 
 /// Debian packages fetched besides the kernel (found through `linux-image-amd64`).
 const DEBIAN_PACKAGES: &[&str] = &[
@@ -104,6 +104,7 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("depmod", "kmod"),
     ("cpio", "cpio"),
     ("gzip", "gzip"),
+    ("xz", "xz-utils"),
     ("apt-get", "apt"),
     ("apt-cache", "apt"),
     ("dpkg", "dpkg"),
@@ -792,10 +793,11 @@ impl Stage {
         Ok(order)
     }
 
-    /// Packs the stage into a gzip-compressed newc cpio archive at `out`.
-    fn pack(&self, out: &Path) -> Result<(), String> {
+    /// Packs the stage into a newc cpio archive at `out`, gzip-compressed if `gzip`.
+    fn pack(&self, out: &Path, gzip: bool) -> Result<(), String> {
         let script = format!(
-            "set -e -o pipefail; find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6 > '{}'",
+            "set -e -o pipefail; find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet {} > '{}'",
+            if gzip { "| gzip -6" } else { "" },
             out.display()
         );
         util::run(
@@ -896,14 +898,10 @@ fn build_base(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
     symlink("../run", &stage.at("var/run"))?;
     symlink("../run/lock", &stage.at("var/lock"))?;
     fs::create_dir_all(stage.at("run")).map_err(|e| e.to_string())?;
-    // The Linux guest's kernel (the same Debian kernel) and initramfs.
-    copy_file(
-        &x.root.join(format!("boot/vmlinuz-{}", x.kernel_version)),
-        &stage.at("boot/guest-vmlinuz"),
-    )?;
+    // The Linux guest's initramfs (its kernel is in a separate, uncompressed part).
     copy_file(&guest, &stage.at("boot/guest-initrd.img"))?;
     let tmp = cache.path(&format!("build/dom0-base.cpio.gz.tmp-{pid}"));
-    stage.pack(&tmp)?;
+    stage.pack(&tmp, true)?;
     fs::rename(&tmp, &out).map_err(|e| format!("cannot rename {}: {e}", tmp.display()))?;
     write(&key_file, key.as_bytes())?;
     fs::remove_dir_all(&stage.dir).or_else(ignore_not_found)?;
@@ -914,6 +912,80 @@ fn build_base(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
         size as f64 / 1048576.0
     );
     Ok(out)
+}
+
+/// The Debian kernel, uncompressed, for dom0 and for the Linux guest.
+struct Kernel {
+    /// The ELF vmlinux (Xen loads it for dom0 without inflating xz under TCG).
+    vmlinux: PathBuf,
+    /// An uncompressed cpio archive holding it as /boot/guest-vmlinux.
+    guest_cpio: PathBuf,
+}
+
+/// Extracts vmlinux from Debian's bzImage (xz payload) once, and packs the guest kernel archive.
+///
+/// Inflating the 8 MiB xz payload takes Xen (for dom0) and libxc (for every Linux guest) tens of
+/// seconds under TCG; reading the 64 MiB ELF takes a few.
+fn build_kernel_parts(cache: &Cache, x: &Extracted) -> Result<Kernel, String> {
+    let kv = &x.kernel_version;
+    let vmlinux = cache.path(&format!("build/vmlinux-{kv}"));
+    let guest_cpio = cache.path(&format!("build/guest-kernel-{kv}.cpio"));
+    if vmlinux.is_file() && guest_cpio.is_file() {
+        return Ok(Kernel {
+            vmlinux,
+            guest_cpio,
+        });
+    }
+    let bz_path = x.root.join(format!("boot/vmlinuz-{kv}"));
+    let bz = fs::read(&bz_path).map_err(|e| format!("{}: {e}", bz_path.display()))?;
+    let rd32 = |o: usize| {
+        bz.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let bad = || format!("{} is not a bzImage with an xz payload", bz_path.display());
+    if bz.get(0x202..0x206) != Some(b"HdrS") {
+        return Err(bad());
+    }
+    let setup_sects = match bz.get(0x1f1).copied().ok_or_else(bad)? {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let start = (setup_sects + 1) * 512 + rd32(0x248).ok_or_else(bad)?;
+    let len = rd32(0x24c).ok_or_else(bad)?;
+    let payload = bz.get(start..start + len).ok_or_else(bad)?;
+    if !payload.starts_with(b"\xfd7zXZ\0") || len < 4 {
+        return Err(bad());
+    }
+    // The kernel build appends the inflated size (le32) after the xz stream.
+    let size_trailer = rd32(start + len - 4).ok_or_else(bad)?;
+    let pid = std::process::id();
+    let xz_tmp = cache.path(&format!("build/vmlinux.xz.tmp-{pid}"));
+    write(&xz_tmp, payload)?;
+    let out_tmp = cache.path(&format!("build/vmlinux.tmp-{pid}"));
+    let st = Command::new("xz")
+        .args(["-dc", "--single-stream"])
+        .stdin(fs::File::open(&xz_tmp).map_err(|e| e.to_string())?)
+        .stdout(fs::File::create(&out_tmp).map_err(|e| e.to_string())?)
+        .status()
+        .map_err(|e| format!("xz: {e}"))?;
+    let _ = fs::remove_file(&xz_tmp);
+    let got = fs::metadata(&out_tmp).map(|m| m.len()).unwrap_or(0);
+    if !st.success() || got != size_trailer as u64 {
+        return Err(format!(
+            "inflating the kernel failed ({st}; {got} bytes, expected {size_trailer})"
+        ));
+    }
+    fs::rename(&out_tmp, &vmlinux).map_err(|e| e.to_string())?;
+    let stage = Stage::new(cache.path(&format!("build/kernel-stage-{pid}")))?;
+    copy_file(&vmlinux, &stage.at("boot/guest-vmlinux"))?;
+    let cpio_tmp = cache.path(&format!("build/guest-kernel.cpio.tmp-{pid}"));
+    stage.pack(&cpio_tmp, false)?;
+    fs::rename(&cpio_tmp, &guest_cpio).map_err(|e| e.to_string())?;
+    fs::remove_dir_all(&stage.dir).or_else(ignore_not_found)?;
+    Ok(Kernel {
+        vmlinux,
+        guest_cpio,
+    })
 }
 
 /// The Linux PV guest's initramfs: busybox, netfront, blkfront, tests/harness/guest-init.sh.
@@ -933,7 +1005,7 @@ fn build_guest_initrd(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
     fs::remove_file(&poweroff).or_else(ignore_not_found)?;
     write(&poweroff, &read_harness_file("guest-poweroff.sh")?)?;
     set_mode(&poweroff, 0o755)?;
-    stage.pack(&out)?;
+    stage.pack(&out, true)?;
     fs::remove_dir_all(&stage.dir).or_else(ignore_not_found)?;
     Ok(out)
 }
@@ -982,7 +1054,7 @@ fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
     }
     write(&stage.at("payload/env.sh"), env.as_bytes())?;
     let out = run_dir.join("payload.cpio.gz");
-    stage.pack(&out)?;
+    stage.pack(&out, true)?;
     Ok(out)
 }
 
@@ -990,6 +1062,7 @@ fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
 fn build_iso(
     run_dir: &Path,
     x: &Extracted,
+    kernel: &Kernel,
     base: &Path,
     payload: &Path,
 ) -> Result<PathBuf, String> {
@@ -998,12 +1071,11 @@ fn build_iso(
     let boot = iso_root.join("boot");
     let xen = x.root.join("boot/xen-4.17-amd64.gz");
     copy_file(&xen, &boot.join("xen.gz"))?;
-    copy_file(
-        &x.root.join(format!("boot/vmlinuz-{}", x.kernel_version)),
-        &boot.join("vmlinuz"),
-    )?;
-    // Linux unpacks concatenated cpio archives in order: the payload's files come last.
+    copy_file(&kernel.vmlinux, &boot.join("vmlinux"))?;
+    // Linux unpacks concatenated cpio archives (compressed or not) in order: the base, the
+    // guest kernel (uncompressed: nothing to inflate at boot), then the payload.
     let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
+    initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
     initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
     write(&boot.join("initrd.img"), &initrd)?;
     let grub_cfg = "\
@@ -1013,8 +1085,8 @@ serial --unit=0 --speed=115200
 terminal_input serial
 terminal_output serial
 menuentry \"Xen 4.17 + Linux dom0 (xen-rs harness)\" {
-    multiboot2 /boot/xen.gz console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M loglvl=all guest_loglvl=all
-    module2 --nounzip /boot/vmlinuz console=hvc0 earlyprintk=xen loglevel=4
+    multiboot2 /boot/xen.gz console=com1 com1=115200,8n1 dom0_mem=512M,max:512M bootscrub=0 loglvl=all guest_loglvl=all
+    module2 --nounzip /boot/vmlinux console=hvc0 earlyprintk=xen loglevel=4
     module2 --nounzip /boot/initrd.img
 }
 ";
@@ -1062,8 +1134,9 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
     let _ = std::os::unix::fs::symlink(run_dir.file_name().unwrap_or_default(), &latest);
     let iso = util::phase("build dom0 initramfs, payload and ISO", || {
         let base = build_base(&cache, &x)?;
+        let kernel = build_kernel_parts(&cache, &x)?;
         let payload = build_payload(&run_dir, spec)?;
-        build_iso(&run_dir, &x, &base, &payload)
+        build_iso(&run_dir, &x, &kernel, &base, &payload)
     })?;
     if let Some(k) = &spec.kernel {
         report_kernel_size(k);
