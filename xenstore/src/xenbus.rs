@@ -8,6 +8,7 @@ use crate::{transaction, Store, TxId, XsError};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use xen_hypercall::abi::DomId;
 use xen_hypercall::Errno;
 
@@ -243,8 +244,11 @@ where
     S: Store + ?Sized,
     P: FnMut(XenbusState) -> bool,
 {
+    static NEXT_WAIT: AtomicU32 = AtomicU32::new(0);
     let path = join(other_node, "state");
-    let token = format!("xenbus-wait:{path}");
+    // Unique per wait, so concurrent waits on one node do not collide.
+    let n = NEXT_WAIT.fetch_add(1, Ordering::Relaxed);
+    let token = format!("xenbus-wait:{n}:{path}");
     store.watch(&path, &token)?;
     let mut seen = false;
     let result = loop {

@@ -129,15 +129,9 @@ fn wait_for_state_follows_the_watch() {
     assert_eq!(s, XenbusState::Connected);
     // One block per backend transition (the first fire is answered without blocking).
     assert_eq!(*w.waits.lock().unwrap() - before, 3);
-    // The watch is gone.
-    assert_eq!(
-        w.xsd.lock().unwrap().unwatch(
-            1,
-            &format!("{BE}/state"),
-            &format!("xenbus-wait:{BE}/state")
-        ),
-        Err(Errno::ENOENT)
-    );
+    // The watch is gone, and no transaction is left open.
+    assert_eq!(w.xsd.lock().unwrap().watches(1), Vec::new());
+    assert_eq!(w.xsd.lock().unwrap().open_transactions(1), 0);
     // Already there: returns at once.
     let before = *w.waits.lock().unwrap();
     assert_eq!(
@@ -155,6 +149,11 @@ fn wait_for_state_reports_the_peer_closing() {
     assert_eq!(
         xenbus::wait_for_state(&xs, BE, |s| s == XenbusState::Connected),
         Err(XsError::PeerClosed(XenbusState::Closing))
+    );
+    assert_eq!(
+        w.xsd.lock().unwrap().watches(1),
+        Vec::new(),
+        "removed on error too"
     );
     // Waiting *for* Closed is fine.
     backend_script(&w, &[b"6"]);

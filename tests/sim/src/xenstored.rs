@@ -377,6 +377,9 @@ fn op_set_perms(
     if perms.is_empty() {
         return Err(Errno::EINVAL);
     }
+    if !tree.contains_key(path) {
+        return Err(missing(tree, caller, path));
+    }
     let node = tree.get_mut(path).ok_or(Errno::ENOENT)?;
     let owner = node.perms.first().map(|p| p.domid);
     if caller != 0 {
@@ -721,6 +724,21 @@ impl Xenstored {
             c.watches.clear();
             c.events.clear();
         }
+    }
+
+    /// The watches `(path as registered, token)` of `domid` (for leak checks).
+    pub fn watches(&self, domid: DomId) -> Vec<(String, String)> {
+        self.conns.get(&domid).map_or(Vec::new(), |c| {
+            c.watches
+                .iter()
+                .map(|w| (w.given.clone(), w.token.clone()))
+                .collect()
+        })
+    }
+
+    /// Number of open transactions of `domid` (for leak checks).
+    pub fn open_transactions(&self, domid: DomId) -> usize {
+        self.txs.values().filter(|t| t.owner == domid).count()
     }
 
     /// Takes the next queued watch event `(path, token)` of `domid` (for callers without a ring).
