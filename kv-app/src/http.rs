@@ -533,7 +533,9 @@ impl HttpServer {
             return match sock.listen(port) {
                 Ok(()) => !was_listening,
                 Err(e) => {
-                    log::error!("kv http: listen on port {port} failed: {e:?}");
+                    if !was_listening {
+                        log::error!("kv http: listen on port {port} failed: {e:?}");
+                    }
                     false
                 }
             };
@@ -665,6 +667,10 @@ impl HttpServer {
         }
         if head.expect_unknown {
             return self.error(i, 417, true);
+        }
+        if head.method == Method::Head {
+            // A HEAD answer has no body on the wire; closing keeps the framing simple.
+            return self.error(i, 405, true);
         }
         let route = route(head);
         let len = head.content_length.unwrap_or(0);
