@@ -843,3 +843,36 @@ fn remove_our_keys<S: Store + ?Sized>(store: &S, tx: TxId, node: &str) -> Result
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parsing_is_strict() {
+        assert_eq!(
+            parse_mac(b"00:16:3e:0A:bC:ff"),
+            Some([0, 0x16, 0x3e, 0x0a, 0xbc, 0xff])
+        );
+        for bad in [
+            &b""[..],
+            b"00:16:3e:0a:bc",
+            b"00:16:3e:0a:bc:ff:",
+            b"00-16-3e-0a-bc-ff",
+            b"00:16:3e:0a:bc:fg",
+            b"0:16:3e:0a:bc:ff0",
+            b" 00:16:3e:0a:bc:f",
+            b"01:16:3e:0a:bc:ff",
+            b"ff:ff:ff:ff:ff:ff",
+            b"00:16:3e:0a:bc:f\0",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = NetfrontConfig::default();
+        assert!(c.rx_buffers.is_power_of_two() && c.tx_buffers <= 256 && c.max_queues >= 1);
+    }
+}

@@ -463,7 +463,9 @@ impl<R: GrantedRegion> Queue<R> {
         evtchn: &E,
         out: &mut Vec<u8>,
     ) -> Result<Option<RxMeta>, NetError> {
-        loop {
+        // Bounded work per call: a backend that keeps producing (errored) responses cannot keep
+        // us here.
+        for _ in 0..4 * (self.rx_mask + 1) {
             let complete = self.rx_consume()?;
             // Repost in batches (each push is a barrier plus a notify check).
             let free = (self.rx_mask + 1) - self.rx.in_flight();
@@ -497,6 +499,7 @@ impl<R: GrantedRegion> Queue<R> {
                 }
             }
         }
+        Ok(None)
     }
 
     /// Consumes responses until a frame is complete: `Some(true)` deliverable, `Some(false)`
