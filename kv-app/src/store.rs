@@ -7,7 +7,7 @@
 //! blocks 2 ..          two equal halves of `half_blocks` blocks each; one is the active log
 //! ```
 //!
-//! Superblock (first 64 bytes of its block, rest zero):
+//! Superblock (first 68 bytes of its block, rest zero):
 //!
 //! | off | size | field                                                      |
 //! |-----|------|------------------------------------------------------------|
@@ -370,6 +370,7 @@ impl<D: BlockDevice> Store<D> {
         // Invalidate both slots first, then write generation 1 into slot 1.
         let mut block = vec![0u8; bs];
         dev.write_blocks(0, &block).map_err(StoreError::Device)?;
+        dev.flush().map_err(StoreError::Device)?;
         sb.encode(&mut block);
         dev.write_blocks(1, &block).map_err(StoreError::Device)?;
         dev.flush().map_err(StoreError::Device)?;
@@ -398,19 +399,16 @@ impl<D: BlockDevice> Store<D> {
             Superblock::decode(&raw[..bs]),
             Superblock::decode(&raw[bs..]),
         ];
-        let mut any_valid = false;
-        let mut best: Option<Superblock> = None;
-        for s in candidates.into_iter().flatten() {
-            any_valid = true;
-            if fits(&s) && best.is_none_or(|b| s.generation > b.generation) {
-                best = Some(s);
-            }
+        // The newest valid superblock is the state; an older one is never used instead of a
+        // newer one that does not fit the device (that would resurrect stale data).
+        let sb = candidates
+            .into_iter()
+            .flatten()
+            .max_by_key(|s| s.generation)
+            .ok_or(StoreError::NotFormatted)?;
+        if !fits(&sb) {
+            return Err(StoreError::Mismatch);
         }
-        let sb = match best {
-            Some(sb) => sb,
-            None if any_valid => return Err(StoreError::Mismatch),
-            None => return Err(StoreError::NotFormatted),
-        };
         let read_only = dev.read_only();
         let mut store = Self {
             dev,
