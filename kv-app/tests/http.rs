@@ -556,6 +556,31 @@ fn idle_connections_time_out() {
 }
 
 #[test]
+fn client_half_close_after_request_still_gets_the_answer() {
+    // What `nc` does: send the request, then shut down the sending side.
+    let mut net = Net::default();
+    let v = value(3, 50_000);
+    let c = net.connect();
+    net.send(c, &put("hc", &v));
+    net.run_until(10_000, |net| {
+        net.clients[c].sent == net.clients[c].out.len()
+    });
+    net.close_client(c);
+    net.wait_responses(c, 1);
+    assert_eq!(net.clients[c].responses[0].status, 201);
+    let c = net.connect();
+    net.send(c, &get("hc"));
+    net.run_until(10_000, |net| {
+        net.clients[c].sent == net.clients[c].out.len()
+    });
+    net.close_client(c);
+    net.wait_responses(c, 1);
+    assert_eq!(crc32c(&net.clients[c].responses[0].body), crc32c(&v));
+    // The server closes its side too, and the socket is reused.
+    net.run_until(10_000, |net| net.server.active_connections() == 0);
+}
+
+#[test]
 fn client_disappearing_mid_body_frees_the_connection() {
     let mut net = Net::default();
     let c = net.connect();
