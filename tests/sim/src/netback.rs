@@ -662,6 +662,27 @@ impl Netback {
 
     /// Maps the rings and binds the event channels (Linux netback `connect`).
     fn connect(&mut self, dom0: &Dom0) -> Result<(), String> {
+        let mut queues = Vec::new();
+        let r = self.connect_into(dom0, &mut queues);
+        match r {
+            Ok(()) => {
+                self.queues = queues;
+                Ok(())
+            }
+            Err(e) => {
+                // Close what was bound; dropping the queues unmaps their rings.
+                for q in queues {
+                    let _ = dom0.close(q.tx_port);
+                    if q.rx_port != q.tx_port {
+                        let _ = dom0.close(q.rx_port);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn connect_into(&mut self, dom0: &Dom0, queues: &mut Vec<BackQueue>) -> Result<(), String> {
         if !self.fe_flag(dom0, "request-rx-copy") {
             return Err("frontend did not request rx-copy".into());
         }
@@ -678,7 +699,6 @@ impl Netback {
         }
         let fe = self.cfg.frontend;
         let mut split_used = false;
-        let mut queues = Vec::new();
         for q in 0..num_queues {
             let prefix = if num_queues > 1 {
                 format!("queue-{q}/")
@@ -745,7 +765,6 @@ impl Netback {
             split_event_channels: split_used,
             num_queues: num_queues as u16,
         };
-        self.queues = queues;
         let mut s = self.lock();
         s.frontend = self.frontend;
         s.stats.connects += 1;
