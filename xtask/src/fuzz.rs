@@ -112,9 +112,9 @@ fn run_target(fuzz_dir: &std::path::Path, target: &str, seconds: u64) -> Result<
 /// Finds `stat::number_of_executed_units: N` in libFuzzer's final stats.
 fn parse_execs(log: &str) -> Option<u64> {
     log.lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
-        .filter_map(|v| v.trim().parse().ok())
-        .last()
+        .find_map(|v| v.trim().parse().ok())
 }
 
 #[cfg(test)]
