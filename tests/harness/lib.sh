@@ -77,32 +77,43 @@ console_log() { echo "$CONSOLE_LOG_DIR/guest-$1.log"; }
 # console_has NAME PATTERN: the guest's console log contains PATTERN (grep -E).
 console_has() { grep -qE "$2" "$(console_log "$1")" 2>/dev/null; }
 
-# domid_of NAME: the domain id, from xenstore (one process; `xl domid` costs more under TCG).
+# domid_of NAME: the domain id, from xenstore: `xenstore-list` plus one multi-key `xenstore-read`
+# (xenstore-ls walks whole trees node by node, which is slow under TCG).
 domid_of() {
-	xenstore-ls -f /local/domain 2>/dev/null | awk -v n="\"$1\"" '
-		$2 == "=" && $3 == n && $1 ~ /^\/local\/domain\/[0-9]+\/name$/ { split($1, a, "/"); print a[4]; f = 1 }
+	_ids=$(xenstore-list /local/domain 2>/dev/null) || return 1
+	_paths=
+	for _i in $_ids; do _paths="$_paths /local/domain/$_i/name"; done
+	# shellcheck disable=SC2086
+	xenstore-read $_paths 2>/dev/null | awk -v n="$1" -v ids="$_ids" '
+		BEGIN { split(ids, id, /[ \n]+/) }
+		$0 == n { print id[NR]; f = 1; exit }
 		END { exit !f }'
 }
 
 domain_exists() { domid_of "$1" >/dev/null; }
 domain_gone() { ! domain_exists "$1"; }
 
-# device_states NAME: prints "<type>/<devid> front=<state> back=<state>" for every vif and vbd,
-# from two xenstore-ls calls.
+# device_states NAME: prints "<type>/<devid> front=<state> back=<state>" for every vif and vbd
+# (five processes whatever the number of devices).
 device_states() {
 	_d=$(domid_of "$1") || return 1
-	{
-		xenstore-ls -f "/local/domain/$_d/device" 2>/dev/null | sed 's/^/F /'
-		xenstore-ls -f "/local/domain/0/backend" 2>/dev/null | sed 's/^/B /'
-	} | awk -v d="$_d" '
-		{ gsub(/"/, "", $4) }
-		$1 == "F" && $2 ~ "^/local/domain/" d "/device/(vif|vbd)/[0-9]+/state$" {
-			split($2, a, "/"); k = a[6] "/" a[7]; fs[k] = $4
-		}
-		$1 == "B" && $2 ~ "^/local/domain/0/backend/(vif|vbd)/" d "/[0-9]+/state$" {
-			split($2, a, "/"); k = a[6] "/" a[8]; bs[k] = $4
-		}
-		END { for (k in fs) print k " front=" fs[k] " back=" (k in bs ? bs[k] : "none") }' | sort
+	_keys=
+	_devs=
+	for _t in vif vbd; do
+		for _i in $(xenstore-list "/local/domain/$_d/device/$_t" 2>/dev/null); do
+			_keys="$_keys /local/domain/$_d/device/$_t/$_i/state /local/domain/$_d/device/$_t/$_i/backend"
+			_devs="$_devs $_t/$_i"
+		done
+	done
+	[ -n "$_devs" ] || return 0
+	# shellcheck disable=SC2086
+	_vals=$(xenstore-read $_keys 2>/dev/null)
+	_bkeys=$(echo "$_vals" | awk 'NR % 2 == 0 { print $0 "/state" }')
+	# shellcheck disable=SC2086
+	_bvals=$(xenstore-read $_bkeys 2>/dev/null)
+	echo "$_devs" | tr ' ' '\n' | grep . | awk -v v="$_vals" -v b="$_bvals" '
+		BEGIN { nv = split(v, fv, "\n"); nb = split(b, bv, "\n") }
+		{ print $0 " front=" fv[2 * NR - 1] " back=" bv[NR] }'
 }
 
 # all_connected NAME: at least one vif and one vbd, and every front and back state is 4 (Connected).
