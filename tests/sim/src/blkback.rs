@@ -176,6 +176,8 @@ pub struct BlkbackStats {
 }
 
 struct Shared {
+    script: std::collections::VecDeque<u8>,
+    scripted: bool,
     disk: Vec<u8>,
     stats: BlkbackStats,
     hostile: Option<Hostile>,
@@ -229,6 +231,15 @@ impl BlkbackHandle {
     /// Switches hostile mode on or off.
     pub fn set_hostile(&self, hostile: Option<Hostile>) {
         lock(&self.shared).hostile = hostile;
+    }
+
+    /// Makes the hostile mode draw its random numbers from `bytes` (8 per number) instead of its
+    /// PRNG: a fuzzer decides exactly which responses are corrupted, how, and with which values.
+    /// Once the bytes run out nothing more is corrupted. `None` goes back to the PRNG.
+    pub fn set_script(&self, bytes: Option<&[u8]>) {
+        let mut sh = lock(&self.shared);
+        sh.scripted = bytes.is_some();
+        sh.script = bytes.unwrap_or_default().iter().copied().collect();
     }
 
     /// Number of grant mappings the hostile mode keeps.
@@ -458,6 +469,8 @@ impl Blkback {
             disk: vec![0u8; disk_len],
             stats: BlkbackStats::default(),
             hostile: cfg.hostile,
+            script: Default::default(),
+            scripted: false,
             kept: Vec::new(),
             state: INITIALISING,
         }));
@@ -866,6 +879,23 @@ impl Blkback {
         }
     }
 
+    /// The next random number: from the test's script while it lasts, else the PRNG.
+    fn random(&mut self) -> u64 {
+        let mut sh = lock(&self.shared);
+        if !sh.scripted {
+            drop(sh);
+            return self.rng.next();
+        }
+        if sh.script.is_empty() {
+            return u64::MAX;
+        }
+        let mut v = 0u64;
+        for _ in 0..8 {
+            v = v << 8 | u64::from(sh.script.pop_front().unwrap_or(0));
+        }
+        v
+    }
+
     /// Builds the response bytes, corrupting them in hostile mode.
     fn response(&mut self, id: u64, op: u8, status: i16) -> ([u8; 16], Option<u32>) {
         let mut rsp = BlkifResponse {
@@ -876,22 +906,20 @@ impl Blkback {
         };
         let mut jump = None;
         if let Some(h) = self.hostile() {
-            if (self.rng.next() & 0xFF) < u64::from(h.rate) {
+            if (self.random() & 0xFF) < u64::from(h.rate) {
                 lock(&self.shared).stats.corrupted += 1;
-                let kind = h
-                    .only
-                    .unwrap_or(CORRUPTIONS[(self.rng.next() % 7) as usize]);
+                let kind = h.only.unwrap_or(CORRUPTIONS[(self.random() % 7) as usize]);
                 match kind {
-                    Corruption::RandomId => rsp.id = self.rng.next(),
+                    Corruption::RandomId => rsp.id = self.random(),
                     Corruption::DuplicateId => rsp.id = self.last_id,
-                    Corruption::Status => rsp.status = self.rng.next() as i16,
-                    Corruption::Operation => rsp.operation = self.rng.next() as u8,
-                    Corruption::JumpRspProd => jump = Some((self.rng.next() % 1000) as u32 + 1),
-                    Corruption::FlipIdBit => rsp.id ^= 1 << (self.rng.next() % 64),
+                    Corruption::Status => rsp.status = self.random() as i16,
+                    Corruption::Operation => rsp.operation = self.random() as u8,
+                    Corruption::JumpRspProd => jump = Some((self.random() % 1000) as u32 + 1),
+                    Corruption::FlipIdBit => rsp.id ^= 1 << (self.random() % 64),
                     Corruption::Garbage => {
-                        rsp.id = self.rng.next();
-                        rsp.operation = self.rng.next() as u8;
-                        rsp.status = self.rng.next() as i16;
+                        rsp.id = self.random();
+                        rsp.operation = self.random() as u8;
+                        rsp.status = self.random() as i16;
                     }
                 }
             }
