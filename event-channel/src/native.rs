@@ -564,6 +564,12 @@ impl<H: Hypercall> EventChannels for NativeEventChannels<H> {
         // A failing SCHEDOP_block is indistinguishable from a spurious wake-up for the caller,
         // which re-checks its condition anyway.
         let _ = NativeEventChannels::wait(self);
+        // Consume what woke us (clearing `evtchn_upcall_pending` and the pending bits), so the next
+        // wait really blocks. Where an interrupt handler already ran the upcall this finds nothing;
+        // where nothing is asynchronous (the simulator, polling kernels) this is the upcall.
+        if self.upcall_pending() {
+            self.handle_upcall();
+        }
     }
     fn open_ports(&self) -> usize {
         self.open_port_count()
