@@ -145,6 +145,7 @@ impl StatsSource for Stats {
                 ("frames_total", fr.total),
                 ("frames_used", fr.used),
                 ("events", self.events),
+                ("boot_stack_high_water_bytes", crate::arch::paging::boot_stack_high_water()),
             ],
         );
     }

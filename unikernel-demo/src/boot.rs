@@ -11,8 +11,8 @@ use core::arch::global_asm;
 /// Bytes of identity-mapped address space set up by the boot code (4 GiB of 2 MiB pages).
 pub const IDENTITY_MAPPED: u64 = 4 << 30;
 
-/// Size of the boot (main) stack.
-pub const BOOT_STACK_SIZE: usize = 256 * 1024;
+/// Size of the boot (main) stack. An unmapped guard page sits below it (see `arch::paging`).
+pub const BOOT_STACK_SIZE: usize = 512 * 1024;
 
 global_asm!(
     r#"
@@ -134,10 +134,16 @@ boot_pml4:
     .skip 4096
 boot_pdpt:
     .skip 4096
+    .global boot_pd
 boot_pd:
     .skip 4096 * 4
+    .global boot_stack_guard
+boot_stack_guard:
+    .skip 4096
+    .global boot_stack
 boot_stack:
-    .skip 256 * 1024
+    .skip 512 * 1024
+    .global boot_stack_top
 boot_stack_top:
     "#,
     options(att_syntax)

@@ -5,6 +5,7 @@
 //! - `selftest`: run the boot self-tests and exit (plain QEMU: through isa-debug-exit; Xen: poweroff);
 //! - `panic`: panic right after boot (tests the crash path);
 //! - `fault`: touch an unmapped address right after boot (tests the exception handlers);
+//! - `overflow`: overflow the boot stack right after boot (tests the guard page);
 //! - `debugcon`: keep copying console output to port 0xE9 after the PV console is up.
 //!
 //! A bad value is reported with a clear message and ignored; it never stops the boot.
@@ -53,6 +54,8 @@ pub struct Config {
     pub panic: bool,
     /// Page-fault deliberately after boot.
     pub fault: bool,
+    /// Overflow the stack deliberately after boot.
+    pub overflow: bool,
     /// Keep port 0xE9 output after the PV console is up.
     pub debugcon: bool,
 }
@@ -149,6 +152,7 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
             ("selftest", None) => c.selftest = true,
             ("panic", None) => c.panic = true,
             ("fault", None) => c.fault = true,
+            ("overflow", None) => c.overflow = true,
             ("debugcon", None) => c.debugcon = true,
             _ => warnings.push(format!("cmdline: unknown option `{tok}` ignored")),
         }

@@ -81,6 +81,8 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         );
     }
     let m = mem::init(info.memmap());
+    arch::paging::paint_boot_stack();
+    let guards = arch::paging::install_guards();
     let (ks, ke) = mem::kernel_range();
     println!(
         "memory: {} KiB RAM, {} KiB for frames and heap; kernel image {:#x}-{:#x} ({} KiB incl. bss)",
@@ -90,6 +92,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         ke,
         (ke - ks) / 1024
     );
+    println!("memory: {guards} stack guard pages unmapped; boot stack {} KiB", boot::BOOT_STACK_SIZE / 1024);
     if m.ignored_high > 0 {
         println!("memory: {} KiB above 4 GiB not mapped, unused", m.ignored_high / 1024);
     }
@@ -126,10 +129,15 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         let v = unsafe { core::ptr::read_volatile((boot::IDENTITY_MAPPED + 0x1000) as *const u64) };
         panic!("read of an unmapped address returned {v:#x}");
     }
+    if cfg.overflow {
+        println!("overflow requested on the kernel command line: recursing until the stack runs out");
+        let depth = recurse(core::hint::black_box(0));
+        panic!("recursion returned at depth {depth}");
+    }
     if cfg.selftest {
         match selftest::run() {
             Ok(n) => {
-                println!("SELFTEST PASS: {n} tests");
+                println!("SELFTEST PASS: {n} tests (deepest boot-stack use {} KiB)", arch::paging::boot_stack_high_water() / 1024);
                 platform::success_exit();
             }
             Err(e) => panic!("SELFTEST FAIL: {e}"),
@@ -143,6 +151,16 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     loop {
         arch::enable_interrupts_and_halt();
     }
+}
+
+/// Recurses without end (each frame keeps 1 KiB live), for the `overflow` test.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let mut buf = [0u8; 1024];
+    buf[depth as usize % 1024] = depth as u8;
+    let r = recurse(core::hint::black_box(depth + 1));
+    core::hint::black_box(&buf);
+    r + buf[0] as u64
 }
 
 /// Brings up the Xen platform pieces: shared_info and pvclock, the callback vector, the timer and the

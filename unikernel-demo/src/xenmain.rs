@@ -220,7 +220,11 @@ fn shutdown(
             }
         }
     }
-    crate::println!("shutdown: devices closed; SCHEDOP_shutdown({})", reason.name());
+    crate::println!(
+        "shutdown: devices closed; deepest boot-stack use {} KiB; SCHEDOP_shutdown({})",
+        crate::arch::paging::boot_stack_high_water() / 1024,
+        reason.name()
+    );
     xen::shutdown(reason);
     panic!("SCHEDOP_shutdown({}) returned", reason.name());
 }

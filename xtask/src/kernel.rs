@@ -284,6 +284,14 @@ const CASES: &[Case] = &[
         expect: &["!!! CPU EXCEPTION 14: page fault (#PF)", "cr2=0x100001000"],
         reject: &["SELFTEST PASS"],
     },
+    Case {
+        name: "stack overflow hits the guard page",
+        machine: Machine::Microvm,
+        cmdline: "overflow",
+        status: QEMU_FAILURE_STATUS,
+        expect: &["!!! STACK OVERFLOW: the boot stack ran into its guard page", "CPU EXCEPTION 14"],
+        reject: &["SELFTEST PASS"],
+    },
 ];
 
 fn check(case: &Case, b: &Boot) -> Result<(), String> {

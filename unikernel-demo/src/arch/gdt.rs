@@ -31,8 +31,17 @@ struct Tss {
     iomap_base: u16,
 }
 
-#[repr(C, align(16))]
-struct IstStacks([[u8; IST_STACK_SIZE]; IST_COUNT]);
+/// One IST stack with an unmapped guard page below it.
+#[repr(C, align(4096))]
+pub struct IstStack {
+    /// Guard page (unmapped by `arch::paging::install_guards`).
+    pub guard: [u8; 4096],
+    /// The stack.
+    pub stack: [u8; IST_STACK_SIZE],
+}
+
+#[repr(C, align(4096))]
+struct IstStacks([IstStack; IST_COUNT]);
 
 struct Cell<T>(UnsafeCell<T>);
 // SAFETY: written once during single-threaded early boot (`init`), then only read by the CPU.
@@ -48,7 +57,14 @@ static TSS: Cell<Tss> = Cell(UnsafeCell::new(Tss {
     iomap_base: core::mem::size_of::<Tss>() as u16,
 }));
 
-static IST_STACKS: Cell<IstStacks> = Cell(UnsafeCell::new(IstStacks([[0; IST_STACK_SIZE]; IST_COUNT])));
+static IST_STACKS: Cell<IstStacks> =
+    Cell(UnsafeCell::new(IstStacks([const { IstStack { guard: [0; 4096], stack: [0; IST_STACK_SIZE] } }; IST_COUNT])));
+
+/// Addresses of the IST stacks' guard pages.
+pub fn ist_guard_pages() -> [u64; IST_COUNT] {
+    let base = IST_STACKS.0.get() as u64;
+    core::array::from_fn(|i| base + (i * core::mem::size_of::<IstStack>()) as u64)
+}
 
 extern "C" {
     static mut boot_gdt: [u64; 5];
@@ -62,7 +78,7 @@ pub fn init() {
     // (the GDT is only read by the CPU on segment loads, and slots 3-4 are unused until `ltr`).
     unsafe {
         for i in 0..IST_COUNT {
-            let top = (*stacks).0[i].as_ptr() as u64 + IST_STACK_SIZE as u64;
+            let top = (*stacks).0[i].stack.as_ptr() as u64 + IST_STACK_SIZE as u64;
             (*tss).ist[i] = top & !0xF;
         }
         let base = tss as u64;

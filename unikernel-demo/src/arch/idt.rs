@@ -268,6 +268,15 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         return;
     }
     let cr2 = if v == 14 { super::cr2() } else { 0 };
+    if v == 14 {
+        let (bottom, _) = super::paging::boot_stack_range();
+        let guards = super::gdt::ist_guard_pages();
+        if (bottom - 4096..bottom).contains(&cr2) {
+            crate::console::emergency(format_args!("\n!!! STACK OVERFLOW: the boot stack ran into its guard page\n"));
+        } else if guards.iter().any(|&g| (g..g + 4096).contains(&cr2)) {
+            crate::console::emergency(format_args!("\n!!! STACK OVERFLOW: an interrupt stack ran into its guard page\n"));
+        }
+    }
     crate::console::emergency(format_args!(
         "\n!!! CPU EXCEPTION {v}: {} error_code={:#x} rip={:#x} rsp={:#x} rflags={:#x} cr2={:#x}\n\
          !!! rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x} rbp={:#x}\n",
