@@ -1129,8 +1129,11 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             && op.result.is_ok()
             && op.pages.len() * PAGE_SIZE >= op.bytes
         {
-            let mut v = alloc::vec![0u8; op.bytes];
-            copy_out(&op.pages, &mut v);
+            let mut v = Vec::with_capacity(op.bytes);
+            copy_out_uninit(&op.pages, v.spare_capacity_mut());
+            // SAFETY: `copy_out_uninit` initialised the first `op.bytes` bytes (the pages cover
+            // them, checked above).
+            unsafe { v.set_len(op.bytes) };
             Some(v)
         } else {
             None
@@ -1347,6 +1350,18 @@ fn copy_out<R: GrantedRegion>(pages: &[R], out: &mut [u8]) {
             // backend has answered the request, so it no longer writes the page (a hostile backend
             // may, which only changes the bytes we copy). Raw copy: no reference to shared memory.
             unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), chunk.as_mut_ptr(), chunk.len()) };
+        }
+    }
+}
+
+/// Like [`copy_out`] into uninitialised memory (no zeroing pass over large read buffers).
+fn copy_out_uninit<R: GrantedRegion>(pages: &[R], out: &mut [core::mem::MaybeUninit<u8>]) {
+    for (i, chunk) in out.chunks_mut(PAGE_SIZE).enumerate() {
+        if let Some(p) = pages.get(i) {
+            // SAFETY: as in `copy_out`; MaybeUninit<u8> has u8's layout and writing initialises it.
+            unsafe {
+                core::ptr::copy_nonoverlapping(p.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len())
+            };
         }
     }
 }

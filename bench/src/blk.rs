@@ -1,0 +1,191 @@
+//! blkfront benchmarks: IOPS at 4 KiB and MB/s at 1 MiB, queue depths 1 and 32, reads and writes,
+//! through the simulated blkback (persistent grants, indirect descriptors, 4-page ring).
+
+use crate::{memcpy_secs_per_byte, Figure};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use xen_blkfront::{BlkFront, BlockDevice, Config, IoRequest};
+use xen_event_channel::{EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
+use xen_grant_table::{DomId, FrameMapping, GrantTable};
+use xen_sim::blkback::{Blkback, BlkbackConfig};
+use xen_sim::SimGuest;
+use xen_store::XenStore;
+
+/// Event channels whose `wait` also runs the upcall handler, as the guest's interrupt would.
+struct Evt(NativeEventChannels<SimGuest>);
+
+impl EventChannels for Evt {
+    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, EvtchnError> {
+        self.0.alloc_unbound(remote)
+    }
+    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        self.0.send(port)
+    }
+    fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        self.0.unmask(port)
+    }
+    fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        self.0.close(port)
+    }
+    fn wait(&self) {
+        let _ = self.0.wait();
+        while self.0.upcall_pending() {
+            self.0.handle_upcall();
+        }
+    }
+    fn open_ports(&self) -> usize {
+        self.0.open_port_count()
+    }
+}
+
+type Dev = BlkFront<Arc<GrantTable<SimGuest>>, Arc<Evt>, Arc<XenStore<Arc<Evt>>>>;
+
+const DISK_BYTES: u64 = 128 << 20;
+const RUN: Duration = Duration::from_millis(700);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// One measurement: `qd` requests of `size` bytes kept in flight for about [`RUN`]. Returns
+/// completed requests per second.
+fn measure(dev: &mut Dev, evtchn: &Evt, dir: Dir, size: usize, qd: usize) -> f64 {
+    let blocks = (size / 512) as u64;
+    let span = DISK_BYTES / size as u64;
+    let data = vec![0xA5u8; size];
+    let mut buf = vec![0u8; size];
+    let mut next = 0u64;
+    let mut lba = || {
+        // A fixed stride through the disk (deterministic, not sequential).
+        next = (next + 7919) % span;
+        next * blocks
+    };
+    let start = Instant::now();
+    let mut done = 0u64;
+    if qd == 1 {
+        while done < 16 || start.elapsed() < RUN {
+            let l = lba();
+            match dir {
+                Dir::Read => dev.read_blocks(l, &mut buf).expect("read"),
+                Dir::Write => dev.write_blocks(l, &data).expect("write"),
+            }
+            black_box(&buf);
+            done += 1;
+        }
+    } else {
+        let mut outstanding = 0usize;
+        let mut submitting = true;
+        while submitting || outstanding > 0 {
+            if submitting && (done >= 64 && start.elapsed() >= RUN) {
+                submitting = false;
+            }
+            while submitting && outstanding < qd {
+                let l = lba();
+                let req = match dir {
+                    Dir::Read => IoRequest::Read { lba: l, blocks },
+                    Dir::Write => IoRequest::Write {
+                        lba: l,
+                        data: &data,
+                        fua: false,
+                    },
+                };
+                dev.submit(req).expect("submit");
+                outstanding += 1;
+            }
+            if outstanding == 0 {
+                continue;
+            }
+            if dev.poll().expect("poll") == 0 {
+                evtchn.wait();
+            }
+            while let Some(c) = dev.next_completion() {
+                c.result.expect("I/O");
+                black_box(c.data);
+                outstanding -= 1;
+                done += 1;
+            }
+        }
+    }
+    done as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Appends the blkfront figures.
+pub fn run(figures: &mut Vec<Figure>) {
+    let sim = xen_sim::Sim::new();
+    let guest = sim.create_domain();
+    let grants =
+        Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).expect("gnttab"));
+    let evtchn = Arc::new(Evt(
+        NativeEventChannels::new_pvh(guest.clone()).expect("evtchn")
+    ));
+    // SAFETY: the only xenstore client of this domain; the simulator keeps the ring mapped.
+    let store =
+        Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.expect("xenstore"));
+    let _be = Blkback::attach(
+        &sim,
+        guest.domid(),
+        51712,
+        BlkbackConfig {
+            sectors: DISK_BYTES / 512,
+            persistent: true,
+            max_indirect_segments: Some(256),
+            max_ring_page_order: 2,
+            flush_cache: true,
+            ..Default::default()
+        },
+    );
+    let mut dev: Dev = BlkFront::connect_with(
+        grants,
+        evtchn.clone(),
+        store,
+        "51712",
+        Config {
+            max_ring_page_order: 2,
+            max_queues: 1,
+            persistent: true,
+            max_indirect_segments: 256,
+            max_pool_pages: 16384,
+        },
+    )
+    .expect("connect");
+    let f = *dev.features();
+    println!(
+        "blkfront: ring {} slots, {} queue(s), persistent {}, indirect {} segments",
+        f.ring_size, f.queues, f.persistent, f.indirect_segments
+    );
+    for (size, unit) in [(4096usize, "IOPS"), (1 << 20, "MB/s")] {
+        let bound_ops =
+            1.0 / (memcpy_secs_per_byte(size, DISK_BYTES as usize, 256 << 20) * size as f64);
+        for qd in [1usize, 32] {
+            for (dir, dname) in [(Dir::Read, "read"), (Dir::Write, "write")] {
+                let ops = measure(&mut dev, &evtchn, dir, size, qd);
+                let (value, label) = if unit == "IOPS" {
+                    (ops, "4KiB")
+                } else {
+                    (ops * size as f64 / 1e6, "1MiB")
+                };
+                figures.push(Figure {
+                    name: format!("blk {dname} {label} QD{qd}"),
+                    value,
+                    unit,
+                    memcpy_ratio: Some(ops / bound_ops),
+                });
+            }
+        }
+        let bound_value = if unit == "IOPS" {
+            bound_ops
+        } else {
+            bound_ops * size as f64 / 1e6
+        };
+        figures.push(Figure {
+            name: format!("memcpy {}", if size == 4096 { "4KiB" } else { "1MiB" }),
+            value: bound_value,
+            unit,
+            memcpy_ratio: Some(1.0),
+        });
+    }
+    dev.disconnect().expect("disconnect");
+}
