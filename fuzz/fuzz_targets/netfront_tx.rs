@@ -125,6 +125,8 @@ fuzz_target!(|data: &[u8]| {
                 csum_blank: k == 1 && nf.features().tx_csum_offload,
                 data_validated: k == 0,
                 gso_mss: (k == 3 && nf.features().gso_tcpv4).then_some(1448),
+                // Batch the round's frames: publication then happens with the last one.
+                more: k < 3,
             };
             match nf.transmit(k as u16 % nq, &frame(len, round as u8), meta) {
                 Ok(()) | Err(NetError::Busy) | Err(NetError::BadFrameLength(_)) => {}

@@ -46,7 +46,7 @@ impl<G: GrantAccess, E: EventChannels> phy::TxToken for NetTxToken<'_, G, E> {
             data_validated: true,
             ..TxMeta::default()
         };
-        match self.inner.tx_prepare(self.queue, len, meta) {
+        match self.inner.tx_prepare(self.evtchn, self.queue, len, meta) {
             Ok(plan) => self.inner.tx_commit(self.evtchn, self.queue, plan, f).0,
             Err(_) => {
                 // No room after all (or the device failed): smoltcp still needs its buffer; the
@@ -101,7 +101,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> phy::Device for Netfront<G, E, 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
         let queue = self.smoltcp_queue();
         let len = usize::from(self.mtu()) + 18;
-        if !self.inner.can_transmit(queue, len) {
+        if !self.inner.can_transmit(&self.evtchn, queue, len) {
             return None;
         }
         Some(NetTxToken {

@@ -122,6 +122,10 @@ pub struct TxMeta {
     /// Segment this TCPv4 frame with this MSS (`XEN_NETIF_GSO_TYPE_TCPV4`). Needs
     /// [`Features::gso_tcpv4`]; implies `csum_blank`.
     pub gso_mss: Option<u16>,
+    /// More frames follow right away (Linux's `xmit_more`): the request is written but published
+    /// to the backend (one barrier, one notification check) only with the next frame sent without
+    /// `more`, at [`Netfront::poll`], or when the ring fills up.
+    pub more: bool,
 }
 
 /// Per-packet metadata of a received frame.
@@ -759,7 +763,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
     /// True when queue `queue` can take a frame of `len` bytes right now (after reaping
     /// completions).
     pub fn can_transmit(&mut self, queue: u16, len: usize) -> bool {
-        self.inner.can_transmit(queue, len)
+        self.inner.can_transmit(&self.evtchn, queue, len)
     }
 
     /// Reaps TX completions and reposts RX buffers on every queue, and re-arms the response

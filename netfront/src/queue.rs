@@ -34,6 +34,7 @@ pub(crate) struct TxPlan {
     ids: [u16; MAX_TX_SLOTS],
     flags: u16,
     gso_mss: Option<u16>,
+    more: bool,
 }
 
 pub(crate) struct Queue<R> {
@@ -54,6 +55,8 @@ pub(crate) struct Queue<R> {
     accept_sg: bool,
     accept_gso: bool,
     asm: Assembly,
+    /// TX requests written but not yet published (`TxMeta::more`).
+    tx_unpushed: bool,
     pub(crate) stats: QueueStats,
 }
 
@@ -206,6 +209,7 @@ impl<R: GrantedRegion> Queue<R> {
                 buf: Vec::with_capacity(if accept_sg { MAX_RX_FRAME } else { PAGE_SIZE }),
                 ..Assembly::default()
             },
+            tx_unpushed: false,
             stats: QueueStats::default(),
         };
         q.refill();
@@ -306,8 +310,9 @@ impl<R: GrantedRegion> Queue<R> {
     }
 
     /// Checks a frame against the negotiated features and reserves ring slots and buffer ids.
-    pub(crate) fn tx_prepare(
+    pub(crate) fn tx_prepare<E: EventChannels>(
         &mut self,
+        evtchn: &E,
         features: &Features,
         len: usize,
         meta: TxMeta,
@@ -328,6 +333,8 @@ impl<R: GrantedRegion> Queue<R> {
         }
         let extra = usize::from(gso);
         if !self.tx_space(slots, extra) {
+            // The backend can only make room for what it has seen.
+            self.tx_flush(evtchn)?;
             self.reap_tx()?;
             if !self.tx_space(slots, extra) {
                 return Err(NetError::Busy);
@@ -351,6 +358,7 @@ impl<R: GrantedRegion> Queue<R> {
             ids,
             flags,
             gso_mss: meta.gso_mss,
+            more: meta.more,
         })
     }
 
@@ -368,6 +376,7 @@ impl<R: GrantedRegion> Queue<R> {
             ids,
             flags,
             gso_mss,
+            more,
         } = plan;
         let out = if slots == 1 {
             // SAFETY: buffer `ids[0]` is a page of the TX pool this queue owns; its id was just
@@ -396,12 +405,25 @@ impl<R: GrantedRegion> Queue<R> {
             }
             out
         };
-        (out, self.tx_push(evtchn, len, slots, &ids, flags, gso_mss))
+        let r = self.tx_push(len, slots, &ids, flags, gso_mss);
+        let r = match r {
+            Ok(()) if !more => self.tx_flush(evtchn),
+            r => r,
+        };
+        (out, r)
     }
 
-    fn tx_push<E: EventChannels>(
+    /// Publishes written TX requests and notifies the backend if it asked for it.
+    pub(crate) fn tx_flush<E: EventChannels>(&mut self, evtchn: &E) -> Result<(), NetError> {
+        self.tx_unpushed = false;
+        if self.tx.push_requests() {
+            evtchn.notify(self.tx_port)?;
+        }
+        Ok(())
+    }
+
+    fn tx_push(
         &mut self,
-        evtchn: &E,
         len: usize,
         slots: usize,
         ids: &[u16; MAX_TX_SLOTS],
@@ -450,9 +472,7 @@ impl<R: GrantedRegion> Queue<R> {
         }
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += len as u64;
-        if self.tx.push_requests() {
-            evtchn.notify(self.tx_port)?;
-        }
+        self.tx_unpushed = true;
         Ok(())
     }
 
@@ -629,6 +649,9 @@ impl<R: GrantedRegion> Queue<R> {
 
     /// Reaps TX, reposts RX buffers, and re-arms notifications; true when RX responses wait.
     pub(crate) fn poll<E: EventChannels>(&mut self, evtchn: &E) -> Result<bool, NetError> {
+        if self.tx_unpushed {
+            self.tx_flush(evtchn)?;
+        }
         self.reap_tx()?;
         self.refill_notify(evtchn)?;
         Ok(self.rx.final_check_for_responses()?)
@@ -661,8 +684,9 @@ impl<G: GrantAccess> Inner<G> {
         e
     }
 
-    pub(crate) fn tx_prepare(
+    pub(crate) fn tx_prepare<E: EventChannels>(
         &mut self,
+        evtchn: &E,
         queue: u16,
         len: usize,
         meta: TxMeta,
@@ -673,7 +697,8 @@ impl<G: GrantAccess> Inner<G> {
             .queues
             .get_mut(usize::from(queue))
             .ok_or(NetError::BadQueue(queue))?;
-        q.tx_prepare(&features, len, meta).map_err(|e| self.fail(e))
+        q.tx_prepare(evtchn, &features, len, meta)
+            .map_err(|e| self.fail(e))
     }
 
     pub(crate) fn tx_commit<E: EventChannels, T>(
@@ -707,12 +732,17 @@ impl<G: GrantAccess> Inner<G> {
         meta: TxMeta,
         fill: impl FnOnce(&mut [u8]) -> T,
     ) -> Result<T, NetError> {
-        let plan = self.tx_prepare(queue, len, meta)?;
+        let plan = self.tx_prepare(evtchn, queue, len, meta)?;
         let (out, r) = self.tx_commit(evtchn, queue, plan, fill);
         r.map(|()| out)
     }
 
-    pub(crate) fn can_transmit(&mut self, queue: u16, len: usize) -> bool {
+    pub(crate) fn can_transmit<E: EventChannels>(
+        &mut self,
+        evtchn: &E,
+        queue: u16,
+        len: usize,
+    ) -> bool {
         if self.state != DeviceState::Connected || len == 0 {
             return false;
         }
@@ -723,7 +753,7 @@ impl<G: GrantAccess> Inner<G> {
         if q.tx_space(slots, 1) {
             return true;
         }
-        match q.reap_tx() {
+        match q.tx_flush(evtchn).and_then(|()| q.reap_tx()) {
             Ok(()) => q.tx_space(slots, 1),
             Err(e) => {
                 self.fail(e);

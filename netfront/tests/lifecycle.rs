@@ -193,3 +193,45 @@ fn thousand_connect_disconnect_cycles_leak_nothing() {
     );
     assert!(env.sim.violations().is_empty());
 }
+
+#[test]
+fn more_defers_publication_until_the_last_frame_or_poll() {
+    let env = Env::new(|c| c.max_queues = 1);
+    let mut nf = env.connected(NetfrontConfig::default());
+    let more = TxMeta {
+        more: true,
+        ..TxMeta::default()
+    };
+    for i in 0..10 {
+        nf.transmit(0, &udp_frame(100, i, false), more).unwrap();
+    }
+    env.sim.run_until_idle();
+    assert!(
+        env.nb.take_tx().is_empty(),
+        "requests published before the batch ended"
+    );
+    nf.transmit(0, &udp_frame(100, 10, false), TxMeta::default())
+        .unwrap();
+    env.sim.run_until_idle();
+    assert_eq!(env.nb.take_tx().len(), 11);
+    // A batch left open is published by poll.
+    nf.transmit(0, &udp_frame(100, 11, false), more).unwrap();
+    env.sim.run_until_idle();
+    assert!(env.nb.take_tx().is_empty());
+    nf.poll().unwrap();
+    env.sim.run_until_idle();
+    assert_eq!(env.nb.take_tx().len(), 1);
+    // And a full ring publishes what it holds instead of reporting Busy forever.
+    let mut sent = 0;
+    for i in 0..1000 {
+        match nf.transmit(0, &udp_frame(60, i, false), more) {
+            Ok(()) => sent += 1,
+            Err(NetError::Busy) => env.sim.run_until_idle(),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    nf.poll().unwrap();
+    env.settle(&mut nf);
+    assert_eq!(env.nb.take_tx().len(), sent);
+    assert!(sent > 900);
+}
