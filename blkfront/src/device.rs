@@ -307,6 +307,27 @@ fn bad(key: &'static str, reason: &'static str) -> BlkError {
     BlkError::BadBackendValue { key, reason }
 }
 
+/// The whole discard extents inside `count` 512-byte sectors from `first` (both in 512-byte
+/// sectors): extents are `granularity` bytes long and start at `alignment` plus multiples of it.
+/// `None` when no whole extent fits.
+fn discard_extents(first: u64, count: u64, d: Discard, sector_size: u32) -> Option<(u64, u64)> {
+    let sector = SECTOR as u64;
+    let mut g = u64::from(d.granularity.max(sector_size));
+    if g % sector != 0 {
+        g = u64::from(sector_size);
+    }
+    let a = u64::from(d.alignment) % g / sector * sector;
+    let start = first.checked_mul(sector)?;
+    let end = start.checked_add(count.checked_mul(sector)?)?;
+    let lo = if start <= a {
+        a
+    } else {
+        a.checked_add((start - a).div_ceil(g).checked_mul(g)?)?
+    };
+    let hi = if end < a { 0 } else { a + (end - a) / g * g };
+    (hi > lo).then(|| (lo / sector, (hi - lo) / sector))
+}
+
 /// Resources allocated during connect, released if connect fails.
 struct Partial<R> {
     queues: Vec<Queue<R>>,
@@ -688,6 +709,25 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         }
     }
 
+    /// Records a request that needs no ring traffic as successfully done.
+    fn complete_now(&mut self, kind: OpKind) -> Tag {
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.ops.insert(
+            tag,
+            Op {
+                kind,
+                pages: Vec::new(),
+                bytes: 0,
+                parts_left: 0,
+                result: Ok(()),
+                done: true,
+            },
+        );
+        self.done.push_back(tag);
+        Tag(tag)
+    }
+
     /// Queues `req`; it goes onto the rings as slots free up (at once when there is room).
     pub fn submit(&mut self, req: IoRequest<'_>) -> Result<Tag, BlkError> {
         self.usable()?;
@@ -722,20 +762,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
                     BLKIF_OP_WRITE_BARRIER
                 } else {
                     // No volatile cache to flush: complete at once.
-                    self.next_tag += 1;
-                    self.ops.insert(
-                        tag,
-                        Op {
-                            kind: OpKind::Flush,
-                            pages: Vec::new(),
-                            bytes: 0,
-                            parts_left: 0,
-                            result: Ok(()),
-                            done: true,
-                        },
-                    );
-                    self.done.push_back(tag);
-                    return Ok(Tag(tag));
+                    return Ok(self.complete_now(OpKind::Flush));
                 };
                 (OpKind::Flush, code, 0, 0, None, None)
             }
@@ -756,13 +783,19 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
                 }
                 self.check_range(lba, blocks)?;
                 let flag = if secure { BLKIF_DISCARD_SECURE } else { 0 };
+                // Discard is advisory: shrink the range to whole discard extents.
+                let Some((first, count)) =
+                    discard_extents(lba * spb, blocks * spb, d, self.info.sector_size)
+                else {
+                    return Ok(self.complete_now(OpKind::Discard));
+                };
                 (
                     OpKind::Discard,
                     BLKIF_OP_DISCARD,
-                    lba * spb,
+                    first,
                     0,
                     None,
-                    Some((blocks * spb, flag)),
+                    Some((count, flag)),
                 )
             }
         };
@@ -1408,5 +1441,38 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlockDevice for BlkFront<G, E, 
             secure: false,
         })?;
         self.wait_and_take(tag, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(granularity: u32, alignment: u32) -> Discard {
+        Discard {
+            granularity,
+            alignment,
+            secure: false,
+        }
+    }
+
+    #[test]
+    fn discard_extents_round_inward() {
+        // Sector granularity: unchanged.
+        assert_eq!(discard_extents(3, 5, d(512, 0), 512), Some((3, 5)));
+        // 4 KiB extents: [1, 20) sectors -> [8, 16).
+        assert_eq!(discard_extents(1, 19, d(4096, 0), 512), Some((8, 8)));
+        // Nothing whole inside.
+        assert_eq!(discard_extents(1, 6, d(4096, 0), 512), None);
+        // Extents offset by 1 KiB: starts at sectors 2, 10, 18, ...
+        assert_eq!(discard_extents(0, 20, d(4096, 1024), 512), Some((2, 16)));
+        // Granularity below the sector size is the sector size; odd values fall back to it.
+        assert_eq!(discard_extents(8, 8, d(0, 0), 4096), Some((8, 8)));
+        assert_eq!(discard_extents(0, 16, d(1000, 0), 512), Some((0, 16)));
+        // No overflow on huge values.
+        assert_eq!(
+            discard_extents(u64::MAX / 2, u64::MAX / 2, d(4096, 0), 512),
+            None
+        );
     }
 }

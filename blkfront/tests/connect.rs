@@ -138,3 +138,60 @@ fn unknown_device_is_reported() {
         vec!["1".to_string()]
     );
 }
+
+#[test]
+fn eopnotsupp_disables_the_feature() {
+    let env = Env::new();
+    // The backend cannot flush but (buggily) advertises it.
+    let be = env.attach(
+        6,
+        BlkbackConfig {
+            flush_cache: false,
+            ..Default::default()
+        },
+    );
+    env.sim.run_until_idle();
+    env.sim
+        .dom0()
+        .xs_write(&format!("{}/feature-flush-cache", be.backend_path), b"1")
+        .unwrap();
+    let mut dev = env.connect(6, Config::default()).unwrap();
+    assert!(dev.features().flush_cache);
+    assert_eq!(
+        dev.flush(),
+        Err(BlkError::Io(xen_blkfront::IoError::NotSupported))
+    );
+    assert!(!dev.features().flush_cache);
+    // Without the feature, a flush completes at once and the device keeps working.
+    dev.flush().unwrap();
+    dev.write_blocks(1, &[7u8; 512]).unwrap();
+    assert_eq!(be.read_disk(512, 512), vec![7u8; 512]);
+}
+
+#[test]
+fn discard_honours_granularity_and_alignment() {
+    let env = Env::new();
+    let be = env.attach(
+        8,
+        BlkbackConfig {
+            discard: Some((4096, 0, false)),
+            ..Default::default()
+        },
+    );
+    let mut dev = env.connect(8, Config::default()).unwrap();
+    dev.write_blocks(0, &vec![0xEEu8; 64 * 512]).unwrap();
+    // Blocks [1, 20): only the whole 4 KiB extent [8, 16) goes.
+    dev.discard(1, 19).unwrap();
+    let disk = be.read_disk(0, 64 * 512);
+    for (i, sector) in disk.chunks(512).enumerate() {
+        let zero = (8..16).contains(&i);
+        assert!(
+            sector.iter().all(|&b| b == if zero { 0 } else { 0xEE }),
+            "sector {i}"
+        );
+    }
+    // A range with no whole extent is a successful no-op.
+    let before = be.stats().discards;
+    dev.discard(1, 3).unwrap();
+    assert_eq!(be.stats().discards, before);
+}

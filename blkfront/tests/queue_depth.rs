@@ -60,7 +60,7 @@ fn run_qd(size: usize, qd: usize, total: usize, write: bool, queues: u32) {
 
 #[test]
 fn qd32_small_reads_and_writes() {
-    for total in [1, 31, 32, 33, 100, 1000] {
+    for total in [1, 32, 33, 300] {
         run_qd(4096, 32, total, false, 1);
         run_qd(4096, 32, total, true, 1);
     }
@@ -68,7 +68,7 @@ fn qd32_small_reads_and_writes() {
 
 #[test]
 fn qd32_large_requests() {
-    for total in [1, 40, 100] {
+    for total in [1, 40] {
         run_qd(1 << 20, 32, total, false, 1);
         run_qd(1 << 20, 32, total, true, 2);
     }
