@@ -268,7 +268,7 @@ pub fn demo(args: &[String]) -> Result<(), String> {
 
 /// Whether `cargo xtask test` runs the unikernel scenarios (needs the HTTP KV app in the kernel).
 /// `XEN_RS_HARNESS_UNIKERNEL=0|1` overrides it.
-const TEST_UNIKERNEL: bool = false;
+const TEST_UNIKERNEL: bool = true;
 
 /// The nested Xen tier of `cargo xtask test`: the Linux PV guest scenario and, when enabled
 /// (`TEST_UNIKERNEL`), the unikernel scenarios, all in one boot.
