@@ -242,7 +242,9 @@ where
                 self.announced = false;
             }
             Some(dhcpv4::Event::Deconfigured) => {
-                crate::println!("net: DHCP lease lost");
+                if !self.iface.ip_addrs().is_empty() {
+                    crate::println!("net: DHCP lease lost");
+                }
                 self.iface.update_ip_addrs(|addrs| addrs.clear());
                 self.iface.routes_mut().remove_default_ipv4_route();
             }

@@ -13,6 +13,8 @@ pub type XenBlk = BlkFront<&'static crate::xen::Grants, crate::xen::KernelEvents
 pub enum Disk {
     /// Xen PV block device.
     Xen(Box<XenBlk>),
+    /// virtio-blk (plain QEMU).
+    Virtio(Box<crate::virtio::VirtioBlk>),
     /// RAM disk (no persistent disk found).
     Mem(MemDisk),
 }
@@ -22,6 +24,8 @@ pub enum Disk {
 pub enum DiskError {
     /// blkfront.
     Xen(BlkError),
+    /// virtio-blk.
+    Virtio(crate::virtio::VirtioBlkError),
     /// RAM disk.
     Mem(MemDiskError),
 }
@@ -30,6 +34,7 @@ impl fmt::Display for DiskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DiskError::Xen(e) => write!(f, "blkfront: {e}"),
+            DiskError::Virtio(e) => write!(f, "virtio-blk: {e}"),
             DiskError::Mem(e) => write!(f, "ramdisk: {e}"),
         }
     }
@@ -39,6 +44,7 @@ macro_rules! each {
     ($self:ident, $d:ident => $e:expr) => {
         match $self {
             Disk::Xen($d) => $e.map_err(DiskError::Xen),
+            Disk::Virtio($d) => $e.map_err(DiskError::Virtio),
             Disk::Mem($d) => $e.map_err(DiskError::Mem),
         }
     };
@@ -49,18 +55,21 @@ impl BlockDevice for Disk {
     fn block_size(&self) -> usize {
         match self {
             Disk::Xen(d) => d.block_size(),
+            Disk::Virtio(d) => d.block_size(),
             Disk::Mem(d) => d.block_size(),
         }
     }
     fn num_blocks(&self) -> u64 {
         match self {
             Disk::Xen(d) => d.num_blocks(),
+            Disk::Virtio(d) => d.num_blocks(),
             Disk::Mem(d) => d.num_blocks(),
         }
     }
     fn read_only(&self) -> bool {
         match self {
             Disk::Xen(d) => d.read_only(),
+            Disk::Virtio(d) => d.read_only(),
             Disk::Mem(d) => d.read_only(),
         }
     }

@@ -16,10 +16,12 @@ mod console;
 mod disk;
 mod mem;
 mod platform;
+mod qemumain;
 mod rt;
 mod selftest;
 mod start_info;
 mod time;
+mod virtio;
 mod xen;
 mod xenmain;
 
@@ -147,10 +149,9 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     if platform::is_xen() {
         xenmain::run(&cfg);
     }
-    println!("plain QEMU: no virtio devices supported yet; idling");
-    loop {
-        arch::enable_interrupts_and_halt();
-    }
+    qemumain::run(&cfg);
+    println!("nothing to run; powering off");
+    platform::success_exit();
 }
 
 /// Recurses without end (each frame keeps 1 KiB live), for the `overflow` test.

@@ -9,7 +9,8 @@
 //! `KERNEL_TARGET_DIR`).
 
 use crate::util;
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -289,7 +290,10 @@ const CASES: &[Case] = &[
         machine: Machine::Microvm,
         cmdline: "overflow",
         status: QEMU_FAILURE_STATUS,
-        expect: &["!!! STACK OVERFLOW: the boot stack ran into its guard page", "CPU EXCEPTION 14"],
+        expect: &[
+            "!!! STACK OVERFLOW: the boot stack ran into its guard page",
+            "CPU EXCEPTION 14",
+        ],
         reject: &["SELFTEST PASS"],
     },
 ];
@@ -356,10 +360,271 @@ pub fn test() -> Result<(), String> {
             }
         }
     }
+    let t = Instant::now();
+    match app_test(&elf) {
+        Ok(detail) => {
+            passed += 1;
+            println!("kernel boot test virtio app (HTTP KV over virtio-net/virtio-blk): ok ({:.1} s): {detail}", t.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            failed += 1;
+            println!(
+                "kernel boot test virtio app (HTTP KV over virtio-net/virtio-blk): FAILED: {e}"
+            );
+        }
+    }
     println!("kernel boot tests: {passed} passed, {failed} failed");
     if failed == 0 {
         Ok(())
     } else {
         Err(format!("{failed} kernel boot test(s) failed"))
     }
+}
+
+/// A QEMU run of the application path, killed on drop.
+struct AppVm {
+    child: std::process::Child,
+    console: PathBuf,
+    port: u16,
+}
+
+impl Drop for AppVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl AppVm {
+    /// Boots the kernel with a virtio-net (user networking, guest port 80 forwarded to a free
+    /// loopback port) and a virtio-blk on `disk`, and waits until it serves.
+    fn start(elf: &Path, disk: &Path, console: PathBuf) -> Result<AppVm, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free loopback port: {e}"))?
+            .port();
+        let _ = std::fs::remove_file(&console);
+        let mut cmd = qemu_command(elf, "", Machine::Microvm);
+        // qemu_command sends the console to stdio; a file keeps it readable while the VM runs.
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let mut c = Command::new("qemu-system-x86_64");
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            if a == "-debugcon" {
+                let _ = it.next();
+                c.arg("-debugcon")
+                    .arg(format!("file:{}", console.display()));
+            } else {
+                c.arg(a);
+            }
+        }
+        cmd = c;
+        cmd.args([
+            "-drive",
+            &format!("file={},format=raw,if=none,id=d0", disk.display()),
+        ])
+        .args(["-device", "virtio-blk-device,drive=d0"])
+        .args([
+            "-netdev",
+            &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"),
+        ])
+        .args(["-device", "virtio-net-device,netdev=n0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let child = cmd.spawn().map_err(|e| format!("cannot start qemu: {e}"))?;
+        let vm = AppVm {
+            child,
+            console,
+            port,
+        };
+        let start = Instant::now();
+        loop {
+            let text = std::fs::read_to_string(&vm.console).unwrap_or_default();
+            if text.contains("net: ready, serving") {
+                return Ok(vm);
+            }
+            if text.contains("PANIC") || text.contains("EXCEPTION") {
+                return Err(format!("kernel failed:\n{text}"));
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                return Err(format!("not serving after 20 s; console:\n{text}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends one raw HTTP request (connection closed after it) and returns (status, body).
+    fn request(&self, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let mut s =
+            TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(raw).map_err(|e| format!("send: {e}"))?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp)
+            .map_err(|e| format!("receive: {e}"))?;
+        let head_end = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| {
+                format!(
+                    "no HTTP head in {:?}",
+                    String::from_utf8_lossy(&resp[..resp.len().min(200)])
+                )
+            })?;
+        let head = String::from_utf8_lossy(&resp[..head_end]).into_owned();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad status line in {head:?}"))?;
+        Ok((status, resp[head_end + 4..].to_vec()))
+    }
+
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let mut raw =
+            format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n").into_bytes();
+        if let Some(b) = body {
+            raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", b.len()).as_bytes());
+            raw.extend_from_slice(b);
+        } else {
+            raw.extend_from_slice(b"\r\n");
+        }
+        self.request(&raw)
+            .map_err(|e| format!("{method} {path}: {e}"))
+    }
+}
+
+fn expect_status(what: &str, got: (u16, Vec<u8>), want: &[u16]) -> Result<Vec<u8>, String> {
+    if want.contains(&got.0) {
+        Ok(got.1)
+    } else {
+        Err(format!(
+            "{what}: status {}, want {want:?} (body {:?})",
+            got.0,
+            String::from_utf8_lossy(&got.1[..got.1.len().min(200)])
+        ))
+    }
+}
+
+/// The application under plain QEMU: HTTP requests through virtio-net (DHCP from QEMU's user
+/// network), values on virtio-blk, and persistence across a hard power-off (QEMU killed).
+fn app_test(elf: &Path) -> Result<String, String> {
+    let dir = target_dir().join("qemu-app-test");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let disk = dir.join("disk.img");
+    let f = std::fs::File::create(&disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+    f.set_len(16 << 20).map_err(|e| e.to_string())?;
+    drop(f);
+    // Deterministic pseudo-random value (xorshift), 256 KiB.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let big: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+
+    let vm = AppVm::start(elf, &disk, dir.join("console-1.log"))?;
+    expect_status(
+        "PUT /kv/alpha",
+        vm.call("PUT", "/kv/alpha", Some(b"hello"))?,
+        &[201],
+    )?;
+    let v = expect_status("GET /kv/alpha", vm.call("GET", "/kv/alpha", None)?, &[200])?;
+    if v != b"hello" {
+        return Err(format!(
+            "GET /kv/alpha returned {:?}",
+            String::from_utf8_lossy(&v)
+        ));
+    }
+    expect_status(
+        "PUT /kv/big",
+        vm.call("PUT", "/kv/big", Some(&big))?,
+        &[201],
+    )?;
+    let v = expect_status("GET /kv/big", vm.call("GET", "/kv/big", None)?, &[200])?;
+    if v != big {
+        return Err(format!(
+            "GET /kv/big returned {} bytes that differ from the {} sent",
+            v.len(),
+            big.len()
+        ));
+    }
+    expect_status(
+        "PUT /kv/gone",
+        vm.call("PUT", "/kv/gone", Some(b"x"))?,
+        &[201],
+    )?;
+    expect_status(
+        "DELETE /kv/gone",
+        vm.call("DELETE", "/kv/gone", None)?,
+        &[204],
+    )?;
+    expect_status("GET /kv/gone", vm.call("GET", "/kv/gone", None)?, &[404])?;
+    let list = expect_status("GET /kv/", vm.call("GET", "/kv/", None)?, &[200])?;
+    let list = String::from_utf8_lossy(&list).into_owned();
+    if !list.lines().any(|l| l == "alpha")
+        || !list.lines().any(|l| l == "big")
+        || list.contains("gone")
+    {
+        return Err(format!("GET /kv/ listed {list:?}"));
+    }
+    let stats = expect_status("GET /stats", vm.call("GET", "/stats", None)?, &[200])?;
+    let stats = String::from_utf8_lossy(&stats).into_owned();
+    for k in [
+        "\"virtio-net0\"",
+        "\"virtio-blk0\"",
+        "\"uptime_ms\"",
+        "\"keys\":2",
+    ] {
+        if !stats.contains(k) {
+            return Err(format!("/stats lacks {k}: {stats}"));
+        }
+    }
+    let (code, _) = vm.request(b"GARBAGE\r\n\r\n")?;
+    if !(400..500).contains(&code) {
+        return Err(format!("a malformed request got status {code}, want 4xx"));
+    }
+    expect_status(
+        "GET /kv/alpha after the bad request",
+        vm.call("GET", "/kv/alpha", None)?,
+        &[200],
+    )?;
+    drop(vm); // SIGKILL: a hard power-off right after the acknowledged writes.
+
+    let vm = AppVm::start(elf, &disk, dir.join("console-2.log"))?;
+    let v = expect_status(
+        "GET /kv/big after power-off",
+        vm.call("GET", "/kv/big", None)?,
+        &[200],
+    )?;
+    if v != big {
+        return Err("the 256 KiB value changed across the power-off".into());
+    }
+    let v = expect_status(
+        "GET /kv/alpha after power-off",
+        vm.call("GET", "/kv/alpha", None)?,
+        &[200],
+    )?;
+    if v != b"hello" {
+        return Err("the small value changed across the power-off".into());
+    }
+    expect_status(
+        "GET /kv/gone after power-off",
+        vm.call("GET", "/kv/gone", None)?,
+        &[404],
+    )?;
+    Ok("PUT/GET/DELETE/list/stats, 400 for garbage, 256 KiB value, values intact after QEMU was killed".into())
 }

@@ -1,5 +1,6 @@
 //! x86_64 primitives: port I/O, CPUID, MSRs, control registers, interrupts flag, TSC.
 
+pub mod apic;
 pub mod gdt;
 pub mod idt;
 pub mod paging;
