@@ -188,12 +188,13 @@ xl_shutdown_wait() {
 
 # ---- HTTP client helpers (busybox nc / wget) ----
 
-# http_req METHOD URL_PATH [BODY_FILE] -> prints the status code; response saved in /tmp/http.resp.$$
-# Uses GUEST_IP and HTTP_PORT. The whole raw response (headers + body) is in $HTTP_RESP.
+# http_req METHOD URL_PATH [BODY_FILE] -> prints the status code. Uses GUEST_IP and HTTP_PORT.
+# The whole raw response (headers + body) goes to $HTTP_RESP_FILE if set (callers usually run
+# http_req in $(...), so they name the file), else to a file per shell and path.
 HTTP_PORT=${HTTP_PORT:-80}
 http_req() {
 	_m=$1 _p=$2 _f=$3
-	HTTP_RESP=/tmp/http.resp.$$.$(echo "$_p" | tr -c 'a-zA-Z0-9' '_')
+	HTTP_RESP=${HTTP_RESP_FILE:-/tmp/http.resp.$$.$(echo "$_p" | tr -c 'a-zA-Z0-9' '_')}
 	if [ -n "$_f" ]; then
 		_len=$(wc -c <"$_f")
 		{ printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \

@@ -26,9 +26,12 @@ fi
 
 show() {
 	# show METHOD PATH [BODY_FILE]: one request, its status line and body for the user.
-	code=$(http_req "$@")
-	say "$1 $2 -> $(head -n 1 "$HTTP_RESP" | tr -d '\r')"
-	sed '1,/^\r*$/d' "$HTTP_RESP" | head -c 600 | sed 's/^/      /' | while read -r l; do say "$l"; done
+	HTTP_RESP_FILE=/tmp/demo.resp
+	rm -f $HTTP_RESP_FILE
+	http_req "$@" >/dev/null
+	say "$1 $2 -> $(head -n 1 $HTTP_RESP_FILE | tr -d '\r')"
+	tr -d '\r' <$HTTP_RESP_FILE | sed '1,/^$/d' | head -c 600 | while read -r l || [ -n "$l" ]; do say "    $l"; done
+	unset HTTP_RESP_FILE
 }
 begin demo-requests
 printf 'hello from dom0\n' >/tmp/demo-value
