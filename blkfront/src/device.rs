@@ -170,6 +170,100 @@ pub struct Completion {
     pub data: Option<Vec<u8>>,
 }
 
+/// Pages granted to the backend that the caller fills or reads in place: I/O without a copy in the
+/// frontend ([`BlkFront::submit_read_buffer`], [`BlkFront::submit_write_buffer`]).
+///
+/// The memory is shared with the backend: it is reached through raw pointers and copies, never
+/// through Rust references, and while a request using the buffer is in flight the buffer belongs to
+/// the device.
+pub struct IoBuffer<R> {
+    pages: Vec<R>,
+    len: usize,
+}
+
+impl<R: GrantedRegion> IoBuffer<R> {
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length buffer (never handed out).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Start of page `i` (4096 bytes), or `None` when out of range.
+    pub fn page_ptr(&self, i: usize) -> Option<*mut u8> {
+        self.pages.get(i).map(|p| p.as_ptr())
+    }
+
+    /// Copies `data` into the buffer at `offset`; false when it does not fit.
+    pub fn write_at(&mut self, offset: usize, data: &[u8]) -> bool {
+        let Some(end) = offset.checked_add(data.len()) else {
+            return false;
+        };
+        if end > self.len {
+            return false;
+        }
+        let mut done = 0;
+        while done < data.len() {
+            let pos = offset + done;
+            let (page, within) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
+            let n = (PAGE_SIZE - within).min(data.len() - done);
+            if let Some(p) = self.pages.get(page) {
+                // SAFETY: within + n <= PAGE_SIZE inside a page we own; raw copy into shared memory.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(data[done..].as_ptr(), p.as_ptr().add(within), n)
+                };
+            }
+            done += n;
+        }
+        true
+    }
+
+    /// Copies `out.len()` bytes from `offset` out of the buffer; false when out of range.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> bool {
+        let Some(end) = offset.checked_add(out.len()) else {
+            return false;
+        };
+        if end > self.len {
+            return false;
+        }
+        let mut done = 0;
+        while done < out.len() {
+            let pos = offset + done;
+            let (page, within) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
+            let n = (PAGE_SIZE - within).min(out.len() - done);
+            if let Some(p) = self.pages.get(page) {
+                // SAFETY: within + n <= PAGE_SIZE inside a page we own; raw copy out of shared memory.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        p.as_ptr().add(within),
+                        out[done..].as_mut_ptr(),
+                        n,
+                    )
+                };
+            }
+            done += n;
+        }
+        true
+    }
+}
+
+impl<R> core::fmt::Debug for IoBuffer<R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IoBuffer")
+            .field("len", &self.len)
+            .field("pages", &self.pages.len())
+            .finish()
+    }
+}
+
 /// The life-cycle state of a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceStatus {
@@ -197,6 +291,8 @@ struct Op<R> {
     parts_left: usize,
     result: Result<(), IoError>,
     done: bool,
+    /// The pages are an [`IoBuffer`] the caller gets back (never recycled by us).
+    buffer: bool,
 }
 
 /// One ring request not yet on a ring.
@@ -246,6 +342,7 @@ pub struct BlkFront<G: GrantAccess, E: EventChannels, S: Store> {
     backlog: VecDeque<Part<G::Region>>,
     done: VecDeque<u64>,
     next_tag: u64,
+    finished: usize,
     scratch: Vec<BlkifResponse>,
 }
 
@@ -438,6 +535,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             backlog: VecDeque::new(),
             done: VecDeque::new(),
             next_tag: 1,
+            finished: 0,
             scratch: Vec::new(),
         })
     }
@@ -709,6 +807,120 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         }
     }
 
+    /// Allocates a zero-copy buffer of `len` bytes (whole blocks): granted pages from the
+    /// persistent pool, or freshly granted ones.
+    pub fn alloc_buffer(&mut self, len: usize) -> Result<IoBuffer<G::Region>, BlkError> {
+        self.usable()?;
+        self.block_count(len)?;
+        let mut pages = Vec::with_capacity(len.div_ceil(PAGE_SIZE));
+        for _ in 0..len.div_ceil(PAGE_SIZE) {
+            match self.alloc_page(Access::ReadWrite) {
+                Ok(p) => pages.push(p),
+                Err(e) => {
+                    self.recycle_all(pages);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(IoBuffer { pages, len })
+    }
+
+    /// Gives a buffer back (to the pool, or its grants are ended).
+    pub fn free_buffer(&mut self, buffer: IoBuffer<G::Region>) {
+        self.recycle_all(buffer.pages);
+    }
+
+    /// Reads `buffer.len()` bytes from `lba` straight into `buffer` (no copy in the frontend).
+    /// Get the buffer back with [`take_buffer`](Self::take_buffer) or
+    /// [`wait_buffer`](Self::wait_buffer). On error the buffer is freed.
+    pub fn submit_read_buffer(
+        &mut self,
+        lba: u64,
+        buffer: IoBuffer<G::Region>,
+    ) -> Result<Tag, BlkError> {
+        self.submit_buffer(lba, buffer, None)
+    }
+
+    /// Writes `buffer` at `lba` straight from its pages (see
+    /// [`submit_read_buffer`](Self::submit_read_buffer)); `fua` as for [`IoRequest::Write`].
+    pub fn submit_write_buffer(
+        &mut self,
+        lba: u64,
+        buffer: IoBuffer<G::Region>,
+        fua: bool,
+    ) -> Result<Tag, BlkError> {
+        self.submit_buffer(lba, buffer, Some(fua))
+    }
+
+    fn submit_buffer(
+        &mut self,
+        lba: u64,
+        buffer: IoBuffer<G::Region>,
+        write: Option<bool>,
+    ) -> Result<Tag, BlkError> {
+        let checked = self.usable().and_then(|()| {
+            if write.is_some() && self.info.read_only {
+                return Err(BlkError::ReadOnly);
+            }
+            let blocks = self.block_count(buffer.len)?;
+            self.check_range(lba, blocks)
+        });
+        if let Err(e) = checked {
+            self.free_buffer(buffer);
+            return Err(e);
+        }
+        let (kind, code) = match write {
+            None => (OpKind::Read, BLKIF_OP_READ),
+            Some(fua) => (
+                OpKind::Write,
+                match (fua, self.features.barrier, self.features.flush_cache) {
+                    (true, true, _) => BLKIF_OP_WRITE_BARRIER,
+                    (true, false, true) => BLKIF_OP_FLUSH_DISKCACHE,
+                    _ => BLKIF_OP_WRITE,
+                },
+            ),
+        };
+        let sector = lba * self.sectors_per_block();
+        self.enqueue(kind, code, sector, buffer.len, buffer.pages, None, true)
+    }
+
+    /// The buffer of a finished buffer request, with its outcome; `None` while it is in flight
+    /// (or for an unknown tag). When the device failed or disconnected meanwhile, the outcome is an
+    /// error and the buffer comes back empty: its pages were released because the backend might
+    /// still map them.
+    pub fn take_buffer(&mut self, tag: Tag) -> Option<(Result<(), IoError>, IoBuffer<G::Region>)> {
+        match self.ops.get(&tag.0) {
+            Some(op) if op.buffer && op.done => {}
+            _ => return None,
+        }
+        let op = self.ops.remove(&tag.0)?;
+        let len = if op.pages.is_empty() { 0 } else { op.bytes };
+        Some((
+            op.result,
+            IoBuffer {
+                pages: op.pages,
+                len,
+            },
+        ))
+    }
+
+    /// Blocks until buffer request `tag` finished and returns its buffer (see
+    /// [`take_buffer`](Self::take_buffer)).
+    pub fn wait_buffer(
+        &mut self,
+        tag: Tag,
+    ) -> Result<(Result<(), IoError>, IoBuffer<G::Region>), BlkError> {
+        match self.ops.get(&tag.0) {
+            Some(op) if op.buffer => {}
+            _ => return Err(BlkError::UnknownTag(tag)),
+        }
+        let waited = self.block_until_done(tag.0);
+        match self.take_buffer(tag) {
+            Some(r) => Ok(r),
+            None => Err(waited.err().unwrap_or(BlkError::UnknownTag(tag))),
+        }
+    }
+
     /// Records a request that needs no ring traffic as successfully done.
     fn complete_now(&mut self, kind: OpKind) -> Tag {
         let tag = self.next_tag;
@@ -722,6 +934,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
                 parts_left: 0,
                 result: Ok(()),
                 done: true,
+                buffer: false,
             },
         );
         self.done.push_back(tag);
@@ -731,7 +944,6 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
     /// Queues `req`; it goes onto the rings as slots free up (at once when there is room).
     pub fn submit(&mut self, req: IoRequest<'_>) -> Result<Tag, BlkError> {
         self.usable()?;
-        let tag = self.next_tag;
         let spb = self.sectors_per_block();
         let (kind, op_code, sector, bytes, data, discard) = match req {
             IoRequest::Read { lba, blocks } => {
@@ -829,6 +1041,24 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             pages.push(page);
         }
 
+        self.enqueue(kind, op_code, sector, bytes, pages, discard, false)
+    }
+
+    /// Splits a prepared request into ring requests (with indirect pages where needed), records
+    /// it and pushes what fits onto the rings. On error the data pages are recycled.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        kind: OpKind,
+        op_code: u8,
+        sector: u64,
+        bytes: usize,
+        pages: Vec<G::Region>,
+        discard: Option<(u64, u8)>,
+        buffer: bool,
+    ) -> Result<Tag, BlkError> {
+        let tag = self.next_tag;
+        let n_pages = pages.len();
         // Split into ring requests.
         let mut parts = Vec::new();
         if let Some((discard_sectors, discard_flag)) = discard {
@@ -905,6 +1135,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
                 parts_left: parts.len(),
                 result: Ok(()),
                 done: false,
+                buffer,
             },
         );
         self.backlog.extend(parts);
@@ -1059,7 +1290,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
     /// [`status`](Self::status).
     pub fn poll(&mut self) -> Result<usize, BlkError> {
         self.usable()?;
-        let before = self.done.len();
+        let before = self.finished;
         for qi in 0..self.queues.len() {
             loop {
                 let mut batch = core::mem::take(&mut self.scratch);
@@ -1094,7 +1325,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             }
         }
         self.kick()?;
-        Ok(self.done.len() - before)
+        Ok(self.finished - before)
     }
 
     fn handle_response(&mut self, qi: usize, rsp: BlkifResponse) -> Result<(), BlkError> {
@@ -1142,9 +1373,12 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             }
             if op.parts_left == 0 {
                 op.done = true;
-                self.done.push_back(shadow.tag);
-                if op.kind != OpKind::Read || op.result.is_err() {
-                    finished = Some(core::mem::take(&mut op.pages));
+                self.finished += 1;
+                if !op.buffer {
+                    self.done.push_back(shadow.tag);
+                    if op.kind != OpKind::Read || op.result.is_err() {
+                        finished = Some(core::mem::take(&mut op.pages));
+                    }
                 }
             }
         }
@@ -1309,7 +1543,9 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
             if !op.done {
                 op.done = true;
                 op.result = Err(why);
-                newly_done.push(*tag);
+                if !op.buffer {
+                    newly_done.push(*tag);
+                }
             } else if op.kind == OpKind::Read && op.result.is_ok() {
                 // Its data pages are gone: the data can no longer be trusted or delivered.
                 op.result = Err(why);

@@ -195,3 +195,48 @@ fn discard_honours_granularity_and_alignment() {
     dev.discard(1, 3).unwrap();
     assert_eq!(be.stats().discards, before);
 }
+
+#[test]
+fn zero_copy_buffers() {
+    for persistent in [false, true] {
+        let env = Env::new();
+        let be = env.attach(
+            10,
+            BlkbackConfig {
+                persistent,
+                max_indirect_segments: Some(64),
+                ..Default::default()
+            },
+        );
+        let refs0 = env.grants.refs_in_use();
+        let mut dev = env.connect(10, Config::default()).unwrap();
+        let data = pattern(77, 20 * 4096);
+        let mut buf = dev.alloc_buffer(data.len()).unwrap();
+        assert_eq!((buf.len(), buf.pages()), (data.len(), 20));
+        assert!(buf.write_at(0, &data));
+        assert!(!buf.write_at(1, &data), "past the end");
+        let tag = dev.submit_write_buffer(33, buf, false).unwrap();
+        let (r, buf) = dev.wait_buffer(tag).unwrap();
+        r.unwrap();
+        assert_eq!(be.read_disk(33 * 512, data.len()), data);
+        dev.free_buffer(buf);
+        let buf = dev.alloc_buffer(data.len()).unwrap();
+        let tag = dev.submit_read_buffer(33, buf).unwrap();
+        assert!(dev.take_buffer(tag).is_none(), "still in flight");
+        let (r, buf) = dev.wait_buffer(tag).unwrap();
+        r.unwrap();
+        let mut back = vec![0u8; data.len()];
+        assert!(buf.read_at(0, &mut back));
+        assert_eq!(back, data);
+        // Buffer completions do not show up as ordinary completions.
+        assert!(dev.next_completion().is_none());
+        dev.free_buffer(buf);
+        assert!(matches!(
+            dev.alloc_buffer(100),
+            Err(BlkError::BadLength { .. })
+        ));
+        dev.disconnect().unwrap();
+        drop(dev);
+        assert_eq!(env.grants.refs_in_use(), refs0);
+    }
+}
