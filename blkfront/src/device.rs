@@ -255,6 +255,9 @@ impl<R: GrantedRegion> IoBuffer<R> {
     }
 }
 
+/// A finished buffer request: its outcome and the buffer.
+pub type BufferDone<R> = (Result<(), IoError>, IoBuffer<R>);
+
 impl<R> core::fmt::Debug for IoBuffer<R> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("IoBuffer")
@@ -888,7 +891,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
     /// (or for an unknown tag). When the device failed or disconnected meanwhile, the outcome is an
     /// error and the buffer comes back empty: its pages were released because the backend might
     /// still map them.
-    pub fn take_buffer(&mut self, tag: Tag) -> Option<(Result<(), IoError>, IoBuffer<G::Region>)> {
+    pub fn take_buffer(&mut self, tag: Tag) -> Option<BufferDone<G::Region>> {
         match self.ops.get(&tag.0) {
             Some(op) if op.buffer && op.done => {}
             _ => return None,
@@ -906,10 +909,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
 
     /// Blocks until buffer request `tag` finished and returns its buffer (see
     /// [`take_buffer`](Self::take_buffer)).
-    pub fn wait_buffer(
-        &mut self,
-        tag: Tag,
-    ) -> Result<(Result<(), IoError>, IoBuffer<G::Region>), BlkError> {
+    pub fn wait_buffer(&mut self, tag: Tag) -> Result<BufferDone<G::Region>, BlkError> {
         match self.ops.get(&tag.0) {
             Some(op) if op.buffer => {}
             _ => return Err(BlkError::UnknownTag(tag)),

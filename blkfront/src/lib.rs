@@ -29,8 +29,8 @@ extern crate alloc;
 mod device;
 
 pub use device::{
-    list_devices, BlkFront, Completion, Config, DeviceStatus, Discard, DiskInfo, Features,
-    IoRequest, Tag,
+    list_devices, BlkFront, BufferDone, Completion, Config, DeviceStatus, Discard, DiskInfo,
+    Features, IoBuffer, IoRequest, Tag,
 };
 
 use xen_event_channel::EvtchnError;
