@@ -60,16 +60,22 @@ impl<B: BlockDevice> BlockDevice for Counted<B> {
     fn read_blocks(&mut self, lba: u64, buf: &mut [u8]) -> Result<(), Self::Error> {
         self.counters.reads += 1;
         self.counters.read_bytes += buf.len() as u64;
-        self.inner.read_blocks(lba, buf).inspect_err(|_| self.counters.errors += 1)
+        self.inner
+            .read_blocks(lba, buf)
+            .inspect_err(|_| self.counters.errors += 1)
     }
     fn write_blocks(&mut self, lba: u64, buf: &[u8]) -> Result<(), Self::Error> {
         self.counters.writes += 1;
         self.counters.write_bytes += buf.len() as u64;
-        self.inner.write_blocks(lba, buf).inspect_err(|_| self.counters.errors += 1)
+        self.inner
+            .write_blocks(lba, buf)
+            .inspect_err(|_| self.counters.errors += 1)
     }
     fn flush(&mut self) -> Result<(), Self::Error> {
         self.counters.flushes += 1;
-        self.inner.flush().inspect_err(|_| self.counters.errors += 1)
+        self.inner
+            .flush()
+            .inspect_err(|_| self.counters.errors += 1)
     }
     fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), Self::Error> {
         self.inner.discard(lba, blocks)
@@ -106,7 +112,10 @@ impl StatsSource for Stats {
     fn memory(&self) -> Option<MemoryStats> {
         let h = crate::mem::heap_stats();
         let f = crate::mem::frame_stats();
-        Some(MemoryStats { used_bytes: h.allocated as u64, total_bytes: h.claimed as u64 + (f.total - f.used) * 4096 })
+        Some(MemoryStats {
+            used_bytes: h.allocated as u64,
+            total_bytes: h.claimed as u64 + (f.total - f.used) * 4096,
+        })
     }
 
     fn for_each_device(&self, f: &mut dyn FnMut(&str, kv_app::Counters<'_>)) {
@@ -142,10 +151,15 @@ impl StatsSource for Stats {
             &[
                 ("heap_allocated_bytes", h.allocated as u64),
                 ("heap_claimed_bytes", h.claimed as u64),
+                ("heap_allocations", h.allocations as u64),
                 ("frames_total", fr.total),
                 ("frames_used", fr.used),
                 ("events", self.events),
-                ("boot_stack_high_water_bytes", crate::arch::paging::boot_stack_high_water()),
+                ("spurious_interrupts", crate::arch::idt::spurious()),
+                (
+                    "boot_stack_high_water_bytes",
+                    crate::arch::paging::boot_stack_high_water(),
+                ),
             ],
         );
     }
@@ -177,8 +191,16 @@ where
     B::Error: core::fmt::Debug,
 {
     /// Opens (or formats) the store on `disk` and sets up the interface on `dev`.
-    pub fn new<D: Device>(dev: &mut D, mac: [u8; 6], disk: B, cfg: &CmdConfig) -> Result<Self, String> {
-        let disk = Counted { inner: disk, counters: BlkCounters::default() };
+    pub fn new<D: Device>(
+        dev: &mut D,
+        mac: [u8; 6],
+        disk: B,
+        cfg: &CmdConfig,
+    ) -> Result<Self, String> {
+        let disk = Counted {
+            inner: disk,
+            counters: BlkCounters::default(),
+        };
         let store = match Store::open_or_format(disk) {
             Ok(s) => s,
             Err(e) => return Err(alloc::format!("key-value store on disk: {e:?}")),
@@ -199,11 +221,16 @@ where
             Some(ip) => {
                 let [a, b, c, d] = ip.addr.0;
                 iface.update_ip_addrs(|addrs| {
-                    let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(Ipv4Address::new(a, b, c, d), ip.prefix)));
+                    let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(
+                        Ipv4Address::new(a, b, c, d),
+                        ip.prefix,
+                    )));
                 });
                 if let Some(gw) = cfg.gw {
                     let [a, b, c, d] = gw.0;
-                    let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+                    let _ = iface
+                        .routes_mut()
+                        .add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
                 }
             }
             None => {
@@ -219,7 +246,15 @@ where
             scfg.max_conns,
             scfg.memory_budget / 1024
         );
-        Ok(App { iface, sockets, server, store, dhcp, stats: Stats::default(), announced: false })
+        Ok(App {
+            iface,
+            sockets,
+            server,
+            store,
+            dhcp,
+            stats: Stats::default(),
+            announced: false,
+        })
     }
 
     fn dhcp_poll(&mut self) {
@@ -264,7 +299,11 @@ where
             }
         }
         let mut rounds = 0;
-        while self.server.poll(&mut self.sockets, &mut self.store, &self.stats, now()) && rounds < 64 {
+        while self
+            .server
+            .poll(&mut self.sockets, &mut self.store, &self.stats, now())
+            && rounds < 64
+        {
             self.iface.poll(now(), dev, &mut self.sockets);
             rounds += 1;
         }
@@ -275,11 +314,6 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
-    }
-
-    /// Connections open right now.
-    pub fn active_connections(&self) -> usize {
-        self.server.active_connections()
     }
 
     /// Flushes the store's device (before shutdown).

@@ -123,7 +123,10 @@ pub fn parse_cidr(s: &str) -> Result<Ipv4Cidr, AddrError> {
     if prefix > 32 {
         return Err(AddrError::PrefixRange);
     }
-    Ok(Ipv4Cidr { addr, prefix: prefix as u8 })
+    Ok(Ipv4Cidr {
+        addr,
+        prefix: prefix as u8,
+    })
 }
 
 /// Parses `cmdline`; returns the options and a clear message for each bad or unknown option (the
@@ -158,7 +161,9 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
         }
     }
     if c.gw.is_some() && c.ip.is_none() {
-        warnings.push("cmdline: gw= given without a valid ip=; the gateway comes from DHCP instead".into());
+        warnings.push(
+            "cmdline: gw= given without a valid ip=; the gateway comes from DHCP instead".into(),
+        );
         c.gw = None;
     }
     (c, warnings)

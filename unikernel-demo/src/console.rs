@@ -43,7 +43,12 @@ impl Write for Console {
                 self.line_start = false;
                 let ns = crate::time::now_ns();
                 let mut buf = Stamp::default();
-                let _ = write!(buf, "[{:4}.{:06}] ", ns / 1_000_000_000, (ns % 1_000_000_000) / 1000);
+                let _ = write!(
+                    buf,
+                    "[{:4}.{:06}] ",
+                    ns / 1_000_000_000,
+                    (ns % 1_000_000_000) / 1000
+                );
                 self.write_bytes(&buf.bytes[..buf.len]);
             }
             let (line, tail) = match rest.iter().position(|&b| b == b'\n') {
@@ -75,7 +80,11 @@ impl Write for Stamp {
     }
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { debugcon: true, ring: None, line_start: true });
+static CONSOLE: Mutex<Console> = Mutex::new(Console {
+    debugcon: true,
+    ring: None,
+    line_start: true,
+});
 
 /// Prints formatted text to every console sink.
 pub fn print(args: fmt::Arguments<'_>) {
@@ -106,15 +115,6 @@ pub fn set_ring(ring: &'static mut dyn Sink, keep_debugcon: bool) {
     });
 }
 
-/// Removes the PV console ring sink (before the domain shuts down) and returns to the debug port.
-pub fn clear_ring() {
-    crate::arch::without_interrupts(|| {
-        let mut c = CONSOLE.lock();
-        c.ring = None;
-        c.debugcon = true;
-    });
-}
-
 /// `print!` to the kernel console.
 #[macro_export]
 macro_rules! print {
@@ -138,7 +138,12 @@ impl log::Log for Logger {
 
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {
-            print(format_args!("[{} {}] {}\n", record.level(), record.target(), record.args()));
+            print(format_args!(
+                "[{} {}] {}\n",
+                record.level(),
+                record.target(),
+                record.args()
+            ));
         }
     }
 

@@ -7,7 +7,8 @@ use kv_app::{BlockDevice, MemDisk, MemDiskError};
 use xen_blkfront::{BlkError, BlkFront};
 
 /// The blkfront type of the kernel.
-pub type XenBlk = BlkFront<&'static crate::xen::Grants, crate::xen::KernelEvents, &'static crate::xen::XenStore>;
+pub type XenBlk =
+    BlkFront<&'static crate::xen::Grants, crate::xen::KernelEvents, &'static crate::xen::XenStore>;
 
 /// One of the supported disks.
 pub enum Disk {

@@ -42,7 +42,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
     // SAFETY: the boot code passes %ebx unchanged, and nothing has reused the loader's memory yet.
     let mut info = match unsafe { BootInfo::from_phys(start_info_pa as u64) } {
         Ok(i) => i,
-        Err(e) => panic!("no valid hvm_start_info from the loader: {e:?}"),
+        Err(e) => panic!("no valid hvm_start_info from the loader: {e}"),
     };
 
     let xen = xen::detect();
@@ -53,7 +53,10 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
                 panic!("Xen {major}.{minor} detected but the hypercall page failed: {e}");
             }
             platform::set_xen();
-            println!("platform: Xen {major}.{minor} (CPUID base {:#x}), hypercall page installed", x.base);
+            println!(
+                "platform: Xen {major}.{minor} (CPUID base {:#x}), hypercall page installed",
+                x.base
+            );
         }
         None => println!("platform: no Xen signature in CPUID; plain QEMU/KVM assumed"),
     }
@@ -79,7 +82,11 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             "memory: {:#014x}-{:#014x} {}",
             e.addr,
             e.addr + e.size,
-            if e.kind == start_info::MEMMAP_TYPE_RAM { "RAM" } else { "reserved" }
+            if e.kind == start_info::MEMMAP_TYPE_RAM {
+                "RAM"
+            } else {
+                "reserved"
+            }
         );
     }
     let m = mem::init(info.memmap());
@@ -94,9 +101,15 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         ke,
         (ke - ks) / 1024
     );
-    println!("memory: {guards} stack guard pages unmapped; boot stack {} KiB", boot::BOOT_STACK_SIZE / 1024);
+    println!(
+        "memory: {guards} stack guard pages unmapped; boot stack {} KiB",
+        boot::BOOT_STACK_SIZE / 1024
+    );
     if m.ignored_high > 0 {
-        println!("memory: {} KiB above 4 GiB not mapped, unused", m.ignored_high / 1024);
+        println!(
+            "memory: {} KiB above 4 GiB not mapped, unused",
+            m.ignored_high / 1024
+        );
     }
 
     let (cfg, cmdline_warnings) = cmdline::parse(info.cmdline());
@@ -114,7 +127,13 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         println!("{w}");
     }
     match cfg.ip {
-        Some(ip) => println!("net config: static {ip}, gateway {}", cfg.gw.map_or(alloc::string::String::from("none"), |g| alloc::format!("{g}"))),
+        Some(ip) => println!(
+            "net config: static {ip}, gateway {}",
+            cfg.gw
+                .map_or(alloc::string::String::from("none"), |g| alloc::format!(
+                    "{g}"
+                ))
+        ),
         None => println!("net config: DHCP"),
     }
     if cfg.debugcon {
@@ -132,14 +151,19 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
         panic!("read of an unmapped address returned {v:#x}");
     }
     if cfg.overflow {
-        println!("overflow requested on the kernel command line: recursing until the stack runs out");
+        println!(
+            "overflow requested on the kernel command line: recursing until the stack runs out"
+        );
         let depth = recurse(core::hint::black_box(0));
         panic!("recursion returned at depth {depth}");
     }
     if cfg.selftest {
         match selftest::run() {
             Ok(n) => {
-                println!("SELFTEST PASS: {n} tests (deepest boot-stack use {} KiB)", arch::paging::boot_stack_high_water() / 1024);
+                println!(
+                    "SELFTEST PASS: {n} tests (deepest boot-stack use {} KiB)",
+                    arch::paging::boot_stack_high_water() / 1024
+                );
                 platform::success_exit();
             }
             Err(e) => panic!("SELFTEST FAIL: {e}"),
@@ -156,6 +180,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
 
 /// Recurses without end (each frame keeps 1 KiB live), for the `overflow` test.
 #[inline(never)]
+#[allow(unconditional_recursion)]
 fn recurse(depth: u64) -> u64 {
     let mut buf = [0u8; 1024];
     buf[depth as usize % 1024] = depth as u8;
@@ -173,19 +198,26 @@ fn xen_init(keep_debugcon: bool) {
     };
     // SAFETY: shared_info stays mapped for the kernel's life; vcpu_info[0].time is its pvclock record.
     unsafe { time::use_pvclock(&raw mut (*si).vcpu_info[0].time) };
-    println!("xen: shared_info mapped at {:#x}; pvclock is the time source", si as u64);
+    println!(
+        "xen: shared_info mapped at {:#x}; pvclock is the time source",
+        si as u64
+    );
     arch::enable_interrupts();
     match xen::init_timer() {
-        Ok(p) => println!("xen: event callback on vector {}, VIRQ_TIMER on port {p}", arch::idt::XEN_CALLBACK_VECTOR),
+        Ok(p) => println!(
+            "xen: event callback on vector {}, VIRQ_TIMER on port {p}",
+            arch::idt::XEN_CALLBACK_VECTOR
+        ),
         Err(e) => panic!("binding VIRQ_TIMER failed: {e}"),
     }
     match xen::console::PvConsole::connect() {
         Ok(c) => {
             let port = c.port();
-            let ring: &'static mut xen::console::PvConsole = alloc::boxed::Box::leak(alloc::boxed::Box::new(c));
+            let ring: &'static mut xen::console::PvConsole =
+                alloc::boxed::Box::leak(alloc::boxed::Box::new(c));
             console::set_ring(ring, keep_debugcon);
             println!("xen: PV console ring connected (event channel {port})");
         }
-        Err(e) => println!("xen: no PV console ({e:?}); output stays on port 0xE9"),
+        Err(e) => println!("xen: no PV console ({e}); output stays on port 0xE9"),
     }
 }

@@ -123,7 +123,10 @@ impl FrameAllocator {
 
     /// Statistics.
     pub fn stats(&self) -> FrameStats {
-        FrameStats { total: self.total_frames, used: self.used_frames }
+        FrameStats {
+            total: self.total_frames,
+            used: self.used_frames,
+        }
     }
 }
 
@@ -137,7 +140,10 @@ extern "C" {
 
 /// Physical range of the kernel image (including .bss).
 pub fn kernel_range() -> (u64, u64) {
-    ((&raw const __kernel_start) as u64, (&raw const __kernel_end) as u64)
+    (
+        (&raw const __kernel_start) as u64,
+        (&raw const __kernel_end) as u64,
+    )
 }
 
 /// Result of [`init`].
@@ -158,8 +164,15 @@ pub fn init(map: &[MemEntry]) -> MemInit {
     let reserved = [(0, 0x10_0000), (ks, ke)];
     let limit = crate::boot::IDENTITY_MAPPED;
     let mut fa = FRAMES.lock();
-    let mut res = MemInit { ram: 0, usable: 0, ignored_high: 0 };
-    for e in map.iter().filter(|e| e.kind == MEMMAP_TYPE_RAM && e.size > 0) {
+    let mut res = MemInit {
+        ram: 0,
+        usable: 0,
+        ignored_high: 0,
+    };
+    for e in map
+        .iter()
+        .filter(|e| e.kind == MEMMAP_TYPE_RAM && e.size > 0)
+    {
         let end = e.addr.saturating_add(e.size);
         res.ram += e.size;
         if end > limit {
@@ -193,8 +206,17 @@ unsafe impl Send for FrameSource {}
 // lock that never allocates), never the global allocator.
 unsafe impl Source for FrameSource {
     fn acquire<B: Binning>(talc: &mut Talc<Self, B>, layout: Layout) -> Result<(), ()> {
-        let need = layout.size().checked_add(layout.align()).ok_or(())?.checked_add(4096).ok_or(())?;
-        let first = if talc.source.heap_end.is_none() { talc::min_first_heap_size::<B>() } else { 0 };
+        let need = layout
+            .size()
+            .checked_add(layout.align())
+            .ok_or(())?
+            .checked_add(4096)
+            .ok_or(())?;
+        let first = if talc.source.heap_end.is_none() {
+            talc::min_first_heap_size::<B>()
+        } else {
+            0
+        };
         let bytes = (need + first).max(HEAP_GROW_MIN);
         let pages = bytes.div_ceil(PAGE as usize) as u64;
         let base = FRAMES.lock().alloc_contiguous(pages).ok_or(())?;
@@ -237,5 +259,9 @@ pub struct HeapStats {
 pub fn heap_stats() -> HeapStats {
     let t = HEAP.lock();
     let c = t.counters();
-    HeapStats { allocated: c.allocated_bytes, claimed: c.claimed_bytes, allocations: c.allocation_count }
+    HeapStats {
+        allocated: c.allocated_bytes,
+        claimed: c.claimed_bytes,
+        allocations: c.allocation_count,
+    }
 }

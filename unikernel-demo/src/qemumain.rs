@@ -41,7 +41,10 @@ pub fn run(cfg: &Config) {
         app.stats.blks = alloc::vec![(disk_name.into(), app.store.device().counters)];
         app.stats.events = generation;
         let (rx0, tx0) = (net.counters.rx_packets, net.counters.tx_packets);
-        let delay = app.poll(&mut net).map_or(MAX_SLEEP_NS, |d| d.total_micros() * 1000).min(MAX_SLEEP_NS);
+        let delay = app
+            .poll(&mut net)
+            .map_or(MAX_SLEEP_NS, |d| d.total_micros() * 1000)
+            .min(MAX_SLEEP_NS);
         // Frames moved: more are likely queued (no device interrupts tell us), so poll again at once.
         if delay == 0 || net.counters.rx_packets != rx0 || net.counters.tx_packets != tx0 {
             continue;

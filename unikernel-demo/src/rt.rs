@@ -66,7 +66,12 @@ pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
     let mut i = 0;
     while i < n {
         // SAFETY: i < n and the caller guarantees both ranges are valid for n bytes.
-        let (x, y) = unsafe { (core::ptr::read_volatile(a.add(i)), core::ptr::read_volatile(b.add(i))) };
+        let (x, y) = unsafe {
+            (
+                core::ptr::read_volatile(a.add(i)),
+                core::ptr::read_volatile(b.add(i)),
+            )
+        };
         if x != y {
             return x as i32 - y as i32;
         }
@@ -93,7 +98,9 @@ pub extern "C" fn rust_eh_personality() {}
 /// Referenced by the precompiled `alloc`; never called since we never unwind.
 #[no_mangle]
 pub extern "C" fn _Unwind_Resume() -> ! {
-    crate::console::emergency(format_args!("\n!!! _Unwind_Resume called: unwinding is not supported\n"));
+    crate::console::emergency(format_args!(
+        "\n!!! _Unwind_Resume called: unwinding is not supported\n"
+    ));
     crate::platform::fatal_exit()
 }
 

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 type TestResult = Result<(), String>;
+type Test = (&'static str, fn() -> TestResult);
 
 fn check(cond: bool, msg: impl FnOnce() -> String) -> TestResult {
     if cond {
@@ -20,30 +21,46 @@ fn heap() -> TestResult {
     let before = crate::mem::heap_stats();
     // A 1 MiB buffer (the size of the largest KV value) with a pattern.
     let mut big: Vec<u8> = Vec::new();
-    big.try_reserve_exact(1 << 20).map_err(|e| format!("1 MiB allocation failed: {e:?}"))?;
+    big.try_reserve_exact(1 << 20)
+        .map_err(|e| format!("1 MiB allocation failed: {e:?}"))?;
     big.extend((0..(1u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
     for (i, &b) in big.iter().enumerate() {
         let want = ((i as u32).wrapping_mul(2_654_435_761) >> 24) as u8;
-        check(b == want, || format!("heap byte {i} reads {b:#x}, wrote {want:#x}"))?;
+        check(b == want, || {
+            format!("heap byte {i} reads {b:#x}, wrote {want:#x}")
+        })?;
     }
     // Many small allocations of different sizes, all distinct and intact.
-    let boxes: Vec<Box<[u64]>> = (1..200usize).map(|n| alloc::vec![n as u64; n].into_boxed_slice()).collect();
+    let boxes: Vec<Box<[u64]>> = (1..200usize)
+        .map(|n| alloc::vec![n as u64; n].into_boxed_slice())
+        .collect();
     for (i, b) in boxes.iter().enumerate() {
-        check(b.len() == i + 1 && b.iter().all(|&v| v == (i + 1) as u64), || format!("small allocation {i} corrupted"))?;
+        check(
+            b.len() == i + 1 && b.iter().all(|&v| v == (i + 1) as u64),
+            || format!("small allocation {i} corrupted"),
+        )?;
     }
     let mid = crate::mem::heap_stats();
     check(mid.allocated >= before.allocated + (1 << 20), || {
-        format!("heap counters did not grow: {} -> {}", before.allocated, mid.allocated)
+        format!(
+            "heap counters did not grow: {} -> {}",
+            before.allocated, mid.allocated
+        )
     })?;
     drop(boxes);
     drop(big);
     let after = crate::mem::heap_stats();
     check(after.allocated == before.allocated, || {
-        format!("heap leaked: {} bytes before, {} after", before.allocated, after.allocated)
+        format!(
+            "heap leaked: {} bytes before, {} after",
+            before.allocated, after.allocated
+        )
     })?;
     // Page-aligned buffers for rings and grants.
     let p = xen_hypercall::page::PageBuf::new(4).ok_or("PageBuf::new(4) failed")?;
-    check(p.as_ptr() as usize % 4096 == 0, || format!("PageBuf not page aligned: {:p}", p.as_ptr()))?;
+    check((p.as_ptr() as usize).is_multiple_of(4096), || {
+        format!("PageBuf not page aligned: {:p}", p.as_ptr())
+    })?;
     crate::println!(
         "selftest: heap ok (1 MiB + 199 small allocations, {} KiB claimed from frames)",
         crate::mem::heap_stats().claimed / 1024
@@ -56,26 +73,48 @@ fn frames() -> TestResult {
     let (ks, ke) = crate::mem::kernel_range();
     let mut got = [0u64; 3];
     for g in &mut got {
-        *g = crate::mem::FRAMES.lock().alloc_contiguous(1).ok_or("frame allocation failed")?;
-        check(*g % 4096 == 0, || format!("frame {:#x} not page aligned", *g))?;
-        check(*g >= 0x10_0000 && !(ks..ke).contains(g), || format!("frame {:#x} overlaps low memory or the kernel", *g))?;
+        *g = crate::mem::FRAMES
+            .lock()
+            .alloc_contiguous(1)
+            .ok_or("frame allocation failed")?;
+        check(g.is_multiple_of(4096), || {
+            format!("frame {:#x} not page aligned", *g)
+        })?;
+        check(*g >= 0x10_0000 && !(ks..ke).contains(g), || {
+            format!("frame {:#x} overlaps low memory or the kernel", *g)
+        })?;
         // SAFETY: the frame is ours and identity mapped.
         unsafe {
             core::ptr::write_volatile(*g as *mut u64, *g ^ 0x5a5a);
-            check(core::ptr::read_volatile(*g as *const u64) == *g ^ 0x5a5a, || format!("frame {:#x} not writable", *g))?;
+            check(
+                core::ptr::read_volatile(*g as *const u64) == *g ^ 0x5a5a,
+                || format!("frame {:#x} not writable", *g),
+            )?;
         }
     }
-    check(got[0] != got[1] && got[1] != got[2] && got[0] != got[2], || format!("duplicate frames {got:x?}"))?;
-    check(crate::mem::frame_stats().used == stats0.used + 3, || "used-frame count wrong".into())?;
+    check(
+        got[0] != got[1] && got[1] != got[2] && got[0] != got[2],
+        || format!("duplicate frames {got:x?}"),
+    )?;
+    check(crate::mem::frame_stats().used == stats0.used + 3, || {
+        "used-frame count wrong".into()
+    })?;
     // SAFETY: the frame came from the allocator and is not used any more.
     unsafe { crate::mem::FRAMES.lock().free(got[1]) };
-    let again = crate::mem::FRAMES.lock().alloc_contiguous(1).ok_or("frame re-allocation failed")?;
-    check(again == got[1], || format!("freed frame {:#x} not reused (got {again:#x})", got[1]))?;
+    let again = crate::mem::FRAMES
+        .lock()
+        .alloc_contiguous(1)
+        .ok_or("frame re-allocation failed")?;
+    check(again == got[1], || {
+        format!("freed frame {:#x} not reused (got {again:#x})", got[1])
+    })?;
     for g in got {
         // SAFETY: as above.
         unsafe { crate::mem::FRAMES.lock().free(g) };
     }
-    check(crate::mem::frame_stats().used == stats0.used, || "frames leaked".into())?;
+    check(crate::mem::frame_stats().used == stats0.used, || {
+        "frames leaked".into()
+    })?;
     crate::println!(
         "selftest: frames ok ({} of {} frames in use)",
         crate::mem::frame_stats().used,
@@ -89,7 +128,9 @@ fn breakpoint() -> TestResult {
     // SAFETY: int3 traps to our breakpoint handler, which counts it and returns after the instruction.
     unsafe { core::arch::asm!("int3") };
     let after = crate::arch::idt::breakpoints();
-    check(after == before + 1, || format!("breakpoint count {before} -> {after}"))?;
+    check(after == before + 1, || {
+        format!("breakpoint count {before} -> {after}")
+    })?;
     crate::println!("selftest: idt ok (int3 handled on an IST stack and resumed)");
     Ok(())
 }
@@ -101,7 +142,9 @@ fn sse() -> TestResult {
     // SAFETY: see `breakpoint`.
     unsafe { core::arch::asm!("int3") };
     let s2: f64 = core::hint::black_box(&v).iter().sum();
-    check(s == 1040.0 && s2 == s, || format!("SSE sums {s} / {s2}, want 1040"))?;
+    check(s == 1040.0 && s2 == s, || {
+        format!("SSE sums {s} / {s2}, want 1040")
+    })?;
     crate::println!("selftest: sse ok");
     Ok(())
 }
@@ -123,19 +166,32 @@ fn time() -> TestResult {
             crate::xen::block_until(Some(deadline), g);
         }
         let late = crate::time::now_ns() - deadline;
-        check(crate::xen::timer_fires() > fires, || "VIRQ_TIMER never fired".into())?;
-        crate::println!("selftest: time ok (timer woke us {} us after the deadline)", late / 1000);
+        check(crate::xen::timer_fires() > fires, || {
+            "VIRQ_TIMER never fired".into()
+        })?;
+        crate::println!(
+            "selftest: time ok (timer woke us {} us after the deadline)",
+            late / 1000
+        );
     } else {
         check(last > t0, || "time does not advance".into())?;
-        crate::println!("selftest: time ok (monotonic, {} ns per 1000 reads)", last - t0);
+        crate::println!(
+            "selftest: time ok (monotonic, {} ns per 1000 reads)",
+            last - t0
+        );
     }
     Ok(())
 }
 
 /// Runs every self-test; returns how many passed or the first failure.
 pub fn run() -> Result<usize, String> {
-    let tests: [(&str, fn() -> TestResult); 5] =
-        [("heap", heap), ("frames", frames), ("idt", breakpoint), ("sse", sse), ("time", time)];
+    let tests: [Test; 5] = [
+        ("heap", heap),
+        ("frames", frames),
+        ("idt", breakpoint),
+        ("sse", sse),
+        ("time", time),
+    ];
     for (name, t) in tests {
         t().map_err(|e| format!("{name}: {e}"))?;
     }

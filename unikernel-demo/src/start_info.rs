@@ -63,8 +63,6 @@ pub struct BootInfo {
     pub memmap: [MemEntry; MAX_MEMMAP],
     /// Number of valid `memmap` entries (0 when the start info has none).
     pub memmap_len: usize,
-    /// Physical address of the ACPI RSDP (0 if none).
-    pub rsdp: u64,
 }
 
 /// Why the start info was rejected.
@@ -74,6 +72,18 @@ pub enum StartInfoError {
     Null,
     /// Bad magic value.
     BadMagic(u32),
+}
+
+impl core::fmt::Display for StartInfoError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartInfoError::Null => write!(f, "the loader passed no start info (%ebx = 0)"),
+            StartInfoError::BadMagic(m) => write!(
+                f,
+                "bad magic {m:#x} (want {MAGIC:#x}): not booted through PVH"
+            ),
+        }
+    }
 }
 
 impl BootInfo {
@@ -98,7 +108,6 @@ impl BootInfo {
             cmdline_len: 0,
             memmap: [MemEntry::default(); MAX_MEMMAP],
             memmap_len: 0,
-            rsdp: raw.rsdp_paddr,
         };
         if raw.cmdline_paddr != 0 {
             let p = raw.cmdline_paddr as *const u8;
@@ -120,7 +129,11 @@ impl BootInfo {
                 let e = unsafe {
                     core::ptr::read_unaligned((raw.memmap_paddr as *const RawMemmapEntry).add(i))
                 };
-                info.push_mem(MemEntry { addr: e.addr, size: e.size, kind: e.kind });
+                info.push_mem(MemEntry {
+                    addr: e.addr,
+                    size: e.size,
+                    kind: e.kind,
+                });
             }
         }
         Ok(info)

@@ -42,16 +42,6 @@ pub fn now_ms() -> u64 {
     now_ns() / 1_000_000
 }
 
-/// Xen system time (ns since the host booted), as the timer hypercalls expect; 0 before pvclock.
-pub fn xen_system_time() -> u64 {
-    let p = PVCLOCK_INFO.load(Ordering::Relaxed);
-    if p.is_null() {
-        return 0;
-    }
-    // SAFETY: see `now_ns`.
-    unsafe { read_pvclock(p) }
-}
-
 /// Converts a deadline in our uptime nanoseconds to Xen system time.
 pub fn uptime_to_xen_time(ns: u64) -> u64 {
     ns.saturating_add(PVCLOCK_BASE.load(Ordering::Relaxed))

@@ -27,20 +27,26 @@ pub struct KernelHal;
 // valid while the device uses it (the caller's contract).
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let pa = crate::mem::FRAMES.lock().alloc_contiguous(pages as u64).unwrap_or(0);
+        let pa = crate::mem::FRAMES
+            .lock()
+            .alloc_contiguous(pages as u64)
+            .unwrap_or(0);
         if pa == 0 {
             return (0, NonNull::dangling());
         }
         // SAFETY: fresh frames we own, identity mapped.
         unsafe { core::ptr::write_bytes(pa as *mut u8, 0, pages * 4096) };
-        (pa as PhysAddr, NonNull::new(pa as *mut u8).unwrap_or(NonNull::dangling()))
+        (
+            pa as PhysAddr,
+            NonNull::new(pa as *mut u8).unwrap_or(NonNull::dangling()),
+        )
     }
 
     unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, pages: usize) -> i32 {
         let mut f = crate::mem::FRAMES.lock();
         for i in 0..pages as u64 {
             // SAFETY: the frames came from dma_alloc and the device no longer uses them.
-            unsafe { f.free(paddr as u64 + i * 4096) };
+            unsafe { f.free(paddr + i * 4096) };
         }
         0
     }
@@ -86,7 +92,9 @@ pub fn probe() -> Found {
         if id == 0 {
             continue;
         }
-        let Some(header) = NonNull::new(base as *mut VirtIOHeader) else { continue };
+        let Some(header) = NonNull::new(base as *mut VirtIOHeader) else {
+            continue;
+        };
         // SAFETY: a virtio-mmio slot of QEMU's microvm, identity mapped, owned by this transport only.
         let transport = match unsafe { MmioTransport::new(header, MICROVM_MMIO_SIZE) } {
             Ok(t) => t,
@@ -100,7 +108,10 @@ pub fn probe() -> Found {
                 Ok(n) => {
                     let mac = n.mac_address();
                     crate::println!("virtio-net@{base:#x}: mac {mac:02x?}");
-                    found.nets.push(VirtioNet { dev: n, counters: Default::default() });
+                    found.nets.push(VirtioNet {
+                        dev: n,
+                        counters: Default::default(),
+                    });
                 }
                 Err(e) => crate::println!("virtio-net@{base:#x}: {e}"),
             },

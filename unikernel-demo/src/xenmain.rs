@@ -20,11 +20,20 @@ const SHUTDOWN_TOKEN: &str = "control/shutdown";
 
 fn net_config() -> NetfrontConfig {
     // Small pools: the guest should serve in a few MiB.
-    NetfrontConfig { max_queues: 1, tx_buffers: 64, rx_buffers: 64, ..NetfrontConfig::default() }
+    NetfrontConfig {
+        max_queues: 1,
+        tx_buffers: 64,
+        rx_buffers: 64,
+        ..NetfrontConfig::default()
+    }
 }
 
 fn blk_config() -> xen_blkfront::Config {
-    xen_blkfront::Config { max_queues: 1, max_pool_pages: 128, ..xen_blkfront::Config::default() }
+    xen_blkfront::Config {
+        max_queues: 1,
+        max_pool_pages: 128,
+        ..xen_blkfront::Config::default()
+    }
 }
 
 fn counters(n: &XenNet) -> NetCounters {
@@ -44,14 +53,27 @@ pub fn run(cfg: &Config) -> ! {
         Ok(g) => g,
         Err(e) => panic!("grant table setup failed: {e}"),
     };
-    crate::println!("xen: grant table up ({} frames, {} entries)", grants.nr_frames(), grants.capacity());
+    crate::println!(
+        "xen: grant table up ({} frames, {} entries)",
+        grants.nr_frames(),
+        grants.capacity()
+    );
     let store = match xen::init_store() {
         Ok(s) => s,
         Err(e) => panic!("xenstore connection failed: {e}"),
     };
-    let name = store.read(TxId::NONE, "name").map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
-    let domid = store.read(TxId::NONE, "domid").map(|v| String::from_utf8_lossy(&v).into_owned()).unwrap_or_default();
-    crate::println!("xen: xenstore connected (port {}); domain {domid} \"{name}\"", store.port());
+    let name = store
+        .read(TxId::NONE, "name")
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    let domid = store
+        .read(TxId::NONE, "domid")
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default();
+    crate::println!(
+        "xen: xenstore connected (port {}); domain {domid} \"{name}\"",
+        store.port()
+    );
 
     // Tell the toolstack we handle control/shutdown, then watch it.
     for k in ["control/feature-poweroff", "control/feature-reboot"] {
@@ -70,7 +92,8 @@ pub fn run(cfg: &Config) -> ! {
     let mut nets: Vec<(String, XenNet)> = Vec::new();
     for id in &vifs {
         let t0 = crate::time::now_ms();
-        let r = Netfront::new(grants, KernelEvents, store, id, net_config()).and_then(|mut n| n.connect().map(|_| n));
+        let r = Netfront::new(grants, KernelEvents, store, id, net_config())
+            .and_then(|mut n| n.connect().map(|_| n));
         match r {
             Ok(n) => {
                 let m = n.mac();
@@ -139,7 +162,9 @@ pub fn run(cfg: &Config) -> ! {
             a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
             a.stats.events = xen::upcalls();
             if let Some((_, net0)) = nets.first_mut() {
-                deadline = a.poll(net0).map(|d| crate::time::now_ns() + d.total_micros() * 1000);
+                deadline = a
+                    .poll(net0)
+                    .map(|d| crate::time::now_ns() + d.total_micros() * 1000);
             }
         }
         // Frames on the other vifs are dropped (the server listens on the first one).

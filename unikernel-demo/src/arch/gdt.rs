@@ -57,8 +57,14 @@ static TSS: Cell<Tss> = Cell(UnsafeCell::new(Tss {
     iomap_base: core::mem::size_of::<Tss>() as u16,
 }));
 
-static IST_STACKS: Cell<IstStacks> =
-    Cell(UnsafeCell::new(IstStacks([const { IstStack { guard: [0; 4096], stack: [0; IST_STACK_SIZE] } }; IST_COUNT])));
+static IST_STACKS: Cell<IstStacks> = Cell(UnsafeCell::new(IstStacks(
+    [const {
+        IstStack {
+            guard: [0; 4096],
+            stack: [0; IST_STACK_SIZE],
+        }
+    }; IST_COUNT],
+)));
 
 /// Addresses of the IST stacks' guard pages.
 pub fn ist_guard_pages() -> [u64; IST_COUNT] {

@@ -153,8 +153,15 @@ struct Gate {
     reserved: u32,
 }
 
-const MISSING: Gate =
-    Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
+const MISSING: Gate = Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+};
 
 struct Idt(UnsafeCell<[Gate; 256]>);
 // SAFETY: written only by `init` during single-threaded early boot, then only read by the CPU.
@@ -203,7 +210,10 @@ pub fn init() {
         limit: u16,
         base: u64,
     }
-    let ptr = Pointer { limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16, base: idt as u64 };
+    let ptr = Pointer {
+        limit: (core::mem::size_of::<[Gate; 256]>() - 1) as u16,
+        base: idt as u64,
+    };
     // SAFETY: the IDT is a static that lives forever and every present gate points at a stub.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
 }
@@ -272,9 +282,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         let (bottom, _) = super::paging::boot_stack_range();
         let guards = super::gdt::ist_guard_pages();
         if (bottom - 4096..bottom).contains(&cr2) {
-            crate::console::emergency(format_args!("\n!!! STACK OVERFLOW: the boot stack ran into its guard page\n"));
+            crate::console::emergency(format_args!(
+                "\n!!! STACK OVERFLOW: the boot stack ran into its guard page\n"
+            ));
         } else if guards.iter().any(|&g| (g..g + 4096).contains(&cr2)) {
-            crate::console::emergency(format_args!("\n!!! STACK OVERFLOW: an interrupt stack ran into its guard page\n"));
+            crate::console::emergency(format_args!(
+                "\n!!! STACK OVERFLOW: an interrupt stack ran into its guard page\n"
+            ));
         }
     }
     crate::console::emergency(format_args!(

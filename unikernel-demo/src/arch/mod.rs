@@ -11,75 +11,32 @@ use core::arch::asm;
 pub fn outb(port: u16, value: u8) {
     // SAFETY: port output has no memory effects; the ports we use (debugcon, isa-debug-exit, PIC)
     // are side-effect-only devices.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Writes a 32-bit value to an I/O port.
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as in `outb`.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a byte from an I/O port.
 pub fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: port input has no memory effects.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", in("dx") port, out("al") v, options(nomem, nostack, preserves_flags))
+    };
     v
-}
-
-/// Reads a 32-bit value from an I/O port.
-pub fn inl(port: u16) -> u32 {
-    let v: u32;
-    // SAFETY: port input has no memory effects.
-    unsafe { asm!("in eax, dx", in("dx") port, out("eax") v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Writes a 16-bit value to an I/O port.
-pub fn outw(port: u16, value: u16) {
-    // SAFETY: as in `outb`.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
-}
-
-/// Reads a 16-bit value from an I/O port.
-pub fn inw(port: u16) -> u16 {
-    let v: u16;
-    // SAFETY: port input has no memory effects.
-    unsafe { asm!("in ax, dx", in("dx") port, out("ax") v, options(nomem, nostack, preserves_flags)) };
-    v
-}
-
-/// Result of CPUID.
-#[derive(Debug, Clone, Copy)]
-pub struct Cpuid {
-    /// EAX.
-    pub eax: u32,
-    /// EBX.
-    pub ebx: u32,
-    /// ECX.
-    pub ecx: u32,
-    /// EDX.
-    pub edx: u32,
 }
 
 /// Executes CPUID for `leaf` (sub-leaf 0).
-pub fn cpuid(leaf: u32) -> Cpuid {
-    let r = core::arch::x86_64::__cpuid_count(leaf, 0);
-    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
-}
-
-/// Writes a model-specific register.
-///
-/// # Safety
-///
-/// The MSR and value must be valid; some MSRs change how the CPU or hypervisor treats memory
-/// (e.g. Xen's hypercall-page MSR writes the page at the given address).
-pub unsafe fn wrmsr(msr: u32, value: u64) {
-    // SAFETY: the caller guarantees the MSR write is valid.
-    unsafe {
-        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32, options(nostack));
-    }
+pub fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
+    core::arch::x86_64::__cpuid_count(leaf, 0)
 }
 
 /// Reads CR2 (the faulting address of the last page fault).

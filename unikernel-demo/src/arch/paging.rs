@@ -15,7 +15,10 @@ const HUGE: u64 = 0x80;
 
 /// The boot stack's range `[bottom, top)`.
 pub fn boot_stack_range() -> (u64, u64) {
-    ((&raw const boot_stack) as u64, (&raw const boot_stack_top) as u64)
+    (
+        (&raw const boot_stack) as u64,
+        (&raw const boot_stack_top) as u64,
+    )
 }
 
 /// Unmaps the 4 KiB page at `addr` (below 4 GiB), splitting its 2 MiB mapping into a page table
@@ -30,11 +33,15 @@ pub fn unmap_page(addr: u64) -> bool {
     crate::arch::without_interrupts(|| unsafe {
         let pde = (*pd)[pdi];
         let pt = if pde & HUGE != 0 {
-            let Some(frame) = crate::mem::FRAMES.lock().alloc_contiguous(1) else { return false };
+            let Some(frame) = crate::mem::FRAMES.lock().alloc_contiguous(1) else {
+                return false;
+            };
             let base = pde & !0x1F_FFFF & 0x000F_FFFF_FFFF_F000;
             let table = frame as *mut u64;
             for i in 0..512u64 {
-                table.add(i as usize).write(base + i * 4096 | PRESENT_WRITABLE);
+                table
+                    .add(i as usize)
+                    .write((base + i * 4096) | PRESENT_WRITABLE);
             }
             (*pd)[pdi] = frame | PRESENT_WRITABLE;
             // The whole 2 MiB translation changed: flush everything (reload CR3).

@@ -25,16 +25,32 @@ pub enum ConsoleError {
     NoPage,
 }
 
+impl core::fmt::Display for ConsoleError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConsoleError::Param(e) => write!(f, "HVM_PARAM_CONSOLE_* unreadable: {e:?}"),
+            ConsoleError::NoPage => write!(f, "the toolstack set up no console page"),
+        }
+    }
+}
+
 impl PvConsole {
     /// Connects to the console ring the toolstack set up.
     pub fn connect() -> Result<PvConsole, ConsoleError> {
         let h = super::hyp().ok_or(ConsoleError::Param(xen_hypercall::Errno::ENOSYS))?;
-        let pfn = h.hvm_get_param(hvm::HVM_PARAM_CONSOLE_PFN).map_err(ConsoleError::Param)?;
-        let port = h.hvm_get_param(hvm::HVM_PARAM_CONSOLE_EVTCHN).map_err(ConsoleError::Param)?;
+        let pfn = h
+            .hvm_get_param(hvm::HVM_PARAM_CONSOLE_PFN)
+            .map_err(ConsoleError::Param)?;
+        let port = h
+            .hvm_get_param(hvm::HVM_PARAM_CONSOLE_EVTCHN)
+            .map_err(ConsoleError::Param)?;
         if pfn == 0 || pfn >= crate::boot::IDENTITY_MAPPED >> 12 {
             return Err(ConsoleError::NoPage);
         }
-        Ok(PvConsole { ring: (pfn << 12) as *mut XenconsInterface, port: port as u32 })
+        Ok(PvConsole {
+            ring: (pfn << 12) as *mut XenconsInterface,
+            port: port as u32,
+        })
     }
 
     /// The console's event channel.
@@ -82,7 +98,10 @@ impl crate::console::Sink for PvConsole {
                 let at = (prod.wrapping_add(i as u32) as usize) & (XENCONS_OUT_SIZE - 1);
                 // SAFETY: `at` < XENCONS_OUT_SIZE, inside the ring page's output array.
                 unsafe {
-                    core::ptr::write_volatile((&raw mut (*self.ring).output).cast::<u8>().add(at), bytes[sent + i])
+                    core::ptr::write_volatile(
+                        (&raw mut (*self.ring).output).cast::<u8>().add(at),
+                        bytes[sent + i],
+                    )
                 };
             }
             fence(Ordering::Release);

@@ -43,7 +43,9 @@ pub fn detect() -> Option<XenCpuid> {
 /// Asks Xen to fill the hypercall page; afterwards [`hyp`] works.
 pub fn install_hypercall_page(x: &XenCpuid) -> Result<(), xen_hypercall::native::InstallError> {
     // SAFETY: the page is a page-aligned static used for nothing else; virtual == physical.
-    let h = unsafe { xen_hypercall::native::install_hypercall_page(x, HYPERCALL_PAGE.as_mut_ptr(), 0) }?;
+    let h = unsafe {
+        xen_hypercall::native::install_hypercall_page(x, HYPERCALL_PAGE.as_mut_ptr(), 0)
+    }?;
     HYP.call_once(|| h.with_max_gfn((crate::boot::IDENTITY_MAPPED >> 12) - 1));
     Ok(())
 }
@@ -121,14 +123,12 @@ pub fn init_events() -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnE
     let si = e.shared_info();
     EVTCHN.call_once(|| e);
     idt::set_handler(idt::XEN_CALLBACK_VECTOR, upcall);
-    h.hvm_set_param(hvm::HVM_PARAM_CALLBACK_IRQ, hvm::callback_via_vector(idt::XEN_CALLBACK_VECTOR))
-        .map_err(EvtchnError::Hypercall)?;
+    h.hvm_set_param(
+        hvm::HVM_PARAM_CALLBACK_IRQ,
+        hvm::callback_via_vector(idt::XEN_CALLBACK_VECTOR),
+    )
+    .map_err(EvtchnError::Hypercall)?;
     Ok(si)
-}
-
-/// The native event-channel service (after [`init_events`]).
-pub fn evtchn() -> Option<&'static NativeEventChannels<NativeHypercall>> {
-    EVTCHN.get()
 }
 
 /// Upcalls seen so far.
@@ -149,7 +149,9 @@ pub fn event_generation() -> u64 {
 pub struct KernelEvents;
 
 impl KernelEvents {
-    fn with<T>(f: impl FnOnce(&NativeEventChannels<NativeHypercall>) -> Result<T, EvtchnError>) -> Result<T, EvtchnError> {
+    fn with<T>(
+        f: impl FnOnce(&NativeEventChannels<NativeHypercall>) -> Result<T, EvtchnError>,
+    ) -> Result<T, EvtchnError> {
         let e = EVTCHN.get().ok_or(EvtchnError::Hypercall(Errno::ENOSYS))?;
         crate::arch::without_interrupts(|| f(e))
     }
@@ -247,14 +249,4 @@ pub fn init_store() -> Result<&'static XenStore, xen_store::XsError> {
     // for the kernel's life.
     let s = unsafe { xen_store::XenStore::from_hypercall(h, KernelEvents) }?;
     Ok(STORE.call_once(|| s))
-}
-
-/// The grant table (after [`init_grants`]).
-pub fn grants() -> Option<&'static Grants> {
-    GRANTS.get()
-}
-
-/// The xenstore client (after [`init_store`]).
-pub fn store() -> Option<&'static XenStore> {
-    STORE.get()
 }
