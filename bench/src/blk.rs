@@ -137,15 +137,16 @@ fn measure_zero_copy(dev: &mut Dev, evtchn: &Evt, dir: Dir, size: usize, qd: usi
         if submitting && done >= 16 && start.elapsed() >= RUN {
             submitting = false;
         }
-        while submitting {
-            let Some(buf) = free.pop() else { break };
-            let l = lba();
-            let tag = match dir {
-                Dir::Read => dev.submit_read_buffer(l, buf),
-                Dir::Write => dev.submit_write_buffer(l, buf, false),
+        if submitting {
+            while let Some(buf) = free.pop() {
+                let l = lba();
+                let tag = match dir {
+                    Dir::Read => dev.submit_read_buffer(l, buf),
+                    Dir::Write => dev.submit_write_buffer(l, buf, false),
+                }
+                .expect("submit");
+                in_flight.push(tag);
             }
-            .expect("submit");
-            in_flight.push(tag);
         }
         if in_flight.is_empty() {
             continue;
