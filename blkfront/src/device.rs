@@ -327,6 +327,10 @@ struct Queue<R> {
 }
 
 /// A connected virtual block device.
+///
+/// Call [`disconnect`](BlkFront::disconnect) before dropping it: dropping a connected device
+/// releases every grant (deferred while the backend still maps them) and event channel, but skips
+/// the xenbus handshake, so the backend only notices when the toolstack tears the device down.
 pub struct BlkFront<G: GrantAccess, E: EventChannels, S: Store> {
     grants: G,
     evtchn: E,
