@@ -1644,3 +1644,54 @@ pub mod csum {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp(payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0u8; 42];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        let total = (28 + payload.len()) as u16;
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f[23] = 17;
+        f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f[38..40].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn checksum_complete_partial_verify() {
+        let mut a = udp(b"netback checksum");
+        assert!(!csum::verify(&a));
+        assert!(csum::complete(&mut a));
+        assert!(csum::verify(&a));
+        let mut b = udp(b"netback checksum");
+        assert!(csum::set_partial(&mut b));
+        assert!(csum::complete(&mut b));
+        assert_eq!(a, b);
+        assert!(!csum::complete(&mut [0u8; 20]));
+    }
+
+    #[test]
+    fn chaos_is_deterministic_and_bytes_run_out_benign() {
+        let h = Hostility {
+            source: HostileSource::Seeded(42),
+            rate: 128,
+        };
+        let (mut x, mut y) = (Chaos::new(&h), Chaos::new(&h));
+        let xs: Vec<u8> = (0..64).map(|_| x.byte()).collect();
+        let ys: Vec<u8> = (0..64).map(|_| y.byte()).collect();
+        assert_eq!(xs, ys);
+        let mut b = Chaos::new(&Hostility {
+            source: HostileSource::Bytes(vec![1, 0, 200]),
+            rate: 255,
+        });
+        assert!(b.strike());
+        assert!(!b.strike());
+        assert!(b.strike());
+        assert!((0..10).all(|_| !b.strike()));
+    }
+}
