@@ -380,7 +380,11 @@ fn transaction_helper_retries_on_eagain() {
     for _ in 0..20 {
         transaction(&xs, |tx| xs.write(tx, "x", b"1")).unwrap();
     }
-    assert_eq!(w.xsd.lock().unwrap().open_transactions(1), 0, "no transaction leaked");
+    assert_eq!(
+        w.xsd.lock().unwrap().open_transactions(1),
+        0,
+        "no transaction leaked"
+    );
 }
 
 #[test]

@@ -41,10 +41,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the host test tier.
+/// Runs the host test tier: lints, every test target, and the doc tests.
 fn host_test() -> Result<(), String> {
+    util::phase("lint (cargo fmt --check, cargo clippy -D warnings)", || {
+        util::cargo(&["fmt", "--all", "--", "--check"])?;
+        util::cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
     util::phase("host tests (cargo test --workspace)", || {
-        util::cargo(&["test", "--workspace", "--all-targets"])
+        util::cargo(&["test", "--workspace", "--all-targets"])?;
+        util::cargo(&["test", "--workspace", "--doc"])
     })
 }
 
