@@ -241,6 +241,11 @@ where
         let mut scfg = ServerConfig::new(HTTP_PORT);
         scfg.memory_budget = memory_budget();
         let server = HttpServer::new(&mut sockets, scfg);
+        // Acknowledge at once: with smoltcp's default 10 ms delayed ACK, a peer that waits for ACKs
+        // (QEMU's user network, small windows) crawls at one segment per 10 ms.
+        for h in server.handles() {
+            sockets.get_mut::<smoltcp::socket::tcp::Socket>(h).set_ack_delay(None);
+        }
         crate::println!(
             "http: listening on port {HTTP_PORT} ({} connections, {} KiB memory budget)",
             scfg.max_conns,
