@@ -239,6 +239,10 @@ uk_prepare() {
 # uk_answers: the unikernel answers GET /stats with a 2xx.
 uk_answers() { GUEST_IP=$UNIKERNEL_IP http_get /stats /tmp/uk-stats.json 2>/dev/null; }
 
+# uk_answers_or_gone: the unikernel answers, or domain $UK_WAIT_NAME no longer exists (crashed:
+# on_crash = "destroy"), so that waits end early.
+uk_answers_or_gone() { uk_answers || domain_gone "$UK_WAIT_NAME"; }
+
 # uk_start STEP: xl create, then waits for the first HTTP answer; reports STEP and figures.
 uk_start() {
 	begin "$1"
@@ -248,13 +252,18 @@ uk_start() {
 		return 1
 	fi
 	_tc=$(elapsed "$_t0")
-	if wait_until "${UK_START_TIMEOUT:-120}" uk_answers; then
+	UK_WAIT_NAME=$UK_NAME
+	if wait_until "${UK_START_TIMEOUT:-120}" uk_answers_or_gone && uk_answers; then
 		_ta=$(elapsed "$_t0")
 		pass "$1" "xl create returned after $_tc s, first HTTP answer after $_ta s"
 		figure "$(echo "$1" | tr - _)_xl_create_s" "$_tc" s
 		figure "$(echo "$1" | tr - _)_to_first_http_s" "$_ta" s
 	else
-		fail "$1" "no HTTP answer from $UNIKERNEL_IP within ${UK_START_TIMEOUT:-120} s (xl create took $_tc s)"
+		if domain_gone "$UK_NAME"; then
+			fail "$1" "the domain died before answering HTTP (xl create took $_tc s; see its console)"
+		else
+			fail "$1" "no HTTP answer from $UNIKERNEL_IP within ${UK_START_TIMEOUT:-120} s (xl create took $_tc s)"
+		fi
 		return 1
 	fi
 }

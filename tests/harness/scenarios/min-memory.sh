@@ -20,7 +20,8 @@ for m in ${MEMORY_STEPS:-4 6 8 12 16}; do
 		continue
 	fi
 	ok=
-	if wait_until "${UK_START_TIMEOUT:-120}" uk_answers; then
+	UK_WAIT_NAME=uk-mem-$m
+	if wait_until "${UK_START_TIMEOUT:-120}" uk_answers_or_gone && uk_answers; then
 		code=$(http_put big $W/v)
 		if is_2xx "$code" && http_get /kv/big $W/g && [ "$(sha $W/v)" = "$(sha $W/g)" ]; then
 			ok=1
