@@ -199,17 +199,17 @@ http_req() {
 		_len=$(wc -c <"$_f")
 		{ printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
 			"$_m" "$_p" "$GUEST_IP" "$_len"; cat "$_f"; } |
-			timeout 60 nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
+			timeout "${HTTP_TIMEOUT:-120}" nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
 	else
 		printf '%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$_m" "$_p" "$GUEST_IP" |
-			timeout 60 nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
+			timeout "${HTTP_TIMEOUT:-120}" nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
 	fi
 	head -n 1 "$HTTP_RESP" | awk '{ print $2 }'
 }
 
 # http_get URL_PATH OUT_FILE: GET with busybox wget; fails on non-2xx.
 http_get() {
-	timeout 60 wget -q -O "$2" "http://$GUEST_IP:$HTTP_PORT$1"
+	timeout "${HTTP_TIMEOUT:-120}" wget -q -O "$2" "http://$GUEST_IP:$HTTP_PORT$1"
 }
 
 # http_put KEY FILE -> prints the status code of PUT /kv/KEY.
