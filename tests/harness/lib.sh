@@ -237,7 +237,7 @@ uk_prepare() {
 }
 
 # uk_answers: the unikernel answers GET /stats with a 2xx.
-uk_answers() { GUEST_IP=$UNIKERNEL_IP http_get /stats /tmp/uk-stats.json 2>/dev/null; }
+uk_answers() { GUEST_IP=$UNIKERNEL_IP HTTP_TIMEOUT=15 http_get /stats /tmp/uk-stats.json 2>/dev/null; }
 
 # uk_answers_or_gone: the unikernel answers, or domain $UK_WAIT_NAME no longer exists (crashed:
 # on_crash = "destroy"), so that waits end early.
