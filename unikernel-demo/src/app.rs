@@ -244,7 +244,9 @@ where
         // Acknowledge at once: with smoltcp's default 10 ms delayed ACK, a peer that waits for ACKs
         // (QEMU's user network, small windows) crawls at one segment per 10 ms.
         for h in server.handles() {
-            sockets.get_mut::<smoltcp::socket::tcp::Socket>(h).set_ack_delay(None);
+            sockets
+                .get_mut::<smoltcp::socket::tcp::Socket>(h)
+                .set_ack_delay(None);
         }
         crate::println!(
             "http: listening on port {HTTP_PORT} ({} connections, {} KiB memory budget)",
