@@ -20,11 +20,11 @@ fn main() -> ExitCode {
         None => ("help", &[][..]),
     };
     let result = match task {
-        "test" => test(rest),
-        "host-test" => host_test(),
-        "kernel" => kernel::run(rest),
-        "harness" => harness::run(rest),
-        "demo" => harness::demo(rest),
+        "test" => host_packages().and_then(|()| test(rest)),
+        "host-test" => host_packages().and_then(|()| host_test()),
+        "kernel" => host_packages().and_then(|()| kernel::run(rest)),
+        "harness" => host_packages().and_then(|()| harness::run(rest)),
+        "demo" => host_packages().and_then(|()| harness::demo(rest)),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         _ => {
@@ -39,6 +39,35 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Debian packages every tier needs on the host: a C toolchain and Xen's public headers (the
+/// C-header layout test), QEMU (kernel boots, nested Xen), and what the harness builds its boot
+/// image and dom0 initramfs with.
+const HOST_PACKAGES: &[&str] = &[
+    "gcc",
+    "libc6-dev",
+    "libxen-dev",
+    "qemu-system-x86",
+    "grub-pc-bin",
+    "grub-common",
+    "xorriso",
+    "mtools",
+    "busybox-static",
+    "kmod",
+    "cpio",
+    "xz-utils",
+    "binutils",
+];
+
+/// Installs the host packages that are missing (Debian/Ubuntu hosts only).
+fn host_packages() -> Result<(), String> {
+    if std::env::var_os("XTASK_NO_APT").is_some()
+        || !std::path::Path::new("/usr/bin/apt-get").exists()
+    {
+        return Ok(());
+    }
+    util::ensure_apt_packages(HOST_PACKAGES)
 }
 
 /// Runs the host test tier: lints, every test target, and the doc tests.

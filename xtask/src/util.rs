@@ -41,3 +41,55 @@ pub fn run(cmd: &mut Command) -> Result<(), String> {
         Err(format!("{cmd:?} failed: {status}"))
     }
 }
+
+/// Installs the Debian packages in `pkgs` that are not installed yet, with `apt-get` (directly as
+/// root, else through `sudo`). Runs `apt-get update` first, once, only when something is missing.
+pub fn ensure_apt_packages(pkgs: &[&str]) -> Result<(), String> {
+    let missing: Vec<&str> = pkgs
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    phase(
+        &format!("install host packages: {}", missing.join(" ")),
+        || {
+            let root = Command::new("id")
+                .arg("-u")
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+                .unwrap_or(false);
+            let apt = |args: &[&str]| -> Result<(), String> {
+                let mut cmd = if root {
+                    Command::new("apt-get")
+                } else {
+                    let mut c = Command::new("sudo");
+                    c.arg("apt-get");
+                    c
+                };
+                cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+                run(&mut cmd).map_err(|e| {
+                    format!(
+                        "{e}\ninstall the host packages by hand: apt-get install -y {}",
+                        missing.join(" ")
+                    )
+                })
+            };
+            apt(&["update", "-q"])?;
+            let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+            args.extend(missing.iter().copied());
+            apt(&args)
+        },
+    )
+}
+
+/// True when `dpkg` reports package `pkg` as installed.
+fn dpkg_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
