@@ -239,6 +239,15 @@ uk_prepare() {
 # uk_answers: the unikernel answers GET /stats with a 2xx.
 uk_answers() { GUEST_IP=$UNIKERNEL_IP HTTP_TIMEOUT=15 http_get /stats /tmp/uk-stats.json 2>/dev/null; }
 
+# uk_stats_brief: GET /stats for failure details (the guest's own counters).
+uk_stats_brief() {
+	if GUEST_IP=$UNIKERNEL_IP HTTP_TIMEOUT=15 http_get /stats /tmp/uk-stats-brief.json 2>/dev/null; then
+		echo "stats: $(head -c 700 /tmp/uk-stats-brief.json | tr '\n' ' ')"
+	else
+		echo "stats: no answer to GET /stats"
+	fi
+}
+
 # uk_answers_or_gone: the unikernel answers, or domain $UK_WAIT_NAME no longer exists (crashed:
 # on_crash = "destroy"), so that waits end early.
 uk_answers_or_gone() { uk_answers || domain_gone "$UK_WAIT_NAME"; }

@@ -49,7 +49,7 @@ if [ -z "$bad" ]; then
 	pass uk-kv-roundtrip "$n values, $bytes bytes up and back in $secs s, all equal (cmp; sha256 of the 1 MiB one both ways $(sha $W/g6)) (sizes: $sizes)"
 	figure uk_roundtrip_kib_per_s "$(awk -v b=$bytes -v s=$secs 'BEGIN { printf "%.1f", 2 * b / 1024 / (s > 0 ? s : 1) }')" KiB/s
 else
-	fail uk-kv-roundtrip "$bad"
+	fail uk-kv-roundtrip "$bad; $(uk_stats_brief)"
 	rc=1
 fi
 
@@ -66,7 +66,7 @@ code=$(http_req GET /kv/never-stored)
 if [ -z "$bad" ]; then
 	pass uk-kv-list-delete "list has the keys, DELETE then GET gives 404"
 else
-	fail uk-kv-list-delete "$bad"
+	fail uk-kv-list-delete "$bad; $(uk_stats_brief)"
 	rc=1
 fi
 
@@ -80,7 +80,7 @@ uk_answers || bad="$bad not-alive-after"
 if [ -z "$bad" ]; then
 	pass uk-bad-requests "malformed and oversized requests got 4xx, service still answers"
 else
-	fail uk-bad-requests "$bad"
+	fail uk-bad-requests "$bad; $(uk_stats_brief)"
 	rc=1
 fi
 
@@ -111,7 +111,7 @@ ok=$(cat $W/cres* 2>/dev/null | grep -c '^ok$')
 if [ "$ok" = "$CLIENTS" ]; then
 	pass uk-concurrent "$CLIENTS clients, all values back intact in $(elapsed "$t0") s"
 else
-	fail uk-concurrent "$ok of $CLIENTS clients ok: $(cat $W/cres* 2>/dev/null | grep -v '^ok$' | sort | uniq -c | tr '\n' ' ')"
+	fail uk-concurrent "$ok of $CLIENTS clients ok: $(cat $W/cres* 2>/dev/null | grep -v '^ok$' | sort | uniq -c | tr '\n' ' '); $(uk_stats_brief)"
 	rc=1
 fi
 
@@ -124,7 +124,7 @@ c2=$(http_put persist-2 $W/p2)
 if is_2xx "$c1" && is_2xx "$c2"; then
 	pass uk-persistence-put "stored 1 MiB and 777 B"
 else
-	fail uk-persistence-put "PUT gave $c1 $c2"
+	fail uk-persistence-put "PUT gave '$c1' (1 MiB) '$c2' (777 B); $(uk_stats_brief)"
 	rc=1
 fi
 xl destroy "$UK_NAME" >/var/log/xen/destroy-$UK_NAME.log 2>&1
