@@ -12,7 +12,7 @@ use core::arch::global_asm;
 pub const IDENTITY_MAPPED: u64 = 4 << 30;
 
 /// Size of the boot (main) stack. An unmapped guard page sits below it (see `arch::paging`).
-pub const BOOT_STACK_SIZE: usize = 512 * 1024;
+pub const BOOT_STACK_SIZE: usize = 128 * 1024;
 
 global_asm!(
     r#"
@@ -142,7 +142,7 @@ boot_stack_guard:
     .skip 4096
     .global boot_stack
 boot_stack:
-    .skip 512 * 1024
+    .skip 128 * 1024
     .global boot_stack_top
 boot_stack_top:
     "#,
