@@ -1078,18 +1078,22 @@ fn build_iso(
     initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
     initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
     write(&boot.join("initrd.img"), &initrd)?;
-    let grub_cfg = "\
+    let xen_args = std::env::var("XEN_HARNESS_XEN_ARGS").unwrap_or_default();
+    let dom0_args = std::env::var("XEN_HARNESS_DOM0_ARGS").unwrap_or_default();
+    let grub_cfg = format!(
+        "\
 set timeout=0
 set default=0
 serial --unit=0 --speed=115200
 terminal_input serial
 terminal_output serial
-menuentry \"Xen 4.17 + Linux dom0 (xen-rs harness)\" {
-    multiboot2 /boot/xen.gz console=com1 com1=115200,8n1 dom0_mem=512M,max:512M bootscrub=0 loglvl=all guest_loglvl=all
-    module2 --nounzip /boot/vmlinux console=hvc0 earlyprintk=xen loglevel=4
+menuentry \"Xen 4.17 + Linux dom0 (xen-rs harness)\" {{
+    multiboot2 /boot/xen.gz console=com1 com1=115200,8n1 dom0_mem=512M,max:512M bootscrub=0 loglvl=all guest_loglvl=all {xen_args}
+    module2 --nounzip /boot/vmlinux console=hvc0 earlyprintk=xen loglevel=4 {dom0_args}
     module2 --nounzip /boot/initrd.img
-}
-";
+}}
+"
+    );
     write(&boot.join("grub/grub.cfg"), grub_cfg.as_bytes())?;
     let iso = run_dir.join("xen.iso");
     let out = Command::new("grub-mkrescue")
@@ -1234,7 +1238,7 @@ fn boot(run_dir: &Path, iso: &Path, spec: &RunSpec) -> Result<Outcome, String> {
             "-m",
             "2048",
             "-smp",
-            "2",
+            &std::env::var("XEN_HARNESS_SMP").unwrap_or_else(|_| "2".into()),
             "-display",
             "none",
             "-serial",
