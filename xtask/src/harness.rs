@@ -1238,7 +1238,7 @@ fn boot(run_dir: &Path, iso: &Path, spec: &RunSpec) -> Result<Outcome, String> {
             "-m",
             "2048",
             "-smp",
-            &std::env::var("XEN_HARNESS_SMP").unwrap_or_else(|_| "2".into()),
+            &std::env::var("XEN_HARNESS_SMP").unwrap_or_else(|_| "1".into()),
             "-display",
             "none",
             "-serial",
