@@ -124,7 +124,7 @@ struct RunSpec {
     /// A short name; the run's files go to `<cache>/runs/<name>-<pid>` (several runs may share
     /// the cache at once).
     name: String,
-    /// Scenario script names (tests/harness/scenarios/<name>.sh) run in order in dom0.
+    /// Scenario script names (`tests/harness/scenarios/<name>.sh`) run in order in dom0.
     scenarios: Vec<String>,
     /// The unikernel ELF, copied to /payload/unikernel.elf.
     kernel: Option<PathBuf>,
@@ -497,17 +497,30 @@ struct Extracted {
 /// The kernel package `linux-image-amd64` currently depends on.
 fn kernel_package(cache: &Cache) -> Result<String, String> {
     let remembered = cache.path("kernel-package");
-    let out = Command::new("apt-cache")
-        .args(["depends", "linux-image-amd64"])
-        .output();
-    let found = out.ok().and_then(|o| {
-        String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
-            l.trim()
-                .strip_prefix("Depends: ")
-                .filter(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
-                .map(str::to_string)
+    let query = || {
+        let out = Command::new("apt-cache")
+            .args(["depends", "linux-image-amd64"])
+            .output();
+        out.ok().and_then(|o| {
+            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix("Depends: ")
+                    .filter(|p| p.starts_with("linux-image-") && p.ends_with("-amd64"))
+                    .map(str::to_string)
+            })
         })
-    });
+    };
+    let mut found = query();
+    if found.is_none() && !remembered.exists() {
+        // A fresh machine may have no package lists yet: fetch them once and ask again.
+        println!("    no package lists for linux-image-amd64: running apt-get update");
+        let _ = util::run(
+            Command::new("apt-get")
+                .args(["update", "-q"])
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        );
+        found = query();
+    }
     match found {
         Some(p) => {
             write(&remembered, p.as_bytes())?;
@@ -554,12 +567,24 @@ fn fetch(cache: &Cache) -> Result<Extracted, String> {
         .collect();
     if !missing.is_empty() {
         println!("    apt-get download {} package(s)", missing.len());
-        util::run(
-            Command::new("apt-get")
-                .arg("download")
-                .args(&missing)
-                .current_dir(&debs),
-        )?;
+        let download = || {
+            util::run(
+                Command::new("apt-get")
+                    .arg("download")
+                    .args(&missing)
+                    .current_dir(&debs),
+            )
+        };
+        if download().is_err() {
+            // Stale package lists name versions the mirror no longer has: refresh once, retry.
+            println!("    apt-get download failed: running apt-get update and retrying");
+            util::run(
+                Command::new("apt-get")
+                    .args(["update", "-q"])
+                    .env("DEBIAN_FRONTEND", "noninteractive"),
+            )?;
+            download()?;
+        }
     } else {
         println!(
             "    all {} packages cached in {}",
@@ -734,7 +759,7 @@ impl Stage {
     }
 
     /// Copies the kernel modules `names` with their dependencies; returns their paths relative to
-    /// /lib/modules/<version>, in load order.
+    /// `/lib/modules/<version>`, in load order.
     fn copy_modules(
         &self,
         x: &Extracted,

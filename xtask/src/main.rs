@@ -72,17 +72,26 @@ fn host_packages() -> Result<(), String> {
 
 /// Runs the host test tier: lints, every test target, and the doc tests.
 fn host_test() -> Result<(), String> {
-    util::phase("lint (cargo fmt --check, cargo clippy -D warnings)", || {
-        util::cargo(&["fmt", "--all", "--", "--check"])?;
-        util::cargo(&[
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ])
-    })?;
+    util::phase(
+        "lint (cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings)",
+        || {
+            util::cargo(&["fmt", "--all", "--", "--check"])?;
+            util::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            util::run(
+                std::process::Command::new(env!("CARGO"))
+                    .args(["doc", "--workspace", "--no-deps"])
+                    .env("RUSTDOCFLAGS", "-D warnings")
+                    .current_dir(util::root()),
+            )
+        },
+    )?;
     util::phase("host tests (cargo test --workspace)", || {
         util::cargo(&["test", "--workspace", "--all-targets"])?;
         util::cargo(&["test", "--workspace", "--doc"])
