@@ -58,6 +58,7 @@ const HOST_PACKAGES: &[&str] = &[
     "cpio",
     "xz-utils",
     "binutils",
+    "iproute2",
 ];
 
 /// Installs the host packages that are missing (Debian/Ubuntu hosts only).
