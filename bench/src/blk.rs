@@ -6,38 +6,14 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use xen_blkfront::{BlkFront, BlockDevice, Config, IoRequest};
-use xen_event_channel::{EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
-use xen_grant_table::{DomId, FrameMapping, GrantTable};
+use xen_event_channel::{EventChannels, NativeEventChannels};
+use xen_grant_table::{FrameMapping, GrantTable};
 use xen_sim::blkback::{Blkback, BlkbackConfig};
 use xen_sim::SimGuest;
 use xen_store::XenStore;
 
-/// Event channels whose `wait` also runs the upcall handler, as the guest's interrupt would.
-struct Evt(NativeEventChannels<SimGuest>);
-
-impl EventChannels for Evt {
-    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, EvtchnError> {
-        self.0.alloc_unbound(remote)
-    }
-    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.send(port)
-    }
-    fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.unmask(port)
-    }
-    fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.close(port)
-    }
-    fn wait(&self) {
-        let _ = self.0.wait();
-        while self.0.upcall_pending() {
-            self.0.handle_upcall();
-        }
-    }
-    fn open_ports(&self) -> usize {
-        self.0.open_port_count()
-    }
-}
+/// The native event channels on the simulator: `wait` blocks and then runs the upcall.
+type Evt = NativeEventChannels<SimGuest>;
 
 type Dev = BlkFront<Arc<GrantTable<SimGuest>>, Arc<Evt>, Arc<XenStore<Arc<Evt>>>>;
 
@@ -99,7 +75,7 @@ fn measure(dev: &mut Dev, evtchn: &Evt, dir: Dir, size: usize, qd: usize) -> f64
                 continue;
             }
             if dev.poll().expect("poll") == 0 {
-                evtchn.wait();
+                EventChannels::wait(evtchn);
             }
             while let Some(c) = dev.next_completion() {
                 c.result.expect("I/O");
@@ -152,7 +128,7 @@ fn measure_zero_copy(dev: &mut Dev, evtchn: &Evt, dir: Dir, size: usize, qd: usi
             continue;
         }
         if dev.poll().expect("poll") == 0 {
-            evtchn.wait();
+            EventChannels::wait(evtchn);
         }
         let mut i = 0;
         while i < in_flight.len() {
@@ -180,9 +156,7 @@ pub fn run(figures: &mut Vec<Figure>) {
     let guest = sim.create_domain();
     let grants =
         Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).expect("gnttab"));
-    let evtchn = Arc::new(Evt(
-        NativeEventChannels::new_pvh(guest.clone()).expect("evtchn")
-    ));
+    let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).expect("evtchn"));
     // SAFETY: the only xenstore client of this domain; the simulator keeps the ring mapped.
     let store =
         Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.expect("xenstore"));

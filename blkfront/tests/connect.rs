@@ -11,7 +11,7 @@ fn connect_read_write_disconnect() {
     let env = Env::new();
     let be = env.attach(768, BlkbackConfig::default());
     let refs0 = env.grants.refs_in_use();
-    let ports0 = env.evtchn.0.open_port_count();
+    let ports0 = env.evtchn.open_port_count();
     let mut dev = env.connect(768, Config::default()).unwrap();
     assert_eq!(dev.num_blocks(), 2048);
     assert_eq!(dev.block_size(), 512);
@@ -28,7 +28,7 @@ fn connect_read_write_disconnect() {
     assert_eq!(dev.status(), &DeviceStatus::Closed);
     drop(dev);
     assert_eq!(env.grants.refs_in_use(), refs0);
-    assert_eq!(env.evtchn.0.open_port_count(), ports0);
+    assert_eq!(env.evtchn.open_port_count(), ports0);
     assert!(
         env.sim.violations().is_empty(),
         "{:?}",
@@ -75,7 +75,7 @@ fn thousand_connect_disconnect_cycles_leave_no_leaks() {
         },
     );
     let refs0 = env.grants.refs_in_use();
-    let ports0 = env.evtchn.0.open_port_count();
+    let ports0 = env.evtchn.open_port_count();
     let dom0 = env.sim.dom0();
     let dom0_ports0 = dom0.open_ports(0);
     for i in 0..1000u64 {
@@ -90,7 +90,7 @@ fn thousand_connect_disconnect_cycles_leave_no_leaks() {
         dev.disconnect().unwrap();
         drop(dev);
         assert_eq!(env.grants.refs_in_use(), refs0, "cycle {i}: grants");
-        assert_eq!(env.evtchn.0.open_port_count(), ports0, "cycle {i}: ports");
+        assert_eq!(env.evtchn.open_port_count(), ports0, "cycle {i}: ports");
     }
     env.sim.run_until_idle();
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
@@ -104,7 +104,7 @@ fn backend_closing_disconnects_the_frontend() {
     let env = Env::new();
     let be = env.attach(4, BlkbackConfig::default());
     let refs0 = env.grants.refs_in_use();
-    let ports0 = env.evtchn.0.open_port_count();
+    let ports0 = env.evtchn.open_port_count();
     let mut dev = env.connect(4, Config::default()).unwrap();
     dev.write_blocks(0, &[1u8; 512]).unwrap();
     // The toolstack takes the backend away.
@@ -122,7 +122,7 @@ fn backend_closing_disconnects_the_frontend() {
     env.sim.run_until_idle();
     env.grants.process_deferred();
     assert_eq!(env.grants.refs_in_use(), refs0);
-    assert_eq!(env.evtchn.0.open_port_count(), ports0);
+    assert_eq!(env.evtchn.open_port_count(), ports0);
 }
 
 #[test]

@@ -157,7 +157,7 @@ fn every_feature_combination_moves_data() {
                             let label = format!("{cfg:?}");
                             let be = env.attach(5, cfg);
                             let refs0 = env.grants.refs_in_use();
-                            let ports0 = env.evtchn.0.open_port_count();
+                            let ports0 = env.evtchn.open_port_count();
                             let mut dev = env.connect(5, Config::default()).unwrap();
                             let f = *dev.features();
                             assert_eq!(f.persistent, persistent, "{label}");
@@ -183,7 +183,7 @@ fn every_feature_combination_moves_data() {
                             drop(dev);
                             assert_eq!(env.grants.refs_in_use(), refs0, "{label}: grants leaked");
                             assert_eq!(
-                                env.evtchn.0.open_port_count(),
+                                env.evtchn.open_port_count(),
                                 ports0,
                                 "{label}: ports leaked"
                             );
@@ -248,7 +248,7 @@ fn bad_backend_values_fail_connect_cleanly() {
             },
         );
         let refs0 = env.grants.refs_in_use();
-        let ports0 = env.evtchn.0.open_port_count();
+        let ports0 = env.evtchn.open_port_count();
         env.sim.run_until_idle();
         if let Some((key, value)) = poison {
             let path = format!("{}/{key}", be.backend_path);
@@ -267,7 +267,7 @@ fn bad_backend_values_fail_connect_cleanly() {
         env.sim.run_until_idle();
         env.grants.process_deferred();
         assert_eq!(env.grants.refs_in_use(), refs0, "grants leaked");
-        assert_eq!(env.evtchn.0.open_port_count(), ports0, "ports leaked");
+        assert_eq!(env.evtchn.open_port_count(), ports0, "ports leaked");
         assert!(env.sim.violations().is_empty());
     }
 }

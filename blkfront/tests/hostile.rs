@@ -41,7 +41,7 @@ fn run(cfg: BlkbackConfig, ops: &[(bool, u16, u8)], config: Config) -> Outcome {
         },
     );
     let refs0 = env.grants.refs_in_use();
-    let ports0 = env.evtchn.0.open_port_count();
+    let ports0 = env.evtchn.open_port_count();
     let mut dev = env.connect(1, config).unwrap();
     be.set_hostile(hostile);
     let blocks = dev.blocks();
@@ -153,7 +153,7 @@ fn run(cfg: BlkbackConfig, ops: &[(bool, u16, u8)], config: Config) -> Outcome {
         "grants not back to baseline"
     );
     assert_eq!(
-        env.evtchn.0.open_port_count(),
+        env.evtchn.open_port_count(),
         ports0,
         "ports not back to baseline"
     );

@@ -47,7 +47,7 @@ fn run_qd(size: usize, qd: usize, total: usize, write: bool, queues: u32) {
             outstanding += 1;
         }
         if dev.poll().unwrap() == 0 {
-            env.evtchn.wait();
+            EventChannels::wait(&*env.evtchn);
         }
         while let Some(c) = dev.next_completion() {
             c.result.unwrap();

@@ -11,39 +11,15 @@
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex, OnceLock};
 use xen_blkfront::{BlkError, BlkFront, Config, DeviceStatus, IoRequest};
-use xen_event_channel::{EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
-use xen_grant_table::{DomId, FrameMapping, GrantAccess, GrantTable};
+use xen_event_channel::NativeEventChannels;
+use xen_grant_table::{FrameMapping, GrantAccess, GrantTable};
 use xen_ring::RingError;
 use xen_sim::blkback::{Blkback, BlkbackConfig, BlkbackHandle, Hostile};
 use xen_sim::{Sim, SimGuest};
 use xen_store::XenStore;
 
-/// Event channels whose `wait` also runs the upcall handler (as the guest's interrupt would).
-struct Evt(NativeEventChannels<SimGuest>);
-
-impl EventChannels for Evt {
-    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, EvtchnError> {
-        self.0.alloc_unbound(remote)
-    }
-    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.send(port)
-    }
-    fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.unmask(port)
-    }
-    fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.close(port)
-    }
-    fn wait(&self) {
-        let _ = self.0.wait();
-        while self.0.upcall_pending() {
-            self.0.handle_upcall();
-        }
-    }
-    fn open_ports(&self) -> usize {
-        self.0.open_port_count()
-    }
-}
+/// The native event channels on the simulator: `wait` blocks and then runs the upcall.
+type Evt = NativeEventChannels<SimGuest>;
 
 type Ev = Arc<Evt>;
 type Gt = Arc<GrantTable<SimGuest>>;
@@ -69,9 +45,7 @@ fn env() -> &'static Mutex<Env> {
         let guest = sim.create_domain();
         let gt =
             Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).expect("gnttab"));
-        let ev = Arc::new(Evt(
-            NativeEventChannels::new_pvh(guest.clone()).expect("evtchn")
-        ));
+        let ev = Arc::new(NativeEventChannels::new_pvh(guest.clone()).expect("evtchn"));
         // SAFETY: one xenstore client for this domain; the simulator keeps its ring mapped.
         let xs =
             Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
@@ -130,7 +104,7 @@ fuzz_target!(|data: &[u8]| {
     be.set_hostile(None);
     be.set_script(None);
     let refs0 = env.gt.refs_in_use();
-    let ports0 = env.ev.open_ports();
+    let ports0 = env.ev.open_port_count();
     let mut dev = BlkFront::connect_with(
         env.gt.clone(),
         env.ev.clone(),
@@ -219,5 +193,5 @@ fuzz_target!(|data: &[u8]| {
         env.sim.violations()
     );
     assert_eq!(env.gt.refs_in_use(), refs0, "grants not back to baseline");
-    assert_eq!(env.ev.open_ports(), ports0, "ports not back to baseline");
+    assert_eq!(env.ev.open_port_count(), ports0, "ports not back to baseline");
 });

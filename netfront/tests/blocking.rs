@@ -4,47 +4,22 @@
 mod common;
 use common::{udp_frame, MAC};
 use std::sync::Arc;
-use xen_event_channel::{EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
-use xen_grant_table::{DomId, FrameMapping, GrantTable};
+use xen_event_channel::NativeEventChannels;
+use xen_grant_table::{FrameMapping, GrantTable};
 use xen_netfront::{NetError, Netfront, NetfrontConfig, TxMeta};
 use xen_sim::netback::{self, Netback, NetbackConfig, RxFrame};
 use xen_sim::{Sim, SimGuest};
 use xen_store::XenStore;
 
-/// Event channels whose `wait` also runs the upcall handler (clearing what is pending), as the
-/// guest's interrupt handler would: a wake-up then means a new event.
-struct Evt(NativeEventChannels<SimGuest>);
-
-impl EventChannels for Evt {
-    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, EvtchnError> {
-        self.0.alloc_unbound(remote)
-    }
-    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.send(port)
-    }
-    fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.unmask(port)
-    }
-    fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.close(port)
-    }
-    fn wait(&self) {
-        let _ = self.0.wait();
-        while self.0.upcall_pending() {
-            self.0.handle_upcall();
-        }
-    }
-    fn open_ports(&self) -> usize {
-        self.0.open_port_count()
-    }
-}
+/// The native event channels on the simulator: `wait` blocks and then runs the upcall.
+type Evt = NativeEventChannels<SimGuest>;
 
 type Nf = Netfront<Arc<GrantTable<SimGuest>>, Arc<Evt>, Arc<XenStore<Arc<Evt>>>>;
 
 fn setup(queues: u16) -> (Sim, Nf, netback::NetbackHandle) {
     let sim = Sim::new();
     let guest = sim.create_domain();
-    let ev = Arc::new(Evt(NativeEventChannels::new_pvh(guest.clone()).unwrap()));
+    let ev = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
     let gt = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
     // SAFETY: the only xenstore client of this domain; the simulated page stays mapped.
     let xs = Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.unwrap());

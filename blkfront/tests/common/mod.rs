@@ -4,39 +4,14 @@
 
 use std::sync::Arc;
 use xen_blkfront::{BlkFront, Config};
-use xen_event_channel::{EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
-use xen_grant_table::{DomId, FrameMapping, GrantTable};
+use xen_event_channel::NativeEventChannels;
+use xen_grant_table::{FrameMapping, GrantTable};
 use xen_sim::blkback::{Blkback, BlkbackConfig, BlkbackHandle};
 use xen_sim::{Sim, SimGuest};
 use xen_store::XenStore;
 
-/// The guest's event channels; `wait` blocks and then runs the upcall handler, as the guest's
-/// interrupt handler would, so pending bits do not keep waking it.
-pub struct Evt(pub NativeEventChannels<SimGuest>);
-
-impl EventChannels for Evt {
-    fn alloc_unbound(&self, remote: DomId) -> Result<EvtchnPort, EvtchnError> {
-        self.0.alloc_unbound(remote)
-    }
-    fn notify(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.send(port)
-    }
-    fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.unmask(port)
-    }
-    fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        self.0.close(port)
-    }
-    fn wait(&self) {
-        let _ = self.0.wait();
-        while self.0.upcall_pending() {
-            self.0.handle_upcall();
-        }
-    }
-    fn open_ports(&self) -> usize {
-        self.0.open_port_count()
-    }
-}
+/// The native event channels on the simulator: `wait` blocks and then runs the upcall.
+pub type Evt = NativeEventChannels<SimGuest>;
 
 pub type Grants = Arc<GrantTable<SimGuest>>;
 pub type Events = Arc<Evt>;
@@ -56,7 +31,7 @@ impl Env {
         let sim = Sim::new();
         let guest = sim.create_domain();
         let grants = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
-        let evtchn = Arc::new(Evt(NativeEventChannels::new_pvh(guest.clone()).unwrap()));
+        let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
         // SAFETY: one xenstore client for this domain, and the sim keeps the ring page mapped.
         let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
         Env {
