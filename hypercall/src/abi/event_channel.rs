@@ -60,34 +60,12 @@ pub const EVTCHNSTAT_IPI: u32 = 5;
 /// `BIND_PIRQ__WILL_SHARE`: flag of [`EvtchnBindPirq::flags`].
 pub const BIND_PIRQ_WILL_SHARE: u32 = 1;
 
-/// `VIRQ_TIMER` (per-vCPU): timebase update and/or requested timeout.
-pub const VIRQ_TIMER: u32 = 0;
-/// `VIRQ_DEBUG` (per-vCPU): request to dump debug info.
-pub const VIRQ_DEBUG: u32 = 1;
-/// `VIRQ_CONSOLE` (global, dom0): bytes received on the emergency console.
-pub const VIRQ_CONSOLE: u32 = 2;
-/// `VIRQ_DOM_EXC` (global, dom0): exceptional event for some domain.
-pub const VIRQ_DOM_EXC: u32 = 3;
-/// `VIRQ_TBUF` (global, dom0): trace buffer has records.
-pub const VIRQ_TBUF: u32 = 4;
-/// `VIRQ_DEBUGGER` (global, dom0): a domain paused for debugging.
-pub const VIRQ_DEBUGGER: u32 = 6;
-/// `VIRQ_XENOPROF` (per-vCPU): new oprofile sample.
-pub const VIRQ_XENOPROF: u32 = 7;
-/// `VIRQ_CON_RING` (global, dom0): bytes received on the console.
-pub const VIRQ_CON_RING: u32 = 8;
-/// `VIRQ_PCPU_STATE` (global, dom0): pCPU state changed.
-pub const VIRQ_PCPU_STATE: u32 = 9;
-/// `VIRQ_MEM_EVENT` (global, dom0): a memory event occurred.
-pub const VIRQ_MEM_EVENT: u32 = 10;
-/// `VIRQ_ARGO` (global): Argo message notification.
-pub const VIRQ_ARGO: u32 = 11;
-/// `VIRQ_ENOMEM` (global, dom0): low on heap memory.
-pub const VIRQ_ENOMEM: u32 = 12;
-/// `VIRQ_XENPMU` (per-vCPU): PMC interrupt.
-pub const VIRQ_XENPMU: u32 = 13;
-/// `NR_VIRQS`: number of virtual IRQs.
-pub const NR_VIRQS: u32 = 24;
+// The virtual IRQ numbers are defined by xen.h; re-exported here because `EVTCHNOP_bind_virq` takes them.
+pub use super::xen::{
+    NR_VIRQS, VIRQ_ARGO, VIRQ_CONSOLE, VIRQ_CON_RING, VIRQ_DEBUG, VIRQ_DEBUGGER, VIRQ_DOM_EXC,
+    VIRQ_ENOMEM, VIRQ_MEM_EVENT, VIRQ_PCPU_STATE, VIRQ_TBUF, VIRQ_TIMER, VIRQ_XENOPROF,
+    VIRQ_XENPMU,
+};
 
 /// `struct evtchn_alloc_unbound`: allocate a port in `dom` that `remote_dom` may bind to.
 #[derive(
