@@ -1,16 +1,24 @@
-//! xenbus helpers for split drivers (`xen/io/xenbus.h`), generic over any [`Store`].
+//! xenbus for split drivers (`xen/io/xenbus.h`), generic over any [`Store`].
 //!
 //! A device has a frontend node (`device/<class>/<id>` under the guest's home) and a backend node
 //! (`backend` key of the frontend node); each end publishes its [`XenbusState`] in a `state` key and
-//! watches the other end's. Waiting for the other end uses a watch, never a polling loop.
+//! watches the other end's. [`frontend`] owns a frontend device's whole lifecycle (connect, close,
+//! reconnect, suspend/resume) for every driver; this module has the key helpers it and the drivers
+//! share. Waiting for the other end uses a watch with a deadline, never a polling loop.
 
 use crate::{transaction, Store, TxId, XsError};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
 use xen_hypercall::abi::DomId;
 use xen_hypercall::Errno;
+
+pub mod frontend;
+
+pub use frontend::{
+    DeviceState, Link, Resume, SharedClock, Teardown, Timeouts, XenbusDriver, XenbusError,
+    XenbusFrontend,
+};
 
 pub use xen_hypercall::abi::xenbus::XenbusState;
 
@@ -156,58 +164,6 @@ pub fn switch_state<S: Store + ?Sized>(
         }
         store.write(tx, &path, state.as_str().as_bytes())
     })
-}
-
-/// Waits, through a watch on `other_node/state`, until the other end's state satisfies `pred`.
-///
-/// Returns the accepted state. Fails with [`XsError::PeerClosed`] when the other end reaches
-/// `Closed`, or `Closing` while `pred` accepts neither `Closing` nor `Closed` (`pred` must be a
-/// pure test: it may be asked about `Closed` hypothetically), or when its `state` key disappears
-/// after it had one; a missing key before that counts as `Unknown` (the other end has not started
-/// yet). An unparsable state is an error ([`XsError::BadValue`]). The watch is removed on every
-/// return.
-pub fn wait_for_state<S, P>(
-    store: &S,
-    other_node: &str,
-    mut pred: P,
-) -> Result<XenbusState, XsError>
-where
-    S: Store + ?Sized,
-    P: FnMut(XenbusState) -> bool,
-{
-    static NEXT_WAIT: AtomicU32 = AtomicU32::new(0);
-    let path = join(other_node, "state");
-    // Unique per wait, so concurrent waits on one node do not collide.
-    let n = NEXT_WAIT.fetch_add(1, Ordering::Relaxed);
-    let token = format!("xenbus-wait:{n}:{path}");
-    store.watch(&path, &token)?;
-    let mut seen = false;
-    let result = loop {
-        if let Err(e) = store.wait_watch_for(&token) {
-            break Err(e);
-        }
-        let state = match read_state(store, TxId::NONE, other_node) {
-            Ok(s) => s,
-            Err(XsError::Errno(Errno::ENOENT)) if !seen => XenbusState::Unknown,
-            Err(XsError::Errno(Errno::ENOENT)) => {
-                break Err(XsError::PeerClosed(XenbusState::Unknown))
-            }
-            Err(e) => break Err(e),
-        };
-        seen |= state != XenbusState::Unknown;
-        if pred(state) {
-            break Ok(state);
-        }
-        // Closing is a step towards Closed: keep waiting when the caller would accept Closed.
-        let heading_to_accepted = state == XenbusState::Closing && pred(XenbusState::Closed);
-        if state.is_closing() && !heading_to_accepted {
-            break Err(XsError::PeerClosed(state));
-        }
-    };
-    let unwatched = store.unwatch(&path, &token);
-    let state = result?;
-    unwatched?;
-    Ok(state)
 }
 
 /// Lists the device ids of class `class` under our home (`device/<class>`), in numeric order when

@@ -184,6 +184,7 @@ struct Shared {
     hostile: Option<Hostile>,
     kept: Vec<GrantMapping>,
     state: XenbusState,
+    restart: bool,
 }
 
 /// The test's view of a backend: its disk, counters and hostile switch.
@@ -261,6 +262,15 @@ impl BlkbackHandle {
     pub fn release_kept_mappings(&self) -> usize {
         let kept = std::mem::take(&mut lock(&self.shared).kept);
         kept.len()
+    }
+
+    /// Restarts the backend at its next poll, as when dom0 reloads it: it unmaps and unbinds
+    /// everything without answering the requests on the rings (the frontend must re-issue them)
+    /// and goes `Closing`; once the frontend is `Closed` it follows to `Closed`, and a frontend
+    /// that comes back to `Initialising` finds it in `InitWait` again (Linux blkback's "prepare
+    /// for reconnect").
+    pub fn restart(&self) {
+        lock(&self.shared).restart = true;
     }
 
     /// The backend's xenbus state as it last published it.
@@ -471,6 +481,7 @@ impl Blkback {
             scripted: false,
             kept: Vec::new(),
             state: INITIALISING,
+            restart: false,
         }));
         let seed = cfg.hostile.map_or(1, |h| h.seed);
         let model = Blkback {
@@ -988,6 +999,11 @@ impl crate::DeviceModel for Blkback {
     fn poll(&mut self, dom0: &Dom0) -> bool {
         let fe_state = self.fe_state(dom0);
         let mut progress = false;
+        if std::mem::take(&mut lock(&self.shared).restart) && self.state != CLOSED {
+            self.disconnect(dom0);
+            self.set_state(dom0, CLOSING);
+            return true;
+        }
         match (self.state, fe_state) {
             (INITIALISING, Some(s)) if s < CLOSING => {
                 self.publish_features(dom0);

@@ -348,6 +348,7 @@ struct Shared {
     kept: Vec<GrantRef>,
     release_kept: bool,
     new_hostility: Option<Option<Hostility>>,
+    restart: bool,
 }
 
 /// The test's side of a [`Netback`]: inject frames, collect transmitted ones, read counters.
@@ -423,6 +424,14 @@ impl NetbackHandle {
     /// Makes the backend drop the mappings it kept (at its next poll).
     pub fn release_kept(&self) {
         self.lock().release_kept = true;
+    }
+
+    /// Restarts the backend at its next poll, as when dom0 reloads it: it unmaps and unbinds
+    /// everything without answering what is on the rings and goes `Closing`; once the frontend is
+    /// `Closed` it follows to `Closed`, and a frontend that comes back to `Initialising` finds it
+    /// in `InitWait` again (Linux netback's "prepare for reconnect").
+    pub fn restart(&self) {
+        self.lock().restart = true;
     }
 }
 
@@ -802,6 +811,11 @@ impl Netback {
 
     fn xenbus(&mut self, dom0: &Dom0) -> bool {
         let mut progress = false;
+        if std::mem::take(&mut self.lock().restart) && self.state != XENBUS_CLOSED {
+            self.disconnect(dom0);
+            self.set_state(dom0, XENBUS_CLOSING);
+            progress = true;
+        }
         if !self.started {
             self.started = true;
             self.write_features(dom0);
