@@ -97,7 +97,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
 
     /// Disconnects: our state `Closing`, waits for the backend to close (so it no longer maps our
     /// pages), releases every grant and event channel (unfinished requests complete with
-    /// [`IoError::Disconnected`]), `Closed`, waits for the backend's `Closed`.
+    /// [`IoError::Disconnected`](crate::IoError::Disconnected)), `Closed`, waits for the backend's `Closed`.
     pub fn disconnect(&mut self) -> Result<(), BlkError> {
         let r = self.xenbus.disconnect(&mut self.io);
         self.io.status = Status::Down { keep: false };

@@ -106,7 +106,7 @@ impl Features {
     }
 }
 
-/// An I/O request for [`BlkFront::submit`]. Addresses are in logical blocks.
+/// An I/O request for [`BlkFront::submit`](crate::BlkFront::submit). Addresses are in logical blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoRequest<'a> {
     /// Read `blocks` blocks from `lba`.
@@ -142,7 +142,7 @@ pub enum IoRequest<'a> {
 /// A finished request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    /// The tag [`BlkFront::submit`] returned.
+    /// The tag [`BlkFront::submit`](crate::BlkFront::submit) returned.
     pub tag: Tag,
     /// The outcome.
     pub result: Result<(), IoError>,
