@@ -7,7 +7,8 @@ use xen_grant_table::GrantedRegion;
 use xen_hypercall::PAGE_SIZE;
 
 /// Pages granted to the backend that the caller fills or reads in place: I/O without a copy in the
-/// frontend ([`BlkFront::submit_read_buffer`](crate::BlkFront::submit_read_buffer), [`BlkFront::submit_write_buffer`](crate::BlkFront::submit_write_buffer)).
+/// frontend ([`submit_read_buffer`](crate::BlkFront::submit_read_buffer),
+/// [`submit_write_buffer`](crate::BlkFront::submit_write_buffer)).
 ///
 /// The memory is shared with the backend: it is reached through raw pointers and copies, never
 /// through Rust references, and while a request using the buffer is in flight the buffer belongs to

@@ -106,7 +106,8 @@ impl Features {
     }
 }
 
-/// An I/O request for [`BlkFront::submit`](crate::BlkFront::submit). Addresses are in logical blocks.
+/// An I/O request for [`BlkFront::submit`](crate::BlkFront::submit). Addresses are in logical
+/// blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IoRequest<'a> {
     /// Read `blocks` blocks from `lba`.

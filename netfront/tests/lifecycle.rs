@@ -251,3 +251,57 @@ fn more_defers_publication_until_the_last_frame_or_poll() {
     assert_eq!(env.nb.take_tx().len(), sent);
     assert!(sent > 900);
 }
+
+#[test]
+fn a_backend_that_never_offers_the_device_times_out_at_the_deadline() {
+    // The toolstack wrote the nodes, but no backend ever runs: its state stays Initialising.
+    let sim = xen_sim::Sim::new();
+    let guest = sim.create_domain();
+    let ev = std::sync::Arc::new(
+        xen_event_channel::NativeEventChannels::new_pvh(guest.clone()).unwrap(),
+    );
+    let gt = std::sync::Arc::new(
+        xen_grant_table::GrantTable::new(
+            guest.clone(),
+            xen_grant_table::FrameMapping::AddToPhysmap,
+        )
+        .unwrap(),
+    );
+    // SAFETY: one client per domain; the simulated guest keeps its store page mapped.
+    let xs = std::sync::Arc::new(
+        unsafe { xen_store::XenStore::from_hypercall(&guest, ev.clone()) }.unwrap(),
+    );
+    let clock = std::sync::Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).unwrap());
+    netback::create_vif(&sim.dom0(), guest.domid(), 0, MAC).unwrap();
+    let refs0 = xen_grant_table::GrantAccess::refs_in_use(&gt);
+    let ports0 = guest.open_ports();
+    let timeouts = xen_netfront::Timeouts {
+        connect_ns: 2_000_000_000,
+        ..Default::default()
+    };
+    let mut nf = xen_netfront::Netfront::new(
+        gt.clone(),
+        ev,
+        xs,
+        clock,
+        "0",
+        NetfrontConfig {
+            timeouts,
+            ..NetfrontConfig::default()
+        },
+    )
+    .unwrap();
+    let start = sim.now_ns();
+    assert_eq!(
+        nf.connect(),
+        Err(NetError::Xenbus(xen_netfront::XenbusError::Timeout {
+            waiting_for: xen_store::xenbus::XenbusState::InitWait,
+            state_seen: xen_store::xenbus::XenbusState::Initialising,
+        }))
+    );
+    // Exactly at the deadline, in virtual time; nothing left allocated.
+    assert_eq!(sim.now_ns() - start, timeouts.connect_ns);
+    assert_eq!(nf.state(), DeviceState::Closed);
+    assert_eq!(xen_grant_table::GrantAccess::refs_in_use(&gt), refs0);
+    assert_eq!(guest.open_ports(), ports0);
+}
