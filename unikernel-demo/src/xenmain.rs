@@ -182,20 +182,19 @@ pub fn run(cfg: &Config) -> ! {
         for (_, n) in nets.iter_mut().skip(1) {
             while let Ok(Some(_)) = n.receive() {}
         }
-        // Watch events: shutdown requests and backend state changes.
-        while let Ok(Some(ev)) = store.poll_watch() {
-            if ev.token == SHUTDOWN_TOKEN {
-                if let Some(reason) = shutdown_request(store) {
-                    shutdown(reason, &mut app, &mut nets, disks);
-                }
-            } else {
-                for (name, n) in nets.iter_mut() {
-                    if ev.token == n.watch_token() {
-                        match n.handle_backend_change() {
-                            Ok(s) => crate::println!("netfront {name}: {s:?}"),
-                            Err(e) => crate::println!("netfront {name}: {e}"),
-                        }
-                    }
+        // Watch events: shutdown requests and netfront backend state changes, each taken by its
+        // token (never blocking); a blkfront's events stay queued for its own blocking calls.
+        let now = xen_store::Deadline::now(&KernelClock);
+        while let Ok(Some(_)) = store.wait_watch_until(SHUTDOWN_TOKEN, now) {
+            if let Some(reason) = shutdown_request(store) {
+                shutdown(reason, &mut app, &mut nets, disks);
+            }
+        }
+        for (name, n) in nets.iter_mut() {
+            while let Ok(Some(_)) = store.wait_watch_until(n.watch_token(), now) {
+                match n.handle_backend_change() {
+                    Ok(s) => crate::println!("netfront {name}: {s:?}"),
+                    Err(e) => crate::println!("netfront {name}: {e}"),
                 }
             }
         }
