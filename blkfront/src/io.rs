@@ -120,6 +120,8 @@ pub(crate) struct Io<G: GrantAccess, E: EventChannels> {
     scratch: Vec<BlkifResponse>,
     /// Requests re-issued after reconnects (for tests and metrics).
     pub(crate) reissued: u64,
+    /// Suspending: new requests stay in the backlog, nothing new goes onto the rings.
+    pub(crate) quiesced: bool,
 }
 
 /// The whole discard extents inside `count` 512-byte sectors from `first` (both in 512-byte
@@ -182,6 +184,7 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
             finished: 0,
             scratch: Vec::new(),
             reissued: 0,
+            quiesced: false,
         }
     }
 
@@ -686,9 +689,9 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
     }
 
     /// Moves queued ring requests onto the rings while there is room, and notifies the backend.
-    fn kick(&mut self) -> Result<(), BlkError> {
+    pub(crate) fn kick(&mut self) -> Result<(), BlkError> {
         let nq = self.queues.len();
-        if nq == 0 {
+        if nq == 0 || self.quiesced {
             return Ok(());
         }
         let mut touched = 0u32;

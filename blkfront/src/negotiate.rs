@@ -105,6 +105,7 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for Io<G, E> {
         self.info = info;
         self.features = features;
         self.status = Status::Up;
+        self.quiesced = false;
         log::info!(
             "blkfront {}: {} sectors of {} bytes, {} queue(s) of {} slots, persistent {}, indirect {}",
             link.node,
@@ -145,6 +146,20 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for Io<G, E> {
                 }
             }
         }
+    }
+
+    /// Stops putting requests on the rings: requests on them complete (or are kept by a later
+    /// reconnect), new ones wait in the backlog.
+    fn suspend(&mut self) -> Result<(), BlkError> {
+        self.quiesced = true;
+        Ok(())
+    }
+
+    /// Puts the waiting requests on the rings (after a cancelled suspend; in a new domain
+    /// [`connected`](Self::connected) re-issued them already).
+    fn resume(&mut self, _how: xen_store::xenbus::Resume) -> Result<(), BlkError> {
+        self.quiesced = false;
+        self.kick()
     }
 }
 

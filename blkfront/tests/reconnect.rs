@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use xen_blkfront::{BlockDevice, Config, DeviceState, GrantAccess, IoRequest, Tag};
+use xen_blkfront::{BlockDevice, Config, DeviceState, GrantAccess, IoRequest, Resume, Tag};
 use xen_sim::blkback::BlkbackConfig;
 use xen_store::Store;
 
@@ -162,4 +162,50 @@ fn a_hundred_backend_restarts_leak_no_grant_and_no_port() {
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     assert!(env.store.queued_watch_events() < 10);
     assert!(env.sim.violations().is_empty());
+}
+
+#[test]
+fn suspend_quiesces_and_resume_goes_on_or_reconnects() {
+    let env = Env::new();
+    let be = env.attach(8, BlkbackConfig::default());
+    let mut dev = env.connect(8, Config::default()).unwrap();
+    dev.suspend().unwrap();
+    assert_eq!(dev.state(), DeviceState::Suspended);
+    let data = pattern(3, 4096);
+    let tag = dev
+        .submit(IoRequest::Write {
+            lba: 0,
+            data: &data,
+            fua: false,
+        })
+        .unwrap();
+    // Quiesced: the request waits, nothing reaches the disk.
+    assert_eq!(dev.ring_requests_in_flight(), 0);
+    env.sim.run_until_idle();
+    assert!(be.read_disk(0, 4096) == vec![0u8; 4096]);
+    // A cancelled suspend (checkpoint): the same rings go on.
+    dev.resume(Resume::Cancelled).unwrap();
+    assert_eq!(dev.state(), DeviceState::Connected);
+    assert_eq!(dev.wait(tag).unwrap().result, Ok(()));
+    assert!(be.read_disk(0, 4096) == data);
+    assert_eq!(dev.connections(), 1);
+
+    // Resumed in a new domain: every ring and port is new, the waiting request is re-issued.
+    // (The new domain's backend is modelled by restarting this one.)
+    let data2 = pattern(4, 4096);
+    dev.suspend().unwrap();
+    let tag = dev
+        .submit(IoRequest::Write {
+            lba: 8,
+            data: &data2,
+            fua: false,
+        })
+        .unwrap();
+    be.restart();
+    env.sim.run_until_idle();
+    dev.resume(Resume::NewDomain).unwrap();
+    assert_eq!(dev.state(), DeviceState::Connected);
+    assert_eq!(dev.connections(), 2);
+    assert_eq!(dev.wait(tag).unwrap().result, Ok(()));
+    assert!(be.read_disk(8 * 512, 4096) == data2);
 }

@@ -99,6 +99,23 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for NetDriver<'_, G, E> {
             Teardown::Close => DeviceState::Closed,
         };
     }
+
+    /// Stops the data path: sends and receives report [`NetError::NotConnected`] until resume.
+    fn suspend(&mut self) -> Result<(), NetError> {
+        if self.inner.state == DeviceState::Connected {
+            self.inner.state = DeviceState::Suspended;
+        }
+        Ok(())
+    }
+
+    /// After a cancelled suspend the same queues go on (in a new domain `connected` already
+    /// started the new ones).
+    fn resume(&mut self, _how: xen_store::xenbus::Resume) -> Result<(), NetError> {
+        if self.inner.state == DeviceState::Suspended {
+            self.inner.state = DeviceState::Connected;
+        }
+        Ok(())
+    }
 }
 
 impl<G: GrantAccess, E: EventChannels> NetDriver<'_, G, E> {

@@ -2,7 +2,7 @@
 //! queues and RX buffers, traffic flows again, and nothing leaks over 100 restarts.
 mod common;
 use common::*;
-use xen_netfront::{DeviceState, NetError, NetfrontConfig, TxMeta};
+use xen_netfront::{DeviceState, NetError, NetfrontConfig, Resume, TxMeta};
 use xen_sim::netback::RxFrame;
 use xen_store::Store;
 
@@ -105,4 +105,29 @@ fn a_hundred_backend_restarts_leak_no_grant_and_no_port() {
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     assert!(env.xs.queued_watch_events() < 10);
     assert!(env.sim.violations().is_empty());
+}
+
+#[test]
+fn suspend_stops_the_data_path_and_resume_goes_on_or_reconnects() {
+    let env = Env::new(|c| c.max_queues = 1);
+    let mut nf = env.connected(NetfrontConfig::default());
+    exchange(&env, &mut nf, 1);
+    nf.suspend().unwrap();
+    assert_eq!(nf.state(), DeviceState::Suspended);
+    assert_eq!(
+        nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()),
+        Err(NetError::NotConnected)
+    );
+    nf.resume(Resume::Cancelled).unwrap();
+    assert_eq!(nf.state(), DeviceState::Connected);
+    exchange(&env, &mut nf, 3);
+    assert_eq!(nf.connections(), 1);
+    // In a new domain (its backend modelled by restarting this one) the queues are new.
+    nf.suspend().unwrap();
+    env.nb.restart();
+    env.sim.run_until_idle();
+    nf.resume(Resume::NewDomain).unwrap();
+    assert_eq!(nf.state(), DeviceState::Connected);
+    assert_eq!(nf.connections(), 2);
+    exchange(&env, &mut nf, 5);
 }
