@@ -427,3 +427,33 @@ fn the_store_wait_honours_its_deadline() {
     let ev = env.xs.wait_watch_until("tok", now).unwrap().unwrap();
     assert_eq!(ev.token, "tok");
 }
+
+#[test]
+fn a_backend_that_never_comes_back_times_out_and_fails_the_kept_work() {
+    let env = Env::new();
+    let mut fe = env.frontend();
+    let mut drv = Recorder::default();
+    fe.connect(&mut drv).unwrap();
+    drv.calls.clear();
+    env.script.lock().unwrap().restart = true;
+    env.sim.run_until_idle();
+    // The backend closes and then stops answering.
+    env.script.lock().unwrap().stall = true;
+    assert_eq!(
+        fe.handle_backend_change(&mut drv).unwrap(),
+        DeviceState::Reconnecting
+    );
+    let deadline = fe.deadline_ns().unwrap();
+    assert_eq!(
+        fe.settle(&mut drv),
+        Err(XenbusError::Timeout {
+            waiting_for: XenbusState::Closed,
+            state_seen: XenbusState::Closing,
+        })
+    );
+    assert_eq!(env.sim.now_ns(), deadline);
+    // Work kept for the reconnect is failed now, and the device is closed.
+    assert_eq!(drv.calls, ["teardown Reconnect", "teardown Close"]);
+    assert_eq!(fe.state(), DeviceState::Closed);
+    assert_eq!(env.watches(), 0);
+}
