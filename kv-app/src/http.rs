@@ -10,6 +10,8 @@
 //! | `DELETE /kv/<key>`      | 204 / 404                                                       |
 //! | `GET /kv/` or `/kv`     | 200, the keys one per line (`text/plain`)                       |
 //! | `GET /stats`            | 200, JSON: uptime, memory, store, http and per-device counters  |
+//! | `GET /metrics`          | 200, the same figures in Prometheus text format ([`crate::metrics`]) |
+//! | `GET /healthz`          | 200 `ok` when the store is writable, else 503 with the reason   |
 //!
 //! Keys are 1..=[`MAX_HTTP_KEY_LEN`] bytes of `A-Z a-z 0-9 . _ ~ -` (otherwise 400). Any other path
 //! is 404, another method on a known path 405. Requests are parsed with `httparse`; bodies need
@@ -33,6 +35,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use xen_blkfront::BlockDevice;
 
+use crate::metrics::{self, HttpMetrics, InFlight};
 use crate::store::{PutOutcome, Store, StoreError};
 
 /// The longest key accepted over HTTP.
@@ -102,6 +105,22 @@ pub trait StatsSource {
     /// `f("vif0", &[("rx_packets", 12), ("tx_packets", 9)])`.
     fn for_each_device(&self, f: &mut dyn FnMut(&str, Counters<'_>)) {
         let _ = f;
+    }
+
+    /// Like [`for_each_device`](Self::for_each_device), for values that go up and down (ring
+    /// slots in use, grants in use, heap bytes): `/metrics` shows them as gauges.
+    fn for_each_gauge(&self, f: &mut dyn FnMut(&str, Counters<'_>)) {
+        let _ = f;
+    }
+
+    /// Calls `f(key, value)` for configuration worth showing (addresses, DHCP lease).
+    fn for_each_info(&self, f: &mut dyn FnMut(&str, &str)) {
+        let _ = f;
+    }
+
+    /// Why the service is not healthy (a device is missing), for `/healthz`; `None` when fine.
+    fn problem(&self) -> Option<&str> {
+        None
     }
 }
 
@@ -291,6 +310,8 @@ enum Route {
     Delete(Vec<u8>),
     List,
     Stats,
+    Metrics,
+    Healthz,
     /// Answer with this status right away (after draining any body).
     Status(u16),
 }
@@ -303,9 +324,11 @@ fn route(head: &RequestHead) -> Route {
             _ => Route::Status(405),
         };
     }
-    if path == "/stats" {
-        return match head.method {
-            Method::Get => Route::Stats,
+    if path == "/stats" || path == "/metrics" || path == "/healthz" {
+        return match (head.method, path) {
+            (Method::Get, "/stats") => Route::Stats,
+            (Method::Get, "/metrics") => Route::Metrics,
+            (Method::Get, _) => Route::Healthz,
             _ => Route::Status(405),
         };
     }
@@ -370,6 +393,8 @@ struct Conn {
     interim: Vec<u8>,
     reserved: usize,
     last_activity: Instant,
+    /// The request being served (for metrics and the access log).
+    req: InFlight,
 }
 
 /// The HTTP server: a fixed set of listening TCP sockets and one state machine per socket.
@@ -379,6 +404,7 @@ pub struct HttpServer {
     conns: Vec<Conn>,
     budget_used: usize,
     stats: ServerStats,
+    metrics: HttpMetrics,
 }
 
 impl HttpServer {
@@ -405,6 +431,7 @@ impl HttpServer {
                     interim: Vec::new(),
                     reserved: 0,
                     last_activity: Instant::ZERO,
+                    req: InFlight::default(),
                 }
             })
             .collect();
@@ -413,7 +440,13 @@ impl HttpServer {
             conns,
             budget_used: 0,
             stats: ServerStats::default(),
+            metrics: HttpMetrics::default(),
         }
+    }
+
+    /// Request metrics and the access-log queue (turn logging on there, set a clock).
+    pub fn metrics_mut(&mut self) -> &mut HttpMetrics {
+        &mut self.metrics
     }
 
     /// The settings.
@@ -504,6 +537,11 @@ impl HttpServer {
 
     fn reset(&mut self, i: usize) {
         self.release(i);
+        // An answer cut short still counts (its latency up to now).
+        let t = self.metrics.now(self.conns[i].last_activity);
+        if let Some(rec) = self.conns[i].req.finish(t) {
+            self.metrics.observe(rec);
+        }
         let c = &mut self.conns[i];
         c.phase = Phase::Listening;
         c.inbuf = Vec::new();
@@ -655,6 +693,8 @@ impl HttpServer {
                     return (self.error(i, 431, true), true);
                 }
                 self.conns[i].inbuf.drain(..n);
+                let t = self.metrics.now(now);
+                self.conns[i].req.begin(&head, t);
                 (self.start_request(i, &head), true)
             }
         }
@@ -817,6 +857,7 @@ impl HttpServer {
             );
         }
         self.stats.bytes_in += len as u64;
+        self.conns[i].req.received(len as u64);
         let phase = self.execute(i, store, stats, now, route, body, keep_alive);
         (phase, true)
     }
@@ -885,6 +926,22 @@ impl HttpServer {
                 let json = self.stats_json(store, stats, now);
                 self.answer(i, 200, "application/json", json.into_bytes(), close)
             }
+            Route::Metrics => {
+                let text = metrics::render(&metrics::Snapshot {
+                    metrics: &self.metrics,
+                    server: self.stats,
+                    active: self.active_connections(),
+                    store: store.stats(),
+                    source: stats,
+                    uptime: now,
+                });
+                let ct = "text/plain; version=0.0.4; charset=utf-8";
+                self.answer(i, 200, ct, text.into_bytes(), close)
+            }
+            Route::Healthz => {
+                let (code, text) = metrics::health(&store.stats(), stats);
+                self.answer(i, code, "text/plain", text.into_bytes(), close)
+            }
         }
     }
 
@@ -942,6 +999,9 @@ impl HttpServer {
         }
         head.push_str("\r\n");
         self.stats.bytes_out += (head.len() + body.len()) as u64;
+        self.conns[i]
+            .req
+            .answered(code, (head.len() + body.len()) as u64);
         if close {
             // Anything still buffered belongs to a request we will not serve.
             self.conns[i].inbuf = Vec::new();
@@ -1002,6 +1062,10 @@ impl HttpServer {
         }
         drop(body);
         self.release(i);
+        let t = self.metrics.now(now);
+        if let Some(rec) = self.conns[i].req.finish(t) {
+            self.metrics.observe(rec);
+        }
         if close {
             sock.close();
             return (Phase::Closing, true);
@@ -1061,6 +1125,7 @@ impl HttpServer {
             h.bytes_in,
             h.bytes_out
         );
+        metrics::json_extra(&mut out, stats);
         out.push_str("\"devices\":[");
         let mut first = true;
         stats.for_each_device(&mut |name, counters| {
@@ -1095,7 +1160,7 @@ fn peer_closed(sock: &tcp::Socket<'_>) -> bool {
 }
 
 /// Appends `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
+pub(crate) fn json_string(out: &mut String, s: &str) {
     out.push('"');
     for ch in s.chars() {
         match ch {

@@ -61,6 +61,7 @@ extern crate alloc;
 mod crc32c;
 pub mod http;
 mod memdisk;
+pub mod metrics;
 pub mod store;
 
 pub use crc32c::{crc32c, Crc32c};
@@ -69,5 +70,6 @@ pub use http::{
     StatsSource,
 };
 pub use memdisk::{MemDisk, MemDiskCounters, MemDiskError};
+pub use metrics::{HttpMetrics, RequestRecord};
 pub use store::{PutOutcome, Store, StoreError, StoreStats, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use xen_blkfront::BlockDevice;
