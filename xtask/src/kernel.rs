@@ -243,13 +243,18 @@ const CASES: &[Case] = &[
     Case {
         name: "bad command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1",
+        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1 port=0 max_value=1G loglevel=loud",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "cmdline: bad value in `ip=999.1.1.1/99`: octet 999 is out of range 0..=255",
             "falling back to DHCP",
             "cmdline: bad value in `gw=10.0.0`: expected four dot-separated numbers",
             "cmdline: unknown option `bogus=1` ignored",
+            "cmdline: bad value in `port=0`: must be in 1..=65535; ignoring it",
+            "cmdline: bad value in `max_value=1G`: not a decimal number",
+            "cmdline: bad value in `loglevel=loud`: expected warn, info, debug or trace",
+            "config: port=80",
+            "config: loglevel=info",
             "net config: DHCP",
             "SELFTEST PASS",
         ],
@@ -258,10 +263,18 @@ const CASES: &[Case] = &[
     Case {
         name: "good command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1",
+        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1 ip6=fd00::2/64 dns=10.0.0.1 port=8080 max_conns=4 max_value=64K loglevel=warn",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "net config: static 10.0.0.2/24, gateway 10.0.0.1",
+            "config: ip=10.0.0.2/24 gw=10.0.0.1",
+            "config: ip6=fd00::2/64 (plus link-local)",
+            "config: dns=10.0.0.1",
+            "config: port=8080",
+            "config: max_conns=4",
+            "config: max_value=65536 bytes",
+            "config: watchdog=off",
+            "config: loglevel=warn",
             "SELFTEST PASS",
         ],
         reject: &["cmdline: bad value", "PANIC"],
@@ -592,6 +605,22 @@ fn app_test(elf: &Path) -> Result<String, String> {
         if !stats.contains(k) {
             return Err(format!("/stats lacks {k}: {stats}"));
         }
+    }
+    let metrics = expect_status("GET /metrics", vm.call("GET", "/metrics", None)?, &[200])?;
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    for k in [
+        "# TYPE kv_http_requests_total counter",
+        "kv_http_requests_total{method=\"PUT\",code=\"201\"} ",
+        "kv_store_keys 2",
+        "kv_device_rx_packets_total{device=\"virtio-net0\"} ",
+    ] {
+        if !metrics.contains(k) {
+            return Err(format!("/metrics lacks {k}: {metrics}"));
+        }
+    }
+    let ok = expect_status("GET /healthz", vm.call("GET", "/healthz", None)?, &[200])?;
+    if ok != b"ok\n" {
+        return Err(format!("/healthz said {:?}", String::from_utf8_lossy(&ok)));
     }
     let (code, _) = vm.request(b"GARBAGE\r\n\r\n")?;
     if !(400..500).contains(&code) {
