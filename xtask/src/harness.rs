@@ -288,6 +288,7 @@ pub fn test() -> Result<(), String> {
     if with_unikernel {
         spec.kernel = Some(kernel_path(&Opts::default())?);
         spec.scenarios.push("unikernel".into());
+        spec.scenarios.push("ops".into());
     } else {
         println!(
             "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
