@@ -204,6 +204,17 @@ pub fn run(cfg: &Config) -> ! {
                         }
                     }
                 }
+                // The store's disk going away (xl block-detach) makes /healthz answer 503.
+                if let Some(a) = app.as_mut() {
+                    if a.stats.problem.is_none() {
+                        if let Disk::Xen(b) = &mut a.store.device_mut().inner {
+                            if let Err(e) = b.check_backend() {
+                                log::warn!("blkfront {}: {e}; the store is unavailable", b.node());
+                                a.stats.problem = Some(format!("disk {} is gone: {e}", b.node()));
+                            }
+                        }
+                    }
+                }
             }
         }
         let feed = watchdog.as_mut().map(|w| w.feed());
