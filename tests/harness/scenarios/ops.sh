@@ -281,7 +281,7 @@ if uk_start ops-dhcp-create; then
 		tr=$(elapsed "$t0")
 		new=$(domid_of "$UK_NAME")
 		xl dmesg >$W/xl-dmesg.log 2>&1
-		grep -qiE "watchdog.*(domain|d)$old" $W/xl-dmesg.log || bad="$bad no-watchdog-line-in-xl-dmesg"
+		grep -q "Watchdog timer fired for domain $old\$" $W/xl-dmesg.log || bad="$bad no-watchdog-line-for-domain-$old-in-xl-dmesg"
 		if wait_until 120 uk_answers; then
 			ta=$(elapsed "$t0")
 			http_get /kv/ops-max $W/max.c && cmp -s $W/max $W/max.c || bad="$bad data-lost-after-restart"
@@ -291,7 +291,7 @@ if uk_start ops-dhcp-create; then
 	fi
 	cons_new_has "$mark" 'debug_hang_after=60: hanging now' || bad="$bad no-hang-line"
 	if [ -z "$bad" ]; then
-		pass ops-watchdog "guest hung at 60 s uptime; Xen: '$(grep -iE "watchdog" $W/xl-dmesg.log | tail -n 1)'; domain $old -> $new (xl on_watchdog=restart) $tr s after the wait began, serving the same 64 KiB value $ta s after"
+		pass ops-watchdog "guest hung at 60 s uptime; Xen: '$(grep "Watchdog timer fired for domain $old" $W/xl-dmesg.log | tail -n 1)'; domain $old -> $new (xl on_watchdog=restart) $tr s after the wait began, serving the same 64 KiB value $ta s after"
 		figure uk_watchdog_restart_to_http_s "$ta" s
 	else
 		fail ops-watchdog "$bad; console: $(cons_new "$mark" | grep -E 'watchdog|hang' | tail -n 4 | tr '\n' '|')"
