@@ -257,7 +257,10 @@ fn gauges(
                 "grants_in_use",
                 xen_grant_table::GrantAccess::refs_in_use(&grants) as u64
             ),
-            ("event_channels_open", xen::open_ports() as u64),
+            (
+                "event_channels_open",
+                xen_event_channel::EventChannels::open_ports(&KernelEvents) as u64
+            ),
         ],
     ));
     out

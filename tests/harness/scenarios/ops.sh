@@ -294,7 +294,7 @@ if uk_start ops-dhcp-create; then
 		pass ops-watchdog "guest hung at 60 s uptime; Xen: '$(grep "Watchdog timer fired for domain $old" $W/xl-dmesg.log | tail -n 1)'; domain $old -> $new (xl on_watchdog=restart) $tr s after the wait began, serving the same 64 KiB value $ta s after"
 		figure uk_watchdog_restart_to_http_s "$ta" s
 	else
-		fail ops-watchdog "$bad; console: $(cons_new "$mark" | grep -E 'watchdog|hang' | tail -n 4 | tr '\n' '|')"
+		fail ops-watchdog "$bad; devices: $(device_states "$UK_NAME" | tr '\n' ' '); console: $(cons_new "$mark" | grep -E 'watchdog|hang' | tail -n 4 | tr '\n' '|') last: $(cons_new "$mark" | tail -n 3 | tr '\n' '|')"
 		rc=1
 	fi
 else

@@ -131,11 +131,6 @@ pub fn init_events() -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnE
     Ok(si)
 }
 
-/// Event-channel ports open (bound or allocated and not closed).
-pub fn open_ports() -> usize {
-    EVTCHN.get().map_or(0, |e| e.open_port_count())
-}
-
 /// Upcalls seen so far.
 pub fn upcalls() -> u64 {
     UPCALLS.load(Ordering::Relaxed)
