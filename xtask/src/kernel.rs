@@ -655,5 +655,5 @@ fn app_test(elf: &Path) -> Result<String, String> {
         vm.call("GET", "/kv/gone", None)?,
         &[404],
     )?;
-    Ok("PUT/GET/DELETE/list/stats, 400 for garbage, 256 KiB value, values intact after QEMU was killed".into())
+    Ok("PUT/GET/DELETE/list/stats/metrics/healthz, 400 for garbage, 256 KiB value, values intact after QEMU was killed".into())
 }
