@@ -14,6 +14,10 @@
 //!    `iface.poll_delay(now, &sockets)` and `server.poll_delay(now)`.
 //! 4. `stats` implements [`StatsSource`] (device counters and heap use for `/stats`); use
 //!    [`NoStats`] to start. `now` should count from boot: it is reported as the uptime.
+//! 5. Operating it: `GET /metrics` and `GET /healthz` come from the same [`StatsSource`] (add
+//!    gauges, info and a health problem there); `server.metrics_mut().set_clock(..)` times requests
+//!    with a real clock, and with `set_logging(true)` every finished request leaves a
+//!    [`RequestRecord`] to take with `take_record()` and log.
 //!
 //! smoltcp features this crate turns on: `alloc`, `medium-ethernet`, `proto-ipv4`, `socket-tcp`
 //! (add `socket-dhcpv4` etc. in the kernel as needed). Memory: per connection the two socket

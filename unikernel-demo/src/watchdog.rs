@@ -44,7 +44,21 @@ impl Watchdog {
         if now >= self.next_feed_ms {
             if let Some(h) = crate::xen::hyp() {
                 if let Err(e) = h.sched_watchdog(self.id, self.timeout_s) {
-                    log::error!("watchdog {}: re-arming failed: {e}", self.id);
+                    // E.g. after a resume in a new domain, where our id no longer exists: create
+                    // a new watchdog rather than run unwatched.
+                    match h.sched_watchdog(0, self.timeout_s) {
+                        Ok(id) => {
+                            log::warn!(
+                                "watchdog {}: re-arming failed ({e}); new watchdog {id}",
+                                self.id
+                            );
+                            self.id = id;
+                        }
+                        Err(e2) => log::error!(
+                            "watchdog {}: re-arming failed ({e}), creating a new one failed ({e2})",
+                            self.id
+                        ),
+                    }
                 }
             }
             self.next_feed_ms = now + Self::period_ms(self.timeout_s);
