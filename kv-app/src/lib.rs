@@ -69,5 +69,8 @@ pub use http::{
     StatsSource,
 };
 pub use memdisk::{MemDisk, MemDiskCounters, MemDiskError};
-pub use store::{PutOutcome, Store, StoreError, StoreStats, MAX_KEY_LEN, MAX_VALUE_LEN};
+pub use store::{
+    Entry, PutOutcome, Store, StoreConfig, StoreError, StoreStats, MAX_CONTENT_TYPE_LEN,
+    MAX_KEY_LEN, MAX_VALUE_LEN,
+};
 pub use xen_blkfront::BlockDevice;

@@ -1,0 +1,1048 @@
+//! A crash-safe, checksummed key-value store over any [`BlockDevice`].
+//!
+//! # Layout
+//!
+//! ```text
+//! block 0, block 1     superblock slots A and B (generation g lives in slot g % 2)
+//! blocks 2 ..          two equal halves of `half_blocks` blocks each; one is the active log
+//! ```
+//!
+//! The active half is an append-only log of records (put, delete, end marker), each starting on a
+//! block boundary and padded with zeros to whole blocks. The encoding (format version 2) is described in `store/format.rs`.
+//!
+//! # Crash safety and integrity
+//!
+//! - An append writes the record's blocks and then flushes; `put`/`delete` return `Ok` only after
+//!   the flush, so an acknowledged operation is on disk.
+//! - On open the active half is scanned from its start. A record is accepted only if its magic,
+//!   header CRC, store id, epoch (the generation that made the half active), sequence number
+//!   (exactly one more than the previous record's) and payload CRC are right; the scan stops at
+//!   an end marker or at the first record that is not right, and the next append overwrites it.
+//!   A torn append therefore loses only itself.
+//! - The store id is 64 random bits from the caller's seed ([`StoreConfig::id_seed`]), chosen at
+//!   format time and never shown over HTTP: records of an older format of the device, or
+//!   record-shaped bytes inside a client's value, never carry the right id and epoch.
+//! - When the active half is full, the live records (plus the pending change) are copied to the
+//!   other half with fresh sequence numbers and the new epoch, followed by an end marker, flushed,
+//!   and only then a superblock naming the other half with the next generation is written into
+//!   the slot holding the *older* generation and flushed. A crash before that superblock is
+//!   durable leaves the previous superblock and half untouched; a torn superblock fails its CRC
+//!   and the other slot wins.
+//! - Counters (generation, sequence numbers) are checked: the store refuses writes with
+//!   [`StoreError::Exhausted`] instead of wrapping.
+//!
+//! # Memory
+//!
+//! The index (key → location) is in memory and bounded by [`StoreConfig::index_budget`]: a put
+//! of a new key beyond it fails with [`StoreError::IndexFull`]. Opening a store whose keys do not
+//! fit the budget loads the keys that fit (with every later change to them applied), opens
+//! read-only and says so in [`Store::read_only_reason`] and [`StoreStats::read_only`]. Every other
+//! buffer is bounded by the block size, [`CHUNK_BYTES`] or the record being read.
+
+mod format;
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::ops::Bound;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use xen_blkfront::BlockDevice;
+
+use crate::crc32c::{crc32c, Crc32c};
+use format::{
+    record_blocks, splitmix64, RecordHeader, Superblock, DATA_START, KIND_DELETE, KIND_END,
+    KIND_PUT, REC_HEADER_LEN,
+};
+pub use format::{MAX_CONTENT_TYPE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+
+/// [`Store::open_or_format`] formats a device only if this many leading bytes are zero.
+pub const BLANK_CHECK_BYTES: usize = 128 * 1024;
+/// Bytes moved per device call when streaming records (rounded to whole blocks).
+pub const CHUNK_BYTES: usize = 64 * 1024;
+/// Index bytes charged per key on top of the key's length (the map's node share and the key's
+/// allocation; measured in `tests/store_memory.rs`).
+pub const INDEX_ENTRY_OVERHEAD: usize = 64;
+/// The default [`StoreConfig::index_budget`]: 2 MiB, about 20,000 keys of 40 bytes.
+pub const DEFAULT_INDEX_BUDGET: usize = 2 << 20;
+
+/// Settings of a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// Entropy for the store id chosen when a device is formatted (e.g. the TSC at boot). It is
+    /// mixed with SplitMix64; the id only has to differ from earlier formats of the device.
+    pub id_seed: u64,
+    /// Most bytes the in-memory index may use (see [`INDEX_ENTRY_OVERHEAD`]).
+    pub index_budget: usize,
+}
+
+impl StoreConfig {
+    /// The defaults with this id seed.
+    pub const fn new(id_seed: u64) -> Self {
+        Self {
+            id_seed,
+            index_budget: DEFAULT_INDEX_BUDGET,
+        }
+    }
+}
+
+/// Seeds for [`Store::open_or_format`] and friends without a caller's seed: distinct within a
+/// process, not random.
+static FALLBACK_SEED: AtomicU64 = AtomicU64::new(0x6b76_2d61_7070_0001);
+
+fn fallback_config() -> StoreConfig {
+    StoreConfig::new(FALLBACK_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed))
+}
+
+/// Errors of the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError<E> {
+    /// The block device reported an error.
+    #[error("block device error: {0:?}")]
+    Device(E),
+    /// The device or the store is read-only; the store can be read but not changed.
+    #[error("the store is read-only")]
+    ReadOnly,
+    /// The live data plus this change does not fit on the device.
+    #[error("the store is full")]
+    Full,
+    /// A new key does not fit the in-memory index budget.
+    #[error("the key index is full")]
+    IndexFull,
+    /// A sequence number or generation would wrap.
+    #[error("an on-disk counter is exhausted")]
+    Exhausted,
+    /// The key is empty or longer than [`MAX_KEY_LEN`].
+    #[error("invalid key length")]
+    InvalidKey,
+    /// The content type is longer than [`MAX_CONTENT_TYPE_LEN`].
+    #[error("content type too long")]
+    InvalidContentType,
+    /// The value is longer than [`MAX_VALUE_LEN`].
+    #[error("value too large")]
+    ValueTooLarge,
+    /// Neither superblock is valid and the device is not blank.
+    #[error("no valid superblock (not a store, or both superblocks damaged)")]
+    NotFormatted,
+    /// The device's block size is not a power of two in 512..=65536.
+    #[error("unsupported block size {0}")]
+    BadBlockSize(usize),
+    /// The device is too small to hold a store.
+    #[error("device too small")]
+    TooSmall,
+    /// The superblock does not match the device (other block size, or the device shrank).
+    #[error("superblock does not match the device")]
+    Mismatch,
+    /// A record that the index points to failed its checks when read back.
+    #[error("record for this key is corrupt on disk")]
+    Corrupt,
+}
+
+/// What a successful [`Store::put`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The key did not exist before.
+    Created,
+    /// The key existed and its value was replaced.
+    Replaced,
+}
+
+/// A value read back with its content type.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Entry {
+    /// The content type given with the put (may be empty).
+    pub content_type: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// Counters and sizes of a [`Store`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Number of live keys (in the index).
+    pub keys: u64,
+    /// Sum of the live values' lengths in bytes.
+    pub value_bytes: u64,
+    /// Blocks held by live records.
+    pub live_blocks: u64,
+    /// Blocks used in the active half (live, overwritten and tombstones).
+    pub used_blocks: u64,
+    /// Blocks per half: the most live data the store can hold.
+    pub capacity_blocks: u64,
+    /// Device block size in bytes.
+    pub block_size: u64,
+    /// Current superblock generation.
+    pub generation: u64,
+    /// Compactions done since open.
+    pub compactions: u64,
+    /// Records appended since open.
+    pub appends: u64,
+    /// Bytes charged to the in-memory index.
+    pub index_bytes: u64,
+    /// The index budget in bytes.
+    pub index_budget: u64,
+    /// Keys found on disk at open that did not fit the index budget (not served).
+    pub keys_not_loaded: u64,
+    /// True when the store refuses writes (read-only device, or see [`Store::read_only_reason`]).
+    pub read_only: bool,
+}
+
+/// Where a live record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    /// Absolute first block of the record.
+    lba: u64,
+    /// Blocks the record spans (0 marks a record dropped during compaction).
+    blocks: u32,
+    /// Value length in bytes.
+    value_len: u32,
+}
+
+/// A key-value store kept as a checksummed append-only log on a [`BlockDevice`].
+///
+/// Every mutating call is durable (written and flushed) when it returns `Ok`.
+#[derive(Debug)]
+pub struct Store<D> {
+    dev: D,
+    block_size: usize,
+    cfg: StoreConfig,
+    read_only: bool,
+    read_only_reason: Option<&'static str>,
+    sb: Superblock,
+    index: BTreeMap<Box<[u8]>, Loc>,
+    index_bytes: usize,
+    keys_not_loaded: u64,
+    /// Next free block, relative to the active half's start.
+    head: u64,
+    next_seq: u64,
+    live_blocks: u64,
+    value_bytes: u64,
+    compactions: u64,
+    appends: u64,
+}
+
+fn entry_cost(key_len: usize) -> usize {
+    key_len + INDEX_ENTRY_OVERHEAD
+}
+
+impl<D: BlockDevice> Store<D> {
+    /// [`open_or_format_with`](Self::open_or_format_with) with the default settings and a
+    /// process-local (not random) id seed; the kernel should pass real entropy instead.
+    pub fn open_or_format(dev: D) -> Result<Self, StoreError<D::Error>> {
+        Self::open_or_format_with(dev, fallback_config())
+    }
+
+    /// Opens the store on `dev`, formatting it first if the device is blank: its first
+    /// [`BLANK_CHECK_BYTES`] (or all of it, if smaller) are zero. Anything else that is not a
+    /// store (a partition table, a file system, damaged superblocks, an older format) is left
+    /// alone and reported as [`StoreError::NotFormatted`].
+    pub fn open_or_format_with(mut dev: D, cfg: StoreConfig) -> Result<Self, StoreError<D::Error>> {
+        let bs = check_block_size::<D::Error>(dev.block_size())?;
+        if dev.num_blocks() < DATA_START {
+            return Err(StoreError::TooSmall);
+        }
+        // The superblock slots first: a store's are never both zero.
+        let mut raw = vec![0u8; 2 * bs];
+        dev.read_blocks(0, &mut raw).map_err(StoreError::Device)?;
+        let mut blank = raw.iter().all(|&b| b == 0);
+        let check_blocks = ((BLANK_CHECK_BYTES / bs) as u64).min(dev.num_blocks());
+        if blank && check_blocks > DATA_START {
+            raw.resize((check_blocks - DATA_START) as usize * bs, 0);
+            dev.read_blocks(DATA_START, &mut raw)
+                .map_err(StoreError::Device)?;
+            blank = raw.iter().all(|&b| b == 0);
+        }
+        if blank {
+            return Self::format_with(dev, cfg);
+        }
+        Self::open_with(dev, cfg)
+    }
+
+    /// [`format_with`](Self::format_with) with the default settings and a process-local id seed.
+    pub fn format(dev: D) -> Result<Self, StoreError<D::Error>> {
+        Self::format_with(dev, fallback_config())
+    }
+
+    /// Writes an empty store onto `dev` (destroying what was there) and opens it. The store id
+    /// comes from `cfg.id_seed` (never equal to an id found in the old superblocks).
+    pub fn format_with(mut dev: D, cfg: StoreConfig) -> Result<Self, StoreError<D::Error>> {
+        let bs = check_block_size::<D::Error>(dev.block_size())?;
+        if dev.read_only() {
+            return Err(StoreError::ReadOnly);
+        }
+        let num_blocks = dev.num_blocks();
+        let half_blocks = num_blocks.saturating_sub(DATA_START) / 2;
+        if half_blocks < 2 {
+            return Err(StoreError::TooSmall);
+        }
+        let mut raw = vec![0u8; 2 * bs];
+        dev.read_blocks(0, &mut raw).map_err(StoreError::Device)?;
+        let old = [
+            Superblock::decode(&raw[..bs]),
+            Superblock::decode(&raw[bs..]),
+        ];
+        let mut store_id = splitmix64(cfg.id_seed);
+        while old.iter().flatten().any(|s| s.store_id == store_id) {
+            store_id = splitmix64(store_id);
+        }
+        let sb = Superblock {
+            block_size: bs as u32,
+            num_blocks,
+            generation: 1,
+            base_seq: 1,
+            half_blocks,
+            data_start: DATA_START,
+            active: 0,
+            store_id,
+        };
+        // Invalidate both slots first, then an end marker at the start of the active half, then
+        // generation 1 into slot 1.
+        let mut block = vec![0u8; bs];
+        dev.write_blocks(0, &block).map_err(StoreError::Device)?;
+        dev.flush().map_err(StoreError::Device)?;
+        let end = end_marker(&sb, sb.base_seq);
+        block[..REC_HEADER_LEN].copy_from_slice(&end);
+        dev.write_blocks(sb.half_start(0), &block)
+            .map_err(StoreError::Device)?;
+        sb.encode(&mut block);
+        dev.write_blocks(1, &block).map_err(StoreError::Device)?;
+        dev.flush().map_err(StoreError::Device)?;
+        Self::open_with(dev, cfg)
+    }
+
+    /// [`open_with`](Self::open_with) with the default settings.
+    pub fn open(dev: D) -> Result<Self, StoreError<D::Error>> {
+        Self::open_with(dev, fallback_config())
+    }
+
+    /// Opens an existing store: picks the valid superblock with the highest generation and
+    /// rebuilds the index by scanning the active half up to the end marker or first bad record.
+    /// Never allocates more than the index budget plus a few chunk-sized buffers.
+    pub fn open_with(mut dev: D, cfg: StoreConfig) -> Result<Self, StoreError<D::Error>> {
+        let bs = check_block_size::<D::Error>(dev.block_size())?;
+        let num_blocks = dev.num_blocks();
+        if num_blocks < DATA_START {
+            return Err(StoreError::TooSmall);
+        }
+        let mut raw = vec![0u8; 2 * bs];
+        dev.read_blocks(0, &mut raw).map_err(StoreError::Device)?;
+        let fits = |s: &Superblock| {
+            s.block_size as usize == bs
+                && s.num_blocks <= num_blocks
+                && s.half_blocks
+                    .checked_mul(2)
+                    .and_then(|h| h.checked_add(s.data_start))
+                    .is_some_and(|end| end <= num_blocks)
+        };
+        let candidates = [
+            Superblock::decode(&raw[..bs]),
+            Superblock::decode(&raw[bs..]),
+        ];
+        // The newest valid superblock is the state; an older one is never used instead of a
+        // newer one that does not fit the device (that would resurrect stale data).
+        let sb = candidates
+            .into_iter()
+            .flatten()
+            .max_by_key(|s| s.generation)
+            .ok_or(StoreError::NotFormatted)?;
+        if !fits(&sb) {
+            return Err(StoreError::Mismatch);
+        }
+        let read_only = dev.read_only();
+        let mut store = Self {
+            dev,
+            block_size: bs,
+            cfg,
+            read_only,
+            read_only_reason: read_only.then_some("the device is read-only"),
+            sb,
+            index: BTreeMap::new(),
+            index_bytes: 0,
+            keys_not_loaded: 0,
+            head: 0,
+            next_seq: sb.base_seq,
+            live_blocks: 0,
+            value_bytes: 0,
+            compactions: 0,
+            appends: 0,
+        };
+        store.scan()?;
+        Ok(store)
+    }
+
+    /// Rebuilds the index from the active half.
+    fn scan(&mut self) -> Result<(), StoreError<D::Error>> {
+        self.index.clear();
+        self.index_bytes = 0;
+        self.live_blocks = 0;
+        self.value_bytes = 0;
+        self.keys_not_loaded = 0;
+        let start = self.sb.half_start(self.sb.active);
+        let half = self.sb.half_blocks;
+        let mut first = vec![0u8; self.block_size];
+        let mut chunk = Vec::new();
+        let mut off = 0u64;
+        let mut seq = self.sb.base_seq;
+        // Keys seen on disk but not loaded: their later records are skipped too.
+        let mut over_budget = false;
+        while off < half {
+            self.dev
+                .read_blocks(start + off, &mut first)
+                .map_err(StoreError::Device)?;
+            let Some(h) = RecordHeader::decode(&first) else {
+                break;
+            };
+            if h.seq != seq || h.store_id != self.sb.store_id || h.epoch != self.sb.generation {
+                break;
+            }
+            if h.kind == KIND_END {
+                break;
+            }
+            let blocks = record_blocks(self.block_size, h.payload_len());
+            if blocks > half - off {
+                break;
+            }
+            if self.read_payload_crc(start + off, &h, &first, &mut chunk)? != h.payload_crc {
+                break;
+            }
+            let Some(next_seq) = seq.checked_add(1) else {
+                break;
+            };
+            let key = &first[REC_HEADER_LEN..REC_HEADER_LEN + usize::from(h.key_len)];
+            let loc = Loc {
+                lba: start + off,
+                blocks: blocks as u32,
+                value_len: h.value_len,
+            };
+            if h.kind == KIND_PUT {
+                if self.index.contains_key(key)
+                    || self.index_bytes + entry_cost(key.len()) <= self.cfg.index_budget
+                {
+                    self.insert_index(key, loc);
+                } else {
+                    // Counted once per put of an unloaded key: an estimate.
+                    over_budget = true;
+                    self.keys_not_loaded += 1;
+                }
+            } else {
+                self.remove_from_index(key);
+            }
+            off += blocks;
+            seq = next_seq;
+        }
+        self.head = off;
+        self.next_seq = seq;
+        if over_budget {
+            self.read_only = true;
+            self.read_only_reason = Some(
+                "the keys on disk do not fit the index memory budget: serving those that fit, \
+                 read-only",
+            );
+            log::error!(
+                "kv store: {} keys on disk did not fit the {} byte index budget; opened read-only",
+                self.keys_not_loaded,
+                self.cfg.index_budget
+            );
+        }
+        Ok(())
+    }
+
+    /// Streams a record's payload from disk and returns its CRC. `first` holds the record's
+    /// first block; `chunk` is scratch space.
+    fn read_payload_crc(
+        &mut self,
+        lba: u64,
+        h: &RecordHeader,
+        first: &[u8],
+        chunk: &mut Vec<u8>,
+    ) -> Result<u32, StoreError<D::Error>> {
+        let bs = self.block_size;
+        let mut remaining = h.payload_len();
+        let mut crc = Crc32c::new();
+        let take = remaining.min(bs - REC_HEADER_LEN);
+        crc.update(&first[REC_HEADER_LEN..REC_HEADER_LEN + take]);
+        remaining -= take;
+        let mut next = lba + 1;
+        let chunk_blocks = chunk_blocks(bs);
+        while remaining > 0 {
+            let blocks = (remaining.div_ceil(bs)).min(chunk_blocks);
+            chunk.resize(blocks * bs, 0);
+            self.dev
+                .read_blocks(next, &mut chunk[..blocks * bs])
+                .map_err(StoreError::Device)?;
+            let take = remaining.min(blocks * bs);
+            crc.update(&chunk[..take]);
+            remaining -= take;
+            next += blocks as u64;
+        }
+        Ok(crc.finish())
+    }
+
+    fn remove_from_index(&mut self, key: &[u8]) -> Option<Loc> {
+        let old = self.index.remove(key)?;
+        self.live_blocks -= u64::from(old.blocks);
+        self.value_bytes -= u64::from(old.value_len);
+        self.index_bytes -= entry_cost(key.len());
+        Some(old)
+    }
+
+    fn insert_index(&mut self, key: &[u8], loc: Loc) {
+        self.live_blocks += u64::from(loc.blocks);
+        self.value_bytes += u64::from(loc.value_len);
+        if let Some(old) = self.index.get_mut(key) {
+            self.live_blocks -= u64::from(old.blocks);
+            self.value_bytes -= u64::from(old.value_len);
+            *old = loc;
+        } else {
+            self.index.insert(Box::from(key), loc);
+            self.index_bytes += entry_cost(key.len());
+        }
+    }
+
+    /// The value stored under `key`, read back from the device and checked.
+    pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError<D::Error>> {
+        Ok(self.get_entry(key)?.map(|e| e.value))
+    }
+
+    /// The value and content type stored under `key`, read back from the device and checked.
+    pub fn get_entry(&mut self, key: &[u8]) -> Result<Option<Entry>, StoreError<D::Error>> {
+        let Some(loc) = self.index.get(key).copied() else {
+            return Ok(None);
+        };
+        let bs = self.block_size;
+        let len = usize::try_from(loc.blocks)
+            .ok()
+            .and_then(|b| b.checked_mul(bs))
+            .ok_or(StoreError::Corrupt)?;
+        let mut buf = vec![0u8; len];
+        let chunk = chunk_blocks(bs) * bs;
+        let mut lba = loc.lba;
+        for part in buf.chunks_mut(chunk) {
+            self.dev
+                .read_blocks(lba, part)
+                .map_err(StoreError::Device)?;
+            lba += (part.len() / bs) as u64;
+        }
+        let h = RecordHeader::decode(&buf).ok_or(StoreError::Corrupt)?;
+        let key_end = REC_HEADER_LEN + key.len();
+        let ctype_end = key_end + usize::from(h.ctype_len);
+        let payload_end = REC_HEADER_LEN + h.payload_len();
+        if h.kind != KIND_PUT
+            || usize::from(h.key_len) != key.len()
+            || h.value_len != loc.value_len
+            || h.store_id != self.sb.store_id
+            || payload_end > buf.len()
+            || &buf[REC_HEADER_LEN..key_end] != key
+            || crc32c(&buf[REC_HEADER_LEN..payload_end]) != h.payload_crc
+        {
+            return Err(StoreError::Corrupt);
+        }
+        let content_type = buf[key_end..ctype_end].to_vec();
+        buf.truncate(payload_end);
+        buf.drain(..ctype_end);
+        Ok(Some(Entry {
+            content_type,
+            value: buf,
+        }))
+    }
+
+    /// True when `key` has a value.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// The length of the value stored under `key`, without reading it.
+    pub fn value_len(&self, key: &[u8]) -> Option<usize> {
+        self.index.get(key).map(|l| l.value_len as usize)
+    }
+
+    /// The live keys in ascending byte order.
+    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.index.keys().map(|k| &**k)
+    }
+
+    /// The live keys after `after` (all keys for `None`) in ascending byte order: one page of a
+    /// listing without copying the index.
+    pub fn keys_after<'a>(&'a self, after: Option<&[u8]>) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let lower = match after {
+            Some(a) => Bound::Excluded(a),
+            None => Bound::Unbounded,
+        };
+        self.index
+            .range::<[u8], _>((lower, Bound::Unbounded))
+            .map(|(k, _)| &**k)
+    }
+
+    /// Number of live keys.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// True when the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub fn read_only_reason(&self) -> Option<&'static str> {
+        self.read_only_reason
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.cfg
+    }
+
+    /// Sizes and counters.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            keys: self.index.len() as u64,
+            value_bytes: self.value_bytes,
+            live_blocks: self.live_blocks,
+            used_blocks: self.head,
+            capacity_blocks: self.sb.half_blocks,
+            block_size: self.block_size as u64,
+            generation: self.sb.generation,
+            compactions: self.compactions,
+            appends: self.appends,
+            index_bytes: self.index_bytes as u64,
+            index_budget: self.cfg.index_budget as u64,
+            keys_not_loaded: self.keys_not_loaded,
+            read_only: self.read_only,
+        }
+    }
+
+    /// The device, e.g. for its counters.
+    pub fn device(&self) -> &D {
+        &self.dev
+    }
+
+    /// The device, mutably. Writing to it behind the store's back corrupts the store.
+    pub fn device_mut(&mut self) -> &mut D {
+        &mut self.dev
+    }
+
+    /// Gives the device back.
+    pub fn into_device(self) -> D {
+        self.dev
+    }
+
+    fn check_write(
+        &self,
+        key: &[u8],
+        content_type: &[u8],
+        value_len: usize,
+    ) -> Result<(), StoreError<D::Error>> {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(StoreError::InvalidKey);
+        }
+        if content_type.len() > MAX_CONTENT_TYPE_LEN {
+            return Err(StoreError::InvalidContentType);
+        }
+        if value_len > MAX_VALUE_LEN {
+            return Err(StoreError::ValueTooLarge);
+        }
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// True when a put of a new key of this length fits the index budget.
+    pub fn index_has_room(&self, key_len: usize) -> bool {
+        self.index_bytes + entry_cost(key_len) <= self.cfg.index_budget
+    }
+
+    /// Stores `value` under `key` with no content type. Returns after the record is written and
+    /// flushed.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<PutOutcome, StoreError<D::Error>> {
+        self.put_typed(key, b"", value)
+    }
+
+    /// Stores `value` under `key` with its content type (kept in the record, returned by
+    /// [`get_entry`](Self::get_entry)). Returns after the record is written and flushed.
+    pub fn put_typed(
+        &mut self,
+        key: &[u8],
+        content_type: &[u8],
+        value: &[u8],
+    ) -> Result<PutOutcome, StoreError<D::Error>> {
+        self.check_write(key, content_type, value.len())?;
+        let outcome = if self.index.contains_key(key) {
+            PutOutcome::Replaced
+        } else {
+            if !self.index_has_room(key.len()) {
+                return Err(StoreError::IndexFull);
+            }
+            PutOutcome::Created
+        };
+        let blocks = record_blocks(
+            self.block_size,
+            key.len() + content_type.len() + value.len(),
+        );
+        if blocks <= self.sb.half_blocks - self.head {
+            let lba = self.sb.half_start(self.sb.active) + self.head;
+            self.append(lba, KIND_PUT, key, content_type, value)?;
+            self.insert_index(
+                key,
+                Loc {
+                    lba,
+                    blocks: blocks as u32,
+                    value_len: value.len() as u32,
+                },
+            );
+        } else {
+            self.compact(key, Some((content_type, value)))?;
+        }
+        Ok(outcome)
+    }
+
+    /// Removes `key`. Returns `false` (and writes nothing) when it had no value.
+    pub fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError<D::Error>> {
+        self.check_write(key, b"", 0)?;
+        if !self.index.contains_key(key) {
+            return Ok(false);
+        }
+        let blocks = record_blocks(self.block_size, key.len());
+        if blocks <= self.sb.half_blocks - self.head {
+            let lba = self.sb.half_start(self.sb.active) + self.head;
+            self.append(lba, KIND_DELETE, key, b"", b"")?;
+            self.remove_from_index(key);
+        } else {
+            self.compact(key, None)?;
+        }
+        Ok(true)
+    }
+
+    /// Copies every live record into the other half, then flushes and switches the superblock.
+    /// Normally done on demand when the active half fills up.
+    pub fn compact_now(&mut self) -> Result<(), StoreError<D::Error>> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        // An empty key is never in the index: nothing is dropped or added.
+        self.compact(&[], None)
+    }
+
+    /// Writes one record at `lba` (the head of the active half), flushes, advances the head.
+    fn append(
+        &mut self,
+        lba: u64,
+        kind: u8,
+        key: &[u8],
+        content_type: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError<D::Error>> {
+        let next = self.next_seq.checked_add(1).ok_or(StoreError::Exhausted)?;
+        let header = self.header(kind, key, content_type, value, self.next_seq);
+        let blocks = self.write_stream(lba, &[&header, key, content_type, value])?;
+        self.dev.flush().map_err(StoreError::Device)?;
+        self.head += blocks;
+        self.next_seq = next;
+        self.appends += 1;
+        Ok(())
+    }
+
+    fn header(
+        &self,
+        kind: u8,
+        key: &[u8],
+        content_type: &[u8],
+        value: &[u8],
+        seq: u64,
+    ) -> [u8; REC_HEADER_LEN] {
+        let mut crc = Crc32c::new();
+        crc.update(key);
+        crc.update(content_type);
+        crc.update(value);
+        RecordHeader {
+            kind,
+            ctype_len: content_type.len() as u8,
+            key_len: key.len() as u16,
+            value_len: value.len() as u32,
+            payload_crc: crc.finish(),
+            seq,
+            store_id: self.sb.store_id,
+            epoch: self.sb.generation,
+        }
+        .encode()
+    }
+
+    /// Writes the concatenation of `parts`, zero padded to whole blocks, from `lba` on, in
+    /// chunks. Returns the number of blocks written.
+    fn write_stream(&mut self, lba: u64, parts: &[&[u8]]) -> Result<u64, StoreError<D::Error>> {
+        write_stream(&mut self.dev, self.block_size, lba, parts)
+    }
+
+    /// Rewrites the live records (without `key`, plus `key = value` when given) into the other
+    /// half, ends them with an end marker and switches to it. Nothing in the active half is
+    /// touched, so a crash at any point leaves either the old or the new state. The index is
+    /// updated in place (no copy of it is made); if the copy fails it is rebuilt from the disk.
+    fn compact(
+        &mut self,
+        key: &[u8],
+        value: Option<(&[u8], &[u8])>,
+    ) -> Result<(), StoreError<D::Error>> {
+        let bs = self.block_size;
+        let half = self.sb.half_blocks;
+        let old_blocks = self.index.get(key).map_or(0, |l| u64::from(l.blocks));
+        let new_blocks = value.map_or(0, |(t, v)| record_blocks(bs, key.len() + t.len() + v.len()));
+        // The copy, the new record and the end marker.
+        if self.live_blocks - old_blocks + new_blocks + 1 > half {
+            return Err(StoreError::Full);
+        }
+        let generation = self
+            .sb
+            .generation
+            .checked_add(1)
+            .ok_or(StoreError::Exhausted)?;
+        let records = self.index.len() as u64 + 2;
+        let base_seq = self.next_seq;
+        if base_seq.checked_add(records).is_none() {
+            return Err(StoreError::Exhausted);
+        }
+        let target = 1 - self.sb.active;
+        let new_sb = Superblock {
+            generation,
+            base_seq,
+            active: target,
+            ..self.sb
+        };
+        match self.copy_live(&new_sb, key, value) {
+            Ok((head, next_seq)) => {
+                self.sb = new_sb;
+                self.head = head;
+                self.next_seq = next_seq;
+                self.compactions += 1;
+                if value.is_some() {
+                    self.appends += 1;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The old superblock is still the state: rebuild the index from it.
+                if self.scan().is_err() {
+                    self.read_only = true;
+                    self.read_only_reason =
+                        Some("a device error interrupted compaction; reopen the store");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The body of [`compact`](Self::compact): copies, writes the pending record and the end
+    /// marker, flushes, writes the superblock. Returns the new head and next sequence number.
+    /// On error the index is inconsistent and must be rebuilt.
+    fn copy_live(
+        &mut self,
+        new_sb: &Superblock,
+        key: &[u8],
+        value: Option<(&[u8], &[u8])>,
+    ) -> Result<(u64, u64), StoreError<D::Error>> {
+        let bs = self.block_size;
+        let target_start = new_sb.half_start(new_sb.active);
+        let mut seq = new_sb.base_seq;
+        let mut off = 0u64;
+        let mut chunk = Vec::new();
+        let mut dropped = false;
+        {
+            let Self { dev, index, .. } = self;
+            for (k, loc) in index.iter_mut() {
+                if &**k == key {
+                    continue;
+                }
+                let dst = target_start + off;
+                if copy_record(dev, bs, *loc, dst, seq, new_sb, &mut chunk)? {
+                    loc.lba = dst;
+                    off += u64::from(loc.blocks);
+                    seq += 1;
+                } else {
+                    log::warn!("kv store: dropping a corrupt record during compaction");
+                    loc.blocks = 0;
+                    dropped = true;
+                }
+            }
+        }
+        let mut new_loc = None;
+        if let Some((t, v)) = value {
+            let mut crc = Crc32c::new();
+            crc.update(key);
+            crc.update(t);
+            crc.update(v);
+            let header = RecordHeader {
+                kind: KIND_PUT,
+                ctype_len: t.len() as u8,
+                key_len: key.len() as u16,
+                value_len: v.len() as u32,
+                payload_crc: crc.finish(),
+                seq,
+                store_id: new_sb.store_id,
+                epoch: new_sb.generation,
+            }
+            .encode();
+            let dst = target_start + off;
+            let blocks = self.write_stream(dst, &[&header, key, t, v])?;
+            new_loc = Some(Loc {
+                lba: dst,
+                blocks: blocks as u32,
+                value_len: v.len() as u32,
+            });
+            off += blocks;
+            seq += 1;
+        }
+        let mut block = vec![0u8; bs];
+        block[..REC_HEADER_LEN].copy_from_slice(&end_marker(new_sb, seq));
+        self.dev
+            .write_blocks(target_start + off, &block)
+            .map_err(StoreError::Device)?;
+        self.dev.flush().map_err(StoreError::Device)?;
+        new_sb.encode(&mut block);
+        self.dev
+            .write_blocks(new_sb.generation % 2, &block)
+            .map_err(StoreError::Device)?;
+        self.dev.flush().map_err(StoreError::Device)?;
+        // Committed: adopt the pending change and forget dropped records.
+        if dropped {
+            let mut freed = 0;
+            self.index.retain(|k, l| {
+                if l.blocks == 0 {
+                    freed += entry_cost(k.len());
+                }
+                l.blocks != 0
+            });
+            self.index_bytes -= freed;
+        }
+        match new_loc {
+            Some(loc) => self.insert_index(key, loc),
+            None => {
+                self.remove_from_index(key);
+            }
+        }
+        self.live_blocks = self.index.values().map(|l| u64::from(l.blocks)).sum();
+        self.value_bytes = self.index.values().map(|l| u64::from(l.value_len)).sum();
+        Ok((off, seq))
+    }
+}
+
+/// An end-of-log record for `sb`'s active half with sequence number `seq`.
+fn end_marker(sb: &Superblock, seq: u64) -> [u8; REC_HEADER_LEN] {
+    RecordHeader {
+        kind: KIND_END,
+        ctype_len: 0,
+        key_len: 0,
+        value_len: 0,
+        payload_crc: crc32c(&[]),
+        seq,
+        store_id: sb.store_id,
+        epoch: sb.generation,
+    }
+    .encode()
+}
+
+/// Writes the concatenation of `parts`, zero padded to whole blocks, from `lba` on, in chunks of
+/// at most [`CHUNK_BYTES`]. Returns the number of blocks written.
+fn write_stream<D: BlockDevice>(
+    dev: &mut D,
+    bs: usize,
+    lba: u64,
+    parts: &[&[u8]],
+) -> Result<u64, StoreError<D::Error>> {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let blocks = total.div_ceil(bs);
+    let chunk_len = (chunk_blocks(bs) * bs).min(blocks * bs);
+    let mut buf = vec![0u8; chunk_len];
+    let mut fill = 0usize;
+    let mut next = lba;
+    for part in parts {
+        let mut part: &[u8] = part;
+        while !part.is_empty() {
+            let n = part.len().min(chunk_len - fill);
+            buf[fill..fill + n].copy_from_slice(&part[..n]);
+            fill += n;
+            part = &part[n..];
+            if fill == chunk_len {
+                dev.write_blocks(next, &buf).map_err(StoreError::Device)?;
+                next += (chunk_len / bs) as u64;
+                fill = 0;
+            }
+        }
+    }
+    if fill > 0 {
+        let len = fill.div_ceil(bs) * bs;
+        buf[fill..len].fill(0);
+        dev.write_blocks(next, &buf[..len])
+            .map_err(StoreError::Device)?;
+    }
+    Ok(blocks as u64)
+}
+
+/// Copies the record at `loc` to `dst` with sequence number `seq` and `sb`'s epoch, checking its
+/// payload on the way. Returns `false` (and the caller reuses `dst`) when the source is corrupt.
+fn copy_record<D: BlockDevice>(
+    dev: &mut D,
+    bs: usize,
+    loc: Loc,
+    dst: u64,
+    seq: u64,
+    sb: &Superblock,
+    chunk: &mut Vec<u8>,
+) -> Result<bool, StoreError<D::Error>> {
+    let per = chunk_blocks(bs) as u64;
+    let blocks = u64::from(loc.blocks);
+    let mut done = 0u64;
+    let mut crc = Crc32c::new();
+    let mut header: Option<RecordHeader> = None;
+    let mut remaining_payload = 0usize;
+    while done < blocks {
+        let n = (blocks - done).min(per);
+        let len = n as usize * bs;
+        chunk.resize(len, 0);
+        dev.read_blocks(loc.lba + done, &mut chunk[..len])
+            .map_err(StoreError::Device)?;
+        let mut payload_from = 0;
+        if done == 0 {
+            let Some(h) = RecordHeader::decode(chunk) else {
+                return Ok(false);
+            };
+            if h.kind != KIND_PUT
+                || h.value_len != loc.value_len
+                || record_blocks(bs, h.payload_len()) != blocks
+            {
+                return Ok(false);
+            }
+            remaining_payload = h.payload_len();
+            let new = RecordHeader {
+                seq,
+                store_id: sb.store_id,
+                epoch: sb.generation,
+                ..h
+            }
+            .encode();
+            chunk[..REC_HEADER_LEN].copy_from_slice(&new);
+            payload_from = REC_HEADER_LEN;
+            header = Some(h);
+        }
+        let take = remaining_payload.min(len - payload_from);
+        crc.update(&chunk[payload_from..payload_from + take]);
+        remaining_payload -= take;
+        dev.write_blocks(dst + done, &chunk[..len])
+            .map_err(StoreError::Device)?;
+        done += n;
+    }
+    Ok(header.is_some_and(|h| h.payload_crc == crc.finish()))
+}
+
+fn chunk_blocks(block_size: usize) -> usize {
+    (CHUNK_BYTES / block_size).max(1)
+}
+
+fn check_block_size<E>(bs: usize) -> Result<usize, StoreError<E>> {
+    if bs.is_power_of_two() && (512..=65536).contains(&bs) {
+        Ok(bs)
+    } else {
+        Err(StoreError::BadBlockSize(bs))
+    }
+}
