@@ -65,8 +65,8 @@ pub mod store;
 
 pub use crc32c::{crc32c, Crc32c};
 pub use http::{
-    parse_request_head, Counters, HttpServer, MemoryStats, NoStats, ServerConfig, ServerStats,
-    StatsSource,
+    parse_request_head, Counters, HttpServer, MemoryStats, Method, NoStats, RequestRecord,
+    ServerConfig, ServerStats, StatsSource,
 };
 pub use memdisk::{MemDisk, MemDiskCounters, MemDiskError};
 pub use store::{

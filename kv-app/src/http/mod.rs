@@ -1,0 +1,1024 @@
+//! An HTTP/1.1 server for the key-value [`Store`] over smoltcp TCP sockets.
+//!
+//! Routes:
+//!
+//! | request                       | answer                                                     |
+//! |-------------------------------|------------------------------------------------------------|
+//! | `PUT /kv/<key>`               | 201 (created) / 204 (replaced); durable before the answer; the `Content-Type` is kept with the value |
+//! | `POST /kv/<key>` with a body  | same as PUT (for clients such as busybox wget `--post-data`) |
+//! | `GET /kv/<key>`, `HEAD`       | 200 with the value and its content type / 404              |
+//! | `DELETE /kv/<key>`            | 204 / 404                                                  |
+//! | `GET /kv/?after=K&limit=N`    | 200, up to N (default and most 1000) keys after K, one per line; `X-Next-After: <last key>` when more follow |
+//! | `GET /stats`, `HEAD`          | 200, JSON: uptime, memory, store, http and device counters |
+//!
+//! Keys are 1..=[`MAX_HTTP_KEY_LEN`] bytes of `A-Z a-z 0-9 . _ ~ -`. Status precedence: 404 for
+//! an unknown path, 405 (with `Allow`) for a method the path does not take, 400 for a bad key or
+//! query, then 501 (a transfer coding other than `chunked`), 417, 411 (an upload without
+//! `Content-Length` or chunked body), 413 (stating the limit, [`ServerConfig::max_body_bytes`]),
+//! 503 (read-only store, with the reason), 507 (full store or key index). Heads over
+//! [`ServerConfig::max_header_bytes`] get 431. `Expect: 100-continue` gets the interim answer once
+//! the request is accepted. Connections are persistent unless the client says `Connection: close`
+//! (or speaks HTTP/1.0 without `keep-alive`); requests may be pipelined. Error answers that leave
+//! unread input close the connection.
+//!
+//! # Hostile clients
+//!
+//! - A request head must be complete within [`ServerConfig::head_timeout`] of its first byte (of
+//!   the connection's start for the first request); bytes that trickle in do not extend it. An
+//!   idle keep-alive connection is closed after [`ServerConfig::idle_timeout`].
+//! - Bodies and answers must move at [`ServerConfig::min_rate`] bytes/s on average after a grace
+//!   period of [`ServerConfig::transfer_grace`]; the time a request waits for memory budget counts.
+//! - [`ServerConfig::spare_slots`] sockets are kept listening: when fewer are, the server closes
+//!   the oldest idle keep-alive connection, then the oldest connection still sending its head, so
+//!   a new client always finds a slot.
+//!
+//! Request bodies and GET values are held in memory; the sum held at once is capped by
+//! [`ServerConfig::memory_budget`]: a request that would exceed it waits (its bytes stay in the TCP
+//! window, so the client is slowed down, not refused) until its deadline, then gets 503.
+
+mod chunked;
+mod parse;
+mod response;
+mod routes;
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use xen_blkfront::BlockDevice;
+
+use crate::store::Store;
+use chunked::{ChunkError, ChunkedDecoder};
+pub use parse::{parse_request_head, Framing, HeadError, Method, RequestHead, MAX_HEADERS};
+pub use response::Reply;
+use routes::Route;
+pub use routes::{valid_key, MAX_HTTP_KEY_LEN, MAX_LIST_LIMIT};
+
+/// Settings of an [`HttpServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// TCP port to listen on.
+    pub port: u16,
+    /// Connections served at once: one listening TCP socket each (at least 1; default 256).
+    pub max_conns: usize,
+    /// Receive buffer per socket in bytes (default 4 KiB: 256 connections take 2 MiB with
+    /// [`tx_buffer`](Self::tx_buffer)).
+    pub rx_buffer: usize,
+    /// Send buffer per socket in bytes (default 4 KiB).
+    pub tx_buffer: usize,
+    /// Largest request head (request line and headers) in bytes (default 8 KiB) -> 431.
+    pub max_header_bytes: usize,
+    /// Largest request body, i.e. value, in bytes (default 1 MiB + 64 KiB) -> 413.
+    pub max_body_bytes: usize,
+    /// Bytes of request bodies and response values held at once over all connections (default
+    /// 3 MiB). One request is always admitted when nothing else is held.
+    pub memory_budget: usize,
+    /// A request head must be complete this long after its first byte (default 10 s).
+    pub head_timeout: Duration,
+    /// A keep-alive connection waiting for its next request is closed after this (default 30 s).
+    pub idle_timeout: Duration,
+    /// Time a body or answer transfer gets on top of [`min_rate`](Self::min_rate) (default 10 s);
+    /// waiting for memory budget uses it up.
+    pub transfer_grace: Duration,
+    /// Slowest average transfer accepted for bodies and answers, bytes/s (default 16 KiB/s).
+    pub min_rate: u32,
+    /// Sockets kept listening for new clients, by closing the oldest idle or slow-head
+    /// connections (default 4; at most `max_conns - 1`).
+    pub spare_slots: usize,
+    /// Completed-request records kept for [`HttpServer::take_records`] (default 64; the oldest
+    /// is dropped when full).
+    pub record_queue: usize,
+}
+
+impl ServerConfig {
+    /// The defaults, listening on `port`.
+    pub const fn new(port: u16) -> Self {
+        Self {
+            port,
+            max_conns: 256,
+            rx_buffer: 4 * 1024,
+            tx_buffer: 4 * 1024,
+            max_header_bytes: 8 * 1024,
+            max_body_bytes: (1 << 20) + 64 * 1024,
+            memory_budget: 3 << 20,
+            head_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            transfer_grace: Duration::from_secs(10),
+            min_rate: 16 * 1024,
+            spare_slots: 4,
+            record_queue: 64,
+        }
+    }
+}
+
+/// Heap figures for `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemoryStats {
+    /// Bytes in use.
+    pub used_bytes: u64,
+    /// Bytes the heap has in total.
+    pub total_bytes: u64,
+}
+
+/// A device's counters for `/stats`: `(name, value)` pairs.
+pub type Counters<'a> = &'a [(&'a str, u64)];
+
+/// What the embedding kernel adds to `/stats`.
+pub trait StatsSource {
+    /// Heap figures, if known.
+    fn memory(&self) -> Option<MemoryStats> {
+        None
+    }
+
+    /// Calls `f(name, counters)` once per device (network and block), e.g.
+    /// `f("vif0", &[("rx_packets", 12), ("tx_packets", 9)])`.
+    fn for_each_device(&self, f: &mut dyn FnMut(&str, Counters<'_>)) {
+        let _ = f;
+    }
+}
+
+/// A [`StatsSource`] with nothing to add.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoStats;
+
+impl StatsSource for NoStats {}
+
+/// Counters of the server itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub connections: u64,
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// 2xx answers.
+    pub status_2xx: u64,
+    /// 4xx answers.
+    pub status_4xx: u64,
+    /// 5xx answers.
+    pub status_5xx: u64,
+    /// Connections dropped for missing a deadline.
+    pub timeouts: u64,
+    /// Connections closed to free a slot for a new client.
+    pub evictions: u64,
+    /// Body bytes received.
+    pub bytes_in: u64,
+    /// Bytes queued for sending.
+    pub bytes_out: u64,
+    /// Request records dropped because [`HttpServer::take_records`] was not called in time.
+    pub records_dropped: u64,
+}
+
+/// One answered request, for a request log (see [`HttpServer::take_records`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// The method (`Other` for unknown or unparsable requests).
+    pub method: Method,
+    /// The path (without the query), at most 128 bytes; empty when the head was not parsed.
+    pub path: String,
+    /// The status answered.
+    pub status: u16,
+    /// Body bytes received.
+    pub bytes_in: u64,
+    /// Bytes of the answer (head and body).
+    pub bytes_out: u64,
+    /// From the request's first byte to the answer being queued.
+    pub duration: Duration,
+}
+
+/// A request whose head has been read.
+#[derive(Debug)]
+struct Pending {
+    route: Route,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    head_only: bool,
+}
+
+/// A body being read.
+#[derive(Debug)]
+struct BodyState {
+    /// Kept bytes (PUT); other requests' bodies are dropped.
+    body: Vec<u8>,
+    keep: bool,
+    /// Wire bytes consumed.
+    received: usize,
+    chunked: Option<ChunkedDecoder>,
+    /// When reading started (the rate clock).
+    start: Instant,
+}
+
+/// Where one connection is.
+#[derive(Debug)]
+enum Phase {
+    /// The socket listens; no connection.
+    Listening,
+    /// Reading a request head into `Conn::inbuf`; `idle` until its first byte.
+    Head { idle: bool },
+    /// Waiting for memory budget before reading a body or fetching a value.
+    Wait(Pending),
+    /// Reading the body.
+    Body(Pending, BodyState),
+    /// Sending an answer; then back to `Head` or closing.
+    Send {
+        head: Vec<u8>,
+        body: Vec<u8>,
+        pos: usize,
+        close: bool,
+        start: Instant,
+    },
+    /// We closed our side; waiting for the socket to finish.
+    Closing,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+const RECORD_PATH_MAX: usize = 128;
+
+#[derive(Debug)]
+struct Conn {
+    handle: SocketHandle,
+    phase: Phase,
+    inbuf: Vec<u8>,
+    /// Unsent part of the `100 Continue` interim answer.
+    interim: &'static [u8],
+    reserved: usize,
+    /// The current phase must end by then.
+    deadline: Instant,
+    /// When the current request (or idle wait) started.
+    since: Instant,
+    /// Method and path of the current request, for its record.
+    method: Method,
+    path: String,
+    body_in: u64,
+}
+
+/// The HTTP server: a fixed set of listening TCP sockets and one state machine per socket.
+#[derive(Debug)]
+pub struct HttpServer {
+    cfg: ServerConfig,
+    conns: Vec<Conn>,
+    budget_used: usize,
+    stats: ServerStats,
+    records: VecDeque<RequestRecord>,
+}
+
+impl HttpServer {
+    /// Adds `cfg.max_conns` TCP sockets to `sockets` and makes them listen on `cfg.port`.
+    pub fn new(sockets: &mut SocketSet<'_>, cfg: ServerConfig) -> Self {
+        let n = cfg.max_conns.max(1);
+        let conns = (0..n)
+            .map(|_| {
+                let rx = tcp::SocketBuffer::new(vec![0u8; cfg.rx_buffer.max(1)]);
+                let tx = tcp::SocketBuffer::new(vec![0u8; cfg.tx_buffer.max(1)]);
+                let mut sock = tcp::Socket::new(rx, tx);
+                // A backstop for peers that vanish; the server's own deadlines come first.
+                sock.set_timeout(Some(cfg.idle_timeout * 2));
+                let phase = match sock.listen(cfg.port) {
+                    Ok(()) => Phase::Listening,
+                    // Retried (and logged) by `poll`.
+                    Err(_) => Phase::Closing,
+                };
+                let handle = sockets.add(sock);
+                Conn {
+                    handle,
+                    phase,
+                    inbuf: Vec::new(),
+                    interim: &[],
+                    reserved: 0,
+                    deadline: Instant::ZERO,
+                    since: Instant::ZERO,
+                    method: Method::Other,
+                    path: String::new(),
+                    body_in: 0,
+                }
+            })
+            .collect();
+        Self {
+            cfg,
+            conns,
+            budget_used: 0,
+            stats: ServerStats::default(),
+            records: VecDeque::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.cfg
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// The sockets this server owns.
+    pub fn handles(&self) -> impl Iterator<Item = SocketHandle> + '_ {
+        self.conns.iter().map(|c| c.handle)
+    }
+
+    /// Connections currently open.
+    pub fn active_connections(&self) -> usize {
+        self.conns
+            .iter()
+            .filter(|c| !matches!(c.phase, Phase::Listening))
+            .count()
+    }
+
+    /// Records of the requests answered since the last call, oldest first (at most
+    /// [`ServerConfig::record_queue`]; older ones are counted in
+    /// [`ServerStats::records_dropped`]).
+    pub fn take_records(&mut self) -> impl Iterator<Item = RequestRecord> + '_ {
+        self.records.drain(..)
+    }
+
+    /// How long the caller may sleep before calling [`poll`](Self::poll) again for the server's
+    /// own deadlines (socket events are signalled by the interface as usual).
+    pub fn poll_delay(&self, now: Instant) -> Option<Duration> {
+        self.conns
+            .iter()
+            .filter(|c| !matches!(c.phase, Phase::Listening))
+            .map(|c| {
+                if c.deadline > now {
+                    c.deadline - now
+                } else {
+                    Duration::ZERO
+                }
+            })
+            .min()
+    }
+
+    /// Serves every connection as far as it can go without blocking: accepts, reads, runs store
+    /// operations (which block on the device), queues answers, enforces deadlines and keeps
+    /// spare listening sockets. Call it after every `Interface::poll`; when it returns `true` it
+    /// queued data or changed socket state, so poll the interface again to send it. `now` should
+    /// count from boot (it is the uptime in `/stats`).
+    pub fn poll<D: BlockDevice>(
+        &mut self,
+        sockets: &mut SocketSet<'_>,
+        store: &mut Store<D>,
+        stats: &dyn StatsSource,
+        now: Instant,
+    ) -> bool
+    where
+        D::Error: core::fmt::Debug,
+    {
+        let mut any = false;
+        // Repeat while something moved: a finished connection may free budget for a waiting one.
+        loop {
+            let mut progress = false;
+            for i in 0..self.conns.len() {
+                progress |= self.step(i, sockets, store, stats, now);
+            }
+            any |= progress;
+            if !progress {
+                break;
+            }
+        }
+        any | self.keep_spare_slots(sockets, now)
+    }
+
+    /// Closes the oldest idle keep-alive connections, then the oldest connections still sending
+    /// their heads, until [`ServerConfig::spare_slots`] sockets listen.
+    fn keep_spare_slots(&mut self, sockets: &mut SocketSet<'_>, now: Instant) -> bool {
+        let want = self.cfg.spare_slots.min(self.conns.len().saturating_sub(1));
+        let listening = self
+            .conns
+            .iter()
+            .filter(|c| sockets.get::<tcp::Socket>(c.handle).is_listening())
+            .count();
+        let mut changed = false;
+        for _ in listening..want {
+            let victim = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match c.phase {
+                    Phase::Head { idle } => Some((!idle, c.since, i)),
+                    _ => None,
+                })
+                .min();
+            let Some((_, _, i)) = victim else {
+                break;
+            };
+            let sock = sockets.get_mut::<tcp::Socket>(self.conns[i].handle);
+            sock.abort();
+            self.reset(i);
+            self.stats.evictions += 1;
+            changed = true;
+            let _ = now;
+        }
+        changed
+    }
+
+    fn release(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        self.budget_used -= c.reserved;
+        c.reserved = 0;
+    }
+
+    /// Reserves `len` more bytes of budget for connection `i`: granted when they fit, or when
+    /// `i` is the only holder (so one request always makes progress).
+    fn try_reserve(&mut self, i: usize, len: usize) -> bool {
+        let mine = self.conns[i].reserved;
+        if self.budget_used + len <= self.cfg.memory_budget || self.budget_used == mine {
+            self.budget_used += len;
+            self.conns[i].reserved += len;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn reset(&mut self, i: usize) {
+        self.release(i);
+        let c = &mut self.conns[i];
+        c.phase = Phase::Listening;
+        c.inbuf = Vec::new();
+        c.interim = &[];
+    }
+
+    /// The deadline of a transfer that started at `start` and has moved `bytes`.
+    fn rate_deadline(&self, start: Instant, bytes: usize) -> Instant {
+        let rate = u64::from(self.cfg.min_rate.max(1));
+        let ms = (bytes as u64).saturating_mul(1000) / rate;
+        start + self.cfg.transfer_grace + Duration::from_millis(ms)
+    }
+
+    /// Advances connection `i`; true when anything changed.
+    fn step<D: BlockDevice>(
+        &mut self,
+        i: usize,
+        sockets: &mut SocketSet<'_>,
+        store: &mut Store<D>,
+        stats: &dyn StatsSource,
+        now: Instant,
+    ) -> bool
+    where
+        D::Error: core::fmt::Debug,
+    {
+        let handle = self.conns[i].handle;
+        let port = self.cfg.port;
+        let sock = sockets.get_mut::<tcp::Socket>(handle);
+
+        // Socket gone (closed, reset, timed out, or TIME-WAIT): listen again.
+        if !sock.is_open() {
+            let was_listening = matches!(self.conns[i].phase, Phase::Listening);
+            self.reset(i);
+            return match sock.listen(port) {
+                Ok(()) => !was_listening,
+                Err(e) => {
+                    if !was_listening {
+                        log::error!("kv http: listen on port {port} failed: {e:?}");
+                    }
+                    false
+                }
+            };
+        }
+        if sock.is_listening() {
+            return false;
+        }
+        if matches!(self.conns[i].phase, Phase::Listening) {
+            self.stats.connections += 1;
+            let deadline = now + self.cfg.head_timeout;
+            let c = &mut self.conns[i];
+            c.phase = Phase::Head { idle: false };
+            c.since = now;
+            c.deadline = deadline;
+            c.method = Method::Other;
+            c.path.clear();
+            c.body_in = 0;
+        }
+        if now >= self.conns[i].deadline {
+            self.stats.timeouts += 1;
+            if matches!(self.conns[i].phase, Phase::Wait(_)) {
+                // Not the client's fault: say so.
+                self.conns[i].phase = self.respond(
+                    i,
+                    now,
+                    Reply::text(503, Some("busy: no memory for this request in time"))
+                        .header("Retry-After", "1"),
+                    true,
+                    false,
+                );
+            } else {
+                sock.abort();
+                self.reset(i);
+                return true;
+            }
+        }
+
+        let mut progress = false;
+        // Interim answers go first.
+        if !self.conns[i].interim.is_empty() {
+            let c = &mut self.conns[i];
+            if let Ok(n) = sock.send_slice(c.interim) {
+                if n > 0 {
+                    c.interim = &c.interim[n..];
+                    progress = true;
+                }
+            }
+            if !c.interim.is_empty() {
+                return progress;
+            }
+        }
+
+        let phase = core::mem::replace(&mut self.conns[i].phase, Phase::Closing);
+        let (phase, moved) = match phase {
+            Phase::Listening => (Phase::Head { idle: false }, true),
+            Phase::Closing => {
+                // Drop whatever the client still sends until it closes too.
+                let mut moved = false;
+                while let Ok(n) = sock.recv(|d| (d.len(), d.len())) {
+                    if n == 0 {
+                        break;
+                    }
+                    moved = true;
+                }
+                (Phase::Closing, moved)
+            }
+            Phase::Head { idle } => self.on_head(i, sock, store, now, idle),
+            Phase::Wait(p) => self.on_wait(i, sock, store, stats, now, p),
+            Phase::Body(p, b) => self.on_body(i, sock, store, stats, now, p, b),
+            Phase::Send {
+                head,
+                body,
+                pos,
+                close,
+                start,
+            } => self.on_send(i, sock, store, now, head, body, pos, close, start),
+        };
+        self.conns[i].phase = phase;
+        progress | moved
+    }
+
+    fn on_head<D: BlockDevice>(
+        &mut self,
+        i: usize,
+        sock: &mut tcp::Socket<'_>,
+        store: &Store<D>,
+        now: Instant,
+        mut idle: bool,
+    ) -> (Phase, bool) {
+        let max = self.cfg.max_header_bytes;
+        let mut moved = false;
+        {
+            let c = &mut self.conns[i];
+            while c.inbuf.len() < max + 1 {
+                let room = max + 1 - c.inbuf.len();
+                let inbuf = &mut c.inbuf;
+                match sock.recv(|d| {
+                    let n = d.len().min(room);
+                    inbuf.extend_from_slice(&d[..n]);
+                    (n, n)
+                }) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => moved = true,
+                }
+            }
+        }
+        if idle && !self.conns[i].inbuf.is_empty() {
+            // The next request's first byte: its head deadline starts now, once.
+            idle = false;
+            let deadline = now + self.cfg.head_timeout;
+            let c = &mut self.conns[i];
+            c.since = now;
+            c.deadline = deadline;
+        }
+        match parse_request_head(&self.conns[i].inbuf) {
+            Ok(None) => {
+                if self.conns[i].inbuf.len() > max {
+                    return (
+                        self.respond(i, now, Reply::text(431, None), true, false),
+                        true,
+                    );
+                }
+                if peer_closed(sock) {
+                    // The client closed: nothing (more) to answer.
+                    sock.close();
+                    let deadline = now + self.cfg.transfer_grace;
+                    self.conns[i].deadline = deadline;
+                    return (Phase::Closing, true);
+                }
+                (Phase::Head { idle }, moved)
+            }
+            Err(HeadError::TooLarge) => (
+                self.respond(i, now, Reply::text(431, None), true, false),
+                true,
+            ),
+            Err(HeadError::BadRequest) => (
+                self.respond(i, now, Reply::text(400, None), true, false),
+                true,
+            ),
+            Ok(Some((head, n))) => {
+                if n > max {
+                    return (
+                        self.respond(i, now, Reply::text(431, None), true, false),
+                        true,
+                    );
+                }
+                self.conns[i].inbuf.drain(..n);
+                (self.start_request(i, store, now, &head), true)
+            }
+        }
+    }
+
+    /// Decides what to do with a parsed head: an answer at once, or a pending request.
+    fn start_request<D: BlockDevice>(
+        &mut self,
+        i: usize,
+        store: &Store<D>,
+        now: Instant,
+        head: &RequestHead,
+    ) -> Phase {
+        {
+            let c = &mut self.conns[i];
+            c.method = head.method;
+            c.path.clear();
+            let mut end = head.path.len().min(RECORD_PATH_MAX);
+            while !head.path.is_char_boundary(end) {
+                end -= 1;
+            }
+            c.path.push_str(&head.path[..end]);
+            c.body_in = 0;
+        }
+        let head_only = head.method == Method::Head;
+        let fail = |s: &mut Self, reply: Reply| s.respond(i, now, reply, true, head_only);
+        let framing = match head.framing() {
+            Ok(f) => f,
+            Err(_) => {
+                return fail(
+                    self,
+                    Reply::text(400, Some("both Content-Length and chunked given")),
+                )
+            }
+        };
+        let route = match routes::route(head, framing) {
+            Ok(r) => r,
+            Err(reply) => return fail(self, reply),
+        };
+        if head.other_coding {
+            return fail(
+                self,
+                Reply::text(501, Some("only Transfer-Encoding: chunked is supported")),
+            );
+        }
+        if head.expect_unknown {
+            return fail(self, Reply::text(417, None));
+        }
+        let limit = self.cfg.max_body_bytes;
+        if let Framing::Length(n) = framing {
+            if n > limit {
+                return fail(self, too_large(limit));
+            }
+        }
+        if let Route::Put { key, .. } = &route {
+            if framing == Framing::None {
+                return fail(
+                    self,
+                    Reply::text(411, Some("a Content-Length or a chunked body is required")),
+                );
+            }
+            if let Some(reason) = store.read_only_reason() {
+                return fail(self, Reply::text(503, Some(reason)));
+            }
+            if !store.contains(key) && !store.index_has_room(key.len()) {
+                let st = store.stats();
+                let msg = alloc::format!(
+                    "the key index is full ({} keys, {} of {} bytes): delete keys first",
+                    st.keys,
+                    st.index_bytes,
+                    st.index_budget
+                );
+                return fail(self, Reply::text(507, Some(&msg)));
+            }
+        }
+        let deadline = now + self.cfg.transfer_grace;
+        self.conns[i].deadline = deadline;
+        Phase::Wait(Pending {
+            route,
+            framing,
+            keep_alive: head.keep_alive,
+            expect_continue: head.expect_continue,
+            head_only,
+        })
+    }
+
+    fn on_wait<D: BlockDevice>(
+        &mut self,
+        i: usize,
+        sock: &mut tcp::Socket<'_>,
+        store: &mut Store<D>,
+        stats: &dyn StatsSource,
+        now: Instant,
+        p: Pending,
+    ) -> (Phase, bool)
+    where
+        D::Error: core::fmt::Debug,
+    {
+        let keep = matches!(p.route, Route::Put { .. });
+        // Memory this request needs: its body (PUT) or the value it returns (GET).
+        let need = match (&p.route, p.framing) {
+            (Route::Put { .. }, Framing::Length(n)) => n,
+            (Route::Get { key }, _) => store
+                .value_len(key)
+                .map_or(0, |n| n + crate::store::MAX_CONTENT_TYPE_LEN),
+            _ => 0,
+        };
+        if need > 0 && !self.try_reserve(i, need) {
+            // The deadline keeps running.
+            return (Phase::Wait(p), false);
+        }
+        let mut body = Vec::new();
+        if let (true, Framing::Length(n)) = (keep, p.framing) {
+            if body.try_reserve_exact(n).is_err() {
+                self.release(i);
+                let reply = Reply::text(503, Some("out of memory")).header("Retry-After", "1");
+                return (self.respond(i, now, reply, true, false), true);
+            }
+        }
+        if p.expect_continue && p.framing != Framing::None && self.conns[i].inbuf.is_empty() {
+            self.conns[i].interim = CONTINUE;
+        }
+        let chunked =
+            (p.framing == Framing::Chunked).then(|| ChunkedDecoder::new(self.cfg.max_body_bytes));
+        let b = BodyState {
+            body,
+            keep,
+            received: 0,
+            chunked,
+            start: now,
+        };
+        self.conns[i].deadline = self.rate_deadline(now, 0);
+        self.on_body(i, sock, store, stats, now, p, b)
+    }
+
+    /// Takes body bytes from `input`: returns how many were consumed, or an error answer.
+    fn take_body(
+        &mut self,
+        i: usize,
+        b: &mut BodyState,
+        p: &Pending,
+        input: &[u8],
+    ) -> Result<usize, Reply> {
+        match &mut b.chunked {
+            None => {
+                let Framing::Length(len) = p.framing else {
+                    return Ok(0);
+                };
+                let n = (len - b.received).min(input.len());
+                if b.keep {
+                    b.body.extend_from_slice(&input[..n]);
+                }
+                b.received += n;
+                Ok(n)
+            }
+            Some(dec) => {
+                let mut input = input;
+                if b.keep {
+                    // Chunked bodies reserve budget as they grow.
+                    let need = (b.body.len() + input.len()).saturating_sub(self.conns[i].reserved);
+                    if need > 0 && !self.try_reserve(i, need) {
+                        let have = self.conns[i].reserved.saturating_sub(b.body.len());
+                        input = &input[..have.min(input.len())];
+                    }
+                }
+                let keep = b.keep;
+                let body = &mut b.body;
+                let n = dec
+                    .feed(input, &mut |d| {
+                        if keep {
+                            body.extend_from_slice(d);
+                        }
+                    })
+                    .map_err(|e| match e {
+                        ChunkError::Malformed => Reply::text(400, Some("malformed chunked body")),
+                        ChunkError::TooLarge => too_large(self.cfg.max_body_bytes),
+                    })?;
+                b.received += n;
+                Ok(n)
+            }
+        }
+    }
+
+    fn body_done(p: &Pending, b: &BodyState) -> bool {
+        match (&b.chunked, p.framing) {
+            (Some(d), _) => d.is_done(),
+            (None, Framing::Length(n)) => b.received >= n,
+            _ => true,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_body<D: BlockDevice>(
+        &mut self,
+        i: usize,
+        sock: &mut tcp::Socket<'_>,
+        store: &mut Store<D>,
+        stats: &dyn StatsSource,
+        now: Instant,
+        p: Pending,
+        mut b: BodyState,
+    ) -> (Phase, bool)
+    where
+        D::Error: core::fmt::Debug,
+    {
+        let mut moved = false;
+        // First the bytes already read past the head, then the socket.
+        if !Self::body_done(&p, &b) && !self.conns[i].inbuf.is_empty() {
+            let inbuf = core::mem::take(&mut self.conns[i].inbuf);
+            match self.take_body(i, &mut b, &p, &inbuf) {
+                Ok(n) => {
+                    self.conns[i].inbuf = inbuf;
+                    self.conns[i].inbuf.drain(..n);
+                    moved |= n > 0;
+                }
+                Err(reply) => return (self.respond(i, now, reply, true, p.head_only), true),
+            }
+        }
+        while !Self::body_done(&p, &b) && sock.can_recv() {
+            let mut err = None;
+            let r = sock.recv(|d| match self.take_body(i, &mut b, &p, d) {
+                Ok(n) => (n, n),
+                Err(reply) => {
+                    err = Some(reply);
+                    (0, 0)
+                }
+            });
+            if let Some(reply) = err {
+                return (self.respond(i, now, reply, true, p.head_only), true);
+            }
+            match r {
+                Ok(0) | Err(_) => break,
+                Ok(_) => moved = true,
+            }
+        }
+        if moved {
+            self.conns[i].deadline = self.rate_deadline(b.start, b.received);
+        }
+        if !Self::body_done(&p, &b) {
+            if peer_closed(sock) && !sock.can_recv() {
+                // The client gave up half way.
+                sock.close();
+                self.release(i);
+                self.conns[i].deadline = now + self.cfg.transfer_grace;
+                return (Phase::Closing, true);
+            }
+            return (Phase::Body(p, b), moved);
+        }
+        self.stats.bytes_in += b.received as u64;
+        self.conns[i].body_in = b.received as u64;
+        if b.keep && b.chunked.is_some() {
+            // Give back what a chunked body reserved beyond its size.
+            let extra = self.conns[i].reserved.saturating_sub(b.body.len());
+            self.conns[i].reserved -= extra;
+            self.budget_used -= extra;
+        }
+        let reply = self.execute(i, store, stats, now, p.route, b.body);
+        (
+            self.respond(i, now, reply, !p.keep_alive, p.head_only),
+            true,
+        )
+    }
+
+    /// Queues `reply` (without its body for HEAD); `close` also drops the rest of the input.
+    fn respond(
+        &mut self,
+        i: usize,
+        now: Instant,
+        reply: Reply,
+        close: bool,
+        head_only: bool,
+    ) -> Phase {
+        self.stats.requests += 1;
+        match reply.status {
+            200..=299 => self.stats.status_2xx += 1,
+            400..=499 => self.stats.status_4xx += 1,
+            500..=599 => self.stats.status_5xx += 1,
+            _ => {}
+        }
+        let head = reply.head_bytes(close);
+        let body = if head_only { Vec::new() } else { reply.body };
+        let out = (head.len() + body.len()) as u64;
+        self.stats.bytes_out += out;
+        let deadline = self.rate_deadline(now, 0);
+        let c = &mut self.conns[i];
+        if close {
+            // Anything still buffered belongs to a request we will not serve.
+            c.inbuf = Vec::new();
+        }
+        c.deadline = deadline;
+        let record = RequestRecord {
+            method: c.method,
+            path: core::mem::take(&mut c.path),
+            status: reply.status,
+            bytes_in: c.body_in,
+            bytes_out: out,
+            duration: if now > c.since {
+                now - c.since
+            } else {
+                Duration::ZERO
+            },
+        };
+        if self.cfg.record_queue > 0 {
+            if self.records.len() >= self.cfg.record_queue {
+                self.records.pop_front();
+                self.stats.records_dropped += 1;
+            }
+            self.records.push_back(record);
+        }
+        Phase::Send {
+            head,
+            body,
+            pos: 0,
+            close,
+            start: now,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_send<D: BlockDevice>(
+        &mut self,
+        i: usize,
+        sock: &mut tcp::Socket<'_>,
+        store: &Store<D>,
+        now: Instant,
+        head: Vec<u8>,
+        body: Vec<u8>,
+        mut pos: usize,
+        close: bool,
+        start: Instant,
+    ) -> (Phase, bool) {
+        let total = head.len() + body.len();
+        let mut moved = false;
+        while pos < total && sock.can_send() {
+            let chunk = if pos < head.len() {
+                &head[pos..]
+            } else {
+                &body[pos - head.len()..]
+            };
+            match sock.send_slice(chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    pos += n;
+                    moved = true;
+                }
+            }
+        }
+        if moved {
+            self.conns[i].deadline = self.rate_deadline(start, pos);
+        }
+        if pos < total {
+            if !sock.may_send() {
+                sock.abort();
+                self.reset(i);
+                return (Phase::Listening, true);
+            }
+            return (
+                Phase::Send {
+                    head,
+                    body,
+                    pos,
+                    close,
+                    start,
+                },
+                moved,
+            );
+        }
+        drop(body);
+        self.release(i);
+        if close {
+            sock.close();
+            self.conns[i].deadline = now + self.cfg.transfer_grace;
+            return (Phase::Closing, true);
+        }
+        // Ready for the next request on this connection (maybe already buffered).
+        let deadline = now + self.cfg.idle_timeout;
+        let c = &mut self.conns[i];
+        c.deadline = deadline;
+        c.since = now;
+        let (phase, _) = self.on_head(i, sock, store, now, true);
+        (phase, true)
+    }
+}
+
+fn too_large(limit: usize) -> Reply {
+    let msg = alloc::format!("request body too large: the limit is {limit} bytes");
+    Reply::text(413, Some(&msg))
+}
+
+/// True once the client has sent its FIN (or the connection is gone).
+fn peer_closed(sock: &tcp::Socket<'_>) -> bool {
+    matches!(
+        sock.state(),
+        tcp::State::CloseWait
+            | tcp::State::LastAck
+            | tcp::State::Closing
+            | tcp::State::TimeWait
+            | tcp::State::Closed
+    )
+}
