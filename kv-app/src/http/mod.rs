@@ -63,9 +63,10 @@ pub use routes::{valid_key, MAX_HTTP_KEY_LEN, MAX_LIST_LIMIT};
 pub struct ServerConfig {
     /// TCP port to listen on.
     pub port: u16,
-    /// Connections served at once: one listening TCP socket each (at least 1; default 256).
+    /// Connections served at once: one TCP socket each (at least 1; default 260: 256 clients
+    /// plus the [`spare_slots`](Self::spare_slots)).
     pub max_conns: usize,
-    /// Receive buffer per socket in bytes (default 4 KiB: 256 connections take 2 MiB with
+    /// Receive buffer per socket in bytes (default 4 KiB: 260 connections take 2 MiB with
     /// [`tx_buffer`](Self::tx_buffer)).
     pub rx_buffer: usize,
     /// Send buffer per socket in bytes (default 4 KiB).
@@ -99,7 +100,7 @@ impl ServerConfig {
     pub const fn new(port: u16) -> Self {
         Self {
             port,
-            max_conns: 256,
+            max_conns: 260,
             rx_buffer: 4 * 1024,
             tx_buffer: 4 * 1024,
             max_header_bytes: 8 * 1024,
@@ -233,6 +234,9 @@ enum Phase {
     },
     /// We closed our side; waiting for the socket to finish.
     Closing,
+    /// We aborted the connection: the socket listens again at the next [`HttpServer::poll`],
+    /// after the interface has sent the reset (listening at once would drop it).
+    Aborted,
 }
 
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -325,7 +329,7 @@ impl HttpServer {
     pub fn active_connections(&self) -> usize {
         self.conns
             .iter()
-            .filter(|c| !matches!(c.phase, Phase::Listening))
+            .filter(|c| !matches!(c.phase, Phase::Listening | Phase::Aborted))
             .count()
     }
 
@@ -343,7 +347,8 @@ impl HttpServer {
             .iter()
             .filter(|c| !matches!(c.phase, Phase::Listening))
             .map(|c| {
-                if c.deadline > now {
+                // An aborted socket listens again at the next poll.
+                if c.deadline > now && !matches!(c.phase, Phase::Aborted) {
                     c.deadline - now
                 } else {
                     Duration::ZERO
@@ -368,6 +373,12 @@ impl HttpServer {
         D::Error: core::fmt::Debug,
     {
         let mut any = false;
+        // Sockets aborted in the previous poll have had their reset sent by now.
+        for c in &mut self.conns {
+            if matches!(c.phase, Phase::Aborted) {
+                c.phase = Phase::Closing;
+            }
+        }
         // Repeat while something moved: a finished connection may free budget for a waiting one.
         loop {
             let mut progress = false;
@@ -379,12 +390,12 @@ impl HttpServer {
                 break;
             }
         }
-        any | self.keep_spare_slots(sockets, now)
+        any | self.keep_spare_slots(sockets)
     }
 
     /// Closes the oldest idle keep-alive connections, then the oldest connections still sending
     /// their heads, until [`ServerConfig::spare_slots`] sockets listen.
-    fn keep_spare_slots(&mut self, sockets: &mut SocketSet<'_>, now: Instant) -> bool {
+    fn keep_spare_slots(&mut self, sockets: &mut SocketSet<'_>) -> bool {
         let want = self.cfg.spare_slots.min(self.conns.len().saturating_sub(1));
         let listening = self
             .conns
@@ -406,11 +417,9 @@ impl HttpServer {
                 break;
             };
             let sock = sockets.get_mut::<tcp::Socket>(self.conns[i].handle);
-            sock.abort();
-            self.reset(i);
+            self.abort(i, sock);
             self.stats.evictions += 1;
             changed = true;
-            let _ = now;
         }
         changed
     }
@@ -432,6 +441,13 @@ impl HttpServer {
         } else {
             false
         }
+    }
+
+    /// Resets the connection (RST) and frees its state; the socket listens again next poll.
+    fn abort(&mut self, i: usize, sock: &mut tcp::Socket<'_>) {
+        sock.abort();
+        self.reset(i);
+        self.conns[i].phase = Phase::Aborted;
     }
 
     fn reset(&mut self, i: usize) {
@@ -463,6 +479,9 @@ impl HttpServer {
     {
         let handle = self.conns[i].handle;
         let port = self.cfg.port;
+        if matches!(self.conns[i].phase, Phase::Aborted) {
+            return false;
+        }
         let sock = sockets.get_mut::<tcp::Socket>(handle);
 
         // Socket gone (closed, reset, timed out, or TIME-WAIT): listen again.
@@ -506,8 +525,7 @@ impl HttpServer {
                     false,
                 );
             } else {
-                sock.abort();
-                self.reset(i);
+                self.abort(i, sock);
                 return true;
             }
         }
@@ -530,6 +548,7 @@ impl HttpServer {
         let phase = core::mem::replace(&mut self.conns[i].phase, Phase::Closing);
         let (phase, moved) = match phase {
             Phase::Listening => (Phase::Head { idle: false }, true),
+            Phase::Aborted => (Phase::Aborted, false),
             Phase::Closing => {
                 // Drop whatever the client still sends until it closes too.
                 let mut moved = false;
@@ -974,9 +993,8 @@ impl HttpServer {
         }
         if pos < total {
             if !sock.may_send() {
-                sock.abort();
-                self.reset(i);
-                return (Phase::Listening, true);
+                self.abort(i, sock);
+                return (Phase::Aborted, true);
             }
             return (
                 Phase::Send {
