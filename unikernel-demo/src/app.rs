@@ -186,6 +186,13 @@ fn memory_budget() -> usize {
     (free / 3).clamp(1 << 20, 4 << 20)
 }
 
+/// Chooses the store's index budget (keys held in memory) from the free memory.
+fn index_budget() -> usize {
+    let f = crate::mem::frame_stats();
+    let free = ((f.total - f.used) * 4096) as usize;
+    (free / 4).clamp(256 << 10, 16 << 20)
+}
+
 impl<B: BlockDevice> App<B>
 where
     B::Error: core::fmt::Debug,
@@ -201,19 +208,27 @@ where
             inner: disk,
             counters: BlkCounters::default(),
         };
-        let store = match Store::open_or_format(disk) {
+        // The store id of a new format must not be derivable from the disk: seed it with the TSC.
+        let mut store_cfg = kv_app::StoreConfig::new(crate::arch::rdtsc());
+        store_cfg.index_budget = index_budget();
+        let store = match Store::open_or_format_with(disk, store_cfg) {
             Ok(s) => s,
             Err(e) => return Err(alloc::format!("key-value store on disk: {e:?}")),
         };
         let st = store.stats();
         crate::println!(
-            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {})",
+            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB",
             st.keys,
             st.value_bytes,
             st.used_blocks,
             st.capacity_blocks,
-            st.generation
+            st.generation,
+            st.index_bytes / 1024,
+            st.index_budget / 1024
         );
+        if let Some(reason) = store.read_only_reason() {
+            crate::println!("kv: store is READ-ONLY: {reason}");
+        }
         let mut iface = Interface::new(Config::new(EthernetAddress(mac).into()), dev, now());
         let mut sockets = SocketSet::new(Vec::new());
         let mut dhcp = None;
