@@ -10,14 +10,17 @@
 //! | 8   | 4    | format version (2)                                         |
 //! | 12  | 4    | block size in bytes                                        |
 //! | 16  | 8    | number of blocks at format time                           |
-//! | 24  | 8    | generation (one more per superblock write; the active half's epoch) |
+//! | 24  | 8    | generation (one more per superblock write)                 |
 //! | 32  | 8    | sequence number of the first record of the active half     |
 //! | 40  | 8    | blocks per half                                            |
 //! | 48  | 8    | first block of half 0 (half 1 follows it)                  |
 //! | 56  | 4    | active half (0 or 1)                                       |
-//! | 60  | 4    | reserved (0)                                               |
+//! | 60  | 4    | 1 while a compaction copies live records from the other half |
 //! | 64  | 8    | store id (random, from the caller's seed at format time)   |
-//! | 72  | 4    | CRC-32C of bytes 0..72                                     |
+//! | 72  | 8    | epoch of the active half (the generation that made it active) |
+//! | 80  | 8    | epoch of the other half (while compacting)                 |
+//! | 88  | 8    | sequence number of the other half's first record (while compacting; its records end where the active half's begin) |
+//! | 96  | 4    | CRC-32C of bytes 0..96                                     |
 //!
 //! Record header ([`REC_HEADER_LEN`] bytes, at the start of a block):
 //!
@@ -31,7 +34,7 @@
 //! | 12  | 4    | CRC-32C of key ‖ content type ‖ value                      |
 //! | 16  | 8    | sequence number                                            |
 //! | 24  | 8    | store id (must match the superblock's)                     |
-//! | 32  | 8    | epoch: the generation of the superblock that made the half active |
+//! | 32  | 8    | epoch: the generation of the superblock that made its half active |
 //! | 40  | 4    | reserved (0)                                               |
 //! | 44  | 4    | CRC-32C of bytes 0..44                                     |
 //! | 48  | ..   | key, content type, value, then zero padding to the block boundary |
@@ -48,7 +51,7 @@ pub const MAX_CONTENT_TYPE_LEN: usize = 255;
 const SB_MAGIC: &[u8; 8] = b"XKVSTOR2";
 const FORMAT_VERSION: u32 = 2;
 /// Bytes of a superblock that carry data.
-pub const SB_LEN: usize = 76;
+pub const SB_LEN: usize = 100;
 const REC_MAGIC: &[u8; 4] = b"KVR2";
 /// Bytes of a record header.
 pub const REC_HEADER_LEN: usize = 48;
@@ -71,7 +74,11 @@ pub struct Superblock {
     pub(crate) half_blocks: u64,
     pub(crate) data_start: u64,
     pub(crate) active: u32,
+    pub(crate) migrating: bool,
     pub(crate) store_id: u64,
+    pub(crate) active_epoch: u64,
+    pub(crate) old_epoch: u64,
+    pub(crate) old_base_seq: u64,
 }
 
 impl Superblock {
@@ -87,9 +94,13 @@ impl Superblock {
         block[40..48].copy_from_slice(&self.half_blocks.to_le_bytes());
         block[48..56].copy_from_slice(&self.data_start.to_le_bytes());
         block[56..60].copy_from_slice(&self.active.to_le_bytes());
+        block[60..64].copy_from_slice(&u32::from(self.migrating).to_le_bytes());
         block[64..72].copy_from_slice(&self.store_id.to_le_bytes());
-        let crc = crc32c(&block[0..72]);
-        block[72..76].copy_from_slice(&crc.to_le_bytes());
+        block[72..80].copy_from_slice(&self.active_epoch.to_le_bytes());
+        block[80..88].copy_from_slice(&self.old_epoch.to_le_bytes());
+        block[88..96].copy_from_slice(&self.old_base_seq.to_le_bytes());
+        let crc = crc32c(&block[0..96]);
+        block[96..100].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// Decodes and checks a superblock (magic, version, CRC, field ranges).
@@ -97,12 +108,14 @@ impl Superblock {
         if block.len() < SB_LEN || &block[0..8] != SB_MAGIC {
             return None;
         }
-        if le_u32(block, 72) != crc32c(&block[0..72])
-            || le_u32(block, 8) != FORMAT_VERSION
-            || le_u32(block, 60) != 0
-        {
+        if le_u32(block, 96) != crc32c(&block[0..96]) || le_u32(block, 8) != FORMAT_VERSION {
             return None;
         }
+        let migrating = match le_u32(block, 60) {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
         let sb = Self {
             block_size: le_u32(block, 12),
             num_blocks: le_u64(block, 16),
@@ -111,13 +124,25 @@ impl Superblock {
             half_blocks: le_u64(block, 40),
             data_start: le_u64(block, 48),
             active: le_u32(block, 56),
+            migrating,
             store_id: le_u64(block, 64),
+            active_epoch: le_u64(block, 72),
+            old_epoch: le_u64(block, 80),
+            old_base_seq: le_u64(block, 88),
         };
+        let old_ok = !sb.migrating
+            || (sb.old_epoch >= 1
+                && sb.old_epoch < sb.active_epoch
+                && sb.old_base_seq >= 1
+                && sb.old_base_seq <= sb.base_seq);
         (sb.active <= 1
             && sb.half_blocks >= 2
             && sb.data_start >= DATA_START
             && sb.generation >= 1
-            && sb.base_seq >= 1)
+            && sb.active_epoch >= 1
+            && sb.active_epoch <= sb.generation
+            && sb.base_seq >= 1
+            && old_ok)
             .then_some(sb)
     }
 

@@ -22,12 +22,19 @@
 //! - The store id is 64 random bits from the caller's seed ([`StoreConfig::id_seed`]), chosen at
 //!   format time and never shown over HTTP: records of an older format of the device, or
 //!   record-shaped bytes inside a client's value, never carry the right id and epoch.
-//! - When the active half is full, the live records (plus the pending change) are copied to the
-//!   other half with fresh sequence numbers and the new epoch, followed by an end marker, flushed,
-//!   and only then a superblock naming the other half with the next generation is written into
-//!   the slot holding the *older* generation and flushed. A crash before that superblock is
-//!   durable leaves the previous superblock and half untouched; a torn superblock fails its CRC
-//!   and the other slot wins.
+//! - Compaction is incremental. When a change does not fit the active half, a superblock makes
+//!   the other half active (with a new epoch) while the old one is still read: the state is the
+//!   old half's records followed by the new half's. Every later put or delete first copies a
+//!   bounded number of live records from the old half to the new one (at most
+//!   [`COPY_FACTOR`] times the remaining-to-slack ratio, i.e. at most 4 blocks copied per block
+//!   written when the store holds its full [`StoreStats::capacity_blocks`]), flushed with the
+//!   change itself. When no live record is left in the old half, an end marker and a superblock
+//!   that forgets it are written. No request waits for a copy of all live data (unless a single
+//!   value is larger than the free slack). A crash at any point leaves the previous superblock
+//!   and halves untouched until the next one is durable; a torn superblock fails its CRC and
+//!   the other slot wins.
+//! - The live data is capped at two thirds of a half ([`StoreStats::capacity_blocks`]), which
+//!   is what keeps the copying per change bounded.
 //! - Counters (generation, sequence numbers) are checked: the store refuses writes with
 //!   [`StoreError::Exhausted`] instead of wrapping.
 //!
@@ -64,6 +71,9 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 /// Index bytes charged per key on top of the key's length (the map's node share and the key's
 /// allocation; measured in `tests/store_memory.rs`).
 pub const INDEX_ENTRY_OVERHEAD: usize = 64;
+/// During a compaction, each change copies up to `COPY_FACTOR * change blocks * remaining /
+/// slack` blocks of live records, finishing the copy when half the slack is used.
+pub const COPY_FACTOR: u64 = 2;
 /// The default [`StoreConfig::index_budget`]: 2 MiB, about 20,000 keys of 40 bytes.
 pub const DEFAULT_INDEX_BUDGET: usize = 2 << 20;
 
@@ -169,14 +179,22 @@ pub struct StoreStats {
     pub live_blocks: u64,
     /// Blocks used in the active half (live, overwritten and tombstones).
     pub used_blocks: u64,
-    /// Blocks per half: the most live data the store can hold.
+    /// The most live data the store holds, in blocks: two thirds of a half.
     pub capacity_blocks: u64,
+    /// Blocks per half.
+    pub half_blocks: u64,
+    /// True while a compaction is copying live records from the other half.
+    pub compacting: bool,
+    /// Blocks of live records still to copy in the current compaction.
+    pub to_copy_blocks: u64,
     /// Device block size in bytes.
     pub block_size: u64,
     /// Current superblock generation.
     pub generation: u64,
-    /// Compactions done since open.
+    /// Compactions completed since open.
     pub compactions: u64,
+    /// Blocks written by compaction copies since open.
+    pub copied_blocks: u64,
     /// Records appended since open.
     pub appends: u64,
     /// Bytes charged to the in-memory index.
@@ -194,7 +212,7 @@ pub struct StoreStats {
 struct Loc {
     /// Absolute first block of the record.
     lba: u64,
-    /// Blocks the record spans (0 marks a record dropped during compaction).
+    /// Blocks the record spans.
     blocks: u32,
     /// Value length in bytes.
     value_len: u32,
@@ -216,6 +234,11 @@ pub struct Store<D> {
     keys_not_loaded: u64,
     /// Next free block, relative to the active half's start.
     head: u64,
+    /// Live blocks still in the old half (while compacting).
+    old_live: u64,
+    /// The last key copied by the running compaction: the next copy starts after it.
+    cursor: Option<Box<[u8]>>,
+    copied_blocks: u64,
     next_seq: u64,
     live_blocks: u64,
     value_bytes: u64,
@@ -295,7 +318,11 @@ impl<D: BlockDevice> Store<D> {
             half_blocks,
             data_start: DATA_START,
             active: 0,
+            migrating: false,
             store_id,
+            active_epoch: 1,
+            old_epoch: 0,
+            old_base_seq: 0,
         };
         // Invalidate both slots first, then an end marker at the start of the active half, then
         // generation 1 into slot 1.
@@ -362,6 +389,9 @@ impl<D: BlockDevice> Store<D> {
             index_bytes: 0,
             keys_not_loaded: 0,
             head: 0,
+            old_live: 0,
+            cursor: None,
+            copied_blocks: 0,
             next_seq: sb.base_seq,
             live_blocks: 0,
             value_bytes: 0,
@@ -372,36 +402,76 @@ impl<D: BlockDevice> Store<D> {
         Ok(store)
     }
 
-    /// Rebuilds the index from the active half.
+    /// Rebuilds the index: the old half's records (while compacting), then the active half's.
     fn scan(&mut self) -> Result<(), StoreError<D::Error>> {
         self.index.clear();
         self.index_bytes = 0;
         self.live_blocks = 0;
         self.value_bytes = 0;
         self.keys_not_loaded = 0;
-        let start = self.sb.half_start(self.sb.active);
-        let half = self.sb.half_blocks;
+        self.old_live = 0;
+        self.cursor = None;
+        if self.sb.migrating {
+            let old = 1 - self.sb.active;
+            let (_, end_seq) = self.scan_half(
+                old,
+                self.sb.old_epoch,
+                self.sb.old_base_seq,
+                Some(self.sb.base_seq),
+            )?;
+            if end_seq != self.sb.base_seq {
+                log::warn!("kv store: the old half ends early (damaged records are skipped)");
+            }
+        }
+        let (head, next_seq) =
+            self.scan_half(self.sb.active, self.sb.active_epoch, self.sb.base_seq, None)?;
+        self.head = head;
+        self.next_seq = next_seq;
+        if self.keys_not_loaded > 0 {
+            self.read_only = true;
+            self.read_only_reason = Some(
+                "the keys on disk do not fit the index memory budget: serving those that fit, \
+                 read-only",
+            );
+            log::error!(
+                "kv store: {} keys on disk did not fit the {} byte index budget; opened read-only",
+                self.keys_not_loaded,
+                self.cfg.index_budget
+            );
+        }
+        Ok(())
+    }
+
+    /// Applies the records of `half` (epoch `epoch`, first sequence number `seq`) to the index,
+    /// up to an end marker, the first bad record, or sequence number `stop`. Returns the offset
+    /// after the last record and the next sequence number.
+    fn scan_half(
+        &mut self,
+        half: u32,
+        epoch: u64,
+        mut seq: u64,
+        stop: Option<u64>,
+    ) -> Result<(u64, u64), StoreError<D::Error>> {
+        let start = self.sb.half_start(half);
+        let half_blocks = self.sb.half_blocks;
         let mut first = vec![0u8; self.block_size];
         let mut chunk = Vec::new();
         let mut off = 0u64;
-        let mut seq = self.sb.base_seq;
-        // Keys seen on disk but not loaded: their later records are skipped too.
-        let mut over_budget = false;
-        while off < half {
+        while off < half_blocks && Some(seq) != stop {
             self.dev
                 .read_blocks(start + off, &mut first)
                 .map_err(StoreError::Device)?;
             let Some(h) = RecordHeader::decode(&first) else {
                 break;
             };
-            if h.seq != seq || h.store_id != self.sb.store_id || h.epoch != self.sb.generation {
+            if h.seq != seq || h.store_id != self.sb.store_id || h.epoch != epoch {
                 break;
             }
             if h.kind == KIND_END {
                 break;
             }
             let blocks = record_blocks(self.block_size, h.payload_len());
-            if blocks > half - off {
+            if blocks > half_blocks - off {
                 break;
             }
             if self.read_payload_crc(start + off, &h, &first, &mut chunk)? != h.payload_crc {
@@ -423,7 +493,6 @@ impl<D: BlockDevice> Store<D> {
                     self.insert_index(key, loc);
                 } else {
                     // Counted once per put of an unloaded key: an estimate.
-                    over_budget = true;
                     self.keys_not_loaded += 1;
                 }
             } else {
@@ -432,21 +501,7 @@ impl<D: BlockDevice> Store<D> {
             off += blocks;
             seq = next_seq;
         }
-        self.head = off;
-        self.next_seq = seq;
-        if over_budget {
-            self.read_only = true;
-            self.read_only_reason = Some(
-                "the keys on disk do not fit the index memory budget: serving those that fit, \
-                 read-only",
-            );
-            log::error!(
-                "kv store: {} keys on disk did not fit the {} byte index budget; opened read-only",
-                self.keys_not_loaded,
-                self.cfg.index_budget
-            );
-        }
-        Ok(())
+        Ok((off, seq))
     }
 
     /// Streams a record's payload from disk and returns its CRC. `first` holds the record's
@@ -480,8 +535,20 @@ impl<D: BlockDevice> Store<D> {
         Ok(crc.finish())
     }
 
+    /// True when `lba` is in the half a running compaction copies from.
+    fn in_old(&self, lba: u64) -> bool {
+        if !self.sb.migrating {
+            return false;
+        }
+        let start = self.sb.half_start(1 - self.sb.active);
+        (start..start + self.sb.half_blocks).contains(&lba)
+    }
+
     fn remove_from_index(&mut self, key: &[u8]) -> Option<Loc> {
         let old = self.index.remove(key)?;
+        if self.in_old(old.lba) {
+            self.old_live -= u64::from(old.blocks);
+        }
         self.live_blocks -= u64::from(old.blocks);
         self.value_bytes -= u64::from(old.value_len);
         self.index_bytes -= entry_cost(key.len());
@@ -491,10 +558,19 @@ impl<D: BlockDevice> Store<D> {
     fn insert_index(&mut self, key: &[u8], loc: Loc) {
         self.live_blocks += u64::from(loc.blocks);
         self.value_bytes += u64::from(loc.value_len);
-        if let Some(old) = self.index.get_mut(key) {
+        if self.in_old(loc.lba) {
+            self.old_live += u64::from(loc.blocks);
+        }
+        let replaced = self.index.get(key).copied();
+        if let Some(old) = replaced {
+            if self.in_old(old.lba) {
+                self.old_live -= u64::from(old.blocks);
+            }
             self.live_blocks -= u64::from(old.blocks);
             self.value_bytes -= u64::from(old.value_len);
-            *old = loc;
+            if let Some(l) = self.index.get_mut(key) {
+                *l = loc;
+            }
         } else {
             self.index.insert(Box::from(key), loc);
             self.index_bytes += entry_cost(key.len());
@@ -602,7 +678,11 @@ impl<D: BlockDevice> Store<D> {
             value_bytes: self.value_bytes,
             live_blocks: self.live_blocks,
             used_blocks: self.head,
-            capacity_blocks: self.sb.half_blocks,
+            capacity_blocks: self.capacity(),
+            half_blocks: self.sb.half_blocks,
+            compacting: self.sb.migrating,
+            to_copy_blocks: self.old_live,
+            copied_blocks: self.copied_blocks,
             block_size: self.block_size as u64,
             generation: self.sb.generation,
             compactions: self.compactions,
@@ -670,7 +750,8 @@ impl<D: BlockDevice> Store<D> {
         value: &[u8],
     ) -> Result<PutOutcome, StoreError<D::Error>> {
         self.check_write(key, content_type, value.len())?;
-        let outcome = if self.index.contains_key(key) {
+        let existing = self.index.get(key).copied();
+        let outcome = if existing.is_some() {
             PutOutcome::Replaced
         } else {
             if !self.index_has_room(key.len()) {
@@ -682,10 +763,14 @@ impl<D: BlockDevice> Store<D> {
             self.block_size,
             key.len() + content_type.len() + value.len(),
         );
-        if blocks <= self.sb.half_blocks - self.head {
-            let lba = self.sb.half_start(self.sb.active) + self.head;
-            self.append(lba, KIND_PUT, key, content_type, value)?;
-            self.insert_index(
+        let old_blocks = existing.map_or(0, |l| u64::from(l.blocks));
+        if self.live_blocks - old_blocks + blocks > self.capacity() {
+            return Err(StoreError::Full);
+        }
+        self.guarded(|s| {
+            let lba = s.make_room(key, blocks)?;
+            s.append(lba, KIND_PUT, key, content_type, value)?;
+            s.insert_index(
                 key,
                 Loc {
                     lba,
@@ -693,9 +778,8 @@ impl<D: BlockDevice> Store<D> {
                     value_len: value.len() as u32,
                 },
             );
-        } else {
-            self.compact(key, Some((content_type, value)))?;
-        }
+            s.finish_if_copied()
+        })?;
         Ok(outcome)
     }
 
@@ -706,24 +790,244 @@ impl<D: BlockDevice> Store<D> {
             return Ok(false);
         }
         let blocks = record_blocks(self.block_size, key.len());
-        if blocks <= self.sb.half_blocks - self.head {
-            let lba = self.sb.half_start(self.sb.active) + self.head;
-            self.append(lba, KIND_DELETE, key, b"", b"")?;
-            self.remove_from_index(key);
-        } else {
-            self.compact(key, None)?;
-        }
+        self.guarded(|s| {
+            let lba = s.make_room(key, blocks)?;
+            s.append(lba, KIND_DELETE, key, b"", b"")?;
+            s.remove_from_index(key);
+            s.finish_if_copied()
+        })?;
         Ok(true)
     }
 
-    /// Copies every live record into the other half, then flushes and switches the superblock.
-    /// Normally done on demand when the active half fills up.
+    /// Completes any running compaction, then runs a whole one: afterwards the active half
+    /// holds only live records. Normally compaction runs a little with every change.
     pub fn compact_now(&mut self) -> Result<(), StoreError<D::Error>> {
         if self.read_only {
             return Err(StoreError::ReadOnly);
         }
-        // An empty key is never in the index: nothing is dropped or added.
-        self.compact(&[], None)
+        self.guarded(|s| {
+            if s.sb.migrating {
+                s.copy_step(&[], u64::MAX)?;
+                s.finish_if_copied()?;
+            }
+            s.start_compaction()?;
+            s.copy_step(&[], u64::MAX)?;
+            s.dev.flush().map_err(StoreError::Device)?;
+            s.finish_if_copied()
+        })
+    }
+
+    /// The most live blocks the store holds: two thirds of a half (see [`COPY_FACTOR`]).
+    fn capacity(&self) -> u64 {
+        self.sb.half_blocks / 3 * 2 + (self.sb.half_blocks % 3) * 2 / 3
+    }
+
+    /// Makes room for a record of `blocks` blocks for `key` at the head of the active half:
+    /// starts a compaction, or copies this change's share of the running one, or finishes it
+    /// when the change does not fit the slack. Returns where the record goes.
+    fn make_room(&mut self, key: &[u8], blocks: u64) -> Result<u64, StoreError<D::Error>> {
+        self.guarded(|s| {
+            for _ in 0..4 {
+                let half = s.sb.half_blocks;
+                if !s.sb.migrating {
+                    if blocks <= half - s.head {
+                        return Ok(s.sb.half_start(s.sb.active) + s.head);
+                    }
+                    s.start_compaction()?;
+                    continue;
+                }
+                // Blocks of this key in the old half need no copy: the change replaces them.
+                let own = s
+                    .index
+                    .get(key)
+                    .filter(|l| s.in_old(l.lba))
+                    .map_or(0, |l| u64::from(l.blocks));
+                let remaining = s.old_live - own;
+                let slack = (half - s.head).saturating_sub(remaining);
+                if blocks <= slack {
+                    if remaining > 0 {
+                        let share = (COPY_FACTOR * blocks)
+                            .saturating_mul(remaining)
+                            .div_ceil(slack.max(1));
+                        s.copy_step(key, share)?;
+                    }
+                    return Ok(s.sb.half_start(s.sb.active) + s.head);
+                }
+                // Larger than the slack: finish the copy (this key's old record too, so that the
+                // old half is free), then compact again if need be.
+                s.copy_step(&[], u64::MAX)?;
+                s.dev.flush().map_err(StoreError::Device)?;
+                s.finish_if_copied()?;
+            }
+            Err(StoreError::Full)
+        })
+    }
+
+    /// Runs `f`; if it fails with the index possibly out of step with the disk, rebuilds the
+    /// index from the (unchanged) durable state.
+    fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, StoreError<D::Error>>,
+    ) -> Result<T, StoreError<D::Error>> {
+        let r = f(self);
+        if let Err(StoreError::Device(_)) = &r {
+            if self.reload().is_err() {
+                self.read_only = true;
+                self.read_only_reason =
+                    Some("a device error interrupted compaction; reopen the store");
+            }
+        }
+        r
+    }
+
+    /// Rereads the newest superblock and rebuilds the index.
+    fn reload(&mut self) -> Result<(), StoreError<D::Error>> {
+        let bs = self.block_size;
+        let mut raw = vec![0u8; 2 * bs];
+        self.dev
+            .read_blocks(0, &mut raw)
+            .map_err(StoreError::Device)?;
+        let sb = [
+            Superblock::decode(&raw[..bs]),
+            Superblock::decode(&raw[bs..]),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|s| s.store_id == self.sb.store_id)
+        .max_by_key(|s| s.generation)
+        .ok_or(StoreError::NotFormatted)?;
+        self.sb = sb;
+        self.scan()
+    }
+
+    /// Writes a superblock with the next generation into the slot of the older one.
+    fn write_superblock(&mut self, sb: &Superblock) -> Result<(), StoreError<D::Error>> {
+        let mut block = vec![0u8; self.block_size];
+        sb.encode(&mut block);
+        self.dev
+            .write_blocks(sb.generation % 2, &block)
+            .map_err(StoreError::Device)
+    }
+
+    /// Makes the other half active, reading the current one as the old half until its live
+    /// records are copied. Durable on return.
+    fn start_compaction(&mut self) -> Result<(), StoreError<D::Error>> {
+        let generation = self
+            .sb
+            .generation
+            .checked_add(1)
+            .ok_or(StoreError::Exhausted)?;
+        let new_sb = Superblock {
+            generation,
+            base_seq: self.next_seq,
+            active: 1 - self.sb.active,
+            migrating: true,
+            active_epoch: generation,
+            old_epoch: self.sb.active_epoch,
+            old_base_seq: self.sb.base_seq,
+            ..self.sb
+        };
+        self.write_superblock(&new_sb)?;
+        self.dev.flush().map_err(StoreError::Device)?;
+        self.sb = new_sb;
+        self.head = 0;
+        self.old_live = self.live_blocks;
+        self.cursor = None;
+        Ok(())
+    }
+
+    /// Copies live records of the old half (not `skip`) to the head of the active half until
+    /// at least `quota` blocks are copied or none are left. Not flushed: the change that follows
+    /// flushes them with itself.
+    fn copy_step(&mut self, skip: &[u8], quota: u64) -> Result<(), StoreError<D::Error>> {
+        let mut copied = 0u64;
+        let mut chunk = Vec::new();
+        let old_start = self.sb.half_start(1 - self.sb.active);
+        let old_range = old_start..old_start + self.sb.half_blocks;
+        while copied < quota && self.old_live > 0 {
+            let lower = match &self.cursor {
+                Some(c) => Bound::Excluded(&**c),
+                None => Bound::Unbounded,
+            };
+            let next = self
+                .index
+                .range::<[u8], _>((lower, Bound::Unbounded))
+                .find(|(k, l)| old_range.contains(&l.lba) && &***k != skip)
+                .map(|(k, l)| (k.clone(), *l));
+            let Some((key, loc)) = next else {
+                if self.cursor.is_none() {
+                    // Only `skip` is left in the old half.
+                    break;
+                }
+                self.cursor = None;
+                continue;
+            };
+            let blocks = u64::from(loc.blocks);
+            if blocks > self.sb.half_blocks - self.head {
+                return Err(StoreError::Full);
+            }
+            let seq = self.next_seq;
+            let next_seq = seq.checked_add(1).ok_or(StoreError::Exhausted)?;
+            let dst = self.sb.half_start(self.sb.active) + self.head;
+            let sb = self.sb;
+            if copy_record(
+                &mut self.dev,
+                self.block_size,
+                loc,
+                dst,
+                seq,
+                &sb,
+                &mut chunk,
+            )? {
+                self.head += blocks;
+                self.next_seq = next_seq;
+                self.old_live -= blocks;
+                self.copied_blocks += blocks;
+                copied += blocks;
+                if let Some(l) = self.index.get_mut(&*key) {
+                    l.lba = dst;
+                }
+            } else {
+                log::warn!("kv store: dropping a corrupt record during compaction");
+                self.remove_from_index(&key);
+            }
+            self.cursor = Some(key);
+        }
+        Ok(())
+    }
+
+    /// Ends the running compaction once nothing is left to copy: an end marker at the head and
+    /// a superblock without the old half.
+    fn finish_if_copied(&mut self) -> Result<(), StoreError<D::Error>> {
+        if !self.sb.migrating || self.old_live > 0 {
+            return Ok(());
+        }
+        let generation = self
+            .sb
+            .generation
+            .checked_add(1)
+            .ok_or(StoreError::Exhausted)?;
+        let new_sb = Superblock {
+            generation,
+            migrating: false,
+            old_epoch: 0,
+            old_base_seq: 0,
+            ..self.sb
+        };
+        if self.head < self.sb.half_blocks {
+            let mut block = vec![0u8; self.block_size];
+            block[..REC_HEADER_LEN].copy_from_slice(&end_marker(&self.sb, self.next_seq));
+            let lba = self.sb.half_start(self.sb.active) + self.head;
+            self.dev
+                .write_blocks(lba, &block)
+                .map_err(StoreError::Device)?;
+        }
+        self.write_superblock(&new_sb)?;
+        self.dev.flush().map_err(StoreError::Device)?;
+        self.sb = new_sb;
+        self.cursor = None;
+        self.compactions += 1;
+        Ok(())
     }
 
     /// Writes one record at `lba` (the head of the active half), flushes, advances the head.
@@ -765,7 +1069,7 @@ impl<D: BlockDevice> Store<D> {
             payload_crc: crc.finish(),
             seq,
             store_id: self.sb.store_id,
-            epoch: self.sb.generation,
+            epoch: self.sb.active_epoch,
         }
         .encode()
     }
@@ -774,156 +1078,6 @@ impl<D: BlockDevice> Store<D> {
     /// chunks. Returns the number of blocks written.
     fn write_stream(&mut self, lba: u64, parts: &[&[u8]]) -> Result<u64, StoreError<D::Error>> {
         write_stream(&mut self.dev, self.block_size, lba, parts)
-    }
-
-    /// Rewrites the live records (without `key`, plus `key = value` when given) into the other
-    /// half, ends them with an end marker and switches to it. Nothing in the active half is
-    /// touched, so a crash at any point leaves either the old or the new state. The index is
-    /// updated in place (no copy of it is made); if the copy fails it is rebuilt from the disk.
-    fn compact(
-        &mut self,
-        key: &[u8],
-        value: Option<(&[u8], &[u8])>,
-    ) -> Result<(), StoreError<D::Error>> {
-        let bs = self.block_size;
-        let half = self.sb.half_blocks;
-        let old_blocks = self.index.get(key).map_or(0, |l| u64::from(l.blocks));
-        let new_blocks = value.map_or(0, |(t, v)| record_blocks(bs, key.len() + t.len() + v.len()));
-        // The copy, the new record and the end marker.
-        if self.live_blocks - old_blocks + new_blocks + 1 > half {
-            return Err(StoreError::Full);
-        }
-        let generation = self
-            .sb
-            .generation
-            .checked_add(1)
-            .ok_or(StoreError::Exhausted)?;
-        let records = self.index.len() as u64 + 2;
-        let base_seq = self.next_seq;
-        if base_seq.checked_add(records).is_none() {
-            return Err(StoreError::Exhausted);
-        }
-        let target = 1 - self.sb.active;
-        let new_sb = Superblock {
-            generation,
-            base_seq,
-            active: target,
-            ..self.sb
-        };
-        match self.copy_live(&new_sb, key, value) {
-            Ok((head, next_seq)) => {
-                self.sb = new_sb;
-                self.head = head;
-                self.next_seq = next_seq;
-                self.compactions += 1;
-                if value.is_some() {
-                    self.appends += 1;
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // The old superblock is still the state: rebuild the index from it.
-                if self.scan().is_err() {
-                    self.read_only = true;
-                    self.read_only_reason =
-                        Some("a device error interrupted compaction; reopen the store");
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// The body of [`compact`](Self::compact): copies, writes the pending record and the end
-    /// marker, flushes, writes the superblock. Returns the new head and next sequence number.
-    /// On error the index is inconsistent and must be rebuilt.
-    fn copy_live(
-        &mut self,
-        new_sb: &Superblock,
-        key: &[u8],
-        value: Option<(&[u8], &[u8])>,
-    ) -> Result<(u64, u64), StoreError<D::Error>> {
-        let bs = self.block_size;
-        let target_start = new_sb.half_start(new_sb.active);
-        let mut seq = new_sb.base_seq;
-        let mut off = 0u64;
-        let mut chunk = Vec::new();
-        let mut dropped = false;
-        {
-            let Self { dev, index, .. } = self;
-            for (k, loc) in index.iter_mut() {
-                if &**k == key {
-                    continue;
-                }
-                let dst = target_start + off;
-                if copy_record(dev, bs, *loc, dst, seq, new_sb, &mut chunk)? {
-                    loc.lba = dst;
-                    off += u64::from(loc.blocks);
-                    seq += 1;
-                } else {
-                    log::warn!("kv store: dropping a corrupt record during compaction");
-                    loc.blocks = 0;
-                    dropped = true;
-                }
-            }
-        }
-        let mut new_loc = None;
-        if let Some((t, v)) = value {
-            let mut crc = Crc32c::new();
-            crc.update(key);
-            crc.update(t);
-            crc.update(v);
-            let header = RecordHeader {
-                kind: KIND_PUT,
-                ctype_len: t.len() as u8,
-                key_len: key.len() as u16,
-                value_len: v.len() as u32,
-                payload_crc: crc.finish(),
-                seq,
-                store_id: new_sb.store_id,
-                epoch: new_sb.generation,
-            }
-            .encode();
-            let dst = target_start + off;
-            let blocks = self.write_stream(dst, &[&header, key, t, v])?;
-            new_loc = Some(Loc {
-                lba: dst,
-                blocks: blocks as u32,
-                value_len: v.len() as u32,
-            });
-            off += blocks;
-            seq += 1;
-        }
-        let mut block = vec![0u8; bs];
-        block[..REC_HEADER_LEN].copy_from_slice(&end_marker(new_sb, seq));
-        self.dev
-            .write_blocks(target_start + off, &block)
-            .map_err(StoreError::Device)?;
-        self.dev.flush().map_err(StoreError::Device)?;
-        new_sb.encode(&mut block);
-        self.dev
-            .write_blocks(new_sb.generation % 2, &block)
-            .map_err(StoreError::Device)?;
-        self.dev.flush().map_err(StoreError::Device)?;
-        // Committed: adopt the pending change and forget dropped records.
-        if dropped {
-            let mut freed = 0;
-            self.index.retain(|k, l| {
-                if l.blocks == 0 {
-                    freed += entry_cost(k.len());
-                }
-                l.blocks != 0
-            });
-            self.index_bytes -= freed;
-        }
-        match new_loc {
-            Some(loc) => self.insert_index(key, loc),
-            None => {
-                self.remove_from_index(key);
-            }
-        }
-        self.live_blocks = self.index.values().map(|l| u64::from(l.blocks)).sum();
-        self.value_bytes = self.index.values().map(|l| u64::from(l.value_len)).sum();
-        Ok((off, seq))
     }
 }
 
@@ -937,7 +1091,7 @@ fn end_marker(sb: &Superblock, seq: u64) -> [u8; REC_HEADER_LEN] {
         payload_crc: crc32c(&[]),
         seq,
         store_id: sb.store_id,
-        epoch: sb.generation,
+        epoch: sb.active_epoch,
     }
     .encode()
 }
@@ -979,7 +1133,7 @@ fn write_stream<D: BlockDevice>(
     Ok(blocks as u64)
 }
 
-/// Copies the record at `loc` to `dst` with sequence number `seq` and `sb`'s epoch, checking its
+/// Copies the record at `loc` to `dst` with sequence number `seq` and `sb`'s active epoch, checking its
 /// payload on the way. Returns `false` (and the caller reuses `dst`) when the source is corrupt.
 fn copy_record<D: BlockDevice>(
     dev: &mut D,
@@ -1017,7 +1171,7 @@ fn copy_record<D: BlockDevice>(
             let new = RecordHeader {
                 seq,
                 store_id: sb.store_id,
-                epoch: sb.generation,
+                epoch: sb.active_epoch,
                 ..h
             }
             .encode();
