@@ -588,3 +588,20 @@ fn every_answer_leaves_a_request_record() {
     assert!(recs[1].bytes_out > 3);
     assert_eq!(net.server.take_records().count(), 0);
 }
+
+#[test]
+fn error_without_a_body_keeps_the_connection() {
+    let mut net = Net::default();
+    let c = net.connect();
+    net.send(c, b"GET /nowhere HTTP/1.1\r\n\r\n");
+    net.send(c, b"PATCH /kv/a HTTP/1.1\r\n\r\n");
+    net.send(c, &put("a", b"1"));
+    net.wait_responses(c, 3);
+    let rs = &net.clients[c].responses;
+    assert_eq!(
+        rs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [404, 405, 201]
+    );
+    assert_eq!(rs[1].header("allow"), Some("GET, HEAD, PUT, POST, DELETE"));
+    assert!(rs.iter().all(|r| r.header("connection").is_none()));
+}

@@ -18,8 +18,8 @@
 //! 503 (read-only store, with the reason), 507 (full store or key index). Heads over
 //! [`ServerConfig::max_header_bytes`] get 431. `Expect: 100-continue` gets the interim answer once
 //! the request is accepted. Connections are persistent unless the client says `Connection: close`
-//! (or speaks HTTP/1.0 without `keep-alive`); requests may be pipelined. Error answers that leave
-//! unread input close the connection.
+//! (or speaks HTTP/1.0 without `keep-alive`); requests may be pipelined. Error answers close the
+//! connection when a body (unread) follows the head or the head itself was bad.
 //!
 //! # Hostile clients
 //!
@@ -666,7 +666,10 @@ impl HttpServer {
             c.body_in = 0;
         }
         let head_only = head.method == Method::Head;
-        let fail = |s: &mut Self, reply: Reply| s.respond(i, now, reply, true, head_only);
+        // An error answer keeps the connection only when no unread body follows the head.
+        let close =
+            !head.keep_alive || head.other_coding || !matches!(head.framing(), Ok(Framing::None));
+        let fail = |s: &mut Self, reply: Reply| s.respond(i, now, reply, close, head_only);
         let framing = match head.framing() {
             Ok(f) => f,
             Err(_) => {
