@@ -6,8 +6,8 @@
 //!    with some entropy as `seed` (the TSC at boot: it picks the random store id of a new
 //!    format). It formats a blank, all-zero disk and refuses a damaged one with
 //!    `StoreError::NotFormatted`, which you should print and then perhaps fall back to
-//!    [`MemDisk`]. A store whose keys do not fit [`StoreConfig::index_budget`] opens read-only:
-//!    print [`Store::read_only_reason`]. `blk` is anything implementing
+//!    [`MemDisk`]. If the store opens read-only (read-only device, damaged index), print
+//!    [`Store::read_only_reason`]. `blk` is anything implementing
 //!    `xen_blkfront::BlockDevice` (BlkFront, or the virtio-blk wrapper).
 //! 2. Create the smoltcp `Interface` and `SocketSet` as usual, then
 //!    `HttpServer::new(&mut sockets, ServerConfig::new(80))`: it adds `max_conns` (260) TCP
@@ -25,8 +25,8 @@
 //! buffers ([`ServerConfig::rx_buffer`], [`ServerConfig::tx_buffer`], 4 KiB each by default:
 //! 2 MiB for 260 connections), plus request bodies / GET values capped together by
 //! [`ServerConfig::memory_budget`] (3 MiB by default; lower it for small guests, one request is
-//! always admitted), the store's index (capped by [`StoreConfig::index_budget`], 2 MiB by
-//! default: [`store::INDEX_ENTRY_OVERHEAD`] bytes plus the key per key) and a 64 KiB staging
+//! always admitted), the store's index cache ([`StoreConfig::index_budget`], 256 KiB by default;
+//! the index itself is on the disk, so memory does not grow with the number of keys) and a 64 KiB staging
 //! buffer during writes.
 //!
 //! # Example
@@ -77,7 +77,7 @@ pub use http::{
 };
 pub use memdisk::{MemDisk, MemDiskCounters, MemDiskError};
 pub use store::{
-    Entry, PutOutcome, Store, StoreConfig, StoreError, StoreStats, MAX_CONTENT_TYPE_LEN,
+    Entry, KeyPage, PutOutcome, Store, StoreConfig, StoreError, StoreStats, MAX_CONTENT_TYPE_LEN,
     MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 pub use xen_blkfront::BlockDevice;

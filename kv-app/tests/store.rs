@@ -37,8 +37,9 @@ fn put_get_delete_survive_reopen() {
     assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"uno"[..]));
     assert_eq!(s.get(b"b").unwrap(), None);
     assert_eq!(s.get(b"empty").unwrap().as_deref(), Some(&b""[..]));
-    let keys: Vec<&[u8]> = s.keys().collect();
-    assert_eq!(keys, vec![&b"a"[..], &b"empty"[..]]);
+    let mut keys = s.keys().unwrap();
+    keys.sort();
+    assert_eq!(keys, vec![b"a".to_vec(), b"empty".to_vec()]);
     let st = s.stats();
     assert_eq!(st.keys, 2);
     assert_eq!(st.value_bytes, 3);
@@ -68,7 +69,7 @@ fn one_mib_values_round_trip_with_both_block_sizes() {
         let mut s = reopen(s);
         assert_eq!(s.get(b"big").unwrap().unwrap(), big, "bs {bs}");
         assert_eq!(s.get(b"odd").unwrap().unwrap(), odd, "bs {bs}");
-        assert_eq!(s.value_len(b"odd"), Some(odd.len()));
+        assert_eq!(s.value_len(b"odd").unwrap(), Some(odd.len()));
     }
 }
 
@@ -90,10 +91,11 @@ fn corrupt_tail_is_dropped_and_previous_state_kept() {
     s.put(b"a", &value(1, 700)).unwrap();
     s.put(b"b", &value(2, 300)).unwrap();
     let used = s.stats().used_blocks;
+    let start = s.active_half_start();
     s.put(b"a", &value(3, 1500)).unwrap(); // the tail record: 4 blocks
     let mut disk = s.into_device();
     // Damage one byte in the middle of the last record's value (a torn write).
-    let tail_lba = 2 + used;
+    let tail_lba = start + used;
     let off = tail_lba as usize * 512 + 512 * 2 + 17;
     disk.image_mut()[off] ^= 0x40;
     let mut s = Store::open(disk).unwrap();
@@ -132,15 +134,16 @@ fn bitrot_in_an_indexed_record_is_reported_not_returned() {
     let mut s = Store::open_or_format(MemDisk::new(512, 512)).unwrap();
     s.put(b"x", &value(4, 2000)).unwrap();
     // Damage the value after open (the index already points at it).
+    let start = s.active_half_start() as usize;
     let img = s.device_mut().image_mut();
-    img[2 * 512 + 1000] ^= 1;
+    img[start * 512 + 1000] ^= 1;
     assert_eq!(s.get(b"x"), Err(StoreError::Corrupt));
 }
 
 #[test]
 fn full_store_reports_full_and_keeps_data() {
-    // 2 + 2 * 60 blocks: 60 blocks per half, two thirds of which (40) may be live.
-    let mut s = Store::open_or_format(MemDisk::new(512, 122)).unwrap();
+    // 2 + 6 (index) + 2 * 60 blocks: 60 blocks per half, two thirds of which (40) may be live.
+    let mut s = Store::open_or_format(MemDisk::new(512, 128)).unwrap();
     assert_eq!(s.stats().capacity_blocks, 40);
     let mut stored = BTreeMap::new();
     let mut i = 0u64;
@@ -496,7 +499,7 @@ fn crash_case(ops: &[Op], cut: u64, seed: u64) -> bool {
     }
     // No other keys appeared.
     let known: Vec<Vec<u8>> = (0u8..6).map(key_of).collect();
-    assert!(s.keys().all(|k| known.iter().any(|n| n == k)));
+    assert!(s.keys().unwrap().iter().all(|k| known.contains(k)));
     // The recovered store accepts writes and keeps them.
     s.put(b"after", b"crash").unwrap();
     let mut s = Store::open(s.into_device()).unwrap();
@@ -575,7 +578,12 @@ proptest! {
             disk.image_mut()[off] = b;
         }
         if let Ok(mut s) = Store::open(disk) {
-            let keys: Vec<Vec<u8>> = s.keys().map(<[u8]>::to_vec).collect();
+            // Listing reads each key from its record: damage may surface here as Corrupt.
+            let keys = match s.keys() {
+                Ok(k) => k,
+                Err(StoreError::Corrupt) => Vec::new(),
+                Err(e) => return Err(TestCaseError::fail(format!("unexpected {e:?}"))),
+            };
             for k in keys {
                 match s.get(&k) {
                     Ok(Some(v)) => prop_assert!(history.get(&k).is_some_and(|h| h.contains(&v))),
@@ -596,10 +604,10 @@ proptest! {
 /// put, ~2,000 blocks here). Figures are printed for the report.
 #[test]
 fn device_writes_per_put_stay_bounded_near_full() {
-    // 512-byte blocks, 3,000 per half: capacity 2,000 blocks.
+    // 512-byte blocks, ~2,900 per half: capacity ~1,900 blocks.
     let mut s = Store::open_or_format(MemDisk::new(512, 6002)).unwrap();
     let cap = s.stats().capacity_blocks;
-    assert_eq!(cap, 2000);
+    assert!(cap > 1900, "{cap}");
     let key = |i: u64| format!("key{i:05}").into_bytes();
     // Fill to 99.5 % of capacity with one-block records.
     let n = cap * 995 / 1000;
@@ -642,4 +650,43 @@ fn device_writes_per_put_stay_bounded_near_full() {
         assert!(s.get(&key(i)).unwrap().is_some());
     }
     assert_eq!(s.len() as u64, n);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// A tiny store (a few keys, compactions every few operations) against a model: every
+    /// value matches after every operation and after a reopen, also when a put replaces the
+    /// last record a compaction still has to copy.
+    #[test]
+    fn tiny_store_matches_a_model(
+        ops in proptest::collection::vec((0u8..3, any::<u64>(), 0usize..1500, any::<bool>()), 1..120),
+    ) {
+        let mut s = Store::open_or_format(MemDisk::new(512, 64)).unwrap();
+        let mut model: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
+        for (k, seed, len, del) in ops {
+            let key = key_of(k);
+            if del {
+                let had = model.remove(&k).is_some();
+                prop_assert_eq!(s.delete(&key).unwrap(), had);
+            } else {
+                let v = value(seed, len);
+                match s.put(&key, &v) {
+                    Ok(_) => {
+                        model.insert(k, v);
+                    }
+                    Err(StoreError::Full) => {}
+                    Err(e) => prop_assert!(false, "unexpected {e:?}"),
+                }
+            }
+            for j in 0u8..3 {
+                prop_assert_eq!(s.get(&key_of(j)).unwrap(), model.get(&j).cloned());
+            }
+            prop_assert_eq!(s.len(), model.len());
+        }
+        let mut s = reopen(s);
+        for j in 0u8..3 {
+            prop_assert_eq!(s.get(&key_of(j)).unwrap(), model.get(&j).cloned());
+        }
+    }
 }

@@ -186,11 +186,11 @@ fn memory_budget() -> usize {
     (free / 3).clamp(1 << 20, 4 << 20)
 }
 
-/// Chooses the store's index budget (keys held in memory) from the free memory.
+/// Chooses the store's index cache (the index itself is on the disk) from the free memory.
 fn index_budget() -> usize {
     let f = crate::mem::frame_stats();
     let free = ((f.total - f.used) * 4096) as usize;
-    (free / 4).clamp(256 << 10, 16 << 20)
+    (free / 16).clamp(64 << 10, 1 << 20)
 }
 
 impl<B: BlockDevice> App<B>

@@ -8,7 +8,7 @@
 //! | `POST /kv/<key>` with a body  | same as PUT (for clients such as busybox wget `--post-data`) |
 //! | `GET /kv/<key>`, `HEAD`       | 200 with the value and its content type / 404              |
 //! | `DELETE /kv/<key>`            | 204 / 404                                                  |
-//! | `GET /kv/?after=K&limit=N`    | 200, up to N (default and most 1000) keys after K, one per line; `X-Next-After: <last key>` when more follow |
+//! | `GET /kv/?after=K&limit=N`    | 200, up to N (default and most 1000) keys after K in the on-disk index's order (not sorted), one per line; `X-Next-After: <last key>` when more follow |
 //! | `GET /stats`, `HEAD`          | 200, JSON: uptime, memory, store, http and device counters |
 //!
 //! Keys are 1..=[`MAX_HTTP_KEY_LEN`] bytes of `A-Z a-z 0-9 . _ ~ -`. Status precedence: 404 for
@@ -579,7 +579,7 @@ impl HttpServer {
         &mut self,
         i: usize,
         sock: &mut tcp::Socket<'_>,
-        store: &Store<D>,
+        store: &mut Store<D>,
         now: Instant,
         mut idle: bool,
     ) -> (Phase, bool) {
@@ -650,7 +650,7 @@ impl HttpServer {
     fn start_request<D: BlockDevice>(
         &mut self,
         i: usize,
-        store: &Store<D>,
+        store: &mut Store<D>,
         now: Instant,
         head: &RequestHead,
     ) -> Phase {
@@ -708,13 +708,12 @@ impl HttpServer {
             if let Some(reason) = store.read_only_reason() {
                 return fail(self, Reply::text(503, Some(reason)));
             }
-            if !store.contains(key) && !store.index_has_room(key.len()) {
+            if !store.index_has_room(key.len()) && !store.contains(key).unwrap_or(true) {
                 let st = store.stats();
                 let msg = alloc::format!(
-                    "the key index is full ({} keys, {} of {} bytes): delete keys first",
+                    "the key index is full ({} keys in {} slots): delete keys first",
                     st.keys,
-                    st.index_bytes,
-                    st.index_budget
+                    st.index_slots
                 );
                 return fail(self, Reply::text(507, Some(&msg)));
             }
@@ -748,6 +747,8 @@ impl HttpServer {
             (Route::Put { .. }, Framing::Length(n)) => n,
             (Route::Get { key }, _) => store
                 .value_len(key)
+                .ok()
+                .flatten()
                 .map_or(0, |n| n + crate::store::MAX_CONTENT_TYPE_LEN),
             _ => 0,
         };
@@ -967,7 +968,7 @@ impl HttpServer {
         &mut self,
         i: usize,
         sock: &mut tcp::Socket<'_>,
-        store: &Store<D>,
+        store: &mut Store<D>,
         now: Instant,
         head: Vec<u8>,
         body: Vec<u8>,

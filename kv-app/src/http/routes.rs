@@ -171,24 +171,23 @@ impl HttpServer {
                 Ok(false) => Reply::text(404, None),
                 Err(e) => self.store_error(store, &e),
             },
-            Route::List { after, limit } => {
-                let mut out = Vec::new();
-                let mut keys = store.keys_after(after.as_deref());
-                let mut last: Option<&[u8]> = None;
-                for k in keys.by_ref().take(limit) {
-                    out.extend_from_slice(k);
-                    out.push(b'\n');
-                    last = Some(k);
+            Route::List { after, limit } => match store.list_keys(after.as_deref(), limit) {
+                Ok(crate::store::KeyPage { keys, more }) => {
+                    let mut out = Vec::new();
+                    for k in &keys {
+                        out.extend_from_slice(k);
+                        out.push(b'\n');
+                    }
+                    let mut reply = Reply::new(200, b"text/plain; charset=utf-8", out);
+                    if let (true, Some(last)) = (more, keys.last()) {
+                        // Keys are URL-safe ASCII (valid_key), so they fit a header as they are.
+                        let last = String::from_utf8_lossy(last);
+                        reply = reply.header("X-Next-After", &last);
+                    }
+                    reply
                 }
-                let more = keys.next().is_some();
-                let mut reply = Reply::new(200, b"text/plain; charset=utf-8", out);
-                if let (true, Some(last)) = (more, last) {
-                    // Keys are URL-safe ASCII (valid_key), so they fit a header as they are.
-                    let last = String::from_utf8_lossy(last);
-                    reply = reply.header("X-Next-After", &last);
-                }
-                reply
-            }
+                Err(e) => self.store_error(store, &e),
+            },
             Route::Stats => {
                 let json = self.stats_json(store, stats, now);
                 Reply::new(200, b"application/json", json.into_bytes())
@@ -210,8 +209,8 @@ impl HttpServer {
                 let mut msg = String::new();
                 let _ = write!(
                     msg,
-                    "the key index is full ({} keys, {} of {} bytes): delete keys first",
-                    st.keys, st.index_bytes, st.index_budget
+                    "the key index is full ({} keys in {} slots): delete keys first",
+                    st.keys, st.index_slots
                 );
                 Reply::text(507, Some(&msg))
             }
@@ -253,7 +252,7 @@ impl HttpServer {
             out,
             "\"store\":{{\"keys\":{},\"value_bytes\":{},\"live_blocks\":{},\"used_blocks\":{},\
              \"capacity_blocks\":{},\"block_size\":{},\"generation\":{},\"compactions\":{},\
-             \"appends\":{},\"index_bytes\":{},\"index_budget\":{},\"keys_not_loaded\":{},\
+             \"appends\":{},\"index_bytes\":{},\"index_budget\":{},\"index_slots\":{},\
              \"read_only\":{},\"read_only_reason\":",
             s.keys,
             s.value_bytes,
@@ -266,7 +265,7 @@ impl HttpServer {
             s.appends,
             s.index_bytes,
             s.index_budget,
-            s.keys_not_loaded,
+            s.index_slots,
             s.read_only
         );
         match store.read_only_reason() {

@@ -40,19 +40,19 @@
 //!
 //! # Memory
 //!
-//! The index (key → location) is in memory and bounded by [`StoreConfig::index_budget`]: a put
-//! of a new key beyond it fails with [`StoreError::IndexFull`]. Opening a store whose keys do not
-//! fit the budget loads the keys that fit (with every later change to them applied), opens
-//! read-only and says so in [`Store::read_only_reason`] and [`StoreStats::read_only`]. Every other
-//! buffer is bounded by the block size, [`CHUNK_BYTES`] or the record being read.
+//! The index (key → newest record) is a hash table on the device, between the superblocks and
+//! the halves (see `store/table.rs`), rebuilt from the log at every open and used through a
+//! block cache of [`StoreConfig::index_budget`] bytes: memory does not grow with the number of
+//! keys. Every other buffer is bounded by the block size, [`CHUNK_BYTES`] or the record being
+//! read. The table has two slots per key the halves can hold; a put of a new key into a table
+//! three quarters full fails with [`StoreError::IndexFull`].
 
 mod format;
+mod table;
 
-use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::ops::Bound;
+use core::hash::Hasher as _;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use xen_blkfront::BlockDevice;
@@ -63,19 +63,17 @@ use format::{
     KIND_PUT, REC_HEADER_LEN,
 };
 pub use format::{MAX_CONTENT_TYPE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+use table::{Slot, Table, SLOT_LEN};
 
 /// [`Store::open_or_format`] formats a device only if this many leading bytes are zero.
 pub const BLANK_CHECK_BYTES: usize = 128 * 1024;
 /// Bytes moved per device call when streaming records (rounded to whole blocks).
 pub const CHUNK_BYTES: usize = 64 * 1024;
-/// Index bytes charged per key on top of the key's length (the map's node share and the key's
-/// allocation; measured in `tests/store_memory.rs`).
-pub const INDEX_ENTRY_OVERHEAD: usize = 64;
 /// During a compaction, each change copies up to `COPY_FACTOR * change blocks * remaining /
 /// slack` blocks of live records, finishing the copy when half the slack is used.
 pub const COPY_FACTOR: u64 = 2;
-/// The default [`StoreConfig::index_budget`]: 2 MiB, about 20,000 keys of 40 bytes.
-pub const DEFAULT_INDEX_BUDGET: usize = 2 << 20;
+/// The default [`StoreConfig::index_budget`]: a 256 KiB block cache for the on-disk index.
+pub const DEFAULT_INDEX_BUDGET: usize = 256 << 10;
 
 /// Settings of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +81,7 @@ pub struct StoreConfig {
     /// Entropy for the store id chosen when a device is formatted (e.g. the TSC at boot). It is
     /// mixed with SplitMix64; the id only has to differ from earlier formats of the device.
     pub id_seed: u64,
-    /// Most bytes the in-memory index may use (see [`INDEX_ENTRY_OVERHEAD`]).
+    /// Bytes of memory for the on-disk index's block cache (at least two blocks are used).
     pub index_budget: usize,
 }
 
@@ -118,7 +116,7 @@ pub enum StoreError<E> {
     /// The live data plus this change does not fit on the device.
     #[error("the store is full")]
     Full,
-    /// A new key does not fit the in-memory index budget.
+    /// The on-disk index has no room for another key.
     #[error("the key index is full")]
     IndexFull,
     /// A sequence number or generation would wrap.
@@ -168,6 +166,15 @@ pub struct Entry {
     pub value: Vec<u8>,
 }
 
+/// One page of keys from [`Store::list_keys`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPage {
+    /// The keys, in the index's order.
+    pub keys: Vec<Vec<u8>>,
+    /// True when more keys follow the last one.
+    pub more: bool,
+}
+
 /// Counters and sizes of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
@@ -197,25 +204,14 @@ pub struct StoreStats {
     pub copied_blocks: u64,
     /// Records appended since open.
     pub appends: u64,
-    /// Bytes charged to the in-memory index.
+    /// Bytes of memory the index's block cache may take.
     pub index_bytes: u64,
-    /// The index budget in bytes.
+    /// The index budget in bytes ([`StoreConfig::index_budget`]).
     pub index_budget: u64,
-    /// Keys found on disk at open that did not fit the index budget (not served).
-    pub keys_not_loaded: u64,
+    /// Slots of the on-disk index (at most three quarters are used).
+    pub index_slots: u64,
     /// True when the store refuses writes (read-only device, or see [`Store::read_only_reason`]).
     pub read_only: bool,
-}
-
-/// Where a live record is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Loc {
-    /// Absolute first block of the record.
-    lba: u64,
-    /// Blocks the record spans.
-    blocks: u32,
-    /// Value length in bytes.
-    value_len: u32,
 }
 
 /// A key-value store kept as a checksummed append-only log on a [`BlockDevice`].
@@ -229,15 +225,17 @@ pub struct Store<D> {
     read_only: bool,
     read_only_reason: Option<&'static str>,
     sb: Superblock,
-    index: BTreeMap<Box<[u8]>, Loc>,
-    index_bytes: usize,
-    keys_not_loaded: u64,
+    table: Table,
+    /// Keys in the table.
+    count: u64,
+    /// One block, for reading record heads.
+    scratch: Vec<u8>,
     /// Next free block, relative to the active half's start.
     head: u64,
     /// Live blocks still in the old half (while compacting).
     old_live: u64,
-    /// The last key copied by the running compaction: the next copy starts after it.
-    cursor: Option<Box<[u8]>>,
+    /// Offset in the old half of the next record a running compaction looks at.
+    cursor: u64,
     copied_blocks: u64,
     next_seq: u64,
     live_blocks: u64,
@@ -246,8 +244,23 @@ pub struct Store<D> {
     appends: u64,
 }
 
-fn entry_cost(key_len: usize) -> usize {
-    key_len + INDEX_ENTRY_OVERHEAD
+/// Bytes of the index region for a half of `half` blocks: two slots per key the capacity (two
+/// thirds of a half, one block per key at least) can hold.
+fn index_blocks(half: u64, bs: usize) -> u64 {
+    let keys = half / 3 * 2 + 1;
+    (keys * 2 * SLOT_LEN as u64).div_ceil(bs as u64)
+}
+
+/// Splits a device of `num_blocks` into the index region and two halves: `(index, half)`.
+fn layout(num_blocks: u64, bs: usize) -> Option<(u64, u64)> {
+    let avail = num_blocks.checked_sub(DATA_START)?;
+    // index ~ half * 4 * SLOT_LEN / (3 * bs): start from that estimate and shrink to fit.
+    let per = 2 * 3 * bs as u64 + 4 * SLOT_LEN as u64;
+    let mut half = avail.saturating_mul(3 * bs as u64) / per;
+    while half >= 2 && 2 * half + index_blocks(half, bs) > avail {
+        half -= 1;
+    }
+    (half >= 2).then(|| (index_blocks(half, bs), half))
 }
 
 impl<D: BlockDevice> Store<D> {
@@ -296,10 +309,7 @@ impl<D: BlockDevice> Store<D> {
             return Err(StoreError::ReadOnly);
         }
         let num_blocks = dev.num_blocks();
-        let half_blocks = num_blocks.saturating_sub(DATA_START) / 2;
-        if half_blocks < 2 {
-            return Err(StoreError::TooSmall);
-        }
+        let (index, half_blocks) = layout(num_blocks, bs).ok_or(StoreError::TooSmall)?;
         let mut raw = vec![0u8; 2 * bs];
         dev.read_blocks(0, &mut raw).map_err(StoreError::Device)?;
         let old = [
@@ -316,7 +326,7 @@ impl<D: BlockDevice> Store<D> {
             generation: 1,
             base_seq: 1,
             half_blocks,
-            data_start: DATA_START,
+            data_start: DATA_START + index,
             active: 0,
             migrating: false,
             store_id,
@@ -362,6 +372,7 @@ impl<D: BlockDevice> Store<D> {
                     .checked_mul(2)
                     .and_then(|h| h.checked_add(s.data_start))
                     .is_some_and(|end| end <= num_blocks)
+                && s.data_start - DATA_START >= index_blocks(s.half_blocks, bs)
         };
         let candidates = [
             Superblock::decode(&raw[..bs]),
@@ -385,12 +396,18 @@ impl<D: BlockDevice> Store<D> {
             read_only,
             read_only_reason: read_only.then_some("the device is read-only"),
             sb,
-            index: BTreeMap::new(),
-            index_bytes: 0,
-            keys_not_loaded: 0,
+            table: Table::new(
+                DATA_START,
+                sb.data_start - DATA_START,
+                bs,
+                open_tag(&cfg, &sb),
+                cfg.index_budget,
+            ),
+            count: 0,
+            scratch: vec![0u8; bs],
             head: 0,
             old_live: 0,
-            cursor: None,
+            cursor: 0,
             copied_blocks: 0,
             next_seq: sb.base_seq,
             live_blocks: 0,
@@ -404,13 +421,12 @@ impl<D: BlockDevice> Store<D> {
 
     /// Rebuilds the index: the old half's records (while compacting), then the active half's.
     fn scan(&mut self) -> Result<(), StoreError<D::Error>> {
-        self.index.clear();
-        self.index_bytes = 0;
+        self.table.reset(open_tag(&self.cfg, &self.sb));
+        self.count = 0;
         self.live_blocks = 0;
         self.value_bytes = 0;
-        self.keys_not_loaded = 0;
         self.old_live = 0;
-        self.cursor = None;
+        self.cursor = 0;
         if self.sb.migrating {
             let old = 1 - self.sb.active;
             let (_, end_seq) = self.scan_half(
@@ -427,18 +443,6 @@ impl<D: BlockDevice> Store<D> {
             self.scan_half(self.sb.active, self.sb.active_epoch, self.sb.base_seq, None)?;
         self.head = head;
         self.next_seq = next_seq;
-        if self.keys_not_loaded > 0 {
-            self.read_only = true;
-            self.read_only_reason = Some(
-                "the keys on disk do not fit the index memory budget: serving those that fit, \
-                 read-only",
-            );
-            log::error!(
-                "kv store: {} keys on disk did not fit the {} byte index budget; opened read-only",
-                self.keys_not_loaded,
-                self.cfg.index_budget
-            );
-        }
         Ok(())
     }
 
@@ -481,22 +485,20 @@ impl<D: BlockDevice> Store<D> {
                 break;
             };
             let key = &first[REC_HEADER_LEN..REC_HEADER_LEN + usize::from(h.key_len)];
-            let loc = Loc {
+            let loc = Slot {
+                hash: self.hash(key),
                 lba: start + off,
                 blocks: blocks as u32,
                 value_len: h.value_len,
             };
             if h.kind == KIND_PUT {
-                if self.index.contains_key(key)
-                    || self.index_bytes + entry_cost(key.len()) <= self.cfg.index_budget
-                {
-                    self.insert_index(key, loc);
-                } else {
-                    // Counted once per put of an unloaded key: an estimate.
-                    self.keys_not_loaded += 1;
+                if !self.insert_index(key, loc)? {
+                    log::error!("kv store: the index is full; later keys are not loaded");
+                    self.read_only = true;
+                    self.read_only_reason = Some("the on-disk index is full; read-only");
                 }
             } else {
-                self.remove_from_index(key);
+                self.remove_from_index(key)?;
             }
             off += blocks;
             seq = next_seq;
@@ -544,37 +546,102 @@ impl<D: BlockDevice> Store<D> {
         (start..start + self.sb.half_blocks).contains(&lba)
     }
 
-    fn remove_from_index(&mut self, key: &[u8]) -> Option<Loc> {
-        let old = self.index.remove(key)?;
+    /// The keyed hash of `key` (SipHash with the store id as key, so that clients cannot aim
+    /// keys at one probe run).
+    fn hash(&self, key: &[u8]) -> u64 {
+        #[allow(deprecated)]
+        let mut h =
+            core::hash::SipHasher::new_with_keys(self.sb.store_id, splitmix64(self.sb.store_id));
+        h.write(key);
+        h.finish()
+    }
+
+    /// True when the record at `lba` is a put or delete of `key`.
+    fn record_is_for(&mut self, lba: u64, key: &[u8]) -> Result<bool, StoreError<D::Error>> {
+        self.dev
+            .read_blocks(lba, &mut self.scratch)
+            .map_err(StoreError::Device)?;
+        let Some(h) = RecordHeader::decode(&self.scratch) else {
+            return Ok(false);
+        };
+        let end = REC_HEADER_LEN + usize::from(h.key_len);
+        Ok(end <= self.scratch.len() && &self.scratch[REC_HEADER_LEN..end] == key)
+    }
+
+    /// The table slot holding `key`, and its contents.
+    fn find(&mut self, key: &[u8]) -> Result<Option<(u64, Slot)>, StoreError<D::Error>> {
+        let hash = self.hash(key);
+        let mut i = self.table.home(hash);
+        for _ in 0..self.table.slots() {
+            let Some(s) = self
+                .table
+                .read(&mut self.dev, i)
+                .map_err(StoreError::Device)?
+            else {
+                return Ok(None);
+            };
+            if s.hash == hash && self.record_is_for(s.lba, key)? {
+                return Ok(Some((i, s)));
+            }
+            i = self.table.next(i);
+        }
+        Ok(None)
+    }
+
+    fn remove_from_index(&mut self, key: &[u8]) -> Result<Option<Slot>, StoreError<D::Error>> {
+        let Some((i, old)) = self.find(key)? else {
+            return Ok(None);
+        };
+        self.table
+            .remove(&mut self.dev, i)
+            .map_err(StoreError::Device)?;
         if self.in_old(old.lba) {
             self.old_live -= u64::from(old.blocks);
         }
+        self.count -= 1;
         self.live_blocks -= u64::from(old.blocks);
         self.value_bytes -= u64::from(old.value_len);
-        self.index_bytes -= entry_cost(key.len());
-        Some(old)
+        Ok(Some(old))
     }
 
-    fn insert_index(&mut self, key: &[u8], loc: Loc) {
+    /// Points `key` at `loc`. `Ok(false)` when the key is new and the table is full.
+    fn insert_index(&mut self, key: &[u8], loc: Slot) -> Result<bool, StoreError<D::Error>> {
+        let found = self.find(key)?;
+        let i = match found {
+            Some((i, old)) => {
+                if self.in_old(old.lba) {
+                    self.old_live -= u64::from(old.blocks);
+                }
+                self.live_blocks -= u64::from(old.blocks);
+                self.value_bytes -= u64::from(old.value_len);
+                i
+            }
+            None => {
+                if !self.index_has_room(key.len()) {
+                    return Ok(false);
+                }
+                let mut i = self.table.home(loc.hash);
+                while self
+                    .table
+                    .read(&mut self.dev, i)
+                    .map_err(StoreError::Device)?
+                    .is_some()
+                {
+                    i = self.table.next(i);
+                }
+                self.count += 1;
+                i
+            }
+        };
+        self.table
+            .write(&mut self.dev, i, Some(loc))
+            .map_err(StoreError::Device)?;
         self.live_blocks += u64::from(loc.blocks);
         self.value_bytes += u64::from(loc.value_len);
         if self.in_old(loc.lba) {
             self.old_live += u64::from(loc.blocks);
         }
-        let replaced = self.index.get(key).copied();
-        if let Some(old) = replaced {
-            if self.in_old(old.lba) {
-                self.old_live -= u64::from(old.blocks);
-            }
-            self.live_blocks -= u64::from(old.blocks);
-            self.value_bytes -= u64::from(old.value_len);
-            if let Some(l) = self.index.get_mut(key) {
-                *l = loc;
-            }
-        } else {
-            self.index.insert(Box::from(key), loc);
-            self.index_bytes += entry_cost(key.len());
-        }
+        Ok(true)
     }
 
     /// The value stored under `key`, read back from the device and checked.
@@ -584,7 +651,7 @@ impl<D: BlockDevice> Store<D> {
 
     /// The value and content type stored under `key`, read back from the device and checked.
     pub fn get_entry(&mut self, key: &[u8]) -> Result<Option<Entry>, StoreError<D::Error>> {
-        let Some(loc) = self.index.get(key).copied() else {
+        let Some((_, loc)) = self.find(key)? else {
             return Ok(None);
         };
         let bs = self.block_size;
@@ -625,40 +692,74 @@ impl<D: BlockDevice> Store<D> {
     }
 
     /// True when `key` has a value.
-    pub fn contains(&self, key: &[u8]) -> bool {
-        self.index.contains_key(key)
+    pub fn contains(&mut self, key: &[u8]) -> Result<bool, StoreError<D::Error>> {
+        Ok(self.find(key)?.is_some())
     }
 
-    /// The length of the value stored under `key`, without reading it.
-    pub fn value_len(&self, key: &[u8]) -> Option<usize> {
-        self.index.get(key).map(|l| l.value_len as usize)
+    /// The length of the value stored under `key`, without reading the value.
+    pub fn value_len(&mut self, key: &[u8]) -> Result<Option<usize>, StoreError<D::Error>> {
+        Ok(self.find(key)?.map(|(_, l)| l.value_len as usize))
     }
 
-    /// The live keys in ascending byte order.
-    pub fn keys(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.index.keys().map(|k| &**k)
-    }
-
-    /// The live keys after `after` (all keys for `None`) in ascending byte order: one page of a
-    /// listing without copying the index.
-    pub fn keys_after<'a>(&'a self, after: Option<&[u8]>) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let lower = match after {
-            Some(a) => Bound::Excluded(a),
-            None => Bound::Unbounded,
+    /// Up to `limit` keys that follow `after` in the index's order (from the start for `None`),
+    /// and whether more follow. The order is the on-disk table's: stable while the keys do not
+    /// change, not sorted. Each key is read from its record.
+    pub fn list_keys(
+        &mut self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<KeyPage, StoreError<D::Error>> {
+        let n = self.table.slots();
+        let start = match after {
+            None => 0,
+            Some(a) => match self.find(a)? {
+                Some((i, _)) => i + 1,
+                // Gone since: continue from where it would be.
+                None => self.table.home(self.hash(a)),
+            },
         };
-        self.index
-            .range::<[u8], _>((lower, Bound::Unbounded))
-            .map(|(k, _)| &**k)
+        let mut keys = Vec::new();
+        for i in start..n {
+            let Some(s) = self
+                .table
+                .read(&mut self.dev, i)
+                .map_err(StoreError::Device)?
+            else {
+                continue;
+            };
+            if keys.len() == limit {
+                return Ok(KeyPage { keys, more: true });
+            }
+            self.dev
+                .read_blocks(s.lba, &mut self.scratch)
+                .map_err(StoreError::Device)?;
+            let h = RecordHeader::decode(&self.scratch).ok_or(StoreError::Corrupt)?;
+            let end = REC_HEADER_LEN + usize::from(h.key_len);
+            keys.push(self.scratch[REC_HEADER_LEN..end].to_vec());
+        }
+        Ok(KeyPage { keys, more: false })
+    }
+
+    /// Every key (memory grows with the number of keys: for tests and small stores).
+    pub fn keys(&mut self) -> Result<Vec<Vec<u8>>, StoreError<D::Error>> {
+        let limit = usize::try_from(self.count).unwrap_or(usize::MAX);
+        Ok(self.list_keys(None, limit)?.keys)
     }
 
     /// Number of live keys.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.count as usize
     }
 
     /// True when the store holds no keys.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.count == 0
+    }
+
+    /// The first block of the active half (where the log starts), for tools and tests that
+    /// look at the device.
+    pub fn active_half_start(&self) -> u64 {
+        self.sb.half_start(self.sb.active)
     }
 
     /// Why the store refuses writes, if it does.
@@ -674,7 +775,7 @@ impl<D: BlockDevice> Store<D> {
     /// Sizes and counters.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
-            keys: self.index.len() as u64,
+            keys: self.count,
             value_bytes: self.value_bytes,
             live_blocks: self.live_blocks,
             used_blocks: self.head,
@@ -687,9 +788,9 @@ impl<D: BlockDevice> Store<D> {
             generation: self.sb.generation,
             compactions: self.compactions,
             appends: self.appends,
-            index_bytes: self.index_bytes as u64,
+            index_bytes: self.table.cache_bytes() as u64,
             index_budget: self.cfg.index_budget as u64,
-            keys_not_loaded: self.keys_not_loaded,
+            index_slots: self.table.slots(),
             read_only: self.read_only,
         }
     }
@@ -730,9 +831,10 @@ impl<D: BlockDevice> Store<D> {
         Ok(())
     }
 
-    /// True when a put of a new key of this length fits the index budget.
+    /// True when a put of a new key fits the index (three quarters of its slots at most).
     pub fn index_has_room(&self, key_len: usize) -> bool {
-        self.index_bytes + entry_cost(key_len) <= self.cfg.index_budget
+        let _ = key_len;
+        self.count < self.table.slots() / 4 * 3
     }
 
     /// Stores `value` under `key` with no content type. Returns after the record is written and
@@ -750,7 +852,7 @@ impl<D: BlockDevice> Store<D> {
         value: &[u8],
     ) -> Result<PutOutcome, StoreError<D::Error>> {
         self.check_write(key, content_type, value.len())?;
-        let existing = self.index.get(key).copied();
+        let existing = self.find(key)?.map(|(_, l)| l);
         let outcome = if existing.is_some() {
             PutOutcome::Replaced
         } else {
@@ -770,14 +872,16 @@ impl<D: BlockDevice> Store<D> {
         self.guarded(|s| {
             let lba = s.make_room(key, blocks)?;
             s.append(lba, KIND_PUT, key, content_type, value)?;
-            s.insert_index(
-                key,
-                Loc {
-                    lba,
-                    blocks: blocks as u32,
-                    value_len: value.len() as u32,
-                },
-            );
+            let slot = Slot {
+                hash: s.hash(key),
+                lba,
+                blocks: blocks as u32,
+                value_len: value.len() as u32,
+            };
+            if !s.insert_index(key, slot)? {
+                // Checked above; only a damaged table gets here.
+                return Err(StoreError::IndexFull);
+            }
             s.finish_if_copied()
         })?;
         Ok(outcome)
@@ -786,14 +890,14 @@ impl<D: BlockDevice> Store<D> {
     /// Removes `key`. Returns `false` (and writes nothing) when it had no value.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError<D::Error>> {
         self.check_write(key, b"", 0)?;
-        if !self.index.contains_key(key) {
+        if self.find(key)?.is_none() {
             return Ok(false);
         }
         let blocks = record_blocks(self.block_size, key.len());
         self.guarded(|s| {
             let lba = s.make_room(key, blocks)?;
             s.append(lba, KIND_DELETE, key, b"", b"")?;
-            s.remove_from_index(key);
+            s.remove_from_index(key)?;
             s.finish_if_copied()
         })?;
         Ok(true)
@@ -837,11 +941,10 @@ impl<D: BlockDevice> Store<D> {
                     continue;
                 }
                 // Blocks of this key in the old half need no copy: the change replaces them.
-                let own = s
-                    .index
-                    .get(key)
-                    .filter(|l| s.in_old(l.lba))
-                    .map_or(0, |l| u64::from(l.blocks));
+                let own = match s.find(key)? {
+                    Some((_, l)) if s.in_old(l.lba) => u64::from(l.blocks),
+                    _ => 0,
+                };
                 let remaining = s.old_live - own;
                 let slack = (half - s.head).saturating_sub(remaining);
                 if blocks <= slack {
@@ -932,38 +1035,74 @@ impl<D: BlockDevice> Store<D> {
         self.sb = new_sb;
         self.head = 0;
         self.old_live = self.live_blocks;
-        self.cursor = None;
+        self.cursor = 0;
         Ok(())
     }
 
     /// Copies live records of the old half (not `skip`) to the head of the active half until
-    /// at least `quota` blocks are copied or none are left. Not flushed: the change that follows
-    /// flushes them with itself.
+    /// at least `quota` blocks are copied or none are left, walking the old half's log from
+    /// [`cursor`](Self::cursor). Not flushed: the change that follows flushes them with itself.
     fn copy_step(&mut self, skip: &[u8], quota: u64) -> Result<(), StoreError<D::Error>> {
         let mut copied = 0u64;
         let mut chunk = Vec::new();
         let old_start = self.sb.half_start(1 - self.sb.active);
-        let old_range = old_start..old_start + self.sb.half_blocks;
-        while copied < quota && self.old_live > 0 {
-            let lower = match &self.cursor {
-                Some(c) => Bound::Excluded(&**c),
-                None => Bound::Unbounded,
-            };
-            let next = self
-                .index
-                .range::<[u8], _>((lower, Bound::Unbounded))
-                .find(|(k, l)| old_range.contains(&l.lba) && &***k != skip)
-                .map(|(k, l)| (k.clone(), *l));
-            let Some((key, loc)) = next else {
-                if self.cursor.is_none() {
-                    // Only `skip` is left in the old half.
+        let half = self.sb.half_blocks;
+        let mut wrapped = false;
+        // `skip`'s own record stays in the old half: the caller replaces or deletes it.
+        let own = match skip.is_empty() {
+            true => 0,
+            false => match self.find(skip)? {
+                Some((_, l)) if self.in_old(l.lba) => u64::from(l.blocks),
+                _ => 0,
+            },
+        };
+        while copied < quota && self.old_live > own {
+            if self.cursor >= half {
+                if wrapped {
+                    // Two passes over the old log found nothing live: the count was off.
+                    log::error!("kv store: compaction found no live record left; finishing");
+                    self.old_live = own;
                     break;
                 }
-                self.cursor = None;
+                // Records skipped as `skip` earlier may still be live: one more pass.
+                wrapped = true;
+                self.cursor = 0;
+            }
+            let lba = old_start + self.cursor;
+            self.dev
+                .read_blocks(lba, &mut self.scratch)
+                .map_err(StoreError::Device)?;
+            let h = match RecordHeader::decode(&self.scratch) {
+                Some(h)
+                    if h.kind != KIND_END
+                        && h.store_id == self.sb.store_id
+                        && h.epoch == self.sb.old_epoch =>
+                {
+                    h
+                }
+                // The end of the old log: nothing live beyond.
+                _ => {
+                    self.cursor = half;
+                    continue;
+                }
+            };
+            let blocks = record_blocks(self.block_size, h.payload_len());
+            self.cursor += blocks;
+            if h.kind != KIND_PUT {
+                continue;
+            }
+            let key_end = REC_HEADER_LEN + usize::from(h.key_len);
+            let key = self.scratch[REC_HEADER_LEN..key_end].to_vec();
+            if key == skip {
+                continue;
+            }
+            let Some((i, loc)) = self.find(&key)? else {
                 continue;
             };
-            let blocks = u64::from(loc.blocks);
-            if blocks > self.sb.half_blocks - self.head {
+            if loc.lba != lba {
+                continue;
+            }
+            if blocks > half - self.head {
                 return Err(StoreError::Full);
             }
             let seq = self.next_seq;
@@ -984,14 +1123,13 @@ impl<D: BlockDevice> Store<D> {
                 self.old_live -= blocks;
                 self.copied_blocks += blocks;
                 copied += blocks;
-                if let Some(l) = self.index.get_mut(&*key) {
-                    l.lba = dst;
-                }
+                self.table
+                    .write(&mut self.dev, i, Some(Slot { lba: dst, ..loc }))
+                    .map_err(StoreError::Device)?;
             } else {
                 log::warn!("kv store: dropping a corrupt record during compaction");
-                self.remove_from_index(&key);
+                self.remove_from_index(&key)?;
             }
-            self.cursor = Some(key);
         }
         Ok(())
     }
@@ -1025,7 +1163,7 @@ impl<D: BlockDevice> Store<D> {
         self.write_superblock(&new_sb)?;
         self.dev.flush().map_err(StoreError::Device)?;
         self.sb = new_sb;
-        self.cursor = None;
+        self.cursor = 0;
         self.compactions += 1;
         Ok(())
     }
@@ -1138,7 +1276,7 @@ fn write_stream<D: BlockDevice>(
 fn copy_record<D: BlockDevice>(
     dev: &mut D,
     bs: usize,
-    loc: Loc,
+    loc: Slot,
     dst: u64,
     seq: u64,
     sb: &Superblock,
@@ -1187,6 +1325,13 @@ fn copy_record<D: BlockDevice>(
         done += n;
     }
     Ok(header.is_some_and(|h| h.payload_crc == crc.finish()))
+}
+
+/// The index table's tag for this open: fresh per open (the caller's seed, a process counter
+/// and the superblock generation), never 0.
+fn open_tag(cfg: &StoreConfig, sb: &Superblock) -> u64 {
+    let n = FALLBACK_SEED.fetch_add(0x9E37_79B9, Ordering::Relaxed);
+    splitmix64(cfg.id_seed ^ n.rotate_left(17) ^ sb.generation.rotate_left(41) ^ sb.store_id).max(1)
 }
 
 fn chunk_blocks(block_size: usize) -> usize {
