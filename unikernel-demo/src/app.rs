@@ -186,6 +186,14 @@ fn memory_budget() -> usize {
     (free / 3).clamp(1 << 20, 4 << 20)
 }
 
+/// Chooses how many connections to serve: socket buffers take at most a sixth of the free
+/// memory (16 at least, `max` at most: 260 fit from about `memory=16`).
+fn connection_slots(per_conn: usize, max: usize) -> usize {
+    let f = crate::mem::frame_stats();
+    let free = ((f.total - f.used) * 4096) as usize;
+    (free / 6 / per_conn.max(1)).clamp(16, max.max(16))
+}
+
 /// Chooses the store's index cache (the index itself is on the disk) from the free memory.
 fn index_budget() -> usize {
     let f = crate::mem::frame_stats();
@@ -254,6 +262,7 @@ where
             }
         }
         let mut scfg = ServerConfig::new(HTTP_PORT);
+        scfg.max_conns = connection_slots(scfg.rx_buffer + scfg.tx_buffer, scfg.max_conns);
         scfg.memory_budget = memory_budget();
         let server = HttpServer::new(&mut sockets, scfg);
         // Acknowledge at once: with smoltcp's default 10 ms delayed ACK, a peer that waits for ACKs
