@@ -690,3 +690,38 @@ proptest! {
         }
     }
 }
+
+/// A device that lies about the on-disk index (a hostile backend can read the slots the store
+/// wrote, tag included, and return forged ones): lookups report `Corrupt` or the right value,
+/// never panic or allocate what a forged length says.
+#[test]
+fn forged_index_slots_are_refused() {
+    let mut cfg = kv_app::StoreConfig::new(3);
+    cfg.index_budget = 1024; // two blocks: most slot reads go to the device
+    let mut s = Store::open_or_format_with(MemDisk::new(512, 4096), cfg).unwrap();
+    for i in 0..200u64 {
+        s.put(format!("k{i}").as_bytes(), &value(i, 100)).unwrap();
+    }
+    let index_end = s.active_half_start() as usize;
+    let img = s.device_mut().image_mut();
+    for slot in img[2 * 512..index_end * 512].chunks_mut(32) {
+        if slot[..8] != [0u8; 8] {
+            slot[16..24].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
+            slot[24..28].copy_from_slice(&u32::MAX.to_le_bytes());
+        }
+    }
+    let mut corrupt = 0;
+    for i in 0..200u64 {
+        match s.get(format!("k{i}").as_bytes()) {
+            Ok(Some(v)) => assert_eq!(v, value(i, 100)),
+            Err(StoreError::Corrupt) => corrupt += 1,
+            other => panic!("k{i}: {other:?}"),
+        }
+    }
+    assert!(corrupt > 150, "{corrupt}");
+    // A reopen rebuilds the index from the log: everything is back.
+    let mut s = Store::open_with(s.into_device(), cfg).unwrap();
+    for i in 0..200u64 {
+        assert_eq!(s.get(format!("k{i}").as_bytes()).unwrap(), Some(value(i, 100)));
+    }
+}

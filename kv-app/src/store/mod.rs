@@ -568,16 +568,42 @@ impl<D: BlockDevice> Store<D> {
         Ok(end <= self.scratch.len() && &self.scratch[REC_HEADER_LEN..end] == key)
     }
 
+    /// Slot `i` of the table, checked: the device is not trusted to return what was written,
+    /// so a slot that cannot describe a record is [`StoreError::Corrupt`].
+    fn read_slot(&mut self, i: u64) -> Result<Option<Slot>, StoreError<D::Error>> {
+        let Some(s) = self
+            .table
+            .read(&mut self.dev, i)
+            .map_err(StoreError::Device)?
+        else {
+            return Ok(None);
+        };
+        let max_blocks = record_blocks(
+            self.block_size,
+            MAX_KEY_LEN + MAX_CONTENT_TYPE_LEN + MAX_VALUE_LEN,
+        );
+        let start = self.sb.data_start;
+        let end = start + 2 * self.sb.half_blocks;
+        let ok = s.blocks >= 1
+            && u64::from(s.blocks) <= max_blocks
+            && s.value_len as usize <= MAX_VALUE_LEN
+            && s.lba >= start
+            && s.lba
+                .checked_add(u64::from(s.blocks))
+                .is_some_and(|e| e <= end);
+        if ok {
+            Ok(Some(s))
+        } else {
+            Err(StoreError::Corrupt)
+        }
+    }
+
     /// The table slot holding `key`, and its contents.
     fn find(&mut self, key: &[u8]) -> Result<Option<(u64, Slot)>, StoreError<D::Error>> {
         let hash = self.hash(key);
         let mut i = self.table.home(hash);
         for _ in 0..self.table.slots() {
-            let Some(s) = self
-                .table
-                .read(&mut self.dev, i)
-                .map_err(StoreError::Device)?
-            else {
+            let Some(s) = self.read_slot(i)? else {
                 return Ok(None);
             };
             if s.hash == hash && self.record_is_for(s.lba, key)? {
@@ -621,12 +647,7 @@ impl<D: BlockDevice> Store<D> {
                     return Ok(false);
                 }
                 let mut i = self.table.home(loc.hash);
-                while self
-                    .table
-                    .read(&mut self.dev, i)
-                    .map_err(StoreError::Device)?
-                    .is_some()
-                {
+                while self.read_slot(i)?.is_some() {
                     i = self.table.next(i);
                 }
                 self.count += 1;
@@ -720,11 +741,7 @@ impl<D: BlockDevice> Store<D> {
         };
         let mut keys = Vec::new();
         for i in start..n {
-            let Some(s) = self
-                .table
-                .read(&mut self.dev, i)
-                .map_err(StoreError::Device)?
-            else {
+            let Some(s) = self.read_slot(i)? else {
                 continue;
             };
             if keys.len() == limit {
