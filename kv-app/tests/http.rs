@@ -586,3 +586,23 @@ fn error_without_a_body_keeps_the_connection() {
     assert_eq!(rs[1].header("allow"), Some("GET, HEAD, PUT, POST, DELETE"));
     assert!(rs.iter().all(|r| r.header("connection").is_none()));
 }
+
+/// What ApacheBench (`ab -k`) does: HTTP/1.0 with `Connection: Keep-Alive`. The answers must
+/// say `Connection: keep-alive`, or such a client waits for the server to close.
+#[test]
+fn http_1_0_keep_alive_is_confirmed() {
+    let mut net = Net::default();
+    assert_eq!(net.request(&put("k", b"v")).status, 201);
+    let c = net.connect();
+    for _ in 0..3 {
+        net.send(c, b"GET /kv/k HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    }
+    net.wait_responses(c, 3);
+    for r in &net.clients[c].responses {
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, Some("keep-alive"))
+        );
+    }
+    assert_eq!(net.client_state(c), tcp::State::Established);
+}

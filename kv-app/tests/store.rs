@@ -722,6 +722,9 @@ fn forged_index_slots_are_refused() {
     // A reopen rebuilds the index from the log: everything is back.
     let mut s = Store::open_with(s.into_device(), cfg).unwrap();
     for i in 0..200u64 {
-        assert_eq!(s.get(format!("k{i}").as_bytes()).unwrap(), Some(value(i, 100)));
+        assert_eq!(
+            s.get(format!("k{i}").as_bytes()).unwrap(),
+            Some(value(i, 100))
+        );
     }
 }

@@ -258,6 +258,8 @@ struct Conn {
     method: Method,
     path: String,
     body_in: u64,
+    /// The current request speaks HTTP/1.0.
+    http10: bool,
 }
 
 /// The HTTP server: a fixed set of listening TCP sockets and one state machine per socket.
@@ -298,6 +300,7 @@ impl HttpServer {
                     method: Method::Other,
                     path: String::new(),
                     body_in: 0,
+                    http10: false,
                 }
             })
             .collect();
@@ -511,6 +514,7 @@ impl HttpServer {
             c.method = Method::Other;
             c.path.clear();
             c.body_in = 0;
+            c.http10 = false;
         }
         if now >= self.conns[i].deadline {
             self.stats.timeouts += 1;
@@ -664,6 +668,7 @@ impl HttpServer {
             }
             c.path.push_str(&head.path[..end]);
             c.body_in = 0;
+            c.http10 = head.version == 0;
         }
         let head_only = head.method == Method::Head;
         // An error answer keeps the connection only when no unread body follows the head.
@@ -924,7 +929,7 @@ impl HttpServer {
             500..=599 => self.stats.status_5xx += 1,
             _ => {}
         }
-        let head = reply.head_bytes(close);
+        let head = reply.head_bytes(close, self.conns[i].http10);
         let body = if head_only { Vec::new() } else { reply.body };
         let out = (head.len() + body.len()) as u64;
         self.stats.bytes_out += out;

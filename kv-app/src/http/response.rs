@@ -51,8 +51,10 @@ impl Reply {
         self
     }
 
-    /// The status line and headers. `close` adds `Connection: close`.
-    pub fn head_bytes(&self, close: bool) -> Vec<u8> {
+    /// The status line and headers. `close` adds `Connection: close`; otherwise `keep_alive_10`
+    /// (an HTTP/1.0 client that asked for keep-alive) adds `Connection: keep-alive`, without
+    /// which such a client waits for the server to close.
+    pub fn head_bytes(&self, close: bool, keep_alive_10: bool) -> Vec<u8> {
         let mut head = String::new();
         let _ = write!(
             head,
@@ -70,6 +72,8 @@ impl Reply {
         out.extend_from_slice(self.extra.as_bytes());
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if keep_alive_10 {
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
         out
