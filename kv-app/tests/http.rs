@@ -606,3 +606,49 @@ fn http_1_0_keep_alive_is_confirmed() {
     }
     assert_eq!(net.client_state(c), tcp::State::Established);
 }
+
+/// What a load generator does: 16 keep-alive connections, each sending its next request as
+/// soon as the previous answer arrived (PUTs and GETs). Every request is answered; nothing
+/// waits for a timeout.
+#[test]
+fn load_generator_pattern_completes_without_timeouts() {
+    let mut net = Net::default();
+    let clients: Vec<usize> = (0..16).map(|_| net.connect()).collect();
+    let rounds = 40;
+    let body = value(9, 1000);
+    let mut sent = vec![0usize; clients.len()];
+    let start = net.now;
+    loop {
+        let mut done = true;
+        for (n, &c) in clients.iter().enumerate() {
+            let answered = net.clients[c].responses.len();
+            if sent[n] == answered && sent[n] < rounds {
+                let req = if sent[n] % 2 == 0 {
+                    put(&format!("c{n}"), &body)
+                } else {
+                    get(&format!("c{n}"))
+                };
+                net.send(c, &req);
+                sent[n] += 1;
+            }
+            done &= answered == rounds;
+        }
+        if done {
+            break;
+        }
+        assert!(
+            net.now < start + Duration::from_secs(20),
+            "stuck: {:?}",
+            net.server.stats()
+        );
+        net.step(&NoStats);
+    }
+    let st = net.server.stats();
+    assert_eq!(st.timeouts, 0, "{st:?}");
+    assert_eq!(st.requests, 16 * rounds as u64);
+    println!(
+        "{} requests in {} ms simulated",
+        st.requests,
+        (net.now - start).total_millis()
+    );
+}
