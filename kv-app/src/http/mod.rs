@@ -518,6 +518,14 @@ impl HttpServer {
         }
         if now >= self.conns[i].deadline {
             self.stats.timeouts += 1;
+            if matches!(self.conns[i].phase, Phase::Head { idle: true }) {
+                // An idle keep-alive connection: a normal close.
+                sock.close();
+                let deadline = now + self.cfg.transfer_grace;
+                self.conns[i].deadline = deadline;
+                self.conns[i].phase = Phase::Closing;
+                return true;
+            }
             if matches!(self.conns[i].phase, Phase::Wait(_)) {
                 // Not the client's fault: say so.
                 self.conns[i].phase = self.respond(

@@ -58,11 +58,14 @@ impl Reply {
         let mut head = String::new();
         let _ = write!(
             head,
-            "HTTP/1.1 {} {}\r\nServer: kv-app\r\nContent-Length: {}\r\n",
+            "HTTP/1.1 {} {}\r\nServer: kv-app\r\n",
             self.status,
-            reason(self.status),
-            self.body.len()
+            reason(self.status)
         );
+        // RFC 9110 8.6: no Content-Length in a 1xx or 204 answer.
+        if !(self.status < 200 || self.status == 204) {
+            let _ = write!(head, "Content-Length: {}\r\n", self.body.len());
+        }
         let mut out = head.into_bytes();
         if let Some(t) = &self.content_type {
             out.extend_from_slice(b"Content-Type: ");
