@@ -728,3 +728,28 @@ fn forged_index_slots_are_refused() {
         );
     }
 }
+
+/// On a read-only device the index cannot be written out: it must fit its cache. A store whose
+/// index does not is refused with a clear error (not served with keys missing); with a larger
+/// budget it opens read-only and serves every key.
+#[test]
+fn read_only_device_needs_the_index_in_its_cache() {
+    let mut s = Store::open_or_format(MemDisk::new(512, 8192)).unwrap();
+    for i in 0..2000u64 {
+        s.put(format!("key{i}").as_bytes(), b"v").unwrap();
+    }
+    let mut disk = s.into_device();
+    disk.set_read_only(true);
+    let mut small = kv_app::StoreConfig::new(1);
+    small.index_budget = 4096;
+    assert_eq!(
+        Store::open_with(disk.clone(), small).map(|_| ()),
+        Err(StoreError::IndexCacheFull)
+    );
+    let mut big = small;
+    big.index_budget = 1 << 20;
+    let mut s = Store::open_with(disk, big).unwrap();
+    assert!(s.stats().read_only);
+    assert_eq!(s.len(), 2000);
+    assert_eq!(s.get(b"key1999").unwrap().as_deref(), Some(&b"v"[..]));
+}

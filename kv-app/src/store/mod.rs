@@ -63,7 +63,7 @@ use format::{
     KIND_PUT, REC_HEADER_LEN,
 };
 pub use format::{MAX_CONTENT_TYPE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
-use table::{Slot, Table, SLOT_LEN};
+use table::{Slot, Table, TableError, SLOT_LEN};
 
 /// [`Store::open_or_format`] formats a device only if this many leading bytes are zero.
 pub const BLANK_CHECK_BYTES: usize = 128 * 1024;
@@ -119,6 +119,10 @@ pub enum StoreError<E> {
     /// The on-disk index has no room for another key.
     #[error("the key index is full")]
     IndexFull,
+    /// On a read-only device the index must fit its cache ([`StoreConfig::index_budget`]),
+    /// since it cannot be written out; this store's does not.
+    #[error("the index does not fit its cache on a read-only device: raise the index budget")]
+    IndexCacheFull,
     /// A sequence number or generation would wrap.
     #[error("an on-disk counter is exhausted")]
     Exhausted,
@@ -249,6 +253,13 @@ pub struct Store<D> {
 fn index_blocks(half: u64, bs: usize) -> u64 {
     let keys = half / 3 * 2 + 1;
     (keys * 2 * SLOT_LEN as u64).div_ceil(bs as u64)
+}
+
+fn table_error<E>(e: TableError<E>) -> StoreError<E> {
+    match e {
+        TableError::Device(e) => StoreError::Device(e),
+        TableError::CacheFull => StoreError::IndexCacheFull,
+    }
 }
 
 /// Splits a device of `num_blocks` into the index region and two halves: `(index, half)`.
@@ -402,6 +413,7 @@ impl<D: BlockDevice> Store<D> {
                 bs,
                 open_tag(&cfg, &sb),
                 cfg.index_budget,
+                read_only,
             ),
             count: 0,
             scratch: vec![0u8; bs],
@@ -571,11 +583,7 @@ impl<D: BlockDevice> Store<D> {
     /// Slot `i` of the table, checked: the device is not trusted to return what was written,
     /// so a slot that cannot describe a record is [`StoreError::Corrupt`].
     fn read_slot(&mut self, i: u64) -> Result<Option<Slot>, StoreError<D::Error>> {
-        let Some(s) = self
-            .table
-            .read(&mut self.dev, i)
-            .map_err(StoreError::Device)?
-        else {
+        let Some(s) = self.table.read(&mut self.dev, i).map_err(table_error)? else {
             return Ok(None);
         };
         let max_blocks = record_blocks(
@@ -618,9 +626,7 @@ impl<D: BlockDevice> Store<D> {
         let Some((i, old)) = self.find(key)? else {
             return Ok(None);
         };
-        self.table
-            .remove(&mut self.dev, i)
-            .map_err(StoreError::Device)?;
+        self.table.remove(&mut self.dev, i).map_err(table_error)?;
         if self.in_old(old.lba) {
             self.old_live -= u64::from(old.blocks);
         }
@@ -656,7 +662,7 @@ impl<D: BlockDevice> Store<D> {
         };
         self.table
             .write(&mut self.dev, i, Some(loc))
-            .map_err(StoreError::Device)?;
+            .map_err(table_error)?;
         self.live_blocks += u64::from(loc.blocks);
         self.value_bytes += u64::from(loc.value_len);
         if self.in_old(loc.lba) {
@@ -1142,7 +1148,7 @@ impl<D: BlockDevice> Store<D> {
                 copied += blocks;
                 self.table
                     .write(&mut self.dev, i, Some(Slot { lba: dst, ..loc }))
-                    .map_err(StoreError::Device)?;
+                    .map_err(table_error)?;
             } else {
                 log::warn!("kv store: dropping a corrupt record during compaction");
                 self.remove_from_index(&key)?;

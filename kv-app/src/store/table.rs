@@ -20,6 +20,15 @@ use super::format::{le_u32, le_u64};
 /// Bytes per slot.
 pub const SLOT_LEN: usize = 32;
 
+/// Why a table operation failed.
+#[derive(Debug)]
+pub enum TableError<E> {
+    /// The device failed.
+    Device(E),
+    /// On a read-only device, the cache is full of changed blocks that cannot be written back.
+    CacheFull,
+}
+
 /// A used slot: where a key's newest record is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Slot {
@@ -48,12 +57,21 @@ pub struct Table {
     cache: Vec<Cached>,
     cache_blocks: usize,
     clock: u64,
+    /// Changed blocks stay in the cache (a read-only device).
+    no_write_back: bool,
 }
 
 impl Table {
     /// A table over `blocks` blocks from `start`, with `tag` (non-zero) for this open and a
     /// cache of at most `cache_bytes` (at least two blocks).
-    pub fn new(start: u64, blocks: u64, block_size: usize, tag: u64, cache_bytes: usize) -> Self {
+    pub fn new(
+        start: u64,
+        blocks: u64,
+        block_size: usize,
+        tag: u64,
+        cache_bytes: usize,
+        no_write_back: bool,
+    ) -> Self {
         let per_block = (block_size / SLOT_LEN) as u64;
         Self {
             start,
@@ -64,6 +82,7 @@ impl Table {
             cache: Vec::new(),
             cache_blocks: (cache_bytes / block_size).max(2),
             clock: 0,
+            no_write_back,
         }
     }
 
@@ -97,7 +116,11 @@ impl Table {
         self.tag = tag.max(1);
     }
 
-    fn block<D: BlockDevice>(&mut self, dev: &mut D, block: u64) -> Result<usize, D::Error> {
+    fn block<D: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        block: u64,
+    ) -> Result<usize, TableError<D::Error>> {
         self.clock += 1;
         if let Some(i) = self.cache.iter().position(|c| c.block == block) {
             self.cache[i].used = self.clock;
@@ -112,29 +135,38 @@ impl Table {
             });
             self.cache.len() - 1
         } else {
-            // Evict the least recently used block, writing it back first.
+            // Evict the least recently used block (a clean one when nothing can be written
+            // back), writing it back first.
+            let no_write_back = self.no_write_back;
             let (i, _) = self
                 .cache
                 .iter()
                 .enumerate()
+                .filter(|(_, c)| !(no_write_back && c.dirty))
                 .min_by_key(|(_, c)| c.used)
-                .unwrap_or((0, &self.cache[0]));
+                .ok_or(TableError::CacheFull)?;
             let c = &mut self.cache[i];
             if c.dirty {
-                dev.write_blocks(c.block, &c.data)?;
+                dev.write_blocks(c.block, &c.data)
+                    .map_err(TableError::Device)?;
                 c.dirty = false;
             }
             i
         };
         let c = &mut self.cache[i];
-        dev.read_blocks(block, &mut c.data)?;
+        dev.read_blocks(block, &mut c.data)
+            .map_err(TableError::Device)?;
         c.block = block;
         c.used = self.clock;
         Ok(i)
     }
 
     /// Slot `i` (below [`slots`](Self::slots)), if in use.
-    pub fn read<D: BlockDevice>(&mut self, dev: &mut D, i: u64) -> Result<Option<Slot>, D::Error> {
+    pub fn read<D: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        i: u64,
+    ) -> Result<Option<Slot>, TableError<D::Error>> {
         let c = self.block(dev, self.start + i / self.per_block)?;
         let off = (i % self.per_block) as usize * SLOT_LEN;
         let b = &self.cache[c].data[off..off + SLOT_LEN];
@@ -155,7 +187,7 @@ impl Table {
         dev: &mut D,
         i: u64,
         slot: Option<Slot>,
-    ) -> Result<(), D::Error> {
+    ) -> Result<(), TableError<D::Error>> {
         let c = self.block(dev, self.start + i / self.per_block)?;
         let off = (i % self.per_block) as usize * SLOT_LEN;
         let tag = if slot.is_some() { self.tag } else { 0 };
@@ -177,7 +209,11 @@ impl Table {
 
     /// Empties slot `i` and moves later slots of the same probe run back into the gap, so that
     /// every key stays reachable from its home slot without tombstones.
-    pub fn remove<D: BlockDevice>(&mut self, dev: &mut D, mut i: u64) -> Result<(), D::Error> {
+    pub fn remove<D: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        mut i: u64,
+    ) -> Result<(), TableError<D::Error>> {
         let mut j = i;
         // The table is never full (three quarters at most), so an empty slot ends the run; the
         // bound only guards against a damaged region.
