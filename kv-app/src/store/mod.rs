@@ -1368,3 +1368,37 @@ fn check_block_size<E>(bs: usize) -> Result<usize, StoreError<E>> {
         Err(StoreError::BadBlockSize(bs))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemDisk;
+
+    /// A store whose on-disk counters are near their end: writes stop with `Exhausted` instead
+    /// of wrapping (a wrapped sequence number would let old records continue the log).
+    #[test]
+    fn counters_never_wrap() {
+        let s = Store::open_or_format(MemDisk::new(512, 256)).unwrap();
+        let mut sb = s.sb;
+        let mut dev = s.into_device();
+        // A fresh log at the last sequence numbers and the last generation.
+        sb.generation = u64::MAX;
+        sb.active_epoch = u64::MAX;
+        sb.base_seq = u64::MAX - 2;
+        let mut block = vec![0u8; 512];
+        block[..REC_HEADER_LEN].copy_from_slice(&end_marker(&sb, sb.base_seq));
+        dev.write_blocks(sb.half_start(sb.active), &block).unwrap();
+        sb.encode(&mut block);
+        dev.write_blocks(sb.generation % 2, &block).unwrap();
+        let mut s = Store::open(dev).unwrap();
+        s.put(b"a", b"1").unwrap();
+        s.put(b"b", b"2").unwrap();
+        assert_eq!(s.put(b"c", b"3"), Err(StoreError::Exhausted));
+        assert_eq!(s.compact_now(), Err(StoreError::Exhausted));
+        // What was written is intact, also after a reopen.
+        let mut s = Store::open(s.into_device()).unwrap();
+        assert_eq!(s.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(s.get(b"b").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(s.get(b"c").unwrap(), None);
+    }
+}
