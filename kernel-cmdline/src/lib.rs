@@ -528,9 +528,10 @@ fn apply(c: &mut Config, tok: &str) -> Result<(), OptionError> {
 }
 
 impl Config {
-    /// The effective settings, one `key=value` line each, for the boot log. `max_conns` and
-    /// `max_value` are the values the server will use (`server_max_conns`, `server_max_value`).
-    pub fn effective(&self, server_max_conns: usize, server_max_value: usize) -> Vec<String> {
+    /// The effective settings, one `key=value` line each, for the boot log. `max_value` is the
+    /// value the server will use (`server_max_value`); without `max_conns=` the server chooses
+    /// the connection count from the memory free when it starts (`max_conns=auto`).
+    pub fn effective(&self, server_max_value: usize) -> Vec<String> {
         let mut out = Vec::new();
         out.push(match (self.ip, self.gw) {
             (Some(ip), Some(gw)) => format!("ip={ip} gw={gw}"),
@@ -548,7 +549,10 @@ impl Config {
             format!("dns={}", dns.join(","))
         });
         out.push(format!("port={}", self.port));
-        out.push(format!("max_conns={server_max_conns}"));
+        out.push(match self.max_conns {
+            Some(n) => format!("max_conns={n}"),
+            None => "max_conns=auto (from the free memory)".into(),
+        });
         out.push(format!("max_value={server_max_value} bytes"));
         out.push(match self.watchdog {
             Some(s) => format!("watchdog={s} s"),
@@ -615,8 +619,9 @@ mod tests {
         assert_eq!(c.loglevel, LogLevel::Debug);
         assert_eq!(c.debug_hang_after, Some(30));
         assert!(c.debugcon);
-        let eff = c.effective(8, 65536).join(" ");
+        let eff = c.effective(65536).join(" ");
         assert!(eff.contains("port=8080"), "{eff}");
+        assert!(eff.contains("max_conns=8"), "{eff}");
         assert!(eff.contains("max_value=65536 bytes"), "{eff}");
         assert!(eff.contains("watchdog=10 s"), "{eff}");
         assert!(eff.contains("ip6=fd00::2/64"), "{eff}");

@@ -1,6 +1,7 @@
-//! Operating the server: per-request records (for the access log), request counters by method and
-//! status, a latency histogram, the Prometheus text exposition of every figure (`GET /metrics`,
-//! format version 0.0.4) and the health answer (`GET /healthz`).
+//! Operating the server: request counters by method and status and a latency histogram (both
+//! fed from each [`RequestRecord`] the server builds), the Prometheus text exposition of every
+//! figure (`GET /metrics`, format version 0.0.4) and the health answer (`GET /healthz`). The
+//! records themselves, for an access log, come from [`HttpServer::take_records`].
 //!
 //! Metric names (all prefixed `kv_`):
 //!
@@ -9,9 +10,9 @@
 //! | `uptime_seconds`                         | gauge     |                   |
 //! | `http_requests_total`                    | counter   | `method`, `code`  |
 //! | `http_request_duration_seconds`          | histogram |                   |
-//! | `http_connections_total`, `http_timeouts_total` | counter |                |
+//! | `http_connections_total`, `http_timeouts_total`, `http_evictions_total` | counter | |
 //! | `http_connections_active`                | gauge     |                   |
-//! | `http_received_bytes_total`, `http_sent_bytes_total` | counter |            |
+//! | `http_received_bytes_total`, `http_sent_bytes_total`, `http_log_dropped_total` | counter | |
 //! | `store_keys`, `store_value_bytes`, `store_*_blocks`, `store_generation`, `store_read_only` | gauge | |
 //! | `store_compactions_total`, `store_appends_total` | counter |                 |
 //! | `memory_used_bytes`, `memory_total_bytes` | gauge    |                   |
@@ -20,15 +21,19 @@
 //! | `info`                                   | gauge (1) | one per info item |
 //!
 //! Device counters and gauges come from the embedding kernel's [`StatsSource`].
+//!
+//! [`HttpServer::take_records`]: crate::HttpServer::take_records
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::{self, Write as _};
 
 use smoltcp::time::Instant;
 
-use crate::http::{Method, RequestHead, ServerStats, StatsSource};
+use crate::http::{
+    json_named_counters, json_string, Reply, RequestRecord, ServerStats, StatsSource,
+};
 use crate::store::StoreStats;
 
 /// Upper bounds of the latency histogram's buckets, in microseconds (`+Inf` follows).
@@ -37,121 +42,8 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
     5_000_000, 30_000_000,
 ];
 
-/// Request records kept for the kernel's access log until it takes them; beyond this the oldest
-/// is dropped and counted.
-pub const LOG_QUEUE: usize = 128;
-
-/// Longest path kept in a [`RequestRecord`] (longer ones are cut, marked with `...`).
-pub const MAX_LOGGED_PATH: usize = 96;
-
-/// The name of a method as sent on the wire (`OTHER` for unknown ones).
-pub fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::Get => "GET",
-        Method::Head => "HEAD",
-        Method::Put => "PUT",
-        Method::Post => "POST",
-        Method::Delete => "DELETE",
-        Method::Other => "OTHER",
-    }
-}
-
-/// One finished request: what the access log prints.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// The method; `None` when the head could not be parsed (400, 431).
-    pub method: Option<Method>,
-    /// The path (cut to [`MAX_LOGGED_PATH`] bytes, control characters replaced by `?`); `-` when
-    /// the head could not be parsed.
-    pub path: String,
-    /// The answer's status code.
-    pub status: u16,
-    /// Request body bytes received.
-    pub bytes_in: u64,
-    /// Answer bytes (head and body).
-    pub bytes_out: u64,
-    /// From the complete request head to the last answer byte handed to TCP, in microseconds.
-    pub micros: u64,
-}
-
-impl fmt::Display for RequestRecord {
-    /// `GET /kv/a 200 in=0 out=123 us=456`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {} {} in={} out={} us={}",
-            self.method.map_or("-", method_name),
-            self.path,
-            self.status,
-            self.bytes_in,
-            self.bytes_out,
-            self.micros
-        )
-    }
-}
-
-/// A request on one connection, from its head to its last answer byte.
-#[derive(Debug, Default)]
-pub(crate) struct InFlight {
-    method: Option<Method>,
-    path: String,
-    started: Option<Instant>,
-    status: u16,
-    bytes_in: u64,
-    bytes_out: u64,
-}
-
-impl InFlight {
-    /// A request head was parsed at `now`.
-    pub(crate) fn begin(&mut self, head: &RequestHead, now: Instant) {
-        let mut path = String::new();
-        for ch in head.path.chars() {
-            if path.len() >= MAX_LOGGED_PATH {
-                path.push_str("...");
-                break;
-            }
-            path.push(if ch.is_control() { '?' } else { ch });
-        }
-        *self = InFlight {
-            method: Some(head.method),
-            path,
-            started: Some(now),
-            ..InFlight::default()
-        };
-    }
-
-    /// Body bytes were received.
-    pub(crate) fn received(&mut self, bytes: u64) {
-        self.bytes_in += bytes;
-    }
-
-    /// The answer was queued.
-    pub(crate) fn answered(&mut self, status: u16, bytes: u64) {
-        self.status = status;
-        self.bytes_out = bytes;
-    }
-
-    /// The answer is sent (or the connection ended): the record, if an answer was queued.
-    pub(crate) fn finish(&mut self, now: Instant) -> Option<RequestRecord> {
-        let r = core::mem::take(self);
-        if r.status == 0 {
-            return None;
-        }
-        let micros = r.started.map_or(0, |s| (now - s.min(now)).total_micros());
-        Some(RequestRecord {
-            method: r.method,
-            path: if r.method.is_some() {
-                r.path
-            } else {
-                "-".into()
-            },
-            status: r.status,
-            bytes_in: r.bytes_in,
-            bytes_out: r.bytes_out,
-            micros,
-        })
-    }
-}
+/// The `Content-Type` of `/metrics`.
+pub const CONTENT_TYPE: &[u8] = b"text/plain; version=0.0.4; charset=utf-8";
 
 /// A latency histogram with the fixed [`LATENCY_BUCKETS_US`] (plus `+Inf`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -177,90 +69,34 @@ impl Histogram {
     }
 }
 
-/// The server's request metrics and the access-log queue.
+/// The server's request metrics (see [`HttpServer::metrics`](crate::HttpServer::metrics)).
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    /// Requests by method (`None`: unparsable) and status code. Bounded: the server answers
-    /// with a fixed set of codes.
-    by_method_status: BTreeMap<(Option<MethodKey>, u16), u64>,
-    /// Request latency.
+    /// Requests by method name ([`RequestRecord::method_name`]) and status code. Bounded: a
+    /// fixed set of method names and of status codes the server answers with.
+    by_method_status: BTreeMap<(&'static str, u16), u64>,
+    /// Request latency ([`RequestRecord::duration`]).
     pub latency: Histogram,
-    log: VecDeque<RequestRecord>,
-    logging: bool,
-    /// Records dropped because the kernel did not take them in time.
-    pub log_dropped: u64,
-    clock: Option<fn() -> Instant>,
-}
-
-/// [`Method`] as an ordered map key.
-type MethodKey = u8;
-
-fn method_key(m: Method) -> MethodKey {
-    m as u8
-}
-
-fn method_from_key(k: MethodKey) -> &'static str {
-    [
-        Method::Get,
-        Method::Head,
-        Method::Put,
-        Method::Post,
-        Method::Delete,
-        Method::Other,
-    ]
-    .into_iter()
-    .find(|&m| m as u8 == k)
-    .map_or("OTHER", method_name)
 }
 
 impl HttpMetrics {
-    /// Keeps request records for [`take_record`](Self::take_record) (off by default, so that an
-    /// embedding that never takes them holds nothing).
-    pub fn set_logging(&mut self, on: bool) {
-        self.logging = on;
-        if !on {
-            self.log.clear();
-        }
-    }
-
-    /// Uses `clock` to time requests. Without one, the `now` passed to `HttpServer::poll` is
-    /// used, which is the same for everything done in one poll (store operations included).
-    pub fn set_clock(&mut self, clock: fn() -> Instant) {
-        self.clock = Some(clock);
-    }
-
-    /// The time now: the clock if set, else `fallback`.
-    pub(crate) fn now(&self, fallback: Instant) -> Instant {
-        self.clock.map_or(fallback, |c| c())
-    }
-
-    /// Counts one finished request.
-    pub fn observe(&mut self, rec: RequestRecord) {
+    /// Counts one answered request.
+    pub(crate) fn observe(&mut self, rec: &RequestRecord) {
         *self
             .by_method_status
-            .entry((rec.method.map(method_key), rec.status))
+            .entry((rec.method_name(), rec.status))
             .or_insert(0) += 1;
-        self.latency.observe(rec.micros);
-        if self.logging {
-            if self.log.len() >= LOG_QUEUE {
-                self.log.pop_front();
-                self.log_dropped += 1;
-            }
-            self.log.push_back(rec);
-        }
+        self.latency.observe(rec.duration.total_micros());
     }
 
-    /// The oldest request record not yet taken (with logging on).
-    pub fn take_record(&mut self) -> Option<RequestRecord> {
-        self.log.pop_front()
-    }
-
-    /// Requests counted with `method` (`None`: unparsable) and `status`.
-    pub fn requests(&self, method: Option<Method>, status: u16) -> u64 {
+    /// Requests counted with the method `method` (as in [`RequestRecord::method_name`]: `-`
+    /// for unparsable heads) and `status`.
+    pub fn requests(&self, method: &str, status: u16) -> u64 {
         self.by_method_status
-            .get(&(method.map(method_key), status))
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .filter(|((m, c), _)| *m == method && *c == status)
+            .map(|(_, n)| *n)
+            .sum()
     }
 }
 
@@ -381,7 +217,7 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         sample(
             o,
             &["http_requests_total"],
-            &[("method", m.map_or("-", method_from_key)), ("code", &c)],
+            &[("method", m), ("code", &c)],
             format_args!("{n}"),
         );
     }
@@ -390,7 +226,7 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         o,
         &["http_request_duration_seconds"],
         "histogram",
-        "From the complete request head to the last answer byte handed to TCP.",
+        "From the request's first byte to the answer being queued.",
     );
     let mut cumulative = 0;
     for (i, b) in LATENCY_BUCKETS_US.iter().enumerate() {
@@ -441,8 +277,15 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         o,
         "http_timeouts_total",
         "counter",
-        "Connections dropped for inactivity.",
+        "Connections dropped for missing a deadline.",
         v.timeouts,
+    );
+    simple(
+        o,
+        "http_evictions_total",
+        "counter",
+        "Connections closed to free a slot for a new client.",
+        v.evictions,
     );
     simple(
         o,
@@ -462,8 +305,8 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         o,
         "http_log_dropped_total",
         "counter",
-        "Access-log records dropped (the log was not read in time).",
-        s.metrics.log_dropped,
+        "Request records dropped (the access log was not read in time).",
+        v.records_dropped,
     );
 
     let st = &s.store;
@@ -596,48 +439,28 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
 
 /// Appends `"gauges":[...],"info":{...},` for `/stats` (the JSON view of the same figures).
 pub(crate) fn json_extra(out: &mut String, source: &dyn StatsSource) {
-    out.push_str("\"gauges\":[");
-    let mut first = true;
-    source.for_each_gauge(&mut |name, gs| {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        out.push_str("{\"name\":");
-        crate::http::json_string(out, name);
-        for (k, v) in gs {
-            out.push(',');
-            crate::http::json_string(out, k);
-            let _ = write!(out, ":{v}");
-        }
-        out.push('}');
-    });
-    out.push_str("],\"info\":{");
+    json_named_counters(out, "gauges", |f| source.for_each_gauge(f));
+    out.push_str(",\"info\":{");
     let mut first = true;
     source.for_each_info(&mut |k, v| {
         if !first {
             out.push(',');
         }
         first = false;
-        crate::http::json_string(out, k);
+        json_string(out, k);
         out.push(':');
-        crate::http::json_string(out, v);
+        json_string(out, v);
     });
     out.push_str("},");
 }
 
-/// The `/healthz` answer: 200 `ok` when the store is writable and the embedding reports no
-/// problem, else 503 with the reason.
-pub(crate) fn health(store: &StoreStats, source: &dyn StatsSource) -> (u16, String) {
-    if let Some(p) = source.problem() {
-        let mut s = String::from(p);
-        s.push('\n');
-        return (503, s);
+/// The `/healthz` answer: 200 `ok` when the store is writable (`read_only` is the store's
+/// reason when it is not) and the embedding reports no problem, else 503 with the reason.
+pub(crate) fn health(read_only: Option<&str>, source: &dyn StatsSource) -> Reply {
+    match source.problem().or(read_only) {
+        Some(p) => Reply::text(503, Some(p)),
+        None => Reply::text(200, Some("ok")),
     }
-    if store.read_only {
-        return (503, "store is read-only\n".into());
-    }
-    (200, "ok\n".into())
 }
 
 #[cfg(test)]
@@ -671,69 +494,28 @@ mod tests {
     }
 
     #[test]
-    fn log_queue_is_bounded() {
+    fn requests_are_counted_by_method_name_and_status() {
+        use crate::http::Method;
+        use smoltcp::time::Duration;
         let mut m = HttpMetrics::default();
-        let rec = RequestRecord {
-            method: Some(Method::Get),
+        let mut rec = RequestRecord {
+            method: Method::Get,
             path: "/x".into(),
             status: 200,
             bytes_in: 0,
             bytes_out: 10,
-            micros: 5,
+            duration: Duration::from_micros(300),
         };
-        m.observe(rec.clone());
-        assert_eq!(m.take_record(), None, "logging is off by default");
-        m.set_logging(true);
-        for _ in 0..LOG_QUEUE + 5 {
-            m.observe(rec.clone());
-        }
-        assert_eq!(m.log_dropped, 5);
-        let mut n = 0;
-        while m.take_record().is_some() {
-            n += 1;
-        }
-        assert_eq!(n, LOG_QUEUE);
-        assert_eq!(m.requests(Some(Method::Get), 200), LOG_QUEUE as u64 + 6);
-    }
-
-    #[test]
-    fn record_format() {
-        let rec = RequestRecord {
-            method: Some(Method::Put),
-            path: "/kv/a".into(),
-            status: 201,
-            bytes_in: 3,
-            bytes_out: 70,
-            micros: 1234,
-        };
-        assert_eq!(alloc::format!("{rec}"), "PUT /kv/a 201 in=3 out=70 us=1234");
-    }
-
-    #[test]
-    fn in_flight_paths_are_cut_and_cleaned() {
-        let head = RequestHead {
-            method: Method::Get,
-            path: alloc::format!("/kv/\u{7}{}", "x".repeat(500)),
-            version: 1,
-            content_length: None,
-            transfer_encoding: false,
-            expect_continue: false,
-            expect_unknown: false,
-            keep_alive: true,
-        };
-        let mut f = InFlight::default();
-        assert_eq!(f.finish(Instant::from_micros(1)), None, "nothing answered");
-        f.begin(&head, Instant::from_micros(10));
-        f.answered(404, 50);
-        let r = f.finish(Instant::from_micros(35)).expect("answered");
-        assert_eq!(r.micros, 25);
-        assert!(r.path.starts_with("/kv/?x"));
-        assert!(r.path.ends_with("..."));
-        assert!(r.path.len() <= MAX_LOGGED_PATH + 3);
-        // An answer to an unparsable head.
-        let mut f = InFlight::default();
-        f.answered(400, 20);
-        let r = f.finish(Instant::from_micros(5)).expect("answered");
-        assert_eq!((r.method, r.path.as_str(), r.micros), (None, "-", 0));
+        m.observe(&rec);
+        m.observe(&rec);
+        rec.path.clear();
+        rec.method = Method::Other;
+        rec.status = 400;
+        m.observe(&rec);
+        assert_eq!(m.requests("GET", 200), 2);
+        assert_eq!(m.requests("-", 400), 1, "an unparsable head");
+        assert_eq!(m.requests("OTHER", 400), 0);
+        assert_eq!(m.latency.count, 3);
+        assert_eq!(m.latency.counts[2], 3, "300 us: the 500 us bucket");
     }
 }

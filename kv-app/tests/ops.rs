@@ -1,24 +1,20 @@
 //! Operating the server: `/metrics` checked with a real Prometheus text-format parser
-//! (`prometheus-parse`), `/healthz`, the access-log records and their format, the `/stats` JSON
-//! view of the same figures.
+//! (`prometheus-parse`), `/healthz`, the access-log lines printed from the request records, the
+//! `/stats` JSON view of the same figures.
 
-use kv_app::{HttpServer, MemDisk, MemoryStats, ServerConfig, StatsSource, Store};
+mod common;
+
+use common::{get, put, Net, PORT};
+use kv_app::{MemDisk, MemoryStats, Method, ServerConfig, StatsSource, Store};
 use prometheus_parse::{LineInfo, Scrape, Value};
-use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{Loopback, Medium};
-use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use std::sync::atomic::{AtomicI64, Ordering};
-
-const PORT: u16 = 8080;
+use std::cell::Cell;
 
 /// A kernel-like stats source.
 #[derive(Default)]
 struct Src {
     problem: Option<&'static str>,
 }
-
 impl StatsSource for Src {
     fn memory(&self) -> Option<MemoryStats> {
         Some(MemoryStats {
@@ -44,130 +40,35 @@ impl StatsSource for Src {
     }
 }
 
-/// The test clock (microseconds), for request latencies: every reading moves it by 150 us, as if
-/// the work between two readings took that long.
-static CLOCK_US: AtomicI64 = AtomicI64::new(0);
+thread_local! {
+    /// The test clock (microseconds) of this test's thread.
+    static CLOCK_US: Cell<i64> = const { Cell::new(0) };
+}
 
+/// A clock for request timing: every reading moves it by 150 us, as if the work between two
+/// readings took that long.
 fn clock() -> Instant {
-    Instant::from_micros(CLOCK_US.fetch_add(150, Ordering::Relaxed))
+    Instant::from_micros(CLOCK_US.with(|c| {
+        let t = c.get();
+        c.set(t + 150);
+        t
+    }))
 }
 
-struct Net {
-    dev: Loopback,
-    iface: Interface,
-    sockets: SocketSet<'static>,
-    server: HttpServer,
-    store: Store<MemDisk>,
-    now: Instant,
-    port: u16,
+fn net(blocks: u64) -> Net {
+    Net::new(ServerConfig::new(PORT), MemDisk::new(512, blocks))
 }
 
-impl Net {
-    fn new(disk: MemDisk) -> Self {
-        let mut dev = Loopback::new(Medium::Ethernet);
-        let config = Config::new(EthernetAddress([0x02, 0, 0, 0, 0, 1]).into());
-        let now = Instant::from_millis(5000);
-        let mut iface = Interface::new(config, &mut dev, now);
-        iface.update_ip_addrs(|a| {
-            a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap();
-        });
-        let mut sockets = SocketSet::new(Vec::new());
-        let server = HttpServer::new(&mut sockets, ServerConfig::new(PORT));
-        let store = Store::open_or_format(disk).unwrap();
-        Self {
-            dev,
-            iface,
-            sockets,
-            server,
-            store,
-            now,
-            port: 41000,
-        }
-    }
-
-    /// Sends `raw` on a new connection; returns status, headers and body of the answer.
-    fn request(&mut self, raw: &[u8], src: &dyn StatsSource) -> (u16, String, Vec<u8>) {
-        let mut sock = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; 1 << 16]),
-            tcp::SocketBuffer::new(vec![0u8; 1 << 16]),
-        );
-        self.port += 1;
-        sock.connect(
-            self.iface.context(),
-            (IpAddress::v4(127, 0, 0, 1), PORT),
-            self.port,
-        )
-        .unwrap();
-        let h = self.sockets.add(sock);
-        let mut sent = 0;
-        let mut inbuf = Vec::new();
-        for _ in 0..20_000 {
-            self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-            if self
-                .server
-                .poll(&mut self.sockets, &mut self.store, src, self.now)
-            {
-                self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-            }
-            let s = self.sockets.get_mut::<tcp::Socket>(h);
-            if sent < raw.len() && s.can_send() {
-                sent += s.send_slice(&raw[sent..]).unwrap();
-            }
-            while s.can_recv() {
-                s.recv(|d| {
-                    inbuf.extend_from_slice(d);
-                    (d.len(), ())
-                })
-                .unwrap();
-            }
-            self.now += Duration::from_millis(1);
-            let mut headers = [httparse::EMPTY_HEADER; 16];
-            let mut r = httparse::Response::new(&mut headers);
-            if let Ok(httparse::Status::Complete(n)) = r.parse(&inbuf) {
-                let len: usize = r
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
-                    .unwrap();
-                let ct = r
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-type"))
-                    .map(|h| String::from_utf8_lossy(h.value).into_owned())
-                    .unwrap_or_default();
-                if inbuf.len() >= n + len {
-                    let status = r.code.unwrap();
-                    let body = inbuf[n..n + len].to_vec();
-                    self.sockets.get_mut::<tcp::Socket>(h).abort();
-                    // Let the server see the end of the connection (it counts the request then).
-                    for _ in 0..5 {
-                        self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-                        self.server
-                            .poll(&mut self.sockets, &mut self.store, src, self.now);
-                        self.now += Duration::from_millis(1);
-                    }
-                    self.sockets.remove(h);
-                    return (status, ct, body);
-                }
-            }
-        }
-        panic!("no answer to {}", String::from_utf8_lossy(raw));
-    }
-}
-
-fn put(key: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "PUT /kv/{key} HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-fn get(path: &str) -> Vec<u8> {
+/// `GET path` with `Connection: close`.
+fn get_path(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// Sends `raw` on a new connection: status, content type and body of the answer.
+fn request(net: &mut Net, raw: &[u8], src: &dyn StatsSource) -> (u16, String, Vec<u8>) {
+    let r = net.request_with(raw, src);
+    let ct = r.header("content-type").unwrap_or_default().to_string();
+    (r.status, ct, r.body)
 }
 
 fn scrape(text: &str) -> Scrape {
@@ -197,16 +98,16 @@ fn value(s: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
 
 #[test]
 fn metrics_are_valid_prometheus_text_and_count_requests() {
-    let mut net = Net::new(MemDisk::new(512, 8192));
-    net.server.metrics_mut().set_clock(clock);
+    let mut net = net(8192);
+    net.server.set_clock(clock);
     let src = Src::default();
-    assert_eq!(net.request(&put("a", b"hello"), &src).0, 201);
-    assert_eq!(net.request(&put("a", b"again"), &src).0, 204);
-    assert_eq!(net.request(&get("/kv/a"), &src).0, 200);
-    assert_eq!(net.request(&get("/kv/nope"), &src).0, 404);
-    assert_eq!(net.request(b"GARBAGE\r\n\r\n", &src).0, 400);
-    assert_eq!(net.request(&get("/stats"), &src).0, 200);
-    let (code, ct, body) = net.request(&get("/metrics"), &src);
+    assert_eq!(request(&mut net, &put("a", b"hello"), &src).0, 201);
+    assert_eq!(request(&mut net, &put("a", b"again"), &src).0, 204);
+    assert_eq!(request(&mut net, &get("a"), &src).0, 200);
+    assert_eq!(request(&mut net, &get("nope"), &src).0, 404);
+    assert_eq!(request(&mut net, b"GARBAGE\r\n\r\n", &src).0, 400);
+    assert_eq!(request(&mut net, &get_path("/stats"), &src).0, 200);
+    let (code, ct, body) = request(&mut net, &get_path("/metrics"), &src);
     assert_eq!(code, 200);
     assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
     let text = String::from_utf8(body).unwrap();
@@ -237,7 +138,7 @@ fn metrics_are_valid_prometheus_text_and_count_requests() {
     assert_eq!(req("PUT", "204"), 1.0);
     assert_eq!(req("GET", "200"), 2.0, "GET /kv/a and /stats");
     assert_eq!(req("GET", "404"), 1.0);
-    assert_eq!(req("-", "400"), 1.0);
+    assert_eq!(req("-", "400"), 1.0, "an unparsable head");
     // The histogram: all six earlier requests, each a few clock ticks long.
     let h = s
         .samples
@@ -267,7 +168,10 @@ fn metrics_are_valid_prometheus_text_and_count_requests() {
     assert_eq!(value(&s, "kv_http_received_bytes_total", &[]), 10.0);
     assert!(value(&s, "kv_http_sent_bytes_total", &[]) > 100.0);
     assert_eq!(value(&s, "kv_memory_used_bytes", &[]), 1000.0);
-    assert!(value(&s, "kv_uptime_seconds", &[]) >= 5.0);
+    assert!(
+        value(&s, "kv_uptime_seconds", &[]) >= 1.0,
+        "the simulated clock starts at 1 s"
+    );
     assert_eq!(
         value(&s, "kv_device_rx_packets_total", &[("device", "vif0")]),
         5.0
@@ -300,7 +204,7 @@ fn metrics_are_valid_prometheus_text_and_count_requests() {
     ));
 
     // /stats shows the same gauges and info.
-    let (_, _, json) = net.request(&get("/stats"), &src);
+    let (_, _, json) = request(&mut net, &get_path("/stats"), &src);
     let json = String::from_utf8(json).unwrap();
     for needle in [
         "\"gauges\":[{\"name\":\"vif0\",\"ring_tx_in_flight\":3},{\"name\":\"kernel\",\"grants_in_use\":70,\"evtchn_bound\":4}]",
@@ -312,63 +216,123 @@ fn metrics_are_valid_prometheus_text_and_count_requests() {
 
 #[test]
 fn healthz_reports_problems_and_read_only_stores() {
-    let mut net = Net::new(MemDisk::new(512, 1024));
-    let (code, _, body) = net.request(&get("/healthz"), &Src::default());
+    let mut net = net(1024);
+    let (code, _, body) = request(&mut net, &get_path("/healthz"), &Src::default());
     assert_eq!((code, body.as_slice()), (200, &b"ok\n"[..]));
     let sick = Src {
         problem: Some("vbd 768 is gone"),
     };
-    let (code, _, body) = net.request(&get("/healthz"), &sick);
+    let (code, _, body) = request(&mut net, &get_path("/healthz"), &sick);
     assert_eq!((code, body.as_slice()), (503, &b"vbd 768 is gone\n"[..]));
-    assert_eq!(
-        net.request(b"PUT /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &sick)
-            .0,
-        405
+    // Other methods: 405 naming the allowed ones (before the body checks); HEAD like GET.
+    let r = net.request_with(b"PUT /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n", &sick);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    let r = net.request_with(b"POST /metrics HTTP/1.1\r\n\r\n", &sick);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    let c = net.connect();
+    net.clients[c].head_flags.push_back(true);
+    net.send(c, b"HEAD /healthz HTTP/1.1\r\n\r\n");
+    net.run_until_with(100_000, &sick, |n| !n.clients[c].responses.is_empty());
+    let r = &net.clients[c].responses[0];
+    assert_eq!((r.status, r.header("content-length")), (503, Some("16")));
+    assert!(
+        r.body.is_empty() && net.clients[c].inbuf.is_empty(),
+        "no body"
     );
 
     let mut disk = MemDisk::new(512, 1024);
-    drop(Store::open_or_format(disk.clone()).unwrap());
     {
         let s = Store::open_or_format(disk).unwrap();
         disk = s.into_device();
     }
     disk.set_read_only(true);
-    let mut net = Net::new(disk);
-    let (code, _, body) = net.request(&get("/healthz"), &Src::default());
-    assert_eq!((code, body.as_slice()), (503, &b"store is read-only\n"[..]));
+    let mut net = Net::new(ServerConfig::new(PORT), disk);
+    let (code, _, body) = request(&mut net, &get_path("/healthz"), &Src::default());
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).as_ref()),
+        (503, "the device is read-only\n")
+    );
 }
 
 #[test]
-fn access_log_records_each_request() {
-    let mut net = Net::new(MemDisk::new(512, 1024));
+fn head_of_metrics_is_get_without_the_body() {
+    let mut net = net(1024);
     let src = Src::default();
-    assert_eq!(net.request(&put("k", b"12345"), &src).0, 201);
-    assert!(
-        net.server.metrics_mut().take_record().is_none(),
-        "logging off by default"
+    let c = net.connect();
+    net.clients[c].head_flags.extend([true, false]);
+    net.send(c, b"HEAD /metrics HTTP/1.1\r\n\r\n");
+    net.send(c, &get_path("/metrics"));
+    net.run_until_with(100_000, &src, |n| n.clients[c].responses.len() >= 2);
+    let (head, full) = (&net.clients[c].responses[0], &net.clients[c].responses[1]);
+    assert_eq!((head.status, full.status), (200, 200));
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-type"), full.header("content-type"));
+    // The GET was counted after the HEAD: its body is one sample line longer at most.
+    let text = String::from_utf8(full.body.clone()).unwrap();
+    assert!(text.contains("kv_http_requests_total{method=\"HEAD\",code=\"200\"} 1\n"));
+    scrape(&text);
+}
+
+#[test]
+fn access_log_lines_come_from_the_request_records() {
+    let mut net = net(1024);
+    let src = Src::default();
+    assert_eq!(request(&mut net, &put("k", b"12345"), &src).0, 201);
+    assert_eq!(net.server.take_records().count(), 1);
+    net.server.set_clock(clock);
+    assert_eq!(request(&mut net, &put("k", b"123"), &src).0, 204);
+    assert_eq!(request(&mut net, &get("k"), &src).0, 200);
+    assert_eq!(
+        request(&mut net, b"BREW /kv/k HTTP/1.1\r\n\r\n", &src).0,
+        405
     );
-    net.server.metrics_mut().set_logging(true);
-    net.server.metrics_mut().set_clock(clock);
-    assert_eq!(net.request(&put("k", b"123"), &src).0, 204);
-    assert_eq!(net.request(&get("/kv/k"), &src).0, 200);
-    assert_eq!(net.request(b"BREW /kv/k HTTP/1.1\r\n\r\n", &src).0, 405);
-    let m = net.server.metrics_mut();
-    let r = m.take_record().unwrap();
+    assert_eq!(request(&mut net, b"GARBAGE\r\n\r\n", &src).0, 400);
+    let recs: Vec<_> = net.server.take_records().collect();
+    assert_eq!(recs.len(), 4);
+    let r = &recs[0];
     assert_eq!(
         (r.method, r.path.as_str(), r.status, r.bytes_in),
-        (Some(kv_app::http::Method::Put), "/kv/k", 204, 3)
+        (Method::Put, "/kv/k", 204, 3)
     );
-    assert!(r.micros > 0 && r.bytes_out > 0);
+    assert!(r.duration >= Duration::from_micros(150) && r.bytes_out > 0);
     let text = format!("{r}");
     assert!(text.starts_with("PUT /kv/k 204 in=3 out="), "{text}");
-    assert!(text.contains(&format!(" us={}", r.micros)), "{text}");
-    let r = m.take_record().unwrap();
-    assert_eq!((r.status, r.bytes_in), (200, 0));
-    assert!(r.bytes_out > 3, "head and value");
-    let r = m.take_record().unwrap();
-    assert_eq!(
-        format!("{r}").split(' ').take(3).collect::<Vec<_>>(),
-        ["OTHER", "/kv/k", "405"]
+    assert!(
+        text.ends_with(&format!(" us={}", r.duration.total_micros())),
+        "{text}"
     );
-    assert!(m.take_record().is_none());
+    assert_eq!((recs[1].status, recs[1].bytes_in), (200, 0));
+    assert!(recs[1].bytes_out > 3, "head and value");
+    let words = |r: &kv_app::RequestRecord| {
+        format!("{r}")
+            .split(' ')
+            .take(3)
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(words(&recs[2]), ["OTHER", "/kv/k", "405"]);
+    assert_eq!(words(&recs[3]), ["-", "-", "400"]);
+    assert_eq!(net.server.take_records().count(), 0);
+    // The same records fed the counters.
+    assert_eq!(net.server.metrics().requests("PUT", 204), 1);
+    assert_eq!(net.server.metrics().requests("-", 400), 1);
+    assert_eq!(net.server.metrics().latency.count, 5);
+}
+
+#[test]
+fn a_garbage_head_after_a_kept_alive_request_is_not_reported_as_that_request() {
+    let mut net = net(1024);
+    let src = Src::default();
+    let c = net.connect();
+    net.send(c, &put("k", b"abc"));
+    net.run_until_with(100_000, &src, |n| !n.clients[c].responses.is_empty());
+    net.send(c, b"GARBAGE\r\n\r\n");
+    net.run_until_with(100_000, &src, |n| n.clients[c].responses.len() >= 2);
+    let recs: Vec<_> = net.server.take_records().collect();
+    assert_eq!(format!("{}", recs[0]).split(' ').next(), Some("PUT"));
+    let r = &recs[1];
+    assert_eq!(
+        (r.method, r.path.as_str(), r.status, r.bytes_in),
+        (Method::Other, "", 400, 0)
+    );
 }

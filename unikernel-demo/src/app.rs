@@ -249,24 +249,44 @@ pub struct App<B: BlockDevice> {
     announced: bool,
 }
 
+/// Free memory in bytes now.
+fn free_bytes() -> usize {
+    let f = crate::mem::frame_stats();
+    ((f.total - f.used) * 4096) as usize
+}
+
 /// Chooses the server's memory budget from the free memory: request bodies and GET values held at
 /// once over all connections.
 fn memory_budget() -> usize {
-    let f = crate::mem::frame_stats();
-    let free = ((f.total - f.used) * 4096) as usize;
-    (free / 3).clamp(1 << 20, 4 << 20)
+    (free_bytes() / 3).clamp(1 << 20, 4 << 20)
 }
 
-/// The server settings from the command line: port, connections, largest value (at most the
-/// memory budget, since one request is always admitted).
+/// Chooses how many connections to serve: socket buffers take at most a sixth of the free
+/// memory (16 at least, `max` at most: 260 fit from about `memory=16`).
+fn connection_slots(per_conn: usize, max: usize) -> usize {
+    (free_bytes() / 6 / per_conn.max(1)).clamp(16, max.max(16))
+}
+
+/// Chooses the store's index cache (the index itself is on the disk) from the free memory.
+fn index_budget() -> usize {
+    (free_bytes() / 16).clamp(64 << 10, 1 << 20)
+}
+
+/// The server settings from the command line: port, connections (`max_conns=`, else from the
+/// free memory now), largest value (at most the memory budget, since one request is always
+/// admitted), and request records for the access log only at `loglevel=info` or more.
 pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
     let mut s = ServerConfig::new(cfg.port);
     s.memory_budget = memory_budget();
-    if let Some(n) = cfg.max_conns {
-        s.max_conns = n;
-    }
+    s.max_conns = match cfg.max_conns {
+        Some(n) => n,
+        None => connection_slots(s.rx_buffer + s.tx_buffer, s.max_conns),
+    };
     if let Some(v) = cfg.max_value {
         s.max_body_bytes = v.min(s.memory_budget);
+    }
+    if cfg.loglevel < LogLevel::Info {
+        s.record_queue = 0;
     }
     s
 }
@@ -289,19 +309,27 @@ where
             inner: disk,
             counters: BlkCounters::default(),
         };
-        let store = match Store::open_or_format(disk) {
+        // The store id of a new format must not be derivable from the disk: seed it with the TSC.
+        let mut store_cfg = kv_app::StoreConfig::new(crate::arch::rdtsc());
+        store_cfg.index_budget = index_budget();
+        let store = match Store::open_or_format_with(disk, store_cfg) {
             Ok(s) => s,
             Err(e) => return Err(format!("key-value store on disk: {e:?}")),
         };
         let st = store.stats();
         crate::println!(
-            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {})",
+            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB",
             st.keys,
             st.value_bytes,
             st.used_blocks,
             st.capacity_blocks,
-            st.generation
+            st.generation,
+            st.index_bytes / 1024,
+            st.index_budget / 1024
         );
+        if let Some(reason) = store.read_only_reason() {
+            crate::println!("kv: store is READ-ONLY: {reason}");
+        }
         let mac = EthernetAddress(mac);
         let mut iface = Interface::new(Config::new(mac.into()), dev, now());
         let mut sockets = SocketSet::new(Vec::new());
@@ -367,10 +395,7 @@ where
                 .get_mut::<smoltcp::socket::tcp::Socket>(h)
                 .set_ack_delay(None);
         }
-        server.metrics_mut().set_clock(now);
-        server
-            .metrics_mut()
-            .set_logging(cfg.loglevel >= LogLevel::Info);
+        server.set_clock(now);
         crate::println!(
             "http: listening on port {} ({} connections, {} KiB memory budget, values up to {} bytes)",
             scfg.port,
@@ -518,7 +543,7 @@ where
             self.iface.poll(now(), dev, &mut self.sockets);
             rounds += 1;
         }
-        while let Some(r) = self.server.metrics_mut().take_record() {
+        for r in self.server.take_records() {
             log::info!(target: "http", "{r}");
         }
         let t = now();

@@ -146,7 +146,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             scfg.max_body_bytes
         );
     }
-    for line in cfg.effective(scfg.max_conns, scfg.max_body_bytes) {
+    for line in cfg.effective(scfg.max_body_bytes) {
         println!("config: {line}");
     }
     if !platform::is_xen() && (cfg.watchdog.is_some() || cfg.debug_hang_after.is_some()) {

@@ -64,7 +64,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// The kernel's target directory.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     match std::env::var_os("KERNEL_TARGET_DIR") {
         Some(d) => PathBuf::from(d),
         None => util::root().join("unikernel-demo").join("target"),
@@ -101,14 +101,15 @@ pub fn build() -> Result<PathBuf, String> {
 
 /// QEMU machine type for a boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Machine {
+pub enum Machine {
     /// `-machine microvm` (fast; virtio-mmio).
     Microvm,
     /// `-machine q35 -nodefaults` (PCI).
     Q35,
 }
 
-fn qemu_command(elf: &Path, cmdline: &str, machine: Machine) -> Command {
+/// The QEMU command line for a boot of `elf` (console on stdout, isa-debug-exit, 64 MiB).
+pub fn qemu_command(elf: &Path, cmdline: &str, machine: Machine) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     let m = match machine {
         Machine::Microvm => "microvm",
@@ -383,6 +384,19 @@ pub fn test() -> Result<(), String> {
             failed += 1;
             println!(
                 "kernel boot test virtio app (HTTP KV over virtio-net/virtio-blk): FAILED: {e}"
+            );
+        }
+    }
+    let t = Instant::now();
+    match crate::serve::real_client_test(&elf) {
+        Ok(detail) => {
+            passed += 1;
+            println!("kernel boot test real clients (curl, python http.client over virtio): ok ({:.1} s): {detail}", t.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            failed += 1;
+            println!(
+                "kernel boot test real clients (curl, python http.client over virtio): FAILED: {e}"
             );
         }
     }
