@@ -66,9 +66,12 @@ pub(super) enum Phase {
     Aborted,
 }
 
+/// The interim answer to `Expect: 100-continue`.
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Longest path kept in a [`RequestRecord`].
 pub(super) const RECORD_PATH_MAX: usize = 128;
 
+/// One connection slot: its socket, state, buffered input and memory reservation.
 #[derive(Debug)]
 pub(super) struct Conn {
     pub(super) handle: SocketHandle,

@@ -177,7 +177,7 @@ impl Net {
         let tx = tcp::SocketBuffer::new(vec![0u8; buf]);
         let mut sock = tcp::Socket::new(rx, tx);
         sock.set_ack_delay(None);
-        self.next_port += 1;
+        self.next_port = self.next_port.checked_add(1).unwrap_or(20000);
         sock.connect(
             self.iface.context(),
             (IpAddress::v4(127, 0, 0, 1), PORT),
