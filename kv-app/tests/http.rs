@@ -1,275 +1,12 @@
 //! End-to-end HTTP tests: smoltcp client sockets talk to the server through a loopback device.
 
-use kv_app::{crc32c, HttpServer, MemDisk, MemoryStats, NoStats, ServerConfig, StatsSource, Store};
+mod common;
+
+use common::*;
+use kv_app::{crc32c, MemDisk, NoStats, ServerConfig, Store};
 use proptest::prelude::*;
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Loopback, Medium};
 use smoltcp::socket::tcp;
-use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-
-const PORT: u16 = 8080;
-
-fn value(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-struct Stats;
-
-impl StatsSource for Stats {
-    fn memory(&self) -> Option<MemoryStats> {
-        Some(MemoryStats {
-            used_bytes: 1234,
-            total_bytes: 8 << 20,
-        })
-    }
-    fn for_each_device(&self, f: &mut dyn FnMut(&str, kv_app::Counters<'_>)) {
-        f("vif0", &[("rx_packets", 5), ("tx_packets", 6)]);
-        f("vbd\"768", &[("reads", 7)]);
-    }
-}
-
-/// A parsed response.
-#[derive(Debug, Clone)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Parses one response from the front of `buf`; returns it and its length.
-fn parse_response(buf: &[u8]) -> Option<(Response, usize)> {
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut r = httparse::Response::new(&mut headers);
-    let n = match r.parse(buf).expect("server sent a malformed response") {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => return None,
-    };
-    let status = r.code.unwrap();
-    let headers: Vec<(String, String)> = r
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
-    if status == 100 {
-        return Some((
-            Response {
-                status,
-                headers,
-                body: Vec::new(),
-            },
-            n,
-        ));
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("every response has a Content-Length");
-    if buf.len() < n + len {
-        return None;
-    }
-    Some((
-        Response {
-            status,
-            headers,
-            body: buf[n..n + len].to_vec(),
-        },
-        n + len,
-    ))
-}
-
-struct Client {
-    handle: SocketHandle,
-    out: Vec<u8>,
-    sent: usize,
-    inbuf: Vec<u8>,
-    responses: Vec<Response>,
-}
-
-struct Net {
-    dev: Loopback,
-    iface: Interface,
-    sockets: SocketSet<'static>,
-    server: HttpServer,
-    store: Store<MemDisk>,
-    clients: Vec<Client>,
-    now: Instant,
-    next_port: u16,
-}
-
-impl Net {
-    fn new(cfg: ServerConfig, disk: MemDisk) -> Self {
-        let mut dev = Loopback::new(Medium::Ethernet);
-        let config = Config::new(EthernetAddress([0x02, 0, 0, 0, 0, 1]).into());
-        let now = Instant::from_millis(1000);
-        let mut iface = Interface::new(config, &mut dev, now);
-        iface.update_ip_addrs(|a| {
-            a.push(IpCidr::new(IpAddress::v4(127, 0, 0, 1), 8)).unwrap();
-        });
-        let mut sockets = SocketSet::new(Vec::new());
-        let server = HttpServer::new(&mut sockets, cfg);
-        let store = Store::open_or_format(disk).unwrap();
-        Self {
-            dev,
-            iface,
-            sockets,
-            server,
-            store,
-            clients: Vec::new(),
-            now,
-            next_port: 40000,
-        }
-    }
-
-    fn default() -> Self {
-        Self::new(ServerConfig::new(PORT), MemDisk::new(512, 32 * 1024))
-    }
-
-    /// Opens a client connection; returns its index.
-    fn connect(&mut self) -> usize {
-        let rx = tcp::SocketBuffer::new(vec![0u8; 64 * 1024]);
-        let tx = tcp::SocketBuffer::new(vec![0u8; 64 * 1024]);
-        let mut sock = tcp::Socket::new(rx, tx);
-        sock.set_ack_delay(None);
-        self.next_port += 1;
-        sock.connect(
-            self.iface.context(),
-            (IpAddress::v4(127, 0, 0, 1), PORT),
-            self.next_port,
-        )
-        .unwrap();
-        let handle = self.sockets.add(sock);
-        self.clients.push(Client {
-            handle,
-            out: Vec::new(),
-            sent: 0,
-            inbuf: Vec::new(),
-            responses: Vec::new(),
-        });
-        self.clients.len() - 1
-    }
-
-    fn send(&mut self, c: usize, data: &[u8]) {
-        self.clients[c].out.extend_from_slice(data);
-    }
-
-    fn close_client(&mut self, c: usize) {
-        self.sockets
-            .get_mut::<tcp::Socket>(self.clients[c].handle)
-            .close();
-    }
-
-    fn client_state(&mut self, c: usize) -> tcp::State {
-        self.sockets
-            .get_mut::<tcp::Socket>(self.clients[c].handle)
-            .state()
-    }
-
-    /// One round: network, server, clients; time moves by 1 ms.
-    fn step(&mut self, stats: &dyn StatsSource) {
-        self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-        if self
-            .server
-            .poll(&mut self.sockets, &mut self.store, stats, self.now)
-        {
-            self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-        }
-        for c in &mut self.clients {
-            let sock = self.sockets.get_mut::<tcp::Socket>(c.handle);
-            while c.sent < c.out.len() && sock.can_send() {
-                match sock.send_slice(&c.out[c.sent..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => c.sent += n,
-                }
-            }
-            while sock.can_recv() {
-                let buf = &mut c.inbuf;
-                let n = sock
-                    .recv(|d| {
-                        buf.extend_from_slice(d);
-                        (d.len(), d.len())
-                    })
-                    .unwrap();
-                if n == 0 {
-                    break;
-                }
-            }
-            while let Some((r, n)) = parse_response(&c.inbuf) {
-                c.inbuf.drain(..n);
-                if r.status != 100 {
-                    c.responses.push(r);
-                }
-            }
-        }
-        self.now += Duration::from_millis(1);
-    }
-
-    /// Steps until `done` holds; panics after `limit` rounds.
-    fn run_until(&mut self, limit: usize, mut done: impl FnMut(&mut Net) -> bool) {
-        for _ in 0..limit {
-            if done(self) {
-                return;
-            }
-            self.step(&Stats);
-        }
-        panic!("condition not reached in {limit} rounds");
-    }
-
-    /// Sends one request on a fresh connection and waits for its answer.
-    fn request(&mut self, raw: &[u8]) -> Response {
-        let c = self.connect();
-        self.send(c, raw);
-        self.wait_responses(c, 1);
-        let r = self.clients[c].responses[0].clone();
-        self.close_client(c);
-        r
-    }
-
-    fn wait_responses(&mut self, c: usize, n: usize) {
-        self.run_until(100_000, |net| net.clients[c].responses.len() >= n);
-    }
-}
-
-fn put(key: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "PUT /kv/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-fn get(key: &str) -> Vec<u8> {
-    format!("GET /kv/{key} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
-}
-
-fn delete(key: &str) -> Vec<u8> {
-    format!("DELETE /kv/{key} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()
-}
+use smoltcp::time::Duration;
 
 #[test]
 fn put_get_delete_list_stats() {
@@ -286,7 +23,10 @@ fn put_get_delete_list_stats() {
     assert_eq!(net.request(&get("gamma")).status, 404);
     let r = net.request(b"GET /kv/ HTTP/1.1\r\n\r\n");
     assert_eq!(r.status, 200);
-    assert_eq!(r.body, b"alpha\nbeta\n");
+    // The listing follows the on-disk index's order: compare as a set.
+    let mut keys: Vec<&[u8]> = r.body.split_inclusive(|&b| b == b'\n').collect();
+    keys.sort();
+    assert_eq!(keys, [&b"alpha\n"[..], b"beta\n"]);
     assert_eq!(net.request(&delete("beta")).status, 204);
     assert_eq!(net.request(&delete("beta")).status, 404);
     assert_eq!(net.request(b"GET /kv HTTP/1.1\r\n\r\n").body, b"alpha\n");
@@ -440,9 +180,26 @@ fn malformed_and_refused_requests_get_4xx() {
         ),
         (b"PUT /kv/ok HTTP/1.1\r\n\r\n", 411),
         (
-            b"PUT /kv/ok HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"PUT /kv/ok HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
             501,
         ),
+        (
+            b"PUT /kv/ok HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc",
+            400,
+        ),
+        (
+            b"PUT /kv/ok HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        // 405 comes before 411: a POST without a body is no upload.
+        (b"POST /kv/a HTTP/1.1\r\n\r\n", 405),
+        (b"POST /stats HTTP/1.1\r\n\r\n", 405),
+        (
+            b"PUT /kv/ok HTTP/1.1\r\nContent-Type: a\x01b\r\nContent-Length: 1\r\n\r\nx",
+            400,
+        ),
+        (b"GET /kv/?limit=0 HTTP/1.1\r\n\r\n", 400),
+        (b"GET /kv/?after=a%20b HTTP/1.1\r\n\r\n", 400),
         (
             b"PUT /kv/ok HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\nx",
             417,
@@ -450,7 +207,6 @@ fn malformed_and_refused_requests_get_4xx() {
         (b"GET /nothing HTTP/1.1\r\n\r\n", 404),
         (b"GET / HTTP/1.1\r\n\r\n", 404),
         (b"PATCH /kv/a HTTP/1.1\r\n\r\n", 405),
-        (b"HEAD /kv/a HTTP/1.1\r\n\r\n", 405),
         (b"PUT /kv/ HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 405),
         (b"DELETE /stats HTTP/1.1\r\n\r\n", 405),
     ];
@@ -491,8 +247,8 @@ fn oversized_requests_are_refused() {
 
 #[test]
 fn full_disk_gives_507_and_keeps_serving() {
-    // 2 + 2 * 300 blocks of 512: 150 KiB per half.
-    let mut net = Net::new(ServerConfig::new(PORT), MemDisk::new(512, 602));
+    // 640 blocks of 512: ~100 KiB of capacity (two thirds of a half).
+    let mut net = Net::new(ServerConfig::new(PORT), MemDisk::new(512, 640));
     let v = value(1, 100_000);
     assert_eq!(net.request(&put("one", &v)).status, 201);
     assert_eq!(net.request(&put("two", &v)).status, 507);
@@ -536,7 +292,7 @@ fn read_only_store_gives_503_on_writes() {
 #[test]
 fn idle_connections_time_out() {
     let mut cfg = ServerConfig::new(PORT);
-    cfg.idle_timeout = Duration::from_millis(500);
+    cfg.head_timeout = Duration::from_millis(500);
     let mut net = Net::new(cfg, MemDisk::new(512, 1024));
     let c = net.connect();
     net.send(c, b"GET /kv/a HTTP/1.1\r\n"); // never finished
@@ -591,7 +347,7 @@ fn client_disappearing_mid_body_frees_the_connection() {
     net.run_until(1000, |net| net.clients[c].sent == net.clients[c].out.len());
     net.close_client(c);
     net.run_until(10_000, |net| net.server.active_connections() == 0);
-    assert!(!net.store.contains(b"x"));
+    assert!(!net.store.contains(b"x").unwrap());
     assert_eq!(net.request(&put("x", b"1")).status, 201);
 }
 
@@ -658,4 +414,244 @@ proptest! {
         }
         prop_assert_eq!(net.request(&put("after", b"ok")).status, 201);
     }
+}
+
+#[test]
+fn head_answers_like_get_without_the_body() {
+    let mut net = Net::default();
+    assert_eq!(net.request(&put("h", b"twelve bytes")).status, 201);
+    let c = net.connect();
+    net.clients[c].head_flags.extend([true, false, true]);
+    // HEAD, then GET, then HEAD of a missing key, pipelined on one connection.
+    net.send(c, b"HEAD /kv/h HTTP/1.1\r\n\r\n");
+    net.send(c, &get("h"));
+    net.send(c, b"HEAD /kv/missing HTTP/1.1\r\n\r\n");
+    net.wait_responses(c, 3);
+    let rs = &net.clients[c].responses;
+    assert_eq!(
+        (rs[0].status, rs[0].header("content-length")),
+        (200, Some("12"))
+    );
+    assert!(rs[0].body.is_empty());
+    assert_eq!(rs[1].body, b"twelve bytes");
+    assert_eq!(rs[2].status, 404);
+    // Nothing beyond the three heads and one body was sent.
+    assert!(net.clients[c].inbuf.is_empty());
+    let c = net.connect();
+    net.clients[c].head_flags.push_back(true);
+    net.send(c, b"HEAD /stats HTTP/1.1\r\n\r\n");
+    net.wait_responses(c, 1);
+    assert_eq!(net.clients[c].responses[0].status, 200);
+}
+
+fn chunked(key: &str, parts: &[&[u8]], extra_headers: &str) -> Vec<u8> {
+    let mut r =
+        format!("PUT /kv/{key} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n{extra_headers}\r\n")
+            .into_bytes();
+    for p in parts {
+        r.extend(format!("{:x};ext=1\r\n", p.len()).bytes());
+        r.extend_from_slice(p);
+        r.extend(b"\r\n");
+    }
+    r.extend(b"0\r\nX-Trailer: yes\r\n\r\n");
+    r
+}
+
+#[test]
+fn chunked_uploads_like_curl_dash_t() {
+    let mut net = Net::default();
+    let v = value(11, 300_000);
+    let parts: Vec<&[u8]> = v.chunks(65_536).collect();
+    // curl -T - sends Expect: 100-continue with a chunked body.
+    let c = net.connect();
+    let req = chunked("ch", &parts, "Expect: 100-continue\r\n");
+    let head_end = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    net.send(c, &req[..head_end]);
+    net.run_until(10_000, |net| net.clients[c].continues == 1);
+    assert!(net.clients[c].responses.is_empty());
+    net.send(c, &req[head_end..]);
+    // Pipelined after the chunked body: a GET of the same key.
+    net.send(c, &get("ch"));
+    net.wait_responses(c, 2);
+    let rs = &net.clients[c].responses;
+    assert_eq!(rs[0].status, 201);
+    assert_eq!(crc32c(&rs[1].body), crc32c(&v));
+    // Over the limit: 413 stating it.
+    let mut cfg = ServerConfig::new(PORT);
+    cfg.max_body_bytes = 1000;
+    let mut net = Net::new(cfg, MemDisk::new(512, 4096));
+    let big = value(1, 600);
+    let r = net.request(&chunked("big", &[&big, &big], ""));
+    assert_eq!(r.status, 413);
+    assert!(String::from_utf8_lossy(&r.body).contains("1000 bytes"));
+    assert!(!net.store.contains(b"big").unwrap());
+}
+
+#[test]
+fn content_type_is_kept_with_the_value() {
+    let mut net = Net::default();
+    let r = net.request(
+        b"PUT /kv/doc HTTP/1.1\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n\r\n{}",
+    );
+    assert_eq!(r.status, 201);
+    let r = net.request(&get("doc"));
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    // It survives a restart (it is in the record) and a replacement without a type resets it.
+    let image = net.store.device().image().to_vec();
+    let mut net = Net::new(ServerConfig::new(PORT), MemDisk::from_image(512, image));
+    assert_eq!(
+        net.request(&get("doc")).header("content-type"),
+        Some("application/json; charset=utf-8")
+    );
+    assert_eq!(net.request(&put("doc", b"x")).status, 204);
+    assert_eq!(
+        net.request(&get("doc")).header("content-type"),
+        Some("application/octet-stream")
+    );
+}
+
+#[test]
+fn listing_pages_with_after_and_limit() {
+    let mut net = Net::default();
+    for i in 0..25 {
+        net.store.put(format!("k{i:02}").as_bytes(), b"v").unwrap();
+    }
+    let mut all = Vec::new();
+    let mut after = String::new();
+    loop {
+        let r = net.request(format!("GET /kv/?after={after}&limit=10 HTTP/1.1\r\n\r\n").as_bytes());
+        assert_eq!(r.status, 200);
+        let body = String::from_utf8(r.body.clone()).unwrap();
+        all.extend(body.lines().map(str::to_string));
+        match r.header("x-next-after") {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    // Pages follow the on-disk index's order: every key exactly once.
+    all.sort();
+    let want: Vec<String> = (0..25).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(all, want);
+}
+
+#[test]
+fn oversized_value_answer_states_the_limit() {
+    let mut net = Net::default();
+    let r = net.request(b"PUT /kv/big HTTP/1.1\r\nContent-Length: 5000000\r\n\r\n");
+    assert_eq!(r.status, 413);
+    let limit = ServerConfig::new(PORT).max_body_bytes;
+    assert!(
+        String::from_utf8_lossy(&r.body).contains(&format!("{limit} bytes")),
+        "{:?}",
+        String::from_utf8_lossy(&r.body)
+    );
+}
+
+#[test]
+fn every_answer_leaves_a_request_record() {
+    let mut net = Net::default();
+    net.request(&put("r", b"abc"));
+    net.request(&get("r"));
+    net.request(b"GET /nowhere HTTP/1.1\r\n\r\n");
+    let recs: Vec<kv_app::RequestRecord> = net.server.take_records().collect();
+    let summary: Vec<(kv_app::Method, &str, u16, u64)> = recs
+        .iter()
+        .map(|r| (r.method, r.path.as_str(), r.status, r.bytes_in))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (kv_app::Method::Put, "/kv/r", 201, 3),
+            (kv_app::Method::Get, "/kv/r", 200, 0),
+            (kv_app::Method::Get, "/nowhere", 404, 0),
+        ]
+    );
+    assert!(recs[1].bytes_out > 3);
+    assert_eq!(net.server.take_records().count(), 0);
+}
+
+#[test]
+fn error_without_a_body_keeps_the_connection() {
+    let mut net = Net::default();
+    let c = net.connect();
+    net.send(c, b"GET /nowhere HTTP/1.1\r\n\r\n");
+    net.send(c, b"PATCH /kv/a HTTP/1.1\r\n\r\n");
+    net.send(c, &put("a", b"1"));
+    net.wait_responses(c, 3);
+    let rs = &net.clients[c].responses;
+    assert_eq!(
+        rs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [404, 405, 201]
+    );
+    assert_eq!(rs[1].header("allow"), Some("GET, HEAD, PUT, POST, DELETE"));
+    assert!(rs.iter().all(|r| r.header("connection").is_none()));
+}
+
+/// What ApacheBench (`ab -k`) does: HTTP/1.0 with `Connection: Keep-Alive`. The answers must
+/// say `Connection: keep-alive`, or such a client waits for the server to close.
+#[test]
+fn http_1_0_keep_alive_is_confirmed() {
+    let mut net = Net::default();
+    assert_eq!(net.request(&put("k", b"v")).status, 201);
+    let c = net.connect();
+    for _ in 0..3 {
+        net.send(c, b"GET /kv/k HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    }
+    net.wait_responses(c, 3);
+    for r in &net.clients[c].responses {
+        assert_eq!(
+            (r.status, r.header("connection")),
+            (200, Some("keep-alive"))
+        );
+    }
+    assert_eq!(net.client_state(c), tcp::State::Established);
+}
+
+/// What a load generator does: 16 keep-alive connections, each sending its next request as
+/// soon as the previous answer arrived (PUTs and GETs). Every request is answered; nothing
+/// waits for a timeout.
+#[test]
+fn load_generator_pattern_completes_without_timeouts() {
+    let mut net = Net::default();
+    let clients: Vec<usize> = (0..16).map(|_| net.connect()).collect();
+    let rounds = 40;
+    let body = value(9, 1000);
+    let mut sent = vec![0usize; clients.len()];
+    let start = net.now;
+    loop {
+        let mut done = true;
+        for (n, &c) in clients.iter().enumerate() {
+            let answered = net.clients[c].responses.len();
+            if sent[n] == answered && sent[n] < rounds {
+                let req = if sent[n] % 2 == 0 {
+                    put(&format!("c{n}"), &body)
+                } else {
+                    get(&format!("c{n}"))
+                };
+                net.send(c, &req);
+                sent[n] += 1;
+            }
+            done &= answered == rounds;
+        }
+        if done {
+            break;
+        }
+        assert!(
+            net.now < start + Duration::from_secs(20),
+            "stuck: {:?}",
+            net.server.stats()
+        );
+        net.step(&NoStats);
+    }
+    let st = net.server.stats();
+    assert_eq!(st.timeouts, 0, "{st:?}");
+    assert_eq!(st.requests, 16 * rounds as u64);
+    println!(
+        "{} requests in {} ms simulated",
+        st.requests,
+        (net.now - start).total_millis()
+    );
 }

@@ -475,6 +475,15 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         self.inner.queues.get(usize::from(q)).map(|q| q.stats)
     }
 
+    /// Ring occupancy summed over the queues: (TX requests awaiting a response, RX buffers posted).
+    pub fn ring_in_flight(&self) -> (u32, u32) {
+        self.inner
+            .queues
+            .iter()
+            .map(|q| q.ring_in_flight())
+            .fold((0, 0), |(a, b), (t, r)| (a + t, b + r))
+    }
+
     /// The sum of every queue's counters.
     pub fn total_stats(&self) -> QueueStats {
         let mut t = QueueStats::default();

@@ -64,6 +64,13 @@ pub(crate) struct Queue<R> {
 // it; nothing else references that memory from our side.
 unsafe impl<R: Send> Send for Queue<R> {}
 
+impl<R> Queue<R> {
+    /// (TX requests awaiting a response, RX buffers posted to the backend).
+    pub(crate) fn ring_in_flight(&self) -> (u32, u32) {
+        (self.tx.in_flight(), self.rx.in_flight())
+    }
+}
+
 /// Grants `pages` pages and remembers the region for release on error.
 fn grant<G: GrantAccess>(
     grants: &G,

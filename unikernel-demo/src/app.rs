@@ -3,7 +3,9 @@
 //! virtio-blk). The platform's main loop calls [`App::poll`] and sleeps until an event or the delay
 //! it returns.
 
-use crate::cmdline::Config as CmdConfig;
+use crate::announce;
+use crate::cmdline::{Config as CmdConfig, LogLevel};
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kv_app::{BlockDevice, HttpServer, MemoryStats, ServerConfig, StatsSource, Store};
@@ -11,10 +13,9 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, IpCidr, Ipv4Address, Ipv4Cidr};
-
-/// TCP port of the HTTP server.
-pub const HTTP_PORT: u16 = 80;
+use smoltcp::wire::{
+    DhcpPacket, DhcpRepr, EthernetAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr, Ipv6Cidr,
+};
 
 /// The current time for smoltcp (microseconds since boot).
 pub fn now() -> Instant {
@@ -97,6 +98,24 @@ pub struct NetCounters {
     pub errors: u64,
 }
 
+/// A DHCP lease (for `/stats` and `/metrics`).
+#[derive(Debug, Clone, Copy)]
+pub struct Lease {
+    /// The leased address.
+    pub address: Ipv4Cidr,
+    /// The server that granted it.
+    pub server: Ipv4Address,
+    /// Lease time in seconds (0 if the server sent none).
+    pub seconds: u32,
+    /// Uptime (ms) of the last acknowledgement.
+    pub acked_at_ms: u64,
+    /// Acknowledgements received for this address (1 + renewals).
+    pub acks: u64,
+}
+
+/// A device's gauges: name and `(gauge, value)` pairs.
+pub type Gauges = (String, Vec<(&'static str, u64)>);
+
 /// Figures for `/stats`, refreshed by the platform loop before each server poll.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -106,6 +125,14 @@ pub struct Stats {
     pub blks: Vec<(String, BlkCounters)>,
     /// Upcalls / interrupts handled.
     pub events: u64,
+    /// Platform gauges: ring occupancy per device, grants and event channels in use.
+    pub gauges: Vec<Gauges>,
+    /// Why the service is unhealthy (a device missing), for `/healthz`.
+    pub problem: Option<String>,
+    /// Addresses and settings, for the info metric and `/stats`.
+    pub info: Vec<(&'static str, String)>,
+    /// The DHCP lease, if the address came from DHCP.
+    pub lease: Option<Lease>,
 }
 
 impl StatsSource for Stats {
@@ -144,6 +171,22 @@ impl StatsSource for Stats {
                 ],
             );
         }
+        f(
+            "kernel",
+            &[
+                ("events", self.events),
+                ("spurious_interrupts", crate::arch::idt::spurious()),
+            ],
+        );
+        if let Some(l) = &self.lease {
+            f("dhcp", &[("acks", l.acks)]);
+        }
+    }
+
+    fn for_each_gauge(&self, f: &mut dyn FnMut(&str, kv_app::Counters<'_>)) {
+        for (name, g) in &self.gauges {
+            f(name, g);
+        }
         let h = crate::mem::heap_stats();
         let fr = crate::mem::frame_stats();
         f(
@@ -154,14 +197,38 @@ impl StatsSource for Stats {
                 ("heap_allocations", h.allocations as u64),
                 ("frames_total", fr.total),
                 ("frames_used", fr.used),
-                ("events", self.events),
-                ("spurious_interrupts", crate::arch::idt::spurious()),
                 (
                     "boot_stack_high_water_bytes",
                     crate::arch::paging::boot_stack_high_water(),
                 ),
             ],
         );
+        if let Some(l) = &self.lease {
+            let age_s = crate::time::now_ms().saturating_sub(l.acked_at_ms) / 1000;
+            f(
+                "dhcp",
+                &[
+                    ("lease_seconds", u64::from(l.seconds)),
+                    (
+                        "lease_remaining_seconds",
+                        u64::from(l.seconds).saturating_sub(age_s),
+                    ),
+                ],
+            );
+        }
+    }
+
+    fn for_each_info(&self, f: &mut dyn FnMut(&str, &str)) {
+        for (k, v) in &self.info {
+            f(k, v);
+        }
+        if let Some(l) = &self.lease {
+            f("dhcp_server", &format!("{}", l.server));
+        }
+    }
+
+    fn problem(&self) -> Option<&str> {
+        self.problem.as_deref()
     }
 }
 
@@ -175,16 +242,57 @@ pub struct App<B: BlockDevice> {
     dhcp: Option<SocketHandle>,
     /// `/stats` figures.
     pub stats: Stats,
+    mac: EthernetAddress,
+    port: u16,
+    /// Addresses still to announce (gratuitous ARP / unsolicited NA) once the device has room.
+    to_announce: Vec<IpAddress>,
     announced: bool,
+}
+
+/// Free memory in bytes now.
+fn free_bytes() -> usize {
+    let f = crate::mem::frame_stats();
+    ((f.total - f.used) * 4096) as usize
 }
 
 /// Chooses the server's memory budget from the free memory: request bodies and GET values held at
 /// once over all connections.
 fn memory_budget() -> usize {
-    let f = crate::mem::frame_stats();
-    let free = ((f.total - f.used) * 4096) as usize;
-    (free / 3).clamp(1 << 20, 4 << 20)
+    (free_bytes() / 3).clamp(1 << 20, 4 << 20)
 }
+
+/// Chooses how many connections to serve: socket buffers take at most a sixth of the free
+/// memory (16 at least, `max` at most: 260 fit from about `memory=16`).
+fn connection_slots(per_conn: usize, max: usize) -> usize {
+    (free_bytes() / 6 / per_conn.max(1)).clamp(16, max.max(16))
+}
+
+/// Chooses the store's index cache (the index itself is on the disk) from the free memory.
+fn index_budget() -> usize {
+    (free_bytes() / 16).clamp(64 << 10, 1 << 20)
+}
+
+/// The server settings from the command line: port, connections (`max_conns=`, else from the
+/// free memory now), largest value (at most the memory budget, since one request is always
+/// admitted), and request records for the access log only at `loglevel=info` or more.
+pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
+    let mut s = ServerConfig::new(cfg.port);
+    s.memory_budget = memory_budget();
+    s.max_conns = match cfg.max_conns {
+        Some(n) => n,
+        None => connection_slots(s.rx_buffer + s.tx_buffer, s.max_conns),
+    };
+    if let Some(v) = cfg.max_value {
+        s.max_body_bytes = v.min(s.memory_budget);
+    }
+    if cfg.loglevel < LogLevel::Info {
+        s.record_queue = 0;
+    }
+    s
+}
+
+/// DHCP packet buffer: smoltcp copies every ACK here, so that renewals show up as events.
+const DHCP_PACKET_BUFFER: usize = 1500;
 
 impl<B: BlockDevice> App<B>
 where
@@ -201,46 +309,85 @@ where
             inner: disk,
             counters: BlkCounters::default(),
         };
-        let store = match Store::open_or_format(disk) {
+        // The store id of a new format must not be derivable from the disk: seed it with the TSC.
+        let mut store_cfg = kv_app::StoreConfig::new(crate::arch::rdtsc());
+        store_cfg.index_budget = index_budget();
+        let store = match Store::open_or_format_with(disk, store_cfg) {
             Ok(s) => s,
-            Err(e) => return Err(alloc::format!("key-value store on disk: {e:?}")),
+            Err(e) => return Err(format!("key-value store on disk: {e:?}")),
         };
         let st = store.stats();
         crate::println!(
-            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {})",
+            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB",
             st.keys,
             st.value_bytes,
             st.used_blocks,
             st.capacity_blocks,
-            st.generation
+            st.generation,
+            st.index_bytes / 1024,
+            st.index_budget / 1024
         );
-        let mut iface = Interface::new(Config::new(EthernetAddress(mac).into()), dev, now());
+        if let Some(reason) = store.read_only_reason() {
+            crate::println!("kv: store is READ-ONLY: {reason}");
+        }
+        let mac = EthernetAddress(mac);
+        let mut iface = Interface::new(Config::new(mac.into()), dev, now());
         let mut sockets = SocketSet::new(Vec::new());
         let mut dhcp = None;
+        let mut info = Vec::new();
+        let mut to_announce = Vec::new();
+        // IPv6: the link-local address from the MAC, plus the static one from `ip6=`.
+        let ll = announce::link_local(mac.0);
+        let mut v6 = alloc::vec![Ipv6Cidr::new(ll, 64)];
+        if let Some(a) = cfg.ip6 {
+            v6.push(Ipv6Cidr::new(a.addr, a.prefix));
+        }
+        for a in v6 {
+            iface.update_ip_addrs(|addrs| {
+                if addrs.push(IpCidr::Ipv6(a)).is_err() {
+                    log::warn!("net: no room for address {a}");
+                }
+            });
+            to_announce.push(IpAddress::Ipv6(a.address()));
+        }
+        info.push((
+            "ipv6",
+            iface
+                .ip_addrs()
+                .iter()
+                .filter(|a| matches!(a, IpCidr::Ipv6(_)))
+                .map(|a| format!("{a}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        ));
         match cfg.ip {
             Some(ip) => {
-                let [a, b, c, d] = ip.addr.0;
+                let a = Ipv4Cidr::new(ip.addr, ip.prefix);
                 iface.update_ip_addrs(|addrs| {
-                    let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(
-                        Ipv4Address::new(a, b, c, d),
-                        ip.prefix,
-                    )));
+                    let _ = addrs.push(IpCidr::Ipv4(a));
                 });
                 if let Some(gw) = cfg.gw {
-                    let [a, b, c, d] = gw.0;
-                    let _ = iface
-                        .routes_mut()
-                        .add_default_ipv4_route(Ipv4Address::new(a, b, c, d));
+                    let _ = iface.routes_mut().add_default_ipv4_route(gw);
                 }
+                to_announce.push(IpAddress::Ipv4(ip.addr));
+                info.push(("ipv4", format!("{a}")));
             }
             None => {
                 crate::println!("net: no ip= on the command line; asking DHCP");
-                dhcp = Some(sockets.add(dhcpv4::Socket::new()));
+                let mut sock = dhcpv4::Socket::new();
+                let buf: &'static mut [u8] = alloc::boxed::Box::leak(
+                    alloc::vec![0u8; DHCP_PACKET_BUFFER].into_boxed_slice(),
+                );
+                sock.set_receive_packet_buffer(buf);
+                dhcp = Some(sockets.add(sock));
             }
         }
-        let mut scfg = ServerConfig::new(HTTP_PORT);
-        scfg.memory_budget = memory_budget();
-        let server = HttpServer::new(&mut sockets, scfg);
+        if !cfg.dns.is_empty() {
+            let list: Vec<String> = cfg.dns.iter().map(|a| format!("{a}")).collect();
+            info.push(("dns", list.join(" ")));
+        }
+        let scfg = server_config(cfg);
+        let mut server = HttpServer::new(&mut sockets, scfg);
         // Acknowledge at once: with smoltcp's default 10 ms delayed ACK, a peer that waits for ACKs
         // (QEMU's user network, small windows) crawls at one segment per 10 ms.
         for h in server.handles() {
@@ -248,10 +395,13 @@ where
                 .get_mut::<smoltcp::socket::tcp::Socket>(h)
                 .set_ack_delay(None);
         }
+        server.set_clock(now);
         crate::println!(
-            "http: listening on port {HTTP_PORT} ({} connections, {} KiB memory budget)",
+            "http: listening on port {} ({} connections, {} KiB memory budget, values up to {} bytes)",
+            scfg.port,
             scfg.max_conns,
-            scfg.memory_budget / 1024
+            scfg.memory_budget / 1024,
+            scfg.max_body_bytes
         );
         Ok(App {
             iface,
@@ -259,21 +409,65 @@ where
             server,
             store,
             dhcp,
-            stats: Stats::default(),
+            stats: Stats {
+                info,
+                ..Stats::default()
+            },
+            mac,
+            port: scfg.port,
+            to_announce,
             announced: false,
         })
     }
 
+    fn set_info(&mut self, key: &'static str, value: Option<String>) {
+        self.stats.info.retain(|(k, _)| *k != key);
+        if let Some(v) = value {
+            self.stats.info.push((key, v));
+        }
+    }
+
     fn dhcp_poll(&mut self) {
         let Some(h) = self.dhcp else { return };
-        match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+        let event = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
             Some(dhcpv4::Event::Configured(c)) => {
-                crate::println!("net: DHCP address {} gateway {:?}", c.address, c.router);
-                self.iface.update_ip_addrs(|addrs| {
-                    addrs.clear();
-                    let _ = addrs.push(IpCidr::Ipv4(c.address));
+                let seconds = c.packet.as_ref().and_then(lease_seconds).unwrap_or(0);
+                Some((
+                    c.address,
+                    c.router,
+                    c.server.address,
+                    seconds,
+                    c.dns_servers,
+                ))
+            }
+            Some(dhcpv4::Event::Deconfigured) => None,
+            None => return,
+        };
+        match event {
+            Some((address, router, server, seconds, dns)) => {
+                let renewal = self.stats.lease.is_some_and(|l| l.address == address);
+                let acks = self.stats.lease.map_or(0, |l| l.acks) + 1;
+                self.stats.lease = Some(Lease {
+                    address,
+                    server,
+                    seconds,
+                    acked_at_ms: crate::time::now_ms(),
+                    acks: if renewal { acks } else { 1 },
                 });
-                match c.router {
+                if renewal {
+                    log::info!(
+                        "net: DHCP lease of {address} renewed for {seconds} s (server {server})"
+                    );
+                    return;
+                }
+                crate::println!(
+                    "net: DHCP address {address} gateway {router:?} lease {seconds} s (server {server})"
+                );
+                self.iface.update_ip_addrs(|addrs| {
+                    addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_)));
+                    let _ = addrs.push(IpCidr::Ipv4(address));
+                });
+                match router {
                     Some(r) => {
                         let _ = self.iface.routes_mut().add_default_ipv4_route(r);
                     }
@@ -281,16 +475,44 @@ where
                         self.iface.routes_mut().remove_default_ipv4_route();
                     }
                 }
+                self.set_info("ipv4", Some(format!("{address}")));
+                if !dns.is_empty() {
+                    let list: Vec<String> = dns.iter().map(|a| format!("{a}")).collect();
+                    self.set_info("dns", Some(list.join(" ")));
+                }
+                self.to_announce.push(IpAddress::Ipv4(address.address()));
                 self.announced = false;
             }
-            Some(dhcpv4::Event::Deconfigured) => {
-                if !self.iface.ip_addrs().is_empty() {
-                    crate::println!("net: DHCP lease lost");
+            None => {
+                if self.stats.lease.take().is_some() {
+                    log::warn!("net: DHCP lease lost");
                 }
-                self.iface.update_ip_addrs(|addrs| addrs.clear());
+                self.iface
+                    .update_ip_addrs(|addrs| addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_))));
                 self.iface.routes_mut().remove_default_ipv4_route();
+                self.set_info("ipv4", None);
             }
-            None => {}
+        }
+    }
+
+    /// Sends the pending address announcements while the device has room.
+    fn announce<D: Device>(&mut self, dev: &mut D) {
+        while let Some(a) = self.to_announce.first().copied() {
+            let r = match a {
+                IpAddress::Ipv4(ip) => announce::gratuitous_arp(dev, now(), self.mac, ip),
+                IpAddress::Ipv6(ip) => announce::unsolicited_na(dev, now(), self.mac, ip),
+            };
+            if r.is_err() {
+                return;
+            }
+            log::info!(
+                "net: announced {a} ({})",
+                match a {
+                    IpAddress::Ipv4(_) => "gratuitous ARP",
+                    IpAddress::Ipv6(_) => "unsolicited neighbour advertisement",
+                }
+            );
+            self.to_announce.remove(0);
         }
     }
 
@@ -299,9 +521,16 @@ where
         let t = now();
         self.iface.poll(t, dev, &mut self.sockets);
         self.dhcp_poll();
+        self.announce(dev);
         if !self.announced {
-            if let Some(a) = self.iface.ip_addrs().first() {
-                crate::println!("net: ready, serving http://{}:{HTTP_PORT}/", a.address());
+            let v4 = self
+                .iface
+                .ip_addrs()
+                .iter()
+                .find(|a| matches!(a, IpCidr::Ipv4(_)))
+                .copied();
+            if let Some(a) = v4 {
+                crate::println!("net: ready, serving http://{}:{}/", a.address(), self.port);
                 self.announced = true;
             }
         }
@@ -314,17 +543,23 @@ where
             self.iface.poll(now(), dev, &mut self.sockets);
             rounds += 1;
         }
+        for r in self.server.take_records() {
+            log::info!(target: "http", "{r}");
+        }
         let t = now();
         let a = self.iface.poll_delay(t, &self.sockets);
         let b = self.server.poll_delay(t);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let c = (!self.to_announce.is_empty()).then_some(Duration::from_millis(10));
+        [a, b, c].into_iter().flatten().min()
     }
 
     /// Flushes the store's device (before shutdown).
     pub fn flush(&mut self) -> Result<(), B::Error> {
         self.store.device_mut().flush()
     }
+}
+
+/// The lease time of a DHCP ACK, if it carries one.
+fn lease_seconds(p: &DhcpPacket<&[u8]>) -> Option<u32> {
+    DhcpRepr::parse(p).ok()?.lease_duration
 }

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+mod announce;
 mod app;
 mod arch;
 mod boot;
@@ -22,6 +23,7 @@ mod selftest;
 mod start_info;
 mod time;
 mod virtio;
+mod watchdog;
 mod xen;
 mod xenmain;
 
@@ -124,8 +126,9 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
 
     println!("cmdline: \"{}\"", info.cmdline());
     for w in &cmdline_warnings {
-        println!("{w}");
+        println!("cmdline: {w}");
     }
+    log::set_max_level(cmdline::log_filter(cfg.loglevel));
     match cfg.ip {
         Some(ip) => println!(
             "net config: static {ip}, gateway {}",
@@ -135,6 +138,19 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
                 ))
         ),
         None => println!("net config: DHCP"),
+    }
+    let scfg = app::server_config(&cfg);
+    if let Some(v) = cfg.max_value.filter(|&v| v > scfg.max_body_bytes) {
+        println!(
+            "cmdline: max_value={v} exceeds the memory budget ({} bytes); using that",
+            scfg.max_body_bytes
+        );
+    }
+    for line in cfg.effective(scfg.max_body_bytes) {
+        println!("config: {line}");
+    }
+    if !platform::is_xen() && (cfg.watchdog.is_some() || cfg.debug_hang_after.is_some()) {
+        println!("config: watchdog= and debug_hang_after= work on Xen only; ignored here");
     }
     if cfg.debugcon {
         println!("console: keeping port 0xE9 output (debugcon)");

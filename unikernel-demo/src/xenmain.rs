@@ -164,14 +164,33 @@ pub fn run(cfg: &Config) -> ! {
         None
     };
     let disk_name = disk.0;
+    if disk_name == "ramdisk" {
+        if let Some(a) = app.as_mut() {
+            a.stats.problem = Some("no disk connected: values are on a RAM disk".into());
+        }
+    }
+    let mut watchdog = cfg
+        .watchdog
+        .and_then(|s| match crate::watchdog::Watchdog::arm(s) {
+            Ok(w) => {
+                crate::println!("watchdog: armed (id {}, {s} s)", w.id());
+                Some(w)
+            }
+            Err(e) => {
+                log::error!("watchdog: SCHEDOP_watchdog({s} s) failed: {e}; running without it");
+                None
+            }
+        });
 
     loop {
+        crate::watchdog::maybe_hang(cfg.debug_hang_after);
         let generation = xen::event_generation();
         let mut deadline = None;
         if let Some(a) = app.as_mut() {
             a.stats.nets = nets.iter().map(|(n, d)| (n.clone(), counters(d))).collect();
             a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
             a.stats.events = xen::upcalls();
+            a.stats.gauges = gauges(&nets, a.store.device(), grants);
             if let Some((_, net0)) = nets.first_mut() {
                 deadline = a
                     .poll(net0)
@@ -196,10 +215,66 @@ pub fn run(cfg: &Config) -> ! {
                     Ok(s) => crate::println!("netfront {name}: {s:?}"),
                     Err(e) => crate::println!("netfront {name}: {e}"),
                 }
+                // The store's disk going away (xl block-detach) makes /healthz answer 503.
+                if let Some(a) = app.as_mut() {
+                    if a.stats.problem.is_none() {
+                        if let Disk::Xen(b) = &mut a.store.device_mut().inner {
+                            if let Err(e) = b.check_backend() {
+                                log::warn!("blkfront {}: {e}; the store is unavailable", b.node());
+                                a.stats.problem = Some(format!("disk {} is gone: {e}", b.node()));
+                            }
+                        }
+                    }
+                }
             }
         }
+        let feed = watchdog.as_mut().map(|w| w.feed());
+        let hang = crate::watchdog::hang_deadline(cfg.debug_hang_after);
+        let deadline = [deadline, feed, hang].into_iter().flatten().min();
         xen::block_until(deadline, generation);
     }
+}
+
+/// Ring occupancy per device, grants and event channels in use (gauges for `/metrics`).
+fn gauges(
+    nets: &[(String, XenNet)],
+    disk: &crate::app::Counted<Disk>,
+    grants: &xen::Grants,
+) -> Vec<crate::app::Gauges> {
+    let mut out = Vec::new();
+    for (name, n) in nets {
+        let (tx, rx) = n.ring_in_flight();
+        out.push((
+            name.clone(),
+            alloc::vec![
+                ("ring_tx_in_flight", u64::from(tx)),
+                ("ring_rx_posted", u64::from(rx))
+            ],
+        ));
+    }
+    if let Disk::Xen(b) = &disk.inner {
+        out.push((
+            format!("vbd-{}", b.node().rsplit('/').next().unwrap_or("?")),
+            alloc::vec![(
+                "ring_requests_in_flight",
+                b.ring_requests_in_flight() as u64
+            )],
+        ));
+    }
+    out.push((
+        "xen".into(),
+        alloc::vec![
+            (
+                "grants_in_use",
+                xen_grant_table::GrantAccess::refs_in_use(&grants) as u64
+            ),
+            (
+                "event_channels_open",
+                xen_event_channel::EventChannels::open_ports(&KernelEvents) as u64
+            ),
+        ],
+    ));
+    out
 }
 
 /// Reads control/shutdown; acknowledges a request by clearing it (as Linux does).

@@ -64,7 +64,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// The kernel's target directory.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     match std::env::var_os("KERNEL_TARGET_DIR") {
         Some(d) => PathBuf::from(d),
         None => util::root().join("unikernel-demo").join("target"),
@@ -101,14 +101,15 @@ pub fn build() -> Result<PathBuf, String> {
 
 /// QEMU machine type for a boot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Machine {
+pub enum Machine {
     /// `-machine microvm` (fast; virtio-mmio).
     Microvm,
     /// `-machine q35 -nodefaults` (PCI).
     Q35,
 }
 
-fn qemu_command(elf: &Path, cmdline: &str, machine: Machine) -> Command {
+/// The QEMU command line for a boot of `elf` (console on stdout, isa-debug-exit, 64 MiB).
+pub fn qemu_command(elf: &Path, cmdline: &str, machine: Machine) -> Command {
     let mut cmd = Command::new("qemu-system-x86_64");
     let m = match machine {
         Machine::Microvm => "microvm",
@@ -243,13 +244,18 @@ const CASES: &[Case] = &[
     Case {
         name: "bad command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1",
+        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1 port=0 max_value=1G loglevel=loud",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "cmdline: bad value in `ip=999.1.1.1/99`: octet 999 is out of range 0..=255",
             "falling back to DHCP",
             "cmdline: bad value in `gw=10.0.0`: expected four dot-separated numbers",
             "cmdline: unknown option `bogus=1` ignored",
+            "cmdline: bad value in `port=0`: must be in 1..=65535; ignoring it",
+            "cmdline: bad value in `max_value=1G`: not a decimal number",
+            "cmdline: bad value in `loglevel=loud`: expected warn, info, debug or trace",
+            "config: port=80",
+            "config: loglevel=info",
             "net config: DHCP",
             "SELFTEST PASS",
         ],
@@ -258,10 +264,18 @@ const CASES: &[Case] = &[
     Case {
         name: "good command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1",
+        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1 ip6=fd00::2/64 dns=10.0.0.1 port=8080 max_conns=4 max_value=64K loglevel=warn",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "net config: static 10.0.0.2/24, gateway 10.0.0.1",
+            "config: ip=10.0.0.2/24 gw=10.0.0.1",
+            "config: ip6=fd00::2/64 (plus link-local)",
+            "config: dns=10.0.0.1",
+            "config: port=8080",
+            "config: max_conns=4",
+            "config: max_value=65536 bytes",
+            "config: watchdog=off",
+            "config: loglevel=warn",
             "SELFTEST PASS",
         ],
         reject: &["cmdline: bad value", "PANIC"],
@@ -370,6 +384,19 @@ pub fn test() -> Result<(), String> {
             failed += 1;
             println!(
                 "kernel boot test virtio app (HTTP KV over virtio-net/virtio-blk): FAILED: {e}"
+            );
+        }
+    }
+    let t = Instant::now();
+    match crate::serve::real_client_test(&elf) {
+        Ok(detail) => {
+            passed += 1;
+            println!("kernel boot test real clients (curl, python http.client over virtio): ok ({:.1} s): {detail}", t.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            failed += 1;
+            println!(
+                "kernel boot test real clients (curl, python http.client over virtio): FAILED: {e}"
             );
         }
     }
@@ -593,6 +620,22 @@ fn app_test(elf: &Path) -> Result<String, String> {
             return Err(format!("/stats lacks {k}: {stats}"));
         }
     }
+    let metrics = expect_status("GET /metrics", vm.call("GET", "/metrics", None)?, &[200])?;
+    let metrics = String::from_utf8_lossy(&metrics).into_owned();
+    for k in [
+        "# TYPE kv_http_requests_total counter",
+        "kv_http_requests_total{method=\"PUT\",code=\"201\"} ",
+        "kv_store_keys 2",
+        "kv_device_rx_packets_total{device=\"virtio-net0\"} ",
+    ] {
+        if !metrics.contains(k) {
+            return Err(format!("/metrics lacks {k}: {metrics}"));
+        }
+    }
+    let ok = expect_status("GET /healthz", vm.call("GET", "/healthz", None)?, &[200])?;
+    if ok != b"ok\n" {
+        return Err(format!("/healthz said {:?}", String::from_utf8_lossy(&ok)));
+    }
     let (code, _) = vm.request(b"GARBAGE\r\n\r\n")?;
     if !(400..500).contains(&code) {
         return Err(format!("a malformed request got status {code}, want 4xx"));
@@ -626,5 +669,5 @@ fn app_test(elf: &Path) -> Result<String, String> {
         vm.call("GET", "/kv/gone", None)?,
         &[404],
     )?;
-    Ok("PUT/GET/DELETE/list/stats, 400 for garbage, 256 KiB value, values intact after QEMU was killed".into())
+    Ok("PUT/GET/DELETE/list/stats/metrics/healthz, 400 for garbage, 256 KiB value, values intact after QEMU was killed".into())
 }

@@ -4,11 +4,14 @@
 //! - `cargo xtask demo [--dom0-script FILE]`: boots the unikernel on Xen in nested QEMU and talks to it.
 //! - `cargo xtask bench`: benchmarks.
 //! - `cargo xtask fuzz [SECONDS]`: runs each fuzz target.
+//! - `cargo xtask serve [--port N] [--disk FILE]`: runs the unikernel under QEMU (virtio), serving
+//!   on a host port, with a persistent disk image.
 
 mod bench;
 mod fuzz;
 mod harness;
 mod kernel;
+mod serve;
 mod util;
 
 use std::process::ExitCode;
@@ -25,10 +28,13 @@ fn main() -> ExitCode {
         "kernel" => host_packages().and_then(|()| kernel::run(rest)),
         "harness" => host_packages().and_then(|()| harness::run(rest)),
         "demo" => host_packages().and_then(|()| harness::demo(rest)),
+        "serve" => host_packages().and_then(|()| serve::run(rest)),
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <test|demo|bench|fuzz|kernel|harness|host-test> [args]");
+            eprintln!(
+                "usage: cargo xtask <test|demo|serve|bench|fuzz|kernel|harness|host-test> [args]"
+            );
             return ExitCode::from(2);
         }
     };
@@ -59,6 +65,8 @@ const HOST_PACKAGES: &[&str] = &[
     "xz-utils",
     "binutils",
     "iproute2",
+    "curl",
+    "python3",
 ];
 
 /// Installs the host packages that are missing (Debian/Ubuntu hosts only).

@@ -1,0 +1,780 @@
+//! The unikernel's command line: whitespace-separated `key=value` options and flags, parsed into a
+//! [`Config`] with a typed [`OptionError`] for every bad or unknown token.
+//!
+//! A bad value never stops the boot: the option keeps its default and the error is printed. The
+//! kernel prints the effective values ([`Config::effective`]) at boot.
+//!
+//! | option                | meaning                                                              |
+//! |-----------------------|----------------------------------------------------------------------|
+//! | `ip=A.B.C.D/N`        | static IPv4 address and prefix length (DHCP when absent)             |
+//! | `gw=A.B.C.D`          | IPv4 default gateway (only with `ip=`)                               |
+//! | `ip6=ADDR/N`          | static IPv6 address (besides the link-local one from the MAC)        |
+//! | `dns=A[,B[,C]]`       | DNS servers (IPv4 or IPv6), reported in `/stats`                     |
+//! | `port=N`              | TCP port of the HTTP server (1..=65535, default 80)                  |
+//! | `max_conns=N`         | connections served at once (1..=256)                                 |
+//! | `max_value=N[K\|M]`   | largest value (request body) in bytes, `K` = KiB, `M` = MiB          |
+//! | `watchdog=S`          | arm Xen's domain watchdog with S seconds (1..=3600; 0 = off)         |
+//! | `loglevel=L`          | `warn`, `info` (default: one line per request), `debug`, `trace`     |
+//! | `debug_hang_after=S`  | TEST ONLY: stop the main loop S seconds after boot (watchdog test)   |
+//! | `selftest`            | run the boot self-tests and exit                                     |
+//! | `panic`/`fault`/`overflow` | crash deliberately after boot (tests the crash paths)           |
+//! | `debugcon`            | keep copying console output to port 0xE9                             |
+#![no_std]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+pub use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Largest `max_conns=`.
+pub const MAX_CONNS_LIMIT: usize = 256;
+/// Largest `max_value=` (the store's own limit, kv-app's `MAX_VALUE_LEN`).
+pub const MAX_VALUE_LIMIT: usize = 16 << 20;
+/// Largest `watchdog=` in seconds.
+pub const WATCHDOG_LIMIT_S: u32 = 3600;
+/// Most `dns=` servers.
+pub const MAX_DNS: usize = 3;
+/// Default TCP port.
+pub const DEFAULT_PORT: u16 = 80;
+
+/// An IPv4 address with prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// Address.
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// An IPv6 address with prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Cidr {
+    /// Address.
+    pub addr: Ipv6Addr,
+    /// Prefix length, 0..=128.
+    pub prefix: u8,
+}
+
+impl fmt::Display for Ipv6Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// How much the kernel logs (`loglevel=`). Warnings and errors are always logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    /// Warnings and errors only.
+    Warn,
+    /// Plus one line per HTTP request and other notable events (the default).
+    #[default]
+    Info,
+    /// Plus debugging detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The option's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// Parsed options (defaults where an option is absent or bad).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Static address (`ip=`); `None` means DHCP.
+    pub ip: Option<Ipv4Cidr>,
+    /// Gateway (`gw=`).
+    pub gw: Option<Ipv4Addr>,
+    /// Static IPv6 address (`ip6=`).
+    pub ip6: Option<Ipv6Cidr>,
+    /// DNS servers (`dns=`), at most [`MAX_DNS`].
+    pub dns: Vec<IpAddr>,
+    /// HTTP port (`port=`).
+    pub port: u16,
+    /// Connections at once (`max_conns=`); `None`: the server's default.
+    pub max_conns: Option<usize>,
+    /// Largest value in bytes (`max_value=`); `None`: the server's default.
+    pub max_value: Option<usize>,
+    /// Watchdog timeout in seconds (`watchdog=`); `None`: off.
+    pub watchdog: Option<u32>,
+    /// Log level (`loglevel=`).
+    pub loglevel: LogLevel,
+    /// Stop feeding the watchdog and serving this many seconds after boot (`debug_hang_after=`).
+    pub debug_hang_after: Option<u32>,
+    /// Run self-tests and exit.
+    pub selftest: bool,
+    /// Panic deliberately after boot.
+    pub panic: bool,
+    /// Page-fault deliberately after boot.
+    pub fault: bool,
+    /// Overflow the stack deliberately after boot.
+    pub overflow: bool,
+    /// Keep port 0xE9 output after the PV console is up.
+    pub debugcon: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            ip: None,
+            gw: None,
+            ip6: None,
+            dns: Vec::new(),
+            port: DEFAULT_PORT,
+            max_conns: None,
+            max_value: None,
+            watchdog: None,
+            loglevel: LogLevel::default(),
+            debug_hang_after: None,
+            selftest: false,
+            panic: false,
+            fault: false,
+            overflow: false,
+            debugcon: false,
+        }
+    }
+}
+
+/// Why an address was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AddrError {
+    /// Not four dot-separated fields.
+    FieldCount,
+    /// A field is empty or not a decimal number.
+    NotANumber,
+    /// A field exceeds 255.
+    OctetRange(u32),
+    /// No `/N` prefix length.
+    MissingPrefix,
+    /// The prefix length is not a number or exceeds the address width.
+    PrefixRange(u8),
+    /// Not an IPv6 address (RFC 4291 text form).
+    NotIpv6,
+    /// Neither an IPv4 nor an IPv6 address.
+    NotIp,
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AddrError::FieldCount => write!(f, "expected four dot-separated numbers"),
+            AddrError::NotANumber => write!(f, "a field is not a decimal number"),
+            AddrError::OctetRange(v) => write!(f, "octet {v} is out of range 0..=255"),
+            AddrError::MissingPrefix => write!(f, "missing /N prefix length"),
+            AddrError::PrefixRange(max) => {
+                write!(f, "prefix length must be a number in 0..={max}")
+            }
+            AddrError::NotIpv6 => write!(f, "not an IPv6 address"),
+            AddrError::NotIp => write!(f, "not an IPv4 or IPv6 address"),
+        }
+    }
+}
+
+/// Why an option was rejected (the option keeps its default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OptionError {
+    /// An address option has a bad value.
+    Address {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        error: AddrError,
+        /// The expected form.
+        expected: &'static str,
+    },
+    /// A numeric option is not a number.
+    NotANumber {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A numeric option is out of its range.
+    OutOfRange {
+        /// The option.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// Smallest allowed value.
+        min: u64,
+        /// Largest allowed value.
+        max: u64,
+    },
+    /// `loglevel=` is not one of the levels.
+    LogLevel {
+        /// The value given.
+        value: String,
+    },
+    /// `dns=` lists more than [`MAX_DNS`] servers.
+    TooManyDns {
+        /// How many were given.
+        count: usize,
+    },
+    /// An option that needs `=value` was given without one.
+    MissingValue {
+        /// The option.
+        key: String,
+    },
+    /// A flag was given a value.
+    UnexpectedValue {
+        /// The token.
+        token: String,
+    },
+    /// Not a known option.
+    Unknown {
+        /// The token.
+        token: String,
+    },
+    /// `gw=` without a valid `ip=`.
+    GatewayWithoutIp,
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OptionError::Address {
+                key,
+                value,
+                error,
+                expected,
+            } => write!(
+                f,
+                "bad value in `{key}={value}`: {error} (expected {expected}); ignoring it"
+            ),
+            OptionError::NotANumber { key, value } => write!(
+                f,
+                "bad value in `{key}={value}`: not a decimal number; ignoring it"
+            ),
+            OptionError::OutOfRange {
+                key,
+                value,
+                min,
+                max,
+            } => write!(
+                f,
+                "bad value in `{key}={value}`: must be in {min}..={max}; ignoring it"
+            ),
+            OptionError::LogLevel { value } => write!(
+                f,
+                "bad value in `loglevel={value}`: expected warn, info, debug or trace \
+                 (warnings and errors are always logged); ignoring it"
+            ),
+            OptionError::TooManyDns { count } => write!(
+                f,
+                "`dns=` lists {count} servers, at most {MAX_DNS} are kept"
+            ),
+            OptionError::MissingValue { key } => {
+                write!(f, "option `{key}` needs a value (`{key}=...`); ignoring it")
+            }
+            OptionError::UnexpectedValue { token } => {
+                write!(f, "flag `{token}` takes no value; ignoring it")
+            }
+            OptionError::Unknown { token } => write!(f, "unknown option `{token}` ignored"),
+            OptionError::GatewayWithoutIp => write!(
+                f,
+                "gw= given without a valid ip=; the gateway comes from DHCP instead"
+            ),
+        }
+    }
+}
+
+fn parse_octet_num(s: &str) -> Result<u32, AddrError> {
+    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AddrError::NotANumber);
+    }
+    s.parse::<u32>().map_err(|_| AddrError::NotANumber)
+}
+
+/// Parses `A.B.C.D` (four decimal fields, no leading signs or spaces).
+pub fn parse_ipv4(s: &str) -> Result<Ipv4Addr, AddrError> {
+    let mut out = [0u8; 4];
+    let mut n = 0;
+    for part in s.split('.') {
+        if n == 4 {
+            return Err(AddrError::FieldCount);
+        }
+        let v = parse_octet_num(part)?;
+        out[n] = u8::try_from(v).map_err(|_| AddrError::OctetRange(v))?;
+        n += 1;
+    }
+    if n != 4 {
+        return Err(AddrError::FieldCount);
+    }
+    Ok(Ipv4Addr::from(out))
+}
+
+fn parse_prefix(p: &str, max: u8) -> Result<u8, AddrError> {
+    let v = parse_octet_num(p).map_err(|_| AddrError::PrefixRange(max))?;
+    u8::try_from(v)
+        .ok()
+        .filter(|&v| v <= max)
+        .ok_or(AddrError::PrefixRange(max))
+}
+
+/// Parses `A.B.C.D/N`.
+pub fn parse_cidr(s: &str) -> Result<Ipv4Cidr, AddrError> {
+    let (a, p) = s.split_once('/').ok_or(AddrError::MissingPrefix)?;
+    Ok(Ipv4Cidr {
+        addr: parse_ipv4(a)?,
+        prefix: parse_prefix(p, 32)?,
+    })
+}
+
+/// Parses `ADDR/N` with an IPv6 address in RFC 4291 text form.
+pub fn parse_cidr6(s: &str) -> Result<Ipv6Cidr, AddrError> {
+    let (a, p) = s.split_once('/').ok_or(AddrError::MissingPrefix)?;
+    Ok(Ipv6Cidr {
+        addr: a.parse::<Ipv6Addr>().map_err(|_| AddrError::NotIpv6)?,
+        prefix: parse_prefix(p, 128)?,
+    })
+}
+
+/// Parses an IPv4 (`A.B.C.D`) or IPv6 address.
+pub fn parse_ip(s: &str) -> Result<IpAddr, AddrError> {
+    if s.contains(':') {
+        s.parse::<Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| AddrError::NotIpv6)
+    } else {
+        parse_ipv4(s).map(IpAddr::V4)
+    }
+}
+
+/// Parses a decimal number in `min..=max`.
+fn parse_range(key: &'static str, v: &str, min: u64, max: u64) -> Result<u64, OptionError> {
+    parse_scaled(key, v, min, max, false)
+}
+
+/// Parses a decimal number in `min..=max`, with an optional `K`/`M` (KiB, MiB) suffix when
+/// `suffixes`.
+fn parse_scaled(
+    key: &'static str,
+    v: &str,
+    min: u64,
+    max: u64,
+    suffixes: bool,
+) -> Result<u64, OptionError> {
+    let (digits, scale) = match v.as_bytes().last() {
+        Some(b'k' | b'K') if suffixes => (&v[..v.len() - 1], 1024u64),
+        Some(b'm' | b'M') if suffixes => (&v[..v.len() - 1], 1 << 20),
+        _ => (v, 1),
+    };
+    let not_a_number = || OptionError::NotANumber {
+        key,
+        value: v.into(),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(not_a_number());
+    }
+    let out_of_range = || OptionError::OutOfRange {
+        key,
+        value: v.into(),
+        min,
+        max,
+    };
+    // Too many digits for u64 is out of range, not "not a number".
+    let n = digits.parse::<u64>().map_err(|_| out_of_range())?;
+    let n = n.checked_mul(scale).ok_or_else(out_of_range)?;
+    if n < min || n > max {
+        return Err(out_of_range());
+    }
+    Ok(n)
+}
+
+fn parse_loglevel(v: &str) -> Result<LogLevel, OptionError> {
+    match v.to_ascii_lowercase().as_str() {
+        "warn" | "warning" => Ok(LogLevel::Warn),
+        "info" => Ok(LogLevel::Info),
+        "debug" => Ok(LogLevel::Debug),
+        "trace" => Ok(LogLevel::Trace),
+        _ => Err(OptionError::LogLevel { value: v.into() }),
+    }
+}
+
+/// Options that take a value.
+const VALUED: &[&str] = &[
+    "ip",
+    "gw",
+    "ip6",
+    "dns",
+    "port",
+    "max_conns",
+    "max_value",
+    "watchdog",
+    "loglevel",
+    "debug_hang_after",
+];
+
+/// Parses `cmdline`; returns the options and an error for each bad or unknown token (the caller
+/// prints them once the console is fully up; the options they name keep their defaults).
+pub fn parse(cmdline: &str) -> (Config, Vec<OptionError>) {
+    let mut c = Config::default();
+    let mut errors = Vec::new();
+    for tok in cmdline.split_ascii_whitespace() {
+        if let Err(e) = apply(&mut c, tok) {
+            errors.push(e);
+        }
+    }
+    if c.gw.is_some() && c.ip.is_none() {
+        errors.push(OptionError::GatewayWithoutIp);
+        c.gw = None;
+    }
+    (c, errors)
+}
+
+fn addr_err(
+    key: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> impl FnOnce(AddrError) -> OptionError {
+    let value = String::from(value);
+    move |error| OptionError::Address {
+        key,
+        value,
+        error,
+        expected,
+    }
+}
+
+/// Applies one token to `c`.
+fn apply(c: &mut Config, tok: &str) -> Result<(), OptionError> {
+    let (k, v) = match tok.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (tok, None),
+    };
+    let Some(v) = v else {
+        let flag = match k {
+            "selftest" => &mut c.selftest,
+            "panic" => &mut c.panic,
+            "fault" => &mut c.fault,
+            "overflow" => &mut c.overflow,
+            "debugcon" => &mut c.debugcon,
+            _ if VALUED.contains(&k) => return Err(OptionError::MissingValue { key: k.into() }),
+            _ => return Err(OptionError::Unknown { token: tok.into() }),
+        };
+        *flag = true;
+        return Ok(());
+    };
+    match k {
+        "ip" => {
+            c.ip = Some(parse_cidr(v).map_err(addr_err(
+                "ip",
+                v,
+                "ip=A.B.C.D/N, e.g. ip=10.0.0.2/24; falling back to DHCP",
+            ))?)
+        }
+        "gw" => c.gw = Some(parse_ipv4(v).map_err(addr_err("gw", v, "gw=A.B.C.D"))?),
+        "ip6" => {
+            c.ip6 = Some(parse_cidr6(v).map_err(addr_err(
+                "ip6",
+                v,
+                "ip6=ADDR/N, e.g. ip6=fd00::2/64",
+            ))?)
+        }
+        "dns" => {
+            let mut list = Vec::new();
+            for a in v.split(',') {
+                list.push(parse_ip(a).map_err(addr_err("dns", v, "dns=ADDR[,ADDR...]"))?);
+            }
+            let count = list.len();
+            list.truncate(MAX_DNS);
+            c.dns = list;
+            if count > MAX_DNS {
+                return Err(OptionError::TooManyDns { count });
+            }
+        }
+        "port" => c.port = parse_range("port", v, 1, 65535)? as u16,
+        "max_conns" => {
+            c.max_conns = Some(parse_range("max_conns", v, 1, MAX_CONNS_LIMIT as u64)? as usize)
+        }
+        "max_value" => {
+            c.max_value =
+                Some(parse_scaled("max_value", v, 1, MAX_VALUE_LIMIT as u64, true)? as usize)
+        }
+        "watchdog" => {
+            let s = parse_range("watchdog", v, 0, u64::from(WATCHDOG_LIMIT_S))? as u32;
+            c.watchdog = (s > 0).then_some(s);
+        }
+        "loglevel" => c.loglevel = parse_loglevel(v)?,
+        "debug_hang_after" => {
+            c.debug_hang_after = Some(parse_range("debug_hang_after", v, 0, 86_400)? as u32)
+        }
+        "selftest" | "panic" | "fault" | "overflow" | "debugcon" => {
+            return Err(OptionError::UnexpectedValue { token: tok.into() })
+        }
+        _ => return Err(OptionError::Unknown { token: tok.into() }),
+    }
+    Ok(())
+}
+
+impl Config {
+    /// The effective settings, one `key=value` line each, for the boot log. `max_value` is the
+    /// value the server will use (`server_max_value`); without `max_conns=` the server chooses
+    /// the connection count from the memory free when it starts (`max_conns=auto`).
+    pub fn effective(&self, server_max_value: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(match (self.ip, self.gw) {
+            (Some(ip), Some(gw)) => format!("ip={ip} gw={gw}"),
+            (Some(ip), None) => format!("ip={ip} gw=none"),
+            (None, _) => "ip=dhcp".into(),
+        });
+        out.push(match self.ip6 {
+            Some(a) => format!("ip6={a} (plus link-local)"),
+            None => "ip6=link-local only".into(),
+        });
+        let dns: Vec<String> = self.dns.iter().map(|a| format!("{a}")).collect();
+        out.push(if dns.is_empty() {
+            "dns=none".into()
+        } else {
+            format!("dns={}", dns.join(","))
+        });
+        out.push(format!("port={}", self.port));
+        out.push(match self.max_conns {
+            Some(n) => format!("max_conns={n}"),
+            None => "max_conns=auto (from the free memory)".into(),
+        });
+        out.push(format!("max_value={server_max_value} bytes"));
+        out.push(match self.watchdog {
+            Some(s) => format!("watchdog={s} s"),
+            None => "watchdog=off".into(),
+        });
+        out.push(format!("loglevel={}", self.loglevel.name()));
+        if let Some(s) = self.debug_hang_after {
+            out.push(format!(
+                "debug_hang_after={s} s (TEST ONLY: the guest will hang)"
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    fn one_error(cmdline: &str) -> OptionError {
+        let (_, e) = parse(cmdline);
+        assert_eq!(e.len(), 1, "{cmdline}: {e:?}");
+        e.into_iter()
+            .next()
+            .unwrap_or(OptionError::GatewayWithoutIp)
+    }
+
+    #[test]
+    fn defaults() {
+        let (c, e) = parse("");
+        assert!(e.is_empty());
+        assert_eq!(c, Config::default());
+        assert_eq!(c.port, 80);
+        assert_eq!(c.loglevel, LogLevel::Info);
+        assert_eq!(c.watchdog, None);
+    }
+
+    #[test]
+    fn every_option() {
+        let (c, e) = parse(
+            "ip=10.0.0.2/24 gw=10.0.0.1 ip6=fd00::2/64 dns=10.0.0.1,fd00::1 port=8080 \
+             max_conns=8 max_value=64K watchdog=10 loglevel=debug debug_hang_after=30 debugcon",
+        );
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            c.ip,
+            Some(Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 0, 0, 2),
+                prefix: 24
+            })
+        );
+        assert_eq!(c.gw, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(c.ip6.map(|a| a.prefix), Some(64));
+        assert_eq!(
+            c.ip6.map(|a| a.addr),
+            Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2))
+        );
+        assert_eq!(c.dns.len(), 2);
+        assert_eq!(c.port, 8080);
+        assert_eq!(c.max_conns, Some(8));
+        assert_eq!(c.max_value, Some(65536));
+        assert_eq!(c.watchdog, Some(10));
+        assert_eq!(c.loglevel, LogLevel::Debug);
+        assert_eq!(c.debug_hang_after, Some(30));
+        assert!(c.debugcon);
+        let eff = c.effective(65536).join(" ");
+        assert!(eff.contains("port=8080"), "{eff}");
+        assert!(eff.contains("max_conns=8"), "{eff}");
+        assert!(eff.contains("max_value=65536 bytes"), "{eff}");
+        assert!(eff.contains("watchdog=10 s"), "{eff}");
+        assert!(eff.contains("ip6=fd00::2/64"), "{eff}");
+        assert!(eff.contains("TEST ONLY"), "{eff}");
+    }
+
+    #[test]
+    fn max_value_suffixes() {
+        assert_eq!(parse("max_value=1M").0.max_value, Some(1 << 20));
+        assert_eq!(parse("max_value=123").0.max_value, Some(123));
+        assert_eq!(parse("max_value=16m").0.max_value, Some(16 << 20));
+        assert_eq!(
+            one_error("max_value=17M"),
+            OptionError::OutOfRange {
+                key: "max_value",
+                value: "17M".into(),
+                min: 1,
+                max: MAX_VALUE_LIMIT as u64
+            }
+        );
+        assert!(matches!(
+            one_error("max_value=99999999999999999999999K"),
+            OptionError::OutOfRange { .. }
+        ));
+        assert!(matches!(
+            one_error("max_value=1G"),
+            OptionError::NotANumber { .. }
+        ));
+        assert!(matches!(
+            one_error("max_value=K"),
+            OptionError::NotANumber { .. }
+        ));
+    }
+
+    #[test]
+    fn numeric_errors_keep_defaults_and_say_why() {
+        for (tok, want) in [
+            ("port=0", "must be in 1..=65535"),
+            ("port=65536", "must be in 1..=65535"),
+            ("port=http", "not a decimal number"),
+            ("port=-1", "not a decimal number"),
+            ("port=", "not a decimal number"),
+            ("max_conns=0", "must be in 1..=256"),
+            ("max_conns=1000", "must be in 1..=256"),
+            ("max_value=0", "must be in 1..=16777216"),
+            ("watchdog=3601", "must be in 0..=3600"),
+            ("watchdog=5s", "not a decimal number"),
+        ] {
+            let (c, e) = parse(tok);
+            assert_eq!(c, Config::default(), "{tok}");
+            assert_eq!(e.len(), 1, "{tok}");
+            let msg = format!("{}", e[0]);
+            assert!(msg.contains(want), "{tok}: {msg}");
+            assert!(
+                msg.contains(tok),
+                "{tok}: the message names the token: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn watchdog_zero_is_off() {
+        let (c, e) = parse("watchdog=0");
+        assert!(e.is_empty());
+        assert_eq!(c.watchdog, None);
+    }
+
+    #[test]
+    fn address_errors() {
+        for (tok, want) in [
+            ("ip=10.0.0.2", AddrError::MissingPrefix),
+            ("ip=10.0.0/24", AddrError::FieldCount),
+            ("ip=10.0.0.2.1/24", AddrError::FieldCount),
+            ("ip=10.0.0.256/24", AddrError::OctetRange(256)),
+            ("ip=10.0.0.x/24", AddrError::NotANumber),
+            ("ip=10.0.0.2/33", AddrError::PrefixRange(32)),
+            ("ip=10.0.0.2/", AddrError::PrefixRange(32)),
+            ("ip6=fd00::2", AddrError::MissingPrefix),
+            ("ip6=fd00::g/64", AddrError::NotIpv6),
+            ("ip6=10.0.0.1/64", AddrError::NotIpv6),
+            ("ip6=fd00::2/129", AddrError::PrefixRange(128)),
+            ("dns=10.0.0.1,bogus", AddrError::NotANumber),
+            ("dns=fd00:::1", AddrError::NotIpv6),
+        ] {
+            match one_error(tok) {
+                OptionError::Address { error, .. } => assert_eq!(error, want, "{tok}"),
+                other => panic!("{tok}: {other:?}"),
+            }
+        }
+        assert!(format!("{}", one_error("ip=1.2.3.4")).contains("falling back to DHCP"));
+    }
+
+    #[test]
+    fn too_many_dns_keeps_the_first_three() {
+        let (c, e) = parse("dns=1.1.1.1,2.2.2.2,3.3.3.3,4.4.4.4");
+        assert_eq!(e, vec![OptionError::TooManyDns { count: 4 }]);
+        assert_eq!(c.dns.len(), 3);
+    }
+
+    #[test]
+    fn loglevels() {
+        assert_eq!(parse("loglevel=warn").0.loglevel, LogLevel::Warn);
+        assert_eq!(parse("loglevel=INFO").0.loglevel, LogLevel::Info);
+        assert_eq!(parse("loglevel=trace").0.loglevel, LogLevel::Trace);
+        let e = one_error("loglevel=error");
+        assert!(format!("{e}").contains("always logged"), "{e}");
+        assert_eq!(parse("loglevel=off").0.loglevel, LogLevel::Info);
+    }
+
+    #[test]
+    fn flags_values_and_unknown_tokens() {
+        assert_eq!(
+            one_error("port"),
+            OptionError::MissingValue { key: "port".into() }
+        );
+        assert_eq!(
+            one_error("selftest=1"),
+            OptionError::UnexpectedValue {
+                token: "selftest=1".into()
+            }
+        );
+        assert_eq!(
+            one_error("bogus=1"),
+            OptionError::Unknown {
+                token: "bogus=1".into()
+            }
+        );
+        let (c, e) = parse("gw=10.0.0.1");
+        assert_eq!(e, vec![OptionError::GatewayWithoutIp]);
+        assert_eq!(c.gw, None);
+        let (c, _) = parse("ip=bad gw=10.0.0.1");
+        assert_eq!((c.ip, c.gw), (None, None));
+        // The last occurrence wins; a later bad one keeps the earlier good one.
+        assert_eq!(parse("port=81 port=82").0.port, 82);
+        assert_eq!(parse("port=81 port=x").0.port, 81);
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for s in [
+            "=",
+            "==",
+            "ip==",
+            "ip=/",
+            "ip6=/",
+            "dns=,",
+            "dns=",
+            "max_value=\u{0665}",
+            "port=\u{0661}",
+            "\u{00e9}=\u{00e9}",
+            "max_value=18446744073709551615M",
+        ] {
+            let _ = parse(s);
+        }
+    }
+}
