@@ -68,3 +68,9 @@ pub fn all_layouts() -> &'static [(&'static [&'static str], &'static [StructLayo
         (blkif::C_HEADERS, blkif::LAYOUTS),
     ]
 }
+
+/// ABI constants checked against the C headers, with the headers that define them: each entry is
+/// `(C expression, value)` (see `tests/c_layout.rs`).
+pub fn all_constants() -> &'static [(&'static [&'static str], &'static [(&'static str, i64)])] {
+    &[(event_channel::C_HEADERS, event_channel::CONSTANTS)]
+}
