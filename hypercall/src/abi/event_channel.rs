@@ -411,7 +411,7 @@ pub const LAYOUTS: &[StructLayout] = crate::abi_layout! {
 
 /// Constants checked against the C headers: `(C expression, value)`. Xen-internal values that the
 /// public header does not define are given as the expression Xen computes them with.
-pub const CONSTANTS: &[(&str, i64)] = &[
+pub const CONSTANTS: &[super::AbiConstant] = &[
     ("EVTCHNOP_init_control", EVTCHNOP_INIT_CONTROL as i64),
     ("EVTCHNOP_expand_array", EVTCHNOP_EXPAND_ARRAY as i64),
     ("EVTCHNOP_set_priority", EVTCHNOP_SET_PRIORITY as i64),
