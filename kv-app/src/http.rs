@@ -103,6 +103,11 @@ pub trait StatsSource {
     fn for_each_device(&self, f: &mut dyn FnMut(&str, Counters<'_>)) {
         let _ = f;
     }
+
+    /// The event-channel ABI the platform runs (`"fifo"` or `"2l"`), if it has one.
+    fn evtchn_abi(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A [`StatsSource`] with nothing to add.
@@ -1031,6 +1036,12 @@ impl HttpServer {
             }
             None => out.push_str("\"memory\":null,"),
         }
+        out.push_str("\"evtchn_abi\":");
+        match stats.evtchn_abi() {
+            Some(abi) => json_string(&mut out, abi),
+            None => out.push_str("null"),
+        }
+        out.push(',');
         let _ = write!(
             out,
             "\"store\":{{\"keys\":{},\"value_bytes\":{},\"live_blocks\":{},\"used_blocks\":{},\

@@ -35,6 +35,9 @@ impl StatsSource for Stats {
         f("vif0", &[("rx_packets", 5), ("tx_packets", 6)]);
         f("vbd\"768", &[("reads", 7)]);
     }
+    fn evtchn_abi(&self) -> Option<&str> {
+        Some("fifo")
+    }
 }
 
 /// A parsed response.
@@ -308,6 +311,7 @@ fn put_get_delete_list_stats() {
         "\"keys\":2",
         "\"devices\":[{\"name\":\"vif0\",\"rx_packets\":5,\"tx_packets\":6},{\"name\":\"vbd\\\"768\",\"reads\":7}]",
         "\"status_4xx\":2",
+        "\"evtchn_abi\":\"fifo\"",
     ] {
         assert!(json.contains(needle), "{needle} not in {json}");
     }
@@ -325,6 +329,7 @@ fn stats_without_source() {
     let r = &net.clients[c].responses[0];
     let json = String::from_utf8(r.body.clone()).unwrap();
     assert!(json.contains("\"memory\":null"), "{json}");
+    assert!(json.contains("\"evtchn_abi\":null"), "{json}");
     assert!(json.contains("\"devices\":[]"), "{json}");
 }
 

@@ -6,7 +6,8 @@
 //! - `panic`: panic right after boot (tests the crash path);
 //! - `fault`: touch an unmapped address right after boot (tests the exception handlers);
 //! - `overflow`: overflow the boot stack right after boot (tests the guard page);
-//! - `debugcon`: keep copying console output to port 0xE9 after the PV console is up.
+//! - `debugcon`: keep copying console output to port 0xE9 after the PV console is up;
+//! - `evtchn=auto|2l|fifo`: event-channel ABI under Xen (default `auto`: FIFO when Xen offers it).
 //!
 //! A bad value is reported with a clear message and ignored; it never stops the boot.
 
@@ -58,6 +59,8 @@ pub struct Config {
     pub overflow: bool,
     /// Keep port 0xE9 output after the PV console is up.
     pub debugcon: bool,
+    /// Event-channel ABI (`evtchn=`).
+    pub evtchn: xen_event_channel::AbiChoice,
 }
 
 /// Why a value was rejected.
@@ -157,6 +160,12 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
             ("fault", None) => c.fault = true,
             ("overflow", None) => c.overflow = true,
             ("debugcon", None) => c.debugcon = true,
+            ("evtchn", Some(v)) => match v.parse() {
+                Ok(a) => c.evtchn = a,
+                Err(_) => warnings.push(format!(
+                    "cmdline: bad value in `evtchn={v}` (expected auto, 2l or fifo); using auto"
+                )),
+            },
             _ => warnings.push(format!("cmdline: unknown option `{tok}` ignored")),
         }
     }
