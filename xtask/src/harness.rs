@@ -1099,8 +1099,14 @@ fn build_iso(
     copy_file(&kernel.vmlinux, &boot.join("vmlinux"))?;
     // Linux unpacks concatenated cpio archives (compressed or not) in order: the base, the
     // guest kernel (uncompressed: nothing to inflate at boot), then the payload.
+    // An uncompressed archive is only recognised at an offset that is a multiple of 4 (Linux's
+    // unpack_to_rootfs checks `this_header & 3`; zero bytes in between are skipped): pad after each
+    // part, or a base .gz of odd length makes dom0 panic with "invalid magic at start of
+    // compressed archive".
     let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
     write(&boot.join("initrd.img"), &initrd)?;
     let xen_args = std::env::var("XEN_HARNESS_XEN_ARGS").unwrap_or_default();

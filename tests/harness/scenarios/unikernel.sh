@@ -16,11 +16,17 @@ fi
 check_states uk-xenstore-connected "$UK_NAME" || rc=1
 
 begin uk-stats
-if http_get /stats $W/stats.json && grep -q '{' $W/stats.json; then
-	pass uk-stats "$(head -c 300 $W/stats.json | tr '\n' ' ')"
-else
+# The event-channel ABI: FIFO unless the run asks otherwise (`--env UK_EXPECT_EVTCHN=2l` with
+# `--env UK_EXTRA=evtchn=2l`); Xen 4.17 offers FIFO, and evtchn=auto is the default.
+want_abi=${UK_EXPECT_EVTCHN:-fifo}
+if ! http_get /stats $W/stats.json || ! grep -q '{' $W/stats.json; then
 	fail uk-stats "GET /stats gave no JSON"
 	rc=1
+elif ! grep -q "\"evtchn_abi\":\"$want_abi\"" $W/stats.json; then
+	fail uk-stats "expected \"evtchn_abi\":\"$want_abi\": $(head -c 300 $W/stats.json | tr '\n' ' ')"
+	rc=1
+else
+	pass uk-stats "$(head -c 300 $W/stats.json | tr '\n' ' ')"
 fi
 
 # PUT/GET round trips: fixed edge sizes plus random ones (UK_RANDOM_SIZES of them, 1 B..1 MiB),
