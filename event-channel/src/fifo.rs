@@ -101,6 +101,53 @@ impl Fifo {
         Ok(fifo)
     }
 
+    /// After a resume (restore or migration), Xen has forgotten the FIFO set-up and runs the
+    /// domain on the 2-level ABI again: clears the control block and the guest's queue heads,
+    /// registers the same control block with `EVTCHNOP_init_control` and gives Xen the same
+    /// event-array pages again (every word MASKED: ports are bound anew and unmasked by their
+    /// owners). Linux's FIFO resume does the same.
+    pub(crate) fn resume<H: Hypercall>(&self, hyp: &H) -> Result<(), EvtchnError> {
+        let _g = self.expand.lock();
+        // SAFETY: the control block is our page, 8-aligned; Xen does not use it until
+        // init_control below.
+        unsafe {
+            core::ptr::write_bytes(
+                self.control as *mut u8,
+                0,
+                core::mem::size_of::<EvtchnFifoControlBlock>(),
+            )
+        };
+        for h in &self.head {
+            h.store(0, Ordering::Relaxed);
+        }
+        let mut a = EvtchnInitControl {
+            control_gfn: hyp.virt_to_gfn(self.control as *const u8).0,
+            offset: 0,
+            vcpu: 0,
+            ..Default::default()
+        };
+        op(hyp, EVTCHNOP_INIT_CONTROL, &mut a)?;
+        let pages = self.nr_pages.load(Ordering::Acquire);
+        for (n, slot) in self.pages[..pages].iter().enumerate() {
+            let base = slot.load(Ordering::Acquire);
+            // SAFETY: one of our event-array pages (never freed); Xen forgot it at the resume.
+            let words =
+                unsafe { core::slice::from_raw_parts(base as *const AtomicU32, WORDS_PER_PAGE) };
+            for w in words {
+                w.store(MASKED, Ordering::Relaxed);
+            }
+            let mut e = EvtchnExpandArray {
+                array_gfn: hyp.virt_to_gfn(base as *const u8).0,
+            };
+            if let Err(err) = op(hyp, EVTCHNOP_EXPAND_ARRAY, &mut e) {
+                // The array now ends before page `n`; later binds retry with fresh pages.
+                self.nr_pages.store(n, Ordering::Release);
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+
     /// Ports the event array covers now.
     pub(crate) fn array_ports(&self) -> u32 {
         (self.nr_pages.load(Ordering::Acquire) * WORDS_PER_PAGE) as u32

@@ -178,6 +178,16 @@ impl<H: Hypercall> NativeEventChannels<H> {
         Ok(e)
     }
 
+    /// After a resume: under FIFO, sets the FIFO ABI up again in Xen (same control block and
+    /// event-array pages, all ports MASKED) before ports are bound anew; nothing to do under
+    /// 2-level.
+    pub fn resume_abi(&self) -> Result<(), EvtchnError> {
+        match &self.fifo {
+            Some(f) => f.resume(&self.hyp),
+            None => Ok(()),
+        }
+    }
+
     /// The ABI in use.
     pub fn abi(&self) -> EvtchnAbi {
         match self.fifo {

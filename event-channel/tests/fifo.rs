@@ -376,6 +376,33 @@ fn bad_ports_under_fifo() {
     );
 }
 
+#[test]
+fn resume_sets_fifo_up_again_with_the_same_pages() {
+    let (sim, g, ev) = setup();
+    let per_page = EVTCHN_FIFO_EVENT_WORDS_PER_PAGE;
+    ev.mask(per_page + 1).unwrap();
+    assert_eq!(ev.fifo_array_pages(), 2);
+    let p = ipi(&ev);
+    ev.send(p).unwrap();
+    assert!(ev.upcall_pending());
+    // A restore: Xen forgets the FIFO set-up (and the domain's ports).
+    sim.evtchn_fifo_forget(g.domid());
+    ev.close(p).unwrap();
+    assert!(!sim.evtchn_fifo_active(g.domid()));
+    ev.resume_abi().unwrap();
+    assert!(sim.evtchn_fifo_active(g.domid()));
+    assert_eq!(sim.evtchn_fifo_array_pages(g.domid()), 2);
+    assert_eq!(ev.fifo_array_pages(), 2);
+    // The stale READY/HEAD of before are gone: nothing is dispatched.
+    assert_eq!(ev.handle_upcall(), 0);
+    // Bound anew, ports work on both pages.
+    let q = ipi(&ev);
+    ev.send(q).unwrap();
+    assert_eq!(ev.handle_upcall(), 1);
+    assert!(ev.take_event(q));
+    assert!(ev.is_masked(per_page + 1).unwrap());
+}
+
 mod fairness {
     use super::*;
     use proptest::prelude::*;

@@ -305,6 +305,14 @@ impl Sim {
         }
     }
 
+    /// Drops `domid`'s FIFO set-up, as a restored or migrated domain starts on the 2-level ABI
+    /// with no control block and no event array (the guest must call `init_control` again).
+    pub fn evtchn_fifo_forget(&self, domid: DomId) {
+        if let Ok(d) = self.lock().dom_mut(domid) {
+            d.fifo.state = None;
+        }
+    }
+
     /// Does `domid` run the FIFO ABI (its `EVTCHNOP_init_control` succeeded)?
     pub fn evtchn_fifo_active(&self, domid: DomId) -> bool {
         self.lock().dom(domid).is_ok_and(|d| d.fifo.state.is_some())
