@@ -287,7 +287,10 @@ pub fn test() -> Result<(), String> {
     };
     if with_unikernel {
         spec.kernel = Some(kernel_path(&Opts::default())?);
+        // The unikernel on FIFO event channels (evtchn=auto; Xen 4.17 offers FIFO), then again
+        // with evtchn=2l on the 2-level ABI.
         spec.scenarios.push("unikernel".into());
+        spec.scenarios.push("unikernel-2l".into());
     } else {
         println!(
             "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
