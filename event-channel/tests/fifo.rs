@@ -359,6 +359,27 @@ fn a_corrupt_queue_head_is_not_followed() {
 }
 
 #[test]
+fn a_link_cycle_ends_the_round() {
+    let (sim, g, ev) = setup();
+    let ports: Vec<u32> = (0..3).map(|_| ipi(&ev)).collect();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for &p in &ports {
+        recorder(&ev, p, &log);
+    }
+    // A -> B -> C -> A, all pending: each is dispatched once, then the round stops.
+    assert!(sim.evtchn_fifo_link_cycle(g.domid(), 4, &ports));
+    assert_eq!(ev.handle_upcall(), 3);
+    assert_eq!(*log.lock().unwrap(), ports);
+    // The cycle is broken (each LINK was cleared as it was consumed): the next round finds the
+    // head it stopped at, not pending any more, and then nothing.
+    assert_eq!(ev.handle_upcall(), 0);
+    assert_eq!(ev.handle_upcall(), 0);
+    assert!(!ev.upcall_pending());
+    ev.send(ports[1]).unwrap();
+    assert_eq!(ev.handle_upcall(), 1);
+}
+
+#[test]
 fn bad_ports_under_fifo() {
     let (_sim, _g, ev) = setup();
     for port in [0, NR_FIFO_PORTS, u32::MAX] {

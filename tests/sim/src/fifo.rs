@@ -364,6 +364,35 @@ impl Sim {
         true
     }
 
+    /// Hostile-hypervisor hook: makes the ports `ring` one queue (priority `priority`) whose
+    /// last LINK points back to the first — a cycle — with every port PENDING and LINKED, HEAD at
+    /// the first, READY set and `evtchn_upcall_pending` set (false without FIFO or a word).
+    pub fn evtchn_fifo_link_cycle(&self, domid: DomId, priority: u32, ring: &[EvtchnPort]) -> bool {
+        let w = self.lock();
+        let Some(st) = w.dom(domid).ok().and_then(|d| d.fifo.state.as_ref()) else {
+            return false;
+        };
+        let (Some(&first), false) = (ring.first(), ring.iter().any(|&p| st.word(p).is_none()))
+        else {
+            return false;
+        };
+        for (i, &p) in ring.iter().enumerate() {
+            let next = ring[(i + 1) % ring.len()];
+            if let Some(word) = st.word(p) {
+                let old = word.load(Ordering::SeqCst) & !(MASKED | EVTCHN_FIFO_LINK_MASK);
+                word.store(old | PENDING | LINKED | next, Ordering::SeqCst);
+            }
+        }
+        let q = priority as usize % EVTCHN_FIFO_MAX_QUEUES;
+        st.control_u32(CB_HEAD + 4 * q)
+            .store(first, Ordering::SeqCst);
+        st.control_u32(CB_READY).fetch_or(1 << q, Ordering::SeqCst);
+        // SAFETY: vcpu_info lies in a registered page; a byte needs no alignment.
+        let up = unsafe { &*((st.vcpu_info + crate::abi::si::UPCALL_PENDING) as *const AtomicU8) };
+        up.store(1, Ordering::SeqCst);
+        true
+    }
+
     /// The FIFO priority of `port` of `domid` (`None` without FIFO).
     pub fn evtchn_fifo_priority(&self, domid: DomId, port: EvtchnPort) -> Option<u32> {
         self.lock()
