@@ -243,13 +243,14 @@ const CASES: &[Case] = &[
     Case {
         name: "bad command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1",
+        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1 evtchn=3l",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "cmdline: bad value in `ip=999.1.1.1/99`: octet 999 is out of range 0..=255",
             "falling back to DHCP",
             "cmdline: bad value in `gw=10.0.0`: expected four dot-separated numbers",
             "cmdline: unknown option `bogus=1` ignored",
+            "cmdline: bad value in `evtchn=3l` (expected auto, 2l or fifo); using auto",
             "net config: DHCP",
             "SELFTEST PASS",
         ],
@@ -258,7 +259,7 @@ const CASES: &[Case] = &[
     Case {
         name: "good command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1",
+        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1 evtchn=fifo",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "net config: static 10.0.0.2/24, gateway 10.0.0.1",
