@@ -70,7 +70,7 @@ pub struct NativeEventChannels<H: Hypercall> {
     /// Next scan position (port number) of the fair scan.
     scan_pos: AtomicUsize,
     /// Ports dispatched without a handler, not yet taken (one bit per port of the ABI).
-    latched: alloc::boxed::Box<[AtomicU64]>,
+    latched: Box<[AtomicU64]>,
     /// The FIFO ABI's state when it is in use; `None`: 2-level.
     fifo: Option<Fifo>,
 }
