@@ -62,6 +62,9 @@ pub(crate) struct Fifo {
     seen: Box<[AtomicU64]>,
     /// Serialises `expand_array` calls.
     expand: spin::Mutex<()>,
+    /// HEAD or LINK values seen that name a port outside the event array (counted, not logged:
+    /// the round runs in interrupt context).
+    bad_links: AtomicU64,
 }
 
 fn op<H: Hypercall, T>(hyp: &H, cmd: u32, arg: &mut T) -> Result<(), EvtchnError> {
@@ -94,6 +97,7 @@ impl Fifo {
             head: [const { AtomicU32::new(0) }; EVTCHN_FIFO_MAX_QUEUES],
             seen: bitmap(NR_FIFO_PORTS),
             expand: spin::Mutex::new(()),
+            bad_links: AtomicU64::new(0),
         };
         if let Err(e) = fifo.ensure(hyp, 0) {
             log::warn!("evtchn fifo: first event-array page refused ({e}); retried on demand");
@@ -151,6 +155,11 @@ impl Fifo {
     /// Ports the event array covers now.
     pub(crate) fn array_ports(&self) -> u32 {
         (self.nr_pages.load(Ordering::Acquire) * WORDS_PER_PAGE) as u32
+    }
+
+    /// HEAD or LINK values seen so far that named a port outside the event array.
+    pub(crate) fn bad_links(&self) -> u64 {
+        self.bad_links.load(Ordering::Relaxed)
     }
 
     /// Number of event-array pages added.
@@ -347,7 +356,7 @@ impl Fifo {
             let Some(word) = (port != 0).then(|| self.word(port)).flatten() else {
                 // Empty queue, or a HEAD/LINK outside the array: nothing to follow.
                 if port != 0 {
-                    log::warn!("evtchn fifo: queue {q} names port {port} outside the event array");
+                    self.bad_links.fetch_add(1, Ordering::Relaxed);
                 }
                 self.head[q].store(0, Ordering::Relaxed);
                 ready &= !bit;

@@ -204,6 +204,12 @@ impl<H: Hypercall> NativeEventChannels<H> {
         }
     }
 
+    /// FIFO queue HEAD or LINK values that named a port outside the event array and were not
+    /// followed (0 under 2-level): a sign of a corrupt control block or event array.
+    pub fn fifo_bad_links(&self) -> u64 {
+        self.fifo.as_ref().map_or(0, Fifo::bad_links)
+    }
+
     /// Event-array pages added so far (0 under 2-level).
     pub fn fifo_array_pages(&self) -> usize {
         self.fifo.as_ref().map_or(0, Fifo::array_pages)

@@ -350,8 +350,10 @@ fn a_corrupt_queue_head_is_not_followed() {
     let (sim, g, ev) = setup();
     let p = ipi(&ev);
     // HEAD of queue 7 names a port beyond the event array, READY says queue 7 has work.
-    sim.evtchn_fifo_corrupt_head(g.domid(), EVTCHN_FIFO_PRIORITY_DEFAULT, 60_000);
+    assert!(sim.evtchn_fifo_corrupt_head(g.domid(), EVTCHN_FIFO_PRIORITY_DEFAULT, 60_000));
+    assert_eq!(ev.fifo_bad_links(), 0);
     assert_eq!(ev.handle_upcall(), 0);
+    assert_eq!(ev.fifo_bad_links(), 1);
     // Delivery still works afterwards.
     ev.send(p).unwrap();
     assert_eq!(ev.handle_upcall(), 1);
