@@ -250,7 +250,7 @@ const CASES: &[Case] = &[
             "falling back to DHCP",
             "cmdline: bad value in `gw=10.0.0`: expected four dot-separated numbers",
             "cmdline: unknown option `bogus=1` ignored",
-            "cmdline: bad value in `evtchn=3l` (expected auto, 2l or fifo); using auto",
+            "cmdline: bad value in `evtchn=3l` (expected auto, 2l or fifo); using the default",
             "net config: DHCP",
             "SELFTEST PASS",
         ],
