@@ -1,6 +1,8 @@
-//! The native 2-level event-channel implementation on the shared_info page.
+//! The native event-channel implementation: the 2-level ABI on the shared_info page, or the FIFO
+//! ABI (`fifo.rs`) once selected with [`NativeEventChannels::select_abi`].
 
-use crate::{EventChannels, EvtchnError, PortStatus};
+use crate::fifo::{self, Fifo};
+use crate::{AbiChoice, EventChannels, EvtchnAbi, EvtchnError, PortStatus};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -41,7 +43,8 @@ struct State {
     generation: u64,
 }
 
-/// Event channels of the 2-level ABI, on top of a [`Hypercall`] implementation.
+/// Event channels on top of a [`Hypercall`] implementation: the 2-level ABI, or the FIFO ABI
+/// after [`select_abi`](Self::select_abi) chose it. One type for both, so callers do not care.
 ///
 /// - Shared memory (pending/mask words, selector, `evtchn_upcall_pending`) is only touched through
 ///   atomics: Xen writes it concurrently.
@@ -66,8 +69,10 @@ pub struct NativeEventChannels<H: Hypercall> {
     state: spin::Mutex<State>,
     /// Next scan position (port number) of the fair scan.
     scan_pos: AtomicUsize,
-    /// Ports dispatched without a handler, not yet taken.
-    latched: [AtomicU64; WORDS],
+    /// Ports dispatched without a handler, not yet taken (one bit per port of the ABI).
+    latched: Box<[AtomicU64]>,
+    /// The FIFO ABI's state when it is in use; `None`: 2-level.
+    fifo: Option<Fifo>,
 }
 
 // SAFETY: the raw addresses refer to the shared_info page, which lives for the program's lifetime
@@ -75,14 +80,6 @@ pub struct NativeEventChannels<H: Hypercall> {
 unsafe impl<H: Hypercall + Send> Send for NativeEventChannels<H> {}
 // SAFETY: as above; interior mutability is behind a spinlock or atomics.
 unsafe impl<H: Hypercall + Sync> Sync for NativeEventChannels<H> {}
-
-fn check_port(port: EvtchnPort) -> Result<(), EvtchnError> {
-    if port == 0 || port >= NR_PORTS {
-        Err(EvtchnError::BadPort(port))
-    } else {
-        Ok(())
-    }
-}
 
 impl<H: Hypercall> NativeEventChannels<H> {
     /// PVH/HVM set-up: allocates a page, asks Xen to map shared_info at its frame
@@ -136,7 +133,100 @@ impl<H: Hypercall> NativeEventChannels<H> {
                 generation: 0,
             }),
             scan_pos: AtomicUsize::new(0),
-            latched: [const { AtomicU64::new(0) }; WORDS],
+            latched: fifo::bitmap(NR_PORTS),
+            fifo: None,
+        }
+    }
+
+    /// Chooses the event-channel ABI; call it right after construction, before binding ports.
+    ///
+    /// - [`AbiChoice::Fifo`]: `EVTCHNOP_init_control` (vCPU 0) and the first event-array page; an
+    ///   error if Xen refuses.
+    /// - [`AbiChoice::TwoLevel`]: keep the 2-level ABI.
+    /// - [`AbiChoice::Auto`]: FIFO when `init_control` succeeds, else 2-level.
+    ///
+    /// Once FIFO is in use Xen does not go back to 2-level (short of `EVTCHNOP_reset`), so a
+    /// second call cannot switch back. Under FIFO, ports start MASKED (as after
+    /// [`mask_all`](Self::mask_all) under 2-level) and need [`unmask`](Self::unmask).
+    pub fn select_abi(&mut self, choice: AbiChoice) -> Result<EvtchnAbi, EvtchnError> {
+        if self.fifo.is_some() {
+            return match choice {
+                AbiChoice::TwoLevel => Err(EvtchnError::Hypercall(Errno::EBUSY)),
+                _ => Ok(EvtchnAbi::Fifo),
+            };
+        }
+        let fifo = match choice {
+            AbiChoice::TwoLevel => return Ok(EvtchnAbi::TwoLevel),
+            AbiChoice::Fifo => Fifo::init(&self.hyp)?,
+            AbiChoice::Auto => match Fifo::init(&self.hyp) {
+                Ok(f) => f,
+                Err(e) => {
+                    log::info!("evtchn: FIFO ABI not available ({e}); using 2-level");
+                    return Ok(EvtchnAbi::TwoLevel);
+                }
+            },
+        };
+        self.latched = fifo::bitmap(fifo::NR_FIFO_PORTS);
+        self.fifo = Some(fifo);
+        Ok(EvtchnAbi::Fifo)
+    }
+
+    /// PVH/HVM set-up ([`new_pvh`](Self::new_pvh)) followed by [`select_abi`](Self::select_abi).
+    pub fn new_pvh_with_abi(hyp: H, choice: AbiChoice) -> Result<Self, EvtchnError> {
+        let mut e = Self::new_pvh(hyp)?;
+        e.select_abi(choice)?;
+        Ok(e)
+    }
+
+    /// After a resume: under FIFO, sets the FIFO ABI up again in Xen (same control block and
+    /// event-array pages, all ports MASKED) before ports are bound anew; nothing to do under
+    /// 2-level.
+    pub fn resume_abi(&self) -> Result<(), EvtchnError> {
+        match &self.fifo {
+            Some(f) => f.resume(&self.hyp),
+            None => Ok(()),
+        }
+    }
+
+    /// The ABI in use.
+    pub fn abi(&self) -> EvtchnAbi {
+        match self.fifo {
+            Some(_) => EvtchnAbi::Fifo,
+            None => EvtchnAbi::TwoLevel,
+        }
+    }
+
+    /// Ports the ABI in use can address ([`NR_PORTS`] under 2-level).
+    pub fn nr_ports(&self) -> u32 {
+        match self.fifo {
+            Some(_) => fifo::NR_FIFO_PORTS,
+            None => NR_PORTS,
+        }
+    }
+
+    /// FIFO queue HEAD or LINK values that named a port outside the event array and were not
+    /// followed (0 under 2-level): a sign of a corrupt control block or event array.
+    pub fn fifo_bad_links(&self) -> u64 {
+        self.fifo.as_ref().map_or(0, Fifo::bad_links)
+    }
+
+    /// Event-array pages added so far (0 under 2-level).
+    pub fn fifo_array_pages(&self) -> usize {
+        self.fifo.as_ref().map_or(0, Fifo::array_pages)
+    }
+
+    /// `EVTCHNOP_set_priority` (FIFO ABI): `priority` from 0 (highest, served first) to 15; Xen's
+    /// default is 7. Xen refuses it under the 2-level ABI (`ENOSYS`).
+    pub fn set_priority(&self, port: EvtchnPort, priority: u32) -> Result<(), EvtchnError> {
+        self.check_port(port)?;
+        Fifo::set_priority(&self.hyp, port, priority)
+    }
+
+    fn check_port(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
+        if port == 0 || port >= self.nr_ports() {
+            Err(EvtchnError::BadPort(port))
+        } else {
+            Ok(())
         }
     }
 
@@ -200,9 +290,19 @@ impl<H: Hypercall> NativeEventChannels<H> {
             .map_err(EvtchnError::Hypercall)
     }
 
-    fn opened(&self, port: EvtchnPort) -> EvtchnPort {
+    /// Records a freshly bound port; under FIFO grows the event array to cover it (closing the
+    /// port again if that fails, so nothing leaks).
+    fn opened(&self, port: EvtchnPort) -> Result<EvtchnPort, EvtchnError> {
+        self.check_port(port)?;
+        if let Some(f) = &self.fifo {
+            if let Err(e) = f.ensure(&self.hyp, port) {
+                let mut a = EvtchnClose { port };
+                let _ = self.op(EVTCHNOP_CLOSE, &mut a);
+                return Err(e);
+            }
+        }
         self.state.lock().open.insert(port, ());
-        port
+        Ok(port)
     }
 
     /// `EVTCHNOP_alloc_unbound`: a fresh port that domain `remote` may bind to.
@@ -213,8 +313,7 @@ impl<H: Hypercall> NativeEventChannels<H> {
             port: 0,
         };
         self.op(EVTCHNOP_ALLOC_UNBOUND, &mut a)?;
-        check_port(a.port)?;
-        Ok(self.opened(a.port))
+        self.opened(a.port)
     }
 
     /// `EVTCHNOP_bind_interdomain`: connects a fresh local port to `<remote_dom, remote_port>`.
@@ -231,8 +330,7 @@ impl<H: Hypercall> NativeEventChannels<H> {
             local_port: 0,
         };
         self.op(EVTCHNOP_BIND_INTERDOMAIN, &mut a)?;
-        check_port(a.local_port)?;
-        Ok(self.opened(a.local_port))
+        self.opened(a.local_port)
     }
 
     /// `EVTCHNOP_bind_virq` on vCPU 0 (e.g. [`VIRQ_TIMER`], [`VIRQ_DEBUG`]).
@@ -243,21 +341,19 @@ impl<H: Hypercall> NativeEventChannels<H> {
             port: 0,
         };
         self.op(EVTCHNOP_BIND_VIRQ, &mut a)?;
-        check_port(a.port)?;
-        Ok(self.opened(a.port))
+        self.opened(a.port)
     }
 
     /// `EVTCHNOP_bind_ipi` on vCPU 0: a port whose `send` notifies ourselves.
     pub fn bind_ipi(&self) -> Result<EvtchnPort, EvtchnError> {
         let mut a = EvtchnBindIpi { vcpu: 0, port: 0 };
         self.op(EVTCHNOP_BIND_IPI, &mut a)?;
-        check_port(a.port)?;
-        Ok(self.opened(a.port))
+        self.opened(a.port)
     }
 
     /// `EVTCHNOP_close`; also drops the port's handler and latched event.
     pub fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        check_port(port)?;
+        self.check_port(port)?;
         let mut a = EvtchnClose { port };
         self.op(EVTCHNOP_CLOSE, &mut a)?;
         let old = {
@@ -267,20 +363,22 @@ impl<H: Hypercall> NativeEventChannels<H> {
         };
         drop(old);
         let (w, bit) = Self::split(port);
-        self.latched[w].fetch_and(!bit, Ordering::SeqCst);
+        if let Some(l) = self.latched.get(w) {
+            l.fetch_and(!bit, Ordering::SeqCst);
+        }
         Ok(())
     }
 
     /// `EVTCHNOP_send`: notifies the other end of `port`.
     pub fn send(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        check_port(port)?;
+        self.check_port(port)?;
         let mut a = EvtchnSend { port };
         self.op(EVTCHNOP_SEND, &mut a)
     }
 
     /// `EVTCHNOP_status` of one of our ports.
     pub fn status(&self, port: EvtchnPort) -> Result<PortStatus, EvtchnError> {
-        if port >= NR_PORTS {
+        if port >= self.nr_ports() {
             return Err(EvtchnError::BadPort(port));
         }
         let mut a = EvtchnStatus {
@@ -310,7 +408,11 @@ impl<H: Hypercall> NativeEventChannels<H> {
 
     /// Sets the mask bit: events on `port` stay pending without raising an upcall.
     pub fn mask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        check_port(port)?;
+        self.check_port(port)?;
+        if let Some(f) = &self.fifo {
+            f.ensure(&self.hyp, port)?;
+            return f.mask(port);
+        }
         let (w, bit) = Self::split(port);
         self.mask_word(w).fetch_or(bit, Ordering::SeqCst);
         Ok(())
@@ -318,6 +420,9 @@ impl<H: Hypercall> NativeEventChannels<H> {
 
     /// Masks every port (e.g. after resume or kexec, before binding anew).
     pub fn mask_all(&self) {
+        if let Some(f) = &self.fifo {
+            return f.mask_all();
+        }
         for w in 0..WORDS {
             self.mask_word(w).store(u64::MAX, Ordering::SeqCst);
         }
@@ -326,8 +431,13 @@ impl<H: Hypercall> NativeEventChannels<H> {
     /// Clears the mask bit. If the port became pending while masked the event is re-raised:
     /// with [`UnmaskMode::Hypercall`] (PVH) the mask is set back and `EVTCHNOP_unmask` lets Xen do
     /// it; with [`UnmaskMode::Local`] (PV) the selector bit and `evtchn_upcall_pending` are set here.
+    /// Under FIFO, MASKED is cleared with a compare-exchange unless the port is PENDING (or Xen
+    /// holds the word BUSY), in which case `EVTCHNOP_unmask` clears it and Xen links the event.
     pub fn unmask(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        check_port(port)?;
+        self.check_port(port)?;
+        if let Some(f) = &self.fifo {
+            return f.unmask(&self.hyp, port);
+        }
         let (w, bit) = Self::split(port);
         // Clear the mask before testing pending, so an event arriving in between is not lost.
         self.mask_word(w).fetch_and(!bit, Ordering::SeqCst);
@@ -352,8 +462,11 @@ impl<H: Hypercall> NativeEventChannels<H> {
 
     /// Is `port` pending (shared_info bit)?
     pub fn is_pending(&self, port: EvtchnPort) -> Result<bool, EvtchnError> {
-        if port >= NR_PORTS {
+        if port >= self.nr_ports() {
             return Err(EvtchnError::BadPort(port));
+        }
+        if let Some(f) = &self.fifo {
+            return Ok(f.is_pending(port));
         }
         let (w, bit) = Self::split(port);
         Ok(self.pending_word(w).load(Ordering::SeqCst) & bit != 0)
@@ -361,8 +474,11 @@ impl<H: Hypercall> NativeEventChannels<H> {
 
     /// Is `port` masked?
     pub fn is_masked(&self, port: EvtchnPort) -> Result<bool, EvtchnError> {
-        if port >= NR_PORTS {
+        if port >= self.nr_ports() {
             return Err(EvtchnError::BadPort(port));
+        }
+        if let Some(f) = &self.fifo {
+            return Ok(f.is_masked(port));
         }
         let (w, bit) = Self::split(port);
         Ok(self.mask_word(w).load(Ordering::SeqCst) & bit != 0)
@@ -370,8 +486,11 @@ impl<H: Hypercall> NativeEventChannels<H> {
 
     /// Clears the pending bit of `port`, returning whether it was set.
     pub fn clear_pending(&self, port: EvtchnPort) -> Result<bool, EvtchnError> {
-        if port >= NR_PORTS {
+        if port >= self.nr_ports() {
             return Err(EvtchnError::BadPort(port));
+        }
+        if let Some(f) = &self.fifo {
+            return Ok(f.clear_pending(port));
         }
         let (w, bit) = Self::split(port);
         Ok(self.pending_word(w).fetch_and(!bit, Ordering::SeqCst) & bit != 0)
@@ -387,7 +506,7 @@ impl<H: Hypercall> NativeEventChannels<H> {
     /// Registers `handler` for `port`, replacing any previous one. Ports need not have been bound
     /// through this object (e.g. the xenstore port from `HVM_PARAM_STORE_EVTCHN`).
     pub fn set_handler(&self, port: EvtchnPort, handler: Handler) -> Result<(), EvtchnError> {
-        check_port(port)?;
+        self.check_port(port)?;
         let old = {
             let mut st = self.state.lock();
             st.generation += 1;
@@ -421,11 +540,10 @@ impl<H: Hypercall> NativeEventChannels<H> {
 
     /// Takes the latched event of a port that has no handler: true if it fired since the last call.
     pub fn take_event(&self, port: EvtchnPort) -> bool {
-        if port >= NR_PORTS {
-            return false;
-        }
         let (w, bit) = Self::split(port);
-        self.latched[w].fetch_and(!bit, Ordering::SeqCst) & bit != 0
+        self.latched
+            .get(w)
+            .is_some_and(|l| l.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
     }
 
     /// Runs the handler of `port`, or latches the event. The lock is not held during the call.
@@ -449,7 +567,9 @@ impl<H: Hypercall> NativeEventChannels<H> {
             }
             None => {
                 let (w, bit) = Self::split(port);
-                self.latched[w].fetch_or(bit, Ordering::SeqCst);
+                if let Some(l) = self.latched.get(w) {
+                    l.fetch_or(bit, Ordering::SeqCst);
+                }
             }
         }
     }
@@ -466,6 +586,11 @@ impl<H: Hypercall> NativeEventChannels<H> {
     /// (Xen does that), so callers loop `while upcall_pending() { handle_upcall() }` if they want
     /// to drain.
     ///
+    /// Under FIFO a round serves the ready queues highest priority first, in queue (arrival)
+    /// order within a priority, re-checking for higher-priority events after each dispatch; each
+    /// port is dispatched at most once per round and a port that re-raises itself waits for the
+    /// next round behind the events queued meanwhile (see `fifo.rs`).
+    ///
     /// If the internal lock is busy (the upcall interrupted a thread that is registering a
     /// handler), nothing is consumed and 0 is returned.
     pub fn handle_upcall(&self) -> usize {
@@ -475,6 +600,9 @@ impl<H: Hypercall> NativeEventChannels<H> {
             None => return 0,
         }
         self.upcall_pending_byte().store(0, Ordering::SeqCst);
+        if let Some(f) = &self.fifo {
+            return f.round(self.upcall_pending_byte(), |p| self.dispatch(p));
+        }
         let sel = self.selector().swap(0, Ordering::SeqCst);
         if sel == 0 {
             return 0;

@@ -223,3 +223,52 @@ fn registry_is_well_formed() {
         }
     }
 }
+
+/// The C program printing every constant of `xen_hypercall::abi::all_constants()` in order.
+fn c_constants_program() -> String {
+    let mut c = String::from(
+        "#define __XEN_TOOLS__ 1\n#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n\
+         #include <xen/xen.h>\n",
+    );
+    for (headers, _) in xen_hypercall::abi::all_constants() {
+        for h in headers.iter() {
+            writeln!(c, "#include <{h}>").unwrap();
+        }
+    }
+    c.push_str("\nint main(void) {\n");
+    for (_, consts) in xen_hypercall::abi::all_constants() {
+        for (expr, _) in consts.iter() {
+            writeln!(c, "    printf(\"%lld\\n\", (long long)({expr}));").unwrap();
+        }
+    }
+    c.push_str("    return 0;\n}\n");
+    c
+}
+
+#[test]
+fn c_constants_match_xen_headers() {
+    if !include_dir().join("xen/xen.h").exists() {
+        if std::env::var_os("CI").is_some() {
+            panic!("c_layout: Xen headers missing and CI is set");
+        }
+        report("c_layout: Xen headers missing: constants check SKIPPED");
+        return;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("c_layout");
+    std::fs::create_dir_all(&dir).unwrap();
+    let values = compile_and_run(&dir, "constants", &c_constants_program())
+        .unwrap_or_else(|e| panic!("c_layout: constants program does not compile or run:\n{e}"));
+    let expected: Vec<(&str, i64)> = xen_hypercall::abi::all_constants()
+        .iter()
+        .flat_map(|(_, consts)| consts.iter().copied())
+        .collect();
+    assert_eq!(values.len(), expected.len(), "one value per constant");
+    let problems: Vec<String> = expected
+        .iter()
+        .zip(&values)
+        .filter(|((_, rust), c)| i64::try_from(**c).ok() != Some(*rust))
+        .map(|((expr, rust), c)| format!("{expr}: C {c} != Rust {rust}"))
+        .collect();
+    report(&format!("c_layout: compared {} constants", expected.len()));
+    assert!(problems.is_empty(), "c_layout: {}", problems.join("\n  "));
+}

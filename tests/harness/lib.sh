@@ -230,10 +230,16 @@ UK_CFG=$XL_CONFIG_DIR/unikernel.cfg
 UK_DISK=$HARNESS_STATE/unikernel-disk.img
 
 # uk_prepare: the xl config in /etc/xen and the disk image (kept across destroy/create).
+# $UK_EXTRA (e.g. `--env UK_EXTRA=evtchn=2l`) is appended to the kernel command line (`extra`).
 uk_prepare() {
 	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
 	make_disk "$UK_DISK" "${UNIKERNEL_DISK_MIB:-64}"
-	[ -f "$UK_CFG" ] || install_cfg /payload/xl/unikernel-pvh.cfg "$UK_CFG" "$UK_DISK"
+	if [ ! -f "$UK_CFG" ]; then
+		install_cfg /payload/xl/unikernel-pvh.cfg "$UK_CFG" "$UK_DISK"
+		if [ -n "$UK_EXTRA" ]; then
+			sed -i "s|^extra = \"\(.*\)\"|extra = \"\1 $UK_EXTRA\"|" "$UK_CFG"
+		fi
+	fi
 }
 
 # uk_answers: the unikernel answers GET /stats with a 2xx.

@@ -145,6 +145,10 @@ impl StatsSource for Stats {
         })
     }
 
+    fn evtchn_abi(&self) -> Option<&str> {
+        crate::xen::evtchn_abi().map(|a| a.name())
+    }
+
     fn for_each_device(&self, f: &mut dyn FnMut(&str, kv_app::Counters<'_>)) {
         for (name, c) in &self.nets {
             f(

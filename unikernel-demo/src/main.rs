@@ -116,7 +116,7 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
 
     let (cfg, cmdline_warnings) = cmdline::parse(info.cmdline());
     if platform::is_xen() {
-        xen_init(cfg.debugcon);
+        xen_init(cfg.debugcon, cfg.evtchn);
     } else {
         match time::calibrate_tsc_with_pit() {
             Some(khz) => println!("time: TSC {} MHz (calibrated against the PIT)", khz / 1000),
@@ -207,8 +207,13 @@ fn recurse(depth: u64) -> u64 {
 
 /// Brings up the Xen platform pieces: shared_info and pvclock, the callback vector, the timer and the
 /// PV console.
-fn xen_init(keep_debugcon: bool) {
-    let si = match xen::init_events() {
+fn xen_init(keep_debugcon: bool, evtchn: cmdline::EvtchnAbi) {
+    let evtchn = match evtchn {
+        cmdline::EvtchnAbi::Auto => xen_event_channel::AbiChoice::Auto,
+        cmdline::EvtchnAbi::TwoLevel => xen_event_channel::AbiChoice::TwoLevel,
+        cmdline::EvtchnAbi::Fifo => xen_event_channel::AbiChoice::Fifo,
+    };
+    let si = match xen::init_events(evtchn) {
         Ok(p) => p,
         Err(e) => panic!("event channels (shared_info, HVM_PARAM_CALLBACK_IRQ) failed: {e}"),
     };

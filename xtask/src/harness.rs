@@ -287,6 +287,8 @@ pub fn test() -> Result<(), String> {
     };
     if with_unikernel {
         spec.kernel = Some(kernel_path(&Opts::default())?);
+        // The unikernel on its default 2-level event channels. The FIFO run
+        // (`--scenario unikernel-fifo`) is not part of the test tier yet: it stalled in 2 of 5 runs.
         spec.scenarios.push("unikernel".into());
         spec.scenarios.push("ops".into());
     } else {
@@ -1105,6 +1107,7 @@ fn build_iso(
     let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
     initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
     write(&boot.join("initrd.img"), &initrd)?;
     let xen_args = std::env::var("XEN_HARNESS_XEN_ARGS").unwrap_or_default();

@@ -244,7 +244,7 @@ const CASES: &[Case] = &[
     Case {
         name: "bad command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1 port=0 max_value=1G loglevel=loud",
+        cmdline: "selftest ip=999.1.1.1/99 gw=10.0.0 bogus=1 port=0 max_value=1G loglevel=loud evtchn=3l",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "cmdline: bad value in `ip=999.1.1.1/99`: octet 999 is out of range 0..=255",
@@ -254,8 +254,10 @@ const CASES: &[Case] = &[
             "cmdline: bad value in `port=0`: must be in 1..=65535; ignoring it",
             "cmdline: bad value in `max_value=1G`: not a decimal number",
             "cmdline: bad value in `loglevel=loud`: expected warn, info, debug or trace",
+            "cmdline: bad value in `evtchn=3l`: expected auto, 2l or fifo; using the default",
             "config: port=80",
             "config: loglevel=info",
+            "config: evtchn=2l",
             "net config: DHCP",
             "SELFTEST PASS",
         ],
@@ -264,7 +266,7 @@ const CASES: &[Case] = &[
     Case {
         name: "good command-line values",
         machine: Machine::Microvm,
-        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1 ip6=fd00::2/64 dns=10.0.0.1 port=8080 max_conns=4 max_value=64K loglevel=warn",
+        cmdline: "selftest ip=10.0.0.2/24 gw=10.0.0.1 ip6=fd00::2/64 dns=10.0.0.1 port=8080 max_conns=4 max_value=64K loglevel=warn evtchn=fifo",
         status: QEMU_SUCCESS_STATUS,
         expect: &[
             "net config: static 10.0.0.2/24, gateway 10.0.0.1",

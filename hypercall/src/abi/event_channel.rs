@@ -328,8 +328,41 @@ pub struct EvtchnSetPriority {
 }
 const_assert_eq!(size_of::<EvtchnSetPriority>(), 8);
 
-/// `EVTCHN_FIFO_MAX_QUEUES`: number of FIFO priority queues.
-pub const EVTCHN_FIFO_MAX_QUEUES: usize = 16;
+/// `EVTCHN_FIFO_PRIORITY_MAX`: the highest FIFO priority (served first).
+pub const EVTCHN_FIFO_PRIORITY_MAX: u32 = 0;
+/// `EVTCHN_FIFO_PRIORITY_DEFAULT`: the priority of a freshly bound port.
+pub const EVTCHN_FIFO_PRIORITY_DEFAULT: u32 = 7;
+/// `EVTCHN_FIFO_PRIORITY_MIN`: the lowest FIFO priority.
+pub const EVTCHN_FIFO_PRIORITY_MIN: u32 = 15;
+/// `EVTCHN_FIFO_MAX_QUEUES`: number of FIFO priority queues (one per priority).
+pub const EVTCHN_FIFO_MAX_QUEUES: usize = EVTCHN_FIFO_PRIORITY_MIN as usize + 1;
+
+/// `event_word_t`: one port's word in the FIFO event array.
+pub type EventWord = u32;
+
+/// `EVTCHN_FIFO_PENDING`: bit number of the PENDING bit of an event word.
+pub const EVTCHN_FIFO_PENDING: u32 = 31;
+/// `EVTCHN_FIFO_MASKED`: bit number of the MASKED bit of an event word.
+pub const EVTCHN_FIFO_MASKED: u32 = 30;
+/// `EVTCHN_FIFO_LINKED`: bit number of the LINKED bit (the port is on a queue).
+pub const EVTCHN_FIFO_LINKED: u32 = 29;
+/// `EVTCHN_FIFO_BUSY`: bit number of the BUSY bit (Xen is updating LINK; the guest must not
+/// clear MASKED meanwhile).
+pub const EVTCHN_FIFO_BUSY: u32 = 28;
+
+/// `EVTCHN_FIFO_LINK_BITS`: width of the LINK field (the next port on the queue).
+pub const EVTCHN_FIFO_LINK_BITS: u32 = 17;
+/// `EVTCHN_FIFO_LINK_MASK`: the LINK field of an event word.
+pub const EVTCHN_FIFO_LINK_MASK: EventWord = (1 << EVTCHN_FIFO_LINK_BITS) - 1;
+/// `EVTCHN_FIFO_NR_CHANNELS`: ports the FIFO ABI can address.
+pub const EVTCHN_FIFO_NR_CHANNELS: u32 = 1 << EVTCHN_FIFO_LINK_BITS;
+/// Event words per event-array page (`PAGE_SIZE / sizeof(event_word_t)`; Xen's internal
+/// `EVTCHN_FIFO_EVENT_WORDS_PER_PAGE`).
+pub const EVTCHN_FIFO_EVENT_WORDS_PER_PAGE: u32 =
+    (crate::PAGE_SIZE / size_of::<EventWord>()) as u32;
+/// Most event-array pages a domain can add (Xen's `EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES`).
+pub const EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES: u32 =
+    EVTCHN_FIFO_NR_CHANNELS / EVTCHN_FIFO_EVENT_WORDS_PER_PAGE;
 
 /// `struct evtchn_fifo_control_block` (FIFO ABI).
 #[derive(
@@ -372,9 +405,45 @@ pub const LAYOUTS: &[StructLayout] = crate::abi_layout! {
     "struct evtchn_expand_array" => EvtchnExpandArray { array_gfn => "array_gfn" }
     "struct evtchn_set_priority" => EvtchnSetPriority { port => "port", priority => "priority" }
     "struct evtchn_fifo_control_block" => EvtchnFifoControlBlock {
-        ready => "ready", head => "head",
+        ready => "ready", rsvd => "_rsvd", head => "head", head => "head[0]",
     }
 };
+
+/// Constants checked against the C headers: `(C expression, value)`. Xen-internal values that the
+/// public header does not define are given as the expression Xen computes them with.
+pub const CONSTANTS: &[super::AbiConstant] = &[
+    ("EVTCHNOP_init_control", EVTCHNOP_INIT_CONTROL as i64),
+    ("EVTCHNOP_expand_array", EVTCHNOP_EXPAND_ARRAY as i64),
+    ("EVTCHNOP_set_priority", EVTCHNOP_SET_PRIORITY as i64),
+    ("EVTCHNOP_unmask", EVTCHNOP_UNMASK as i64),
+    ("EVTCHN_FIFO_PRIORITY_MAX", EVTCHN_FIFO_PRIORITY_MAX as i64),
+    (
+        "EVTCHN_FIFO_PRIORITY_DEFAULT",
+        EVTCHN_FIFO_PRIORITY_DEFAULT as i64,
+    ),
+    ("EVTCHN_FIFO_PRIORITY_MIN", EVTCHN_FIFO_PRIORITY_MIN as i64),
+    ("EVTCHN_FIFO_MAX_QUEUES", EVTCHN_FIFO_MAX_QUEUES as i64),
+    ("EVTCHN_FIFO_PENDING", EVTCHN_FIFO_PENDING as i64),
+    ("EVTCHN_FIFO_MASKED", EVTCHN_FIFO_MASKED as i64),
+    ("EVTCHN_FIFO_LINKED", EVTCHN_FIFO_LINKED as i64),
+    ("EVTCHN_FIFO_BUSY", EVTCHN_FIFO_BUSY as i64),
+    ("EVTCHN_FIFO_LINK_BITS", EVTCHN_FIFO_LINK_BITS as i64),
+    ("EVTCHN_FIFO_LINK_MASK", EVTCHN_FIFO_LINK_MASK as i64),
+    ("EVTCHN_FIFO_NR_CHANNELS", EVTCHN_FIFO_NR_CHANNELS as i64),
+    ("sizeof(event_word_t)", size_of::<EventWord>() as i64),
+    (
+        "(4096 / sizeof(event_word_t))",
+        EVTCHN_FIFO_EVENT_WORDS_PER_PAGE as i64,
+    ),
+    (
+        "(EVTCHN_FIFO_NR_CHANNELS / (4096 / sizeof(event_word_t)))",
+        EVTCHN_FIFO_MAX_EVENT_ARRAY_PAGES as i64,
+    ),
+    (
+        "EVTCHN_2L_NR_CHANNELS",
+        super::xen::EVTCHN_2L_NR_CHANNELS as i64,
+    ),
+];
 
 /// Offset of `u.interdomain.port` inside `struct evtchn_status` (not expressible as a field above).
 pub const EVTCHN_STATUS_INTERDOMAIN_PORT_OFFSET: usize =

@@ -69,3 +69,12 @@ pub fn all_layouts() -> &'static [(&'static [&'static str], &'static [StructLayo
         (blkif::C_HEADERS, blkif::LAYOUTS),
     ]
 }
+
+/// One ABI constant for the C-header check: `(C expression, value)`.
+pub type AbiConstant = (&'static str, i64);
+
+/// ABI constants checked against the C headers, with the headers that define them (see
+/// `tests/c_layout.rs`).
+pub fn all_constants() -> &'static [(&'static [&'static str], &'static [AbiConstant])] {
+    &[(event_channel::C_HEADERS, event_channel::CONSTANTS)]
+}

@@ -161,6 +161,11 @@ pub trait StatsSource {
     fn problem(&self) -> Option<&str> {
         None
     }
+
+    /// The event-channel ABI the platform runs (`"fifo"` or `"2l"`), if it has one.
+    fn evtchn_abi(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A [`StatsSource`] with nothing to add.

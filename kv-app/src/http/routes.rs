@@ -273,6 +273,12 @@ impl HttpServer {
             }
             None => out.push_str("\"memory\":null,"),
         }
+        out.push_str("\"evtchn_abi\":");
+        match stats.evtchn_abi() {
+            Some(abi) => json_string(&mut out, abi),
+            None => out.push_str("null"),
+        }
+        out.push(',');
         let _ = write!(
             out,
             "\"store\":{{\"keys\":{},\"value_bytes\":{},\"live_blocks\":{},\"used_blocks\":{},\

@@ -36,6 +36,9 @@ impl StatsSource for Stats {
         f("vif0", &[("rx_packets", 5), ("tx_packets", 6)]);
         f("vbd\"768", &[("reads", 7)]);
     }
+    fn evtchn_abi(&self) -> Option<&str> {
+        Some("fifo")
+    }
 }
 
 /// A parsed response.

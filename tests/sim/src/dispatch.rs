@@ -549,6 +549,26 @@ unsafe fn event_channel_op(w: &mut World, me: DomId, cmd: u64, arg: u64) -> R {
             w.unmask(me, a.port)?;
             Ok(0)
         }
+        EVTCHNOP_INIT_CONTROL => {
+            // SAFETY: pointer arguments are valid for the struct of this op (caller contract).
+            let mut a: EvtchnInitControl = unsafe { read(arg) }?;
+            w.fifo_init_control(me, &mut a)?;
+            // SAFETY: pointer arguments are valid for the struct of this op (caller contract).
+            unsafe { write(arg, &a) }?;
+            Ok(0)
+        }
+        EVTCHNOP_EXPAND_ARRAY => {
+            // SAFETY: pointer arguments are valid for the struct of this op (caller contract).
+            let a: EvtchnExpandArray = unsafe { read(arg) }?;
+            w.fifo_expand_array(me, a.array_gfn)?;
+            Ok(0)
+        }
+        EVTCHNOP_SET_PRIORITY => {
+            // SAFETY: pointer arguments are valid for the struct of this op (caller contract).
+            let a: EvtchnSetPriority = unsafe { read(arg) }?;
+            w.fifo_set_priority(me, &a)?;
+            Ok(0)
+        }
         _ => Err(Errno::ENOSYS),
     }
 }

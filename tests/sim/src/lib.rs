@@ -20,7 +20,9 @@
 //!   `XENMEM_add_to_physmap(XENMAPSPACE_shared_info)`: pending bit, then (if unmasked) the selector
 //!   bit in vcpu_info and `evtchn_upcall_pending`, exactly as Xen's `evtchn_2l_set_pending`.
 //!   There are no interrupts: the guest notices events by polling its upcall handler, typically
-//!   after `SCHEDOP_block` returns.
+//!   after `SCHEDOP_block` returns. A domain that calls `EVTCHNOP_init_control` switches to the FIFO
+//!   ABI (control block, event array grown with `EVTCHNOP_expand_array`, 16 priority queues), as
+//!   Xen's `event_fifo.c`; [`Sim::set_evtchn_fifo_offered`] withdraws it to test a fallback.
 //! - `SCHEDOP_block` runs device models until idle; it returns when `evtchn_upcall_pending` is set
 //!   (Xen's `local_events_need_delivery`), else advances time to the guest's singleshot timer
 //!   (raising `VIRQ_TIMER`), else panics with `deadlock: domain N blocked with nothing pending`.
@@ -41,6 +43,7 @@ pub mod xenstored;
 mod abi;
 mod dispatch;
 mod dom0;
+mod fifo;
 mod grant;
 mod mem;
 mod store;

@@ -95,6 +95,8 @@ pub struct Domain {
     pub console_ring: Option<usize>,
     /// The guest's console port.
     pub console_port: Option<EvtchnPort>,
+    /// FIFO event-channel ABI (see `fifo.rs`); when active it replaces the 2-level bits below.
+    pub fifo: crate::fifo::Fifo,
 }
 
 impl Domain {
@@ -118,6 +120,7 @@ impl Domain {
             store_port: None,
             console_ring: None,
             console_port: None,
+            fifo: crate::fifo::Fifo::default(),
         }
     }
 
@@ -135,6 +138,9 @@ impl Domain {
 
     /// Marks `port` pending following Xen's `evtchn_2l_set_pending`.
     pub fn set_pending(&mut self, port: EvtchnPort) {
+        if let Some(f) = self.fifo.state.as_mut() {
+            return f.set_pending(port);
+        }
         let Some(si_addr) = self.shared_info else {
             self.early_pending.insert(port);
             return;
@@ -172,6 +178,9 @@ impl Domain {
 
     /// Clears the pending bit of `port`.
     fn clear_pending(&mut self, port: EvtchnPort) {
+        if let Some(f) = self.fifo.state.as_mut() {
+            return f.clear_pending(port);
+        }
         self.early_pending.remove(&port);
         if let Some(si_addr) = self.shared_info {
             // SAFETY: as in `set_pending`.
@@ -183,6 +192,9 @@ impl Domain {
 
     /// Reads the pending bit of `port`.
     pub fn is_pending(&self, port: EvtchnPort) -> bool {
+        if let Some(f) = &self.fifo.state {
+            return f.is_pending(port);
+        }
         match self.shared_info {
             None => self.early_pending.contains(&port),
             Some(si_addr) => {
@@ -196,6 +208,9 @@ impl Domain {
 
     /// Reads the mask bit of `port`.
     pub fn is_masked(&self, port: EvtchnPort) -> bool {
+        if let Some(f) = &self.fifo.state {
+            return f.is_masked(port);
+        }
         match self.shared_info {
             None => false,
             Some(si_addr) => {
@@ -229,6 +244,9 @@ impl Domain {
 
     /// `EVTCHNOP_unmask` as in Xen's `evtchn_2l_unmask`.
     pub fn unmask(&mut self, port: EvtchnPort) {
+        if let Some(f) = self.fifo.state.as_mut() {
+            return f.unmask(port);
+        }
         let Some(si_addr) = self.shared_info else {
             return;
         };
@@ -539,6 +557,7 @@ impl World {
         let d = self.dom_mut(caller)?;
         let ch = d.ports.remove(&port).ok_or(Errno::EINVAL)?;
         d.clear_pending(port);
+        d.fifo.port_closed(port);
         match ch.state {
             ChanState::Virq(v) => {
                 d.virqs.remove(&v);

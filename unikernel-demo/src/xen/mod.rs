@@ -18,7 +18,9 @@ pub mod console;
 use crate::arch::idt::{self, TrapFrame};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Once;
-use xen_event_channel::{DomId, EventChannels, EvtchnError, EvtchnPort, NativeEventChannels};
+use xen_event_channel::{
+    AbiChoice, DomId, EventChannels, EvtchnAbi, EvtchnError, EvtchnPort, NativeEventChannels,
+};
 use xen_hypercall::abi::sched::ShutdownReason;
 use xen_hypercall::abi::{event_channel as ev, hvm};
 use xen_hypercall::native::{HypercallPage, NativeHypercall, XenCpuid};
@@ -114,11 +116,16 @@ fn upcall(_frame: &mut TrapFrame) {
     GENERATION.fetch_add(1, Ordering::Release);
 }
 
-/// Maps shared_info (`XENMEM_add_to_physmap`), creates the event-channel service, installs the upcall
-/// handler and asks Xen to deliver events as the callback vector. Returns the shared_info address.
-pub fn init_events() -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnError> {
+/// Maps shared_info (`XENMEM_add_to_physmap`), creates the event-channel service with the ABI
+/// `abi` selects (FIFO or 2-level), installs the upcall handler and asks Xen to deliver events as
+/// the callback vector. Returns the shared_info address.
+pub fn init_events(
+    abi: AbiChoice,
+) -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnError> {
     let h = *hyp().ok_or(EvtchnError::Hypercall(Errno::ENOSYS))?;
-    let e = NativeEventChannels::new_pvh(h)?;
+    let mut e = NativeEventChannels::new_pvh(h)?;
+    let chosen = e.select_abi(abi)?;
+    crate::println!("xen: event channels: {} ABI (evtchn={abi:?})", chosen.name());
     e.mask_all();
     let si = e.shared_info();
     EVTCHN.call_once(|| e);
@@ -129,6 +136,11 @@ pub fn init_events() -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnE
     )
     .map_err(EvtchnError::Hypercall)?;
     Ok(si)
+}
+
+/// The event-channel ABI in use (after [`init_events`]).
+pub fn evtchn_abi() -> Option<EvtchnAbi> {
+    EVTCHN.get().map(|e| e.abi())
 }
 
 /// Upcalls seen so far.
@@ -217,6 +229,10 @@ static TIMER_FIRES: AtomicU64 = AtomicU64::new(0);
 pub fn init_timer() -> Result<EvtchnPort, EvtchnError> {
     let port = KernelEvents::with(|e| {
         let p = e.bind_virq(ev::VIRQ_TIMER)?;
+        if e.abi() == EvtchnAbi::Fifo {
+            // Above the devices' default priority: a flood on a vif cannot delay the timer.
+            e.set_priority(p, xen_event_channel::EVTCHN_FIFO_PRIORITY_MAX)?;
+        }
         e.unmask(p)?;
         Ok(p)
     })?;
