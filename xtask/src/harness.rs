@@ -138,6 +138,8 @@ struct RunSpec {
     verbose: bool,
     /// Extra `KEY=value` lines for /payload/env.sh.
     env: Vec<(String, String)>,
+    /// Host programs copied to /payload/bin (the userspace frontends of `harness userspace`).
+    tools: Vec<PathBuf>,
 }
 
 /// The outcome of one boot, parsed from the serial console.
@@ -200,6 +202,18 @@ pub fn run(args: &[String]) -> Result<(), String> {
             };
             boot_and_report(&spec).map(|_| ())
         }
+        "userspace" => {
+            let opts = Opts::parse(rest)?;
+            let spec = RunSpec {
+                name: "userspace".into(),
+                scenarios: vec!["userspace".into()],
+                timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
+                env: opts.env.clone(),
+                tools: userspace_tools()?,
+                ..RunSpec::default()
+            };
+            boot_and_report(&spec).map(|_| ())
+        }
         "build" => {
             check_host_tools()?;
             let cache = Cache::new()?;
@@ -219,6 +233,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  commands:\n  \
                  linux                      boot Xen, run the Linux PV guest scenario\n  \
                  unikernel [--kernel ELF]   boot Xen, run the unikernel scenarios\n  \
+                 userspace                  boot Xen, run the /dev/xen services and xen-blk in dom0\n  \
                  build                      only fetch packages and build the dom0 initramfs\n  \
                  clean-cache                delete the cache\n\
                  options:\n  \
@@ -252,6 +267,7 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
         verbose: true,
         env: opts.env.clone(),
+        tools: Vec::new(),
     };
     let outcome = boot_and_report(&spec);
     match outcome {
@@ -354,6 +370,20 @@ impl Opts {
         }
         Ok(o)
     }
+}
+
+/// Builds the userspace programs of `harness userspace` (release) and returns their paths.
+fn userspace_tools() -> Result<Vec<PathBuf>, String> {
+    util::phase("build xen-blk and xen-dev-check (release)", || {
+        util::cargo(&["build", "--release", "-p", "xen-blk", "--bins"])
+    })?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"));
+    Ok(["xen-blk", "xen-dev-check"]
+        .iter()
+        .map(|b| target.join("release").join(b))
+        .collect())
 }
 
 /// The unikernel ELF: `--kernel`, else `$XEN_RS_KERNEL`, else `cargo xtask kernel build`'s.
@@ -1053,6 +1083,12 @@ fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
     }
     if let Some(k) = &spec.kernel {
         copy_file(k, &stage.at("payload/unikernel.elf"))?;
+    }
+    for t in &spec.tools {
+        let name = t.file_name().ok_or("a tool without a file name")?;
+        let dst = stage.at(&format!("payload/bin/{}", name.to_string_lossy()));
+        copy_file(t, &dst)?;
+        set_mode(&dst, 0o755)?;
     }
     if let Some(s) = &spec.dom0_script {
         copy_file(s, &stage.at("payload/user-script.sh"))?;

@@ -1,0 +1,62 @@
+//! The Linux services a frontend needs, and attaching the block frontend over them.
+//!
+//! [`attach`] is the one place that calls blkfront's connect API (kept small so it follows
+//! changes of that API easily).
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::Duration;
+
+use xen_blkfront::{BlkError, BlkFront, Config};
+use xen_event_channel_linux::LinuxEventChannels;
+use xen_grant_table_linux::Gntalloc;
+use xen_store_linux::StreamStore;
+
+use crate::error::CliError;
+
+/// The xenstore connection.
+pub type Store = Arc<StreamStore<File>>;
+/// The event channels (shared with the I/O loop, which waits on them).
+pub type Events = Arc<LinuxEventChannels>;
+/// The block frontend over the Linux services.
+pub type Dev = BlkFront<Gntalloc, Events, Store>;
+
+/// Opens xenstore through /dev/xen/xenbus.
+pub fn open_store() -> Result<Store, CliError> {
+    let s = StreamStore::open_device().map_err(|e| {
+        CliError::Setup(format!(
+            "{}: {e} (the xenbus device comes with the kernel's Xen support: is this a Xen \
+             domain? see /sys/hypervisor/type)",
+            xen_store_linux::XENBUS_DEVICE
+        ))
+    })?;
+    Ok(Arc::new(s))
+}
+
+/// The grant and event-channel devices.
+pub fn open_devices(idle: Duration) -> Result<(Gntalloc, Events), CliError> {
+    let grants = Gntalloc::open()?;
+    let mut ev = LinuxEventChannels::open()?;
+    ev.set_idle_timeout(idle);
+    Ok((grants, Arc::new(ev)))
+}
+
+/// Frontend settings within what gntalloc allows by default (1024 grants in all, module
+/// parameter `limit`).
+pub fn config() -> Config {
+    Config {
+        max_pool_pages: 256,
+        ..Config::default()
+    }
+}
+
+/// Connects the block frontend to `device/vbd/<id>`.
+pub fn attach(
+    grants: Gntalloc,
+    events: Events,
+    store: Store,
+    id: &str,
+    config: Config,
+) -> Result<Dev, BlkError> {
+    BlkFront::connect_with(grants, events, store, id, config)
+}
