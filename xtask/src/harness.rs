@@ -1135,9 +1135,13 @@ fn build_iso(
     copy_file(&kernel.vmlinux, &boot.join("vmlinux"))?;
     // Linux unpacks concatenated cpio archives (compressed or not) in order: the base, the
     // guest kernel (uncompressed: nothing to inflate at boot), then the payload.
-    let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
-    initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
-    initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
+    // Each part starts 4-byte aligned: Linux recognises an uncompressed cpio archive only at an
+    // offset that is a multiple of 4 (zero bytes between parts are skipped).
+    let mut initrd = Vec::new();
+    for part in [base, kernel.guest_cpio.as_path(), payload] {
+        initrd.resize(initrd.len().next_multiple_of(4), 0);
+        initrd.extend(fs::read(part).map_err(|e| format!("{}: {e}", part.display()))?);
+    }
     write(&boot.join("initrd.img"), &initrd)?;
     let xen_args = std::env::var("XEN_HARNESS_XEN_ARGS").unwrap_or_default();
     let dom0_args = std::env::var("XEN_HARNESS_DOM0_ARGS").unwrap_or_default();

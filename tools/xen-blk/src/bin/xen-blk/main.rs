@@ -5,9 +5,6 @@
 //! `/dev/xen/evtchn` and `/dev/xen/xenbus`, runs one command and detaches. See `xen-blk --help`.
 
 mod bench;
-mod error;
-mod io;
-mod services;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -20,8 +17,7 @@ use xen_event_channel_linux::EventChannels;
 use xen_grant_table_linux::GrantAccess;
 use xen_store::xenbus;
 
-use error::CliError;
-use io::Runner;
+use xen_blk::{services, CliError, Runner};
 
 /// A Xen PV block frontend in userspace (blkfront over /dev/xen).
 #[derive(Debug, Parser)]

@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use xen_blkfront::IoRequest;
 
-use crate::error::CliError;
-use crate::io::Runner;
+use xen_blk::{CliError, Runner};
 
 /// Options of `xen-blk bench`.
 #[derive(Debug, clap::Args)]
