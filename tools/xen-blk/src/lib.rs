@@ -5,6 +5,7 @@
 pub mod error;
 pub mod io;
 pub mod services;
+mod timed;
 
 pub use error::CliError;
 pub use io::Runner;

@@ -3,7 +3,6 @@
 //! [`attach`] is the one place that calls blkfront's connect API (kept small so it follows
 //! changes of that API easily).
 
-use std::fs::File;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,23 +13,32 @@ use xen_store_linux::StreamStore;
 
 use crate::error::CliError;
 
-/// The xenstore connection.
-pub type Store = Arc<StreamStore<File>>;
+pub use crate::timed::{Deadline, TimedStream};
+
+/// The xenstore connection (reads bounded by a [`Deadline`]).
+pub type Store = Arc<StreamStore<TimedStream>>;
 /// The event channels (shared with the I/O loop, which waits on them).
 pub type Events = Arc<LinuxEventChannels>;
 /// The block frontend over the Linux services.
 pub type Dev = BlkFront<Gntalloc, Events, Store>;
 
-/// Opens xenstore through /dev/xen/xenbus.
-pub fn open_store() -> Result<Store, CliError> {
-    let s = StreamStore::open_device().map_err(|e| {
-        CliError::Setup(format!(
-            "{}: {e} (the xenbus device comes with the kernel's Xen support: is this a Xen \
-             domain? see /sys/hypervisor/type)",
-            xen_store_linux::XENBUS_DEVICE
-        ))
-    })?;
-    Ok(Arc::new(s))
+/// Opens xenstore through /dev/xen/xenbus; its reads honour `deadline`.
+pub fn open_store(deadline: &Deadline) -> Result<Store, CliError> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(xen_store_linux::XENBUS_DEVICE)
+        .map_err(|e| {
+            CliError::Setup(format!(
+                "{}: {e} (the xenbus device comes with the kernel's Xen support: is this a Xen \
+                 domain? see /sys/hypervisor/type)",
+                xen_store_linux::XENBUS_DEVICE
+            ))
+        })?;
+    Ok(Arc::new(StreamStore::new(TimedStream::new(
+        f,
+        deadline.clone(),
+    ))))
 }
 
 /// The grant and event-channel devices.
@@ -50,13 +58,27 @@ pub fn config() -> Config {
     }
 }
 
-/// Connects the block frontend to `device/vbd/<id>`.
+/// Connects the block frontend to `device/vbd/<id>`; the xenstore waits end after `timeout`
+/// (`deadline` is the one the store was opened with).
 pub fn attach(
     grants: Gntalloc,
     events: Events,
     store: Store,
+    deadline: &Deadline,
     id: &str,
     config: Config,
+    timeout: Duration,
 ) -> Result<Dev, BlkError> {
-    BlkFront::connect_with(grants, events, store, id, config)
+    deadline.set_in(timeout);
+    let r = BlkFront::connect_with(grants, events, store, id, config);
+    deadline.clear();
+    r
+}
+
+/// Disconnects (the xenbus handshake waits end after `timeout`).
+pub fn detach(dev: &mut Dev, deadline: &Deadline, timeout: Duration) -> Result<(), BlkError> {
+    deadline.set_in(timeout);
+    let r = dev.disconnect();
+    deadline.clear();
+    r
 }

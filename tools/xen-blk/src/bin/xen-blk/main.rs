@@ -183,31 +183,6 @@ fn list(store: &services::Store) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Watchdog for the phases whose waits blkfront does not bound (attach, detach): after `t`
-/// the process exits with an error (the kernel then releases its grants and ports).
-struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
-
-impl Watchdog {
-    fn arm(t: Duration, what: &'static str) -> Watchdog {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        std::thread::spawn(move || {
-            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(t) {
-                eprintln!("xen-blk: timed out: {what} did not finish within {t:?}");
-                std::process::exit(3);
-            }
-        });
-        Watchdog(Some(tx))
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
 fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
     let mut data = Vec::new();
     match path {
@@ -225,27 +200,24 @@ fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
 
 fn run(cli: &Cli) -> Result<(), CliError> {
     let timeout = Duration::from_secs(cli.timeout.max(1));
-    let store = services::open_store()?;
+    let deadline = services::Deadline::default();
+    let store = services::open_store(&deadline)?;
     if let Command::List = cli.command {
         return list(&store);
     }
     let id = pick_vbd(cli, &store)?;
     let (grants, events) = services::open_devices(Duration::from_secs(1))?;
-    let mut dev = {
-        let _w = Watchdog::arm(timeout, "attach");
-        services::attach(
-            grants,
-            events.clone(),
-            store.clone(),
-            &id,
-            services::config(),
-        )?
-    };
+    let mut dev = services::attach(
+        grants,
+        events.clone(),
+        store.clone(),
+        &deadline,
+        &id,
+        services::config(),
+        timeout,
+    )?;
     let result = command(cli, &mut dev, &events, timeout);
-    let detached = {
-        let _w = Watchdog::arm(timeout, "detach");
-        dev.disconnect()
-    };
+    let detached = services::detach(&mut dev, &deadline, timeout);
     let leaked = (dev.grants().refs_in_use(), events.open_ports());
     if cli.verbose {
         eprintln!(

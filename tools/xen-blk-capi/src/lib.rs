@@ -1,0 +1,416 @@
+//! C ABI of the userspace Xen block frontend (`xen-blkfront` over Linux's `/dev/xen` devices).
+//!
+//! Ownership model, as the generated header `xenblk.h` documents per function:
+//!
+//! - [`xenblk_open`] attaches to a vbd and gives the caller an opaque `XenblkDevice *`; the caller
+//!   owns it until it passes it to [`xenblk_close`] (exactly once), which detaches and frees it.
+//! - Every other function borrows the handle for the duration of the call; a handle is used by
+//!   one thread at a time.
+//! - Every function returns `XENBLK_OK` (0) or a negative `XENBLK_E*` code;
+//!   [`xenblk_strerror`] names a code (a static string), [`xenblk_last_error`] gives the detail of
+//!   the calling thread's last failure.
+//! - No Rust panic crosses the boundary: each entry point catches it and returns
+//!   `XENBLK_EPANIC`.
+//!
+//! The header is generated from this file by cbindgen in `build.rs` (into
+//! `$OUT_DIR/include/xenblk.h`, and into `$XENBLK_HEADER_DIR` when that is set).
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, CStr, CString};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use xen_blk::services::{self, Deadline, Dev, Events};
+use xen_blk::{CliError, Runner};
+use xen_blkfront::{BlkError, BlockDevice, IoError, IoRequest};
+use xen_grant_table_linux::DeviceError;
+
+/// Success.
+pub const XENBLK_OK: c_int = 0;
+/// An argument is invalid (null pointer, length not a whole number of blocks, range outside the
+/// disk).
+pub const XENBLK_EINVAL: c_int = -1;
+/// A /dev/xen device node is missing or has no driver (see `xenblk_last_error` for which module
+/// to load).
+pub const XENBLK_ENODEV: c_int = -2;
+/// Permission denied opening a /dev/xen device.
+pub const XENBLK_EACCES: c_int = -3;
+/// No such vbd in this domain's xenstore home.
+pub const XENBLK_ENOENT: c_int = -4;
+/// The backend did not answer before the deadline.
+pub const XENBLK_ETIMEDOUT: c_int = -5;
+/// The backend reported an I/O error.
+pub const XENBLK_EIO: c_int = -6;
+/// The backend does not support the operation.
+pub const XENBLK_ENOTSUP: c_int = -7;
+/// The disk is read-only.
+pub const XENBLK_EROFS: c_int = -8;
+/// The backend closed the device, or the device was disconnected.
+pub const XENBLK_ECLOSED: c_int = -9;
+/// The backend broke the protocol; the device is failed.
+pub const XENBLK_EPROTO: c_int = -10;
+/// Out of memory or out of grant references.
+pub const XENBLK_ENOMEM: c_int = -11;
+/// An internal error (a Rust panic was caught).
+pub const XENBLK_EPANIC: c_int = -12;
+
+/// An attached block device (opaque).
+pub struct XenblkDevice {
+    dev: Dev,
+    events: Events,
+    deadline: Deadline,
+    timeout: Duration,
+}
+
+/// Properties of an attached disk.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct XenblkInfo {
+    /// Size in 512-byte sectors.
+    pub sectors: u64,
+    /// Logical block size in bytes: lengths and addresses are in these units.
+    pub block_size: u32,
+    /// Number of logical blocks.
+    pub blocks: u64,
+    /// Non-zero when writes are refused.
+    pub read_only: u8,
+    /// Non-zero when the backend offers discard.
+    pub discard: u8,
+    /// Non-zero when the backend offers a cache flush (or barriers).
+    pub flush: u8,
+    /// Negotiated number of queues.
+    pub queues: u32,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_last_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|l| *l.borrow_mut() = c);
+}
+
+fn blk_code(e: &BlkError) -> c_int {
+    match e {
+        BlkError::NoDevice(_) => XENBLK_ENOENT,
+        BlkError::BackendClosed | BlkError::Disconnected => XENBLK_ECLOSED,
+        BlkError::ReadOnly => XENBLK_EROFS,
+        BlkError::Unsupported(_) => XENBLK_ENOTSUP,
+        BlkError::OutOfRange { .. } | BlkError::BadLength { .. } => XENBLK_EINVAL,
+        BlkError::Io(io) => io_code(io),
+        BlkError::Grant(_) => XENBLK_ENOMEM,
+        BlkError::Store(xen_store_err) => {
+            if xen_store_err.to_string().contains("deadline") {
+                XENBLK_ETIMEDOUT
+            } else {
+                XENBLK_EPROTO
+            }
+        }
+        _ => XENBLK_EPROTO,
+    }
+}
+
+fn io_code(e: &IoError) -> c_int {
+    match e {
+        IoError::Backend => XENBLK_EIO,
+        IoError::NotSupported => XENBLK_ENOTSUP,
+        IoError::Disconnected => XENBLK_ECLOSED,
+        _ => XENBLK_EPROTO,
+    }
+}
+
+fn code(e: &CliError) -> c_int {
+    match e {
+        CliError::Setup(_) => XENBLK_ENODEV,
+        CliError::Device(d) => match d {
+            DeviceError::PermissionDenied { .. } => XENBLK_EACCES,
+            DeviceError::Io { .. } => XENBLK_EIO,
+            _ => XENBLK_ENODEV,
+        },
+        CliError::Blk(b) => blk_code(b),
+        CliError::Io(io) => io_code(io),
+        CliError::Timeout(_) => XENBLK_ETIMEDOUT,
+        _ => XENBLK_EINVAL,
+    }
+}
+
+/// Runs `f`, turning errors into codes (with the detail kept for `xenblk_last_error`) and panics
+/// into `XENBLK_EPANIC`.
+fn guard(f: impl FnOnce() -> Result<(), CliError>) -> c_int {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => XENBLK_OK,
+        Ok(Err(e)) => {
+            set_last_error(&e.to_string());
+            code(&e)
+        }
+        Err(_) => {
+            set_last_error("internal error (a panic was caught at the C boundary)");
+            XENBLK_EPANIC
+        }
+    }
+}
+
+fn invalid(what: &str) -> CliError {
+    CliError::Usage(what.to_string())
+}
+
+/// Attaches to vbd `vbd` (its id under `device/vbd`, e.g. "51728"), waiting at most
+/// `timeout_ms` milliseconds for the backend at each step (0: 60 s). On success `*out` holds the
+/// new handle, which the caller must pass to `xenblk_close`.
+///
+/// # Safety
+///
+/// `vbd` must be a NUL-terminated string; `out` must be valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_open(
+    vbd: *const c_char,
+    timeout_ms: u32,
+    out: *mut *mut XenblkDevice,
+) -> c_int {
+    guard(|| {
+        if vbd.is_null() || out.is_null() {
+            return Err(invalid("xenblk_open: null argument"));
+        }
+        // SAFETY: the caller passes a NUL-terminated string (checked non-null above).
+        let id = unsafe { CStr::from_ptr(vbd) }
+            .to_str()
+            .map_err(|_| invalid("xenblk_open: the vbd id is not UTF-8"))?
+            .to_string();
+        let timeout = Duration::from_millis(if timeout_ms == 0 {
+            60_000
+        } else {
+            u64::from(timeout_ms)
+        });
+        let deadline = Deadline::default();
+        let store = services::open_store(&deadline)?;
+        let (grants, events) = services::open_devices(Duration::from_secs(1))?;
+        let dev = services::attach(
+            grants,
+            events.clone(),
+            store,
+            &deadline,
+            &id,
+            services::config(),
+            timeout,
+        )?;
+        let h = Box::new(XenblkDevice {
+            dev,
+            events,
+            deadline,
+            timeout,
+        });
+        // SAFETY: `out` is valid for a pointer write (checked non-null; the caller's contract).
+        unsafe { out.write(Box::into_raw(h)) };
+        Ok(())
+    })
+}
+
+/// Detaches and frees `dev` (NULL is accepted and ignored). Returns the detach's outcome; the
+/// handle is freed either way and must not be used again.
+///
+/// # Safety
+///
+/// `dev` must be NULL or a handle from `xenblk_open` not yet closed.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_close(dev: *mut XenblkDevice) -> c_int {
+    if dev.is_null() {
+        return XENBLK_OK;
+    }
+    // SAFETY: a live handle from xenblk_open, owned by the caller and given back here.
+    let mut h = unsafe { Box::from_raw(dev) };
+    guard(move || {
+        let r = services::detach(&mut h.dev, &h.deadline, h.timeout);
+        drop(h);
+        r.map_err(CliError::Blk)
+    })
+}
+
+/// Borrows the handle for one call.
+///
+/// # Safety
+///
+/// `dev` must be NULL or a live handle not used by another thread meanwhile.
+unsafe fn handle<'a>(dev: *mut XenblkDevice) -> Result<&'a mut XenblkDevice, CliError> {
+    // SAFETY: the caller's contract.
+    unsafe { dev.as_mut() }.ok_or_else(|| invalid("null device handle"))
+}
+
+/// Fills `*info` with the disk's properties.
+///
+/// # Safety
+///
+/// `dev` must be a live handle; `info` valid for writing a `XenblkInfo`.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_get_info(dev: *mut XenblkDevice, info: *mut XenblkInfo) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let h = unsafe { handle(dev) }?;
+        if info.is_null() {
+            return Err(invalid("xenblk_get_info: null info"));
+        }
+        let i = *h.dev.info();
+        let f = *h.dev.features();
+        let v = XenblkInfo {
+            sectors: i.sectors,
+            block_size: i.sector_size,
+            blocks: h.dev.blocks(),
+            read_only: u8::from(i.read_only),
+            discard: u8::from(f.discard.is_some()),
+            flush: u8::from(f.flush_cache || f.barrier),
+            queues: f.queues,
+        };
+        // SAFETY: valid for a write (checked non-null; the caller's contract).
+        unsafe { info.write(v) };
+        Ok(())
+    })
+}
+
+fn run_one(h: &mut XenblkDevice, req: IoRequest<'_>) -> Result<Option<Vec<u8>>, CliError> {
+    let mut r = Runner {
+        dev: &mut h.dev,
+        ev: &h.events,
+        timeout: h.timeout,
+    };
+    Ok(r.run_one(req)?.data)
+}
+
+/// Reads `len` bytes (whole blocks) from block `lba` into `buf`.
+///
+/// # Safety
+///
+/// `dev` must be a live handle; `buf` valid for writing `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_read(
+    dev: *mut XenblkDevice,
+    lba: u64,
+    buf: *mut u8,
+    len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let h = unsafe { handle(dev) }?;
+        if buf.is_null() {
+            return Err(invalid("xenblk_read: null buffer"));
+        }
+        let bs = h.dev.block_size();
+        if len == 0 || len % bs != 0 {
+            return Err(invalid(
+                "xenblk_read: length is not a positive multiple of the block size",
+            ));
+        }
+        let data = run_one(
+            h,
+            IoRequest::Read {
+                lba,
+                blocks: (len / bs) as u64,
+            },
+        )?
+        .ok_or(CliError::Io(IoError::Backend))?;
+        if data.len() != len {
+            return Err(CliError::Io(IoError::Backend));
+        }
+        // SAFETY: `buf` is valid for `len` bytes (the caller's contract); `data` has `len` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buf, len) };
+        Ok(())
+    })
+}
+
+/// Writes `len` bytes (whole blocks) from `buf` at block `lba`.
+///
+/// # Safety
+///
+/// `dev` must be a live handle; `buf` valid for reading `len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_write(
+    dev: *mut XenblkDevice,
+    lba: u64,
+    buf: *const u8,
+    len: usize,
+) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let h = unsafe { handle(dev) }?;
+        if buf.is_null() || len == 0 {
+            return Err(invalid("xenblk_write: null or empty buffer"));
+        }
+        // SAFETY: `buf` is valid for `len` bytes (the caller's contract).
+        let data = unsafe { std::slice::from_raw_parts(buf, len) };
+        run_one(
+            h,
+            IoRequest::Write {
+                lba,
+                data,
+                fua: false,
+            },
+        )?;
+        Ok(())
+    })
+}
+
+/// Flushes the disk's write cache (a no-op when the backend has none).
+///
+/// # Safety
+///
+/// `dev` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_flush(dev: *mut XenblkDevice) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let h = unsafe { handle(dev) }?;
+        run_one(h, IoRequest::Flush).map(|_| ())
+    })
+}
+
+/// Discards `blocks` blocks from `lba` (rounded inward to the discard granularity).
+///
+/// # Safety
+///
+/// `dev` must be a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_discard(dev: *mut XenblkDevice, lba: u64, blocks: u64) -> c_int {
+    guard(|| {
+        // SAFETY: the caller's contract.
+        let h = unsafe { handle(dev) }?;
+        run_one(
+            h,
+            IoRequest::Discard {
+                lba,
+                blocks,
+                secure: false,
+            },
+        )
+        .map(|_| ())
+    })
+}
+
+/// A static, NUL-terminated description of `code` (never NULL).
+#[no_mangle]
+pub extern "C" fn xenblk_strerror(code: c_int) -> *const c_char {
+    let s: &'static CStr = match code {
+        XENBLK_OK => c"success",
+        XENBLK_EINVAL => c"invalid argument",
+        XENBLK_ENODEV => {
+            c"a /dev/xen device is missing (load its kernel module) or this is not a Xen domain"
+        }
+        XENBLK_EACCES => c"permission denied on a /dev/xen device",
+        XENBLK_ENOENT => c"no such vbd",
+        XENBLK_ETIMEDOUT => c"the backend did not answer in time",
+        XENBLK_EIO => c"I/O error reported by the backend",
+        XENBLK_ENOTSUP => c"operation not supported by the backend",
+        XENBLK_EROFS => c"the disk is read-only",
+        XENBLK_ECLOSED => c"the device was closed by the backend or disconnected",
+        XENBLK_EPROTO => c"the backend broke the protocol",
+        XENBLK_ENOMEM => c"out of memory or grant references",
+        XENBLK_EPANIC => c"internal error",
+        _ => c"unknown error code",
+    };
+    s.as_ptr()
+}
+
+/// The detail of the calling thread's last failure (empty when none); valid until the next
+/// `xenblk_*` call on this thread. Never NULL.
+#[no_mangle]
+pub extern "C" fn xenblk_last_error() -> *const c_char {
+    LAST_ERROR.with(|l| l.borrow().as_ptr())
+}
