@@ -372,18 +372,40 @@ impl Opts {
     }
 }
 
-/// Builds the userspace programs of `harness userspace` (release) and returns their paths.
+/// Builds the userspace programs of `harness userspace` (release): xen-blk, xen-dev-check, and
+/// the C ABI demo compiled with gcc against the cbindgen header and the static library.
 fn userspace_tools() -> Result<Vec<PathBuf>, String> {
-    util::phase("build xen-blk and xen-dev-check (release)", || {
-        util::cargo(&["build", "--release", "-p", "xen-blk", "--bins"])
-    })?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| util::root().join("target"));
-    Ok(["xen-blk", "xen-dev-check"]
-        .iter()
-        .map(|b| target.join("release").join(b))
-        .collect())
+    let release = target.join("release");
+    let include = release.join("xenblk-include");
+    util::phase("build xen-blk, xen-dev-check, libxenblk (release)", || {
+        util::run(
+            Command::new(env!("CARGO"))
+                .args(["build", "--release", "-p", "xen-blk", "-p", "xen-blk-capi"])
+                .env("XENBLK_HEADER_DIR", &include)
+                .current_dir(util::root()),
+        )
+    })?;
+    let demo = release.join("xenblk-demo");
+    util::phase("build xenblk-demo (C, gcc)", || {
+        util::run(
+            Command::new("gcc")
+                .args(["-std=c11", "-O2", "-Wall", "-Werror", "-I"])
+                .arg(&include)
+                .arg("-o")
+                .arg(&demo)
+                .arg(util::root().join("tools/xen-blk-capi/c/xenblk-demo.c"))
+                .arg(release.join("libxenblk.a"))
+                .args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"]),
+        )
+    })?;
+    Ok(vec![
+        release.join("xen-blk"),
+        release.join("xen-dev-check"),
+        demo,
+    ])
 }
 
 /// The unikernel ELF: `--kernel`, else `$XEN_RS_KERNEL`, else `cargo xtask kernel build`'s.

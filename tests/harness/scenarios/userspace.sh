@@ -14,6 +14,7 @@
 #                       flush, discard (the range reads back as zeros from the file), bench figures,
 #                       and after detach no grant (Xen's 'g' key) or event channel ('e' key) of
 #                       dom0 is left, and the vbd is gone from xenstore.
+#   c-abi               the C ABI (libxenblk.a + cbindgen header) from a gcc-built program on xvdc.
 . /payload/lib.sh
 B=/payload/bin
 W=/tmp/userspace
@@ -37,14 +38,14 @@ XB="timeout 300 $B/xen-blk --vbd $ID --timeout 60"
 MIB=1048576
 BS=512
 
-# Grant entries of dom0 that some domain has mapped (pinned), from the last dump of Xen's 'g'
-# debug key ("grant-table for remote d0" then one "[ref] ..." line per active entry).
+# Active (mapped) grant entries, from the last dump of Xen's 'g' debug key: one "[ref] ..." line
+# each, ref in hex. dom0 is the only domain during this scenario, so they are all dom0's grants
+# (the dump can be longer than Xen's console ring, whose start may then be gone).
 d0_grants() {
 	xl debug-keys g >/dev/null 2>&1
 	xl dmesg 2>/dev/null >$W/g.log
-	awk '/.g. pressed/ { n = 0 }
-		/grant-table for remote d/ { d0 = ($0 ~ /remote d0 /) }
-		d0 && /\[ *[0-9]+\] +[0-9]+ +0x/ { n++ }
+	awk '/gnttab_usage_print_all \[/ { n = 0 }
+		/\[ *(0x)?[0-9a-f]+\] +[0-9]+ +0x[0-9a-f]+ +0x/ { n++ }
 		END { print n + 0 }' $W/g.log
 }
 # dom0's event channels in use, from the last dump of Xen's 'e' debug key.
@@ -130,11 +131,37 @@ dd if="$DISK" of=$W/a1.back bs=$MIB skip=1 count=1 2>/dev/null
 [ "$(sha $W/a1)" = "$(sha $W/a1.back)" ] || bfail "discard touched the MiB before its range"
 note "discard of 1 MiB: the backing file reads zeros there, the MiB before is intact"
 
-# 4. Bench on 16 MiB at 32 MiB.
-blk bench bench --lba $((32 * MIB / BS)) --mib 16 --seconds 3 || bfail "xen-blk bench: $(tail -n 3 $W/bench.log)"
+# 4. Bench on 16 MiB at 32 MiB. While it runs (its frontend is Connected), Xen must show dom0's
+#    extra grants and ports: this proves the before/after counts below can see a leak.
+$XB -v bench --lba $((32 * MIB / BS)) --mib 16 --seconds 4 >$W/bench.log 2>&1 &
+bpid=$!
+gd=none
+pd=none
+if wait_until 60 sh -c "[ \"\$(xenstore-read $FRONT/state 2>/dev/null)\" = 4 ]"; then
+	gd=$(d0_grants)
+	pd=$(d0_ports)
+fi
+wait $bpid || bfail "xen-blk bench: $(tail -n 3 $W/bench.log)"
+note "while xen-blk bench was attached: dom0 active grants $gd, event channels $pd"
+[ "$gd" != none ] && [ "$gd" -gt "$g0" ] && [ "$pd" -gt "$p0" ] ||
+	bfail "while attached Xen showed grants $gd (before $g0) and ports $pd (before $p0)"
 note "bench: $(grep -v '^xen-blk' $W/bench.log | tr '\n' ';')"
 
-# 5. Nothing left behind: each run detached (xen-blk checks its own counts, see -v output);
+# 5. A xen-blk killed (SIGKILL) while Connected leaves the frontend Connected and blkback mapping
+#    its pages (the kernel keeps them until then). The next run closes the stale frontend first,
+#    then connects; the leak checks below include what the killed one had.
+$B/xen-blk --vbd $ID bench --lba $((32 * MIB / BS)) --mib 16 --seconds 60 >$W/killed.log 2>&1 &
+kpid=$!
+wait_until 60 sh -c "[ \"\$(xenstore-read $FRONT/state 2>/dev/null)\" = 4 ]" ||
+	bfail "the run to be killed never connected: $(tail -n 3 $W/killed.log)"
+kill -9 $kpid
+wait $kpid 2>/dev/null
+note "killed xen-blk while Connected: front state $(xenstore-read $FRONT/state) back $(xenstore-read $BACK/state)"
+blk after-kill info || bfail "xen-blk after a killed run: $(tail -n 3 $W/after-kill.log)"
+grep -q 'left in state' $W/after-kill.log || bfail "the next run did not see the stale frontend: $(head -n 3 $W/after-kill.log)"
+note "the next run reset the stale frontend and attached: $(grep -c . $W/after-kill.log) lines of info"
+
+# 6. Nothing left behind: each run detached (xen-blk checks its own counts, see -v output);
 #    Xen's view of dom0 afterwards, then detach the vbd.
 grep -h 'still held' $W/*.log | sort | uniq -c >$W/held.txt
 g1=$(d0_grants)
@@ -160,4 +187,37 @@ for k in rand_read_4k_qd1 rand_read_4k_qd32; do
 	[ -n "$v" ] && figure "userspace_blk_${k}_iops" "$v" IOPS
 done
 pass userspace-blkfront "$(tr '\n' ';' <$W/steps.log)"
+
+# c-abi: a C program (tools/xen-blk-capi/c/xenblk-demo.c, gcc, static libxenblk.a) on a second
+# vbd of dom0: writes 1 MiB at 2 MiB, flushes, reads back, discards, detaches; dom0 compares the
+# backing file; nothing left behind afterwards.
+begin c-abi
+VDEV2=xvdc
+ID2=51744 # 202 << 8 | 32
+FRONT2=/local/domain/0/device/vbd/$ID2
+BACK2=/local/domain/0/backend/vbd/0/$ID2
+DISK2=$HARNESS_STATE/c-abi-disk.img
+cfail() {
+	fail c-abi "$*"
+	dump_file c-abi $W/cabi.log
+	timeout 120 xl block-detach 0 $VDEV2 >/dev/null 2>&1
+	exit 1
+}
+make_disk "$DISK2" 16
+xl block-attach 0 "format=raw,vdev=$VDEV2,access=rw,target=$(disk_target "$DISK2")" >$W/attach2.log 2>&1 ||
+	cfail "xl block-attach 0 failed: $(tail -n 3 $W/attach2.log)"
+wait_until 30 sh -c "[ \"\$(xenstore-read $BACK2/state 2>/dev/null)\" = 2 ]" ||
+	cfail "backend not in InitWait"
+random_file $W/c 1048576
+timeout 300 $B/xenblk-demo $ID2 $((2 * MIB / BS)) $W/c >$W/cabi.log 2>&1 ||
+	cfail "xenblk-demo failed: $(tail -n 3 $W/cabi.log | tr '\n' ' ')"
+dd if="$DISK2" of=$W/c.back bs=$MIB skip=2 count=1 2>/dev/null
+[ "$(sha $W/c)" = "$(sha $W/c.back)" ] || cfail "the backing file differs from what the C program wrote"
+timeout 120 xl block-detach 0 $VDEV2 >/dev/null 2>&1
+wait_until 30 sh -c "! xenstore-exists $FRONT2 2>/dev/null && ! xenstore-exists $BACK2 2>/dev/null" ||
+	cfail "the vbd is still in xenstore after detach"
+g3=$(d0_grants)
+p3=$(d0_ports)
+[ "$g3" = "$g0" ] && [ "$p3" = "$p0" ] || cfail "after detach dom0 grants $g3 (before $g0), ports $p3 (before $p0)"
+pass c-abi "$(tr '\n' ';' <$W/cabi.log) backing file sha256 $(sha $W/c) matches; dom0 grants $g3 ports $p3 as before"
 exit $status

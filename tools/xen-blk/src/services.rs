@@ -9,6 +9,8 @@ use std::time::Duration;
 use xen_blkfront::{BlkError, BlkFront, Config};
 use xen_event_channel_linux::LinuxEventChannels;
 use xen_grant_table_linux::Gntalloc;
+use xen_store::xenbus::{self, XenbusState};
+use xen_store::{Errno, TxId, XsError};
 use xen_store_linux::StreamStore;
 
 use crate::error::CliError;
@@ -70,9 +72,41 @@ pub fn attach(
     timeout: Duration,
 ) -> Result<Dev, BlkError> {
     deadline.set_in(timeout);
-    let r = BlkFront::connect_with(grants, events, store, id, config);
+    let r = reset_stale(&store, id)
+        .and_then(|()| BlkFront::connect_with(grants, events, store, id, config));
     deadline.clear();
     r
+}
+
+/// A frontend left `Connected` (or half-way) by a process that died: the backend still has its
+/// ring mapped and ignores a new `Initialising`. Take the frontend through `Closing` and `Closed`
+/// so that blkback disconnects (and unmaps our old pages, which the kernel kept for it) and goes
+/// `Closed`; from there it accepts a new connection. Nothing to do in `Initialising`, `Closed` or
+/// when the node is missing (connect reports that).
+fn reset_stale(store: &Store, id: &str) -> Result<(), BlkError> {
+    let node = format!("device/vbd/{id}");
+    let state = match xenbus::read_state(store, TxId::NONE, &node) {
+        Ok(s) => s,
+        Err(XsError::Errno(Errno::ENOENT)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if matches!(
+        state,
+        XenbusState::Initialising | XenbusState::Closed | XenbusState::Unknown
+    ) {
+        return Ok(());
+    }
+    let backend = match xenbus::read_backend(store, &node) {
+        Ok(b) => b,
+        Err(XsError::Errno(Errno::ENOENT)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    log::warn!("{node}: frontend left in state {state:?} (a previous user died?): closing it first");
+    xenbus::switch_state(store, &node, XenbusState::Closing)?;
+    xenbus::wait_for_state(store, &backend.path, XenbusState::is_closing)?;
+    xenbus::switch_state(store, &node, XenbusState::Closed)?;
+    xenbus::wait_for_state(store, &backend.path, |s| s == XenbusState::Closed)?;
+    Ok(())
 }
 
 /// Disconnects (the xenbus handshake waits end after `timeout`).
