@@ -140,6 +140,9 @@ struct RunSpec {
     env: Vec<(String, String)>,
     /// Host programs copied to /payload/bin (the userspace frontends of `harness userspace`).
     tools: Vec<PathBuf>,
+    /// Kernel modules copied, not loaded, to /payload/modules (with their dependencies; load
+    /// order in /payload/modules/order).
+    payload_modules: Vec<&'static str>,
 }
 
 /// The outcome of one boot, parsed from the serial console.
@@ -210,6 +213,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
                 env: opts.env.clone(),
                 tools: userspace_tools()?,
+                // The kernel's blkfront, loaded late for the userspace-vs-kernel comparison.
+                payload_modules: vec!["xen-blkfront"],
                 ..RunSpec::default()
             };
             boot_and_report(&spec).map(|_| ())
@@ -268,6 +273,7 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         verbose: true,
         env: opts.env.clone(),
         tools: Vec::new(),
+        payload_modules: Vec::new(),
     };
     let outcome = boot_and_report(&spec);
     match outcome {
@@ -398,7 +404,15 @@ fn userspace_tools() -> Result<Vec<PathBuf>, String> {
                 .arg(&demo)
                 .arg(util::root().join("tools/xen-blk-capi/c/xenblk-demo.c"))
                 .arg(release.join("libxenblk.a"))
-                .args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"]),
+                .args([
+                    "-lgcc_s",
+                    "-lutil",
+                    "-lrt",
+                    "-lpthread",
+                    "-lm",
+                    "-ldl",
+                    "-lc",
+                ]),
         )
     })?;
     Ok(vec![
@@ -1088,7 +1102,7 @@ fn build_guest_initrd(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
 }
 
 /// Builds the per-run payload archive (dom0 /init, scripts, configs, unikernel).
-fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
+fn build_payload(run_dir: &Path, spec: &RunSpec, x: &Extracted) -> Result<PathBuf, String> {
     let stage = Stage::new(run_dir.join("payload-stage"))?;
     write(&stage.at("init"), &read_harness_file("dom0-init.sh")?)?;
     set_mode(&stage.at("init"), 0o755)?;
@@ -1105,6 +1119,13 @@ fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
     }
     if let Some(k) = &spec.kernel {
         copy_file(k, &stage.at("payload/unikernel.elf"))?;
+    }
+    if !spec.payload_modules.is_empty() {
+        let order = stage.copy_modules(x, &spec.payload_modules, "payload/modules")?;
+        write(
+            &stage.at("payload/modules/order"),
+            (order.join("\n") + "\n").as_bytes(),
+        )?;
     }
     for t in &spec.tools {
         let name = t.file_name().ok_or("a tool without a file name")?;
@@ -1226,7 +1247,7 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
     let iso = util::phase("build dom0 initramfs, payload and ISO", || {
         let base = build_base(&cache, &x)?;
         let kernel = build_kernel_parts(&cache, &x)?;
-        let payload = build_payload(&run_dir, spec)?;
+        let payload = build_payload(&run_dir, spec, &x)?;
         build_iso(&run_dir, &x, &kernel, &base, &payload)
     })?;
     if let Some(k) = &spec.kernel {

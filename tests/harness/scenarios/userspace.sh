@@ -15,6 +15,7 @@
 #                       and after detach no grant (Xen's 'g' key) or event channel ('e' key) of
 #                       dom0 is left, and the vbd is gone from xenstore.
 #   c-abi               the C ABI (libxenblk.a + cbindgen header) from a gcc-built program on xvdc.
+#   blkfront-kernel-vs-userspace   QD1 figures of xen-blk and of the kernel's xen-blkfront.
 . /payload/lib.sh
 B=/payload/bin
 W=/tmp/userspace
@@ -131,20 +132,8 @@ dd if="$DISK" of=$W/a1.back bs=$MIB skip=1 count=1 2>/dev/null
 [ "$(sha $W/a1)" = "$(sha $W/a1.back)" ] || bfail "discard touched the MiB before its range"
 note "discard of 1 MiB: the backing file reads zeros there, the MiB before is intact"
 
-# 4. Bench on 16 MiB at 32 MiB. While it runs (its frontend is Connected), Xen must show dom0's
-#    extra grants and ports: this proves the before/after counts below can see a leak.
-$XB -v bench --lba $((32 * MIB / BS)) --mib 16 --seconds 4 >$W/bench.log 2>&1 &
-bpid=$!
-gd=none
-pd=none
-if wait_until 60 sh -c "[ \"\$(xenstore-read $FRONT/state 2>/dev/null)\" = 4 ]"; then
-	gd=$(d0_grants)
-	pd=$(d0_ports)
-fi
-wait $bpid || bfail "xen-blk bench: $(tail -n 3 $W/bench.log)"
-note "while xen-blk bench was attached: dom0 active grants $gd, event channels $pd"
-[ "$gd" != none ] && [ "$gd" -gt "$g0" ] && [ "$pd" -gt "$p0" ] ||
-	bfail "while attached Xen showed grants $gd (before $g0) and ports $pd (before $p0)"
+# 4. Bench on 16 MiB at 32 MiB.
+blk bench bench --lba $((32 * MIB / BS)) --mib 16 --seconds 3 || bfail "xen-blk bench: $(tail -n 3 $W/bench.log)"
 note "bench: $(grep -v '^xen-blk' $W/bench.log | tr '\n' ';')"
 
 # 5. A xen-blk killed (SIGKILL) while Connected leaves the frontend Connected and blkback mapping
@@ -154,8 +143,15 @@ $B/xen-blk --vbd $ID bench --lba $((32 * MIB / BS)) --mib 16 --seconds 60 >$W/ki
 kpid=$!
 wait_until 60 sh -c "[ \"\$(xenstore-read $FRONT/state 2>/dev/null)\" = 4 ]" ||
 	bfail "the run to be killed never connected: $(tail -n 3 $W/killed.log)"
+# While it is Connected Xen must show dom0's extra grants and ports: this proves that the
+# before/after counts below can see a leak.
+gd=$(d0_grants)
+pd=$(d0_ports)
+note "while a xen-blk run was attached: dom0 active grants $gd, event channels $pd"
 kill -9 $kpid
 wait $kpid 2>/dev/null
+[ "$gd" -gt "$g0" ] && [ "$pd" -gt "$p0" ] ||
+	bfail "while attached Xen showed grants $gd (before $g0) and ports $pd (before $p0)"
 note "killed xen-blk while Connected: front state $(xenstore-read $FRONT/state) back $(xenstore-read $BACK/state)"
 blk after-kill info || bfail "xen-blk after a killed run: $(tail -n 3 $W/after-kill.log)"
 grep -q 'left in state' $W/after-kill.log || bfail "the next run did not see the stale frontend: $(head -n 3 $W/after-kill.log)"
@@ -182,7 +178,7 @@ for k in seq_write seq_read; do
 	v=$(awk -v k=$k '$1 == k { print $2 }' $W/bench.log)
 	[ -n "$v" ] && figure "userspace_blk_${k}_mib_s" "$v" MiB/s
 done
-for k in rand_read_4k_qd1 rand_read_4k_qd32; do
+for k in seq_read_4k_qd1 rand_read_4k_qd1 rand_read_4k_qd32; do
 	v=$(awk -v k=$k '$1 == k { print $2 }' $W/bench.log)
 	[ -n "$v" ] && figure "userspace_blk_${k}_iops" "$v" IOPS
 done
@@ -220,4 +216,64 @@ g3=$(d0_grants)
 p3=$(d0_ports)
 [ "$g3" = "$g0" ] && [ "$p3" = "$p0" ] || cfail "after detach dom0 grants $g3 (before $g0), ports $p3 (before $p0)"
 pass c-abi "$(tr '\n' ';' <$W/cabi.log) backing file sha256 $(sha $W/c) matches; dom0 grants $g3 ports $p3 as before"
+
+# blkfront-kernel-vs-userspace: the same queue-depth-1 transfers through xen-blk (vbd xvdd) and
+# through the kernel's xen-blkfront (a fresh vbd xvde, module loaded only now, so it claims only
+# that one; O_DIRECT dd): sequential 256 KiB writes (+flush) and reads of 16 MiB, 4 KiB reads.
+begin blkfront-kernel-vs-userspace
+kfail() {
+	fail blkfront-kernel-vs-userspace "$*"
+	dump_file kernel-vs-userspace $W/kvu.log
+	timeout 120 xl block-detach 0 xvdd >/dev/null 2>&1
+	timeout 120 xl block-detach 0 xvde >/dev/null 2>&1
+	exit 1
+}
+: >$W/kvu.log
+attach_fresh() { # attach_fresh VDEV ID DISK
+	make_disk "$3" 64
+	xl block-attach 0 "format=raw,vdev=$1,access=rw,target=$(disk_target "$3")" >>$W/kvu.log 2>&1 || return 1
+	wait_until 30 sh -c "[ \"\$(xenstore-read /local/domain/0/backend/vbd/0/$2/state 2>/dev/null)\" = 2 ]"
+}
+attach_fresh xvdd 51760 "$HARNESS_STATE/kvu-user.img" || kfail "attach xvdd"
+timeout 300 $B/xen-blk --vbd 51760 bench --mib 16 --depth 1 --request-kib 256 --seconds 3 >$W/ubench.log 2>&1 ||
+	kfail "xen-blk bench: $(tail -n 3 $W/ubench.log)"
+cat $W/ubench.log >>$W/kvu.log
+timeout 120 xl block-detach 0 xvdd >>$W/kvu.log 2>&1
+attach_fresh xvde 51776 "$HARNESS_STATE/kvu-kernel.img" || kfail "attach xvde"
+while read -r m; do
+	[ -n "$m" ] && insmod "/payload/modules/$m" >>$W/kvu.log 2>&1
+done </payload/modules/order
+wait_until 60 sh -c "[ -b /dev/xvde ] && [ \"\$(xenstore-read /local/domain/0/device/vbd/51776/state 2>/dev/null)\" = 4 ]" ||
+	kfail "the kernel's blkfront did not connect xvde"
+random_file $W/k 16777216
+t=$(uptime_s)
+dd if=$W/k of=/dev/xvde bs=262144 oflag=direct conv=fsync 2>>$W/kvu.log || kfail "dd write"
+kw=$(elapsed "$t")
+t=$(uptime_s)
+dd if=/dev/xvde of=$W/k.back bs=262144 count=64 iflag=direct 2>>$W/kvu.log || kfail "dd read"
+kr=$(elapsed "$t")
+[ "$(sha $W/k)" = "$(sha $W/k.back)" ] || kfail "kernel blkfront read back different data"
+t=$(uptime_s)
+dd if=/dev/xvde of=/dev/null bs=4096 count=1000 iflag=direct 2>>$W/kvu.log || kfail "dd 4k"
+k4=$(elapsed "$t")
+timeout 120 xl block-detach 0 xvde >>$W/kvu.log 2>&1
+rmmod xen-blkfront >>$W/kvu.log 2>&1
+val() { awk -v k="$1" '$1 == k { print $2 }' $W/ubench.log; }
+uw=$(val seq_write)
+ur=$(val seq_read)
+u4=$(val seq_read_4k_qd1)
+kwm=$(awk -v t="$kw" 'BEGIN { printf "%.2f", 16 / t }')
+krm=$(awk -v t="$kr" 'BEGIN { printf "%.2f", 16 / t }')
+k4i=$(awk -v t="$k4" 'BEGIN { printf "%.0f", 1000 / t }')
+figure kernel_blk_seq_write_qd1_mib_s "$kwm" MiB/s
+figure kernel_blk_seq_read_qd1_mib_s "$krm" MiB/s
+figure kernel_blk_read_4k_qd1_iops "$k4i" IOPS
+figure userspace_blk_seq_write_qd1_mib_s "$uw" MiB/s
+figure userspace_blk_seq_read_qd1_mib_s "$ur" MiB/s
+figure userspace_blk_read_4k_qd1_iops "$u4" IOPS
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+figure userspace_vs_kernel_seq_write_ratio "$(ratio "$uw" "$kwm")" x
+figure userspace_vs_kernel_seq_read_ratio "$(ratio "$ur" "$krm")" x
+figure userspace_vs_kernel_read_4k_qd1_ratio "$(ratio "$u4" "$k4i")" x
+pass blkfront-kernel-vs-userspace "QD1, 16 MiB: write userspace $uw kernel $kwm MiB/s; read userspace $ur kernel $krm MiB/s; 4 KiB reads userspace $u4 kernel $k4i IOPS"
 exit $status

@@ -101,7 +101,9 @@ fn reset_stale(store: &Store, id: &str) -> Result<(), BlkError> {
         Err(XsError::Errno(Errno::ENOENT)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    log::warn!("{node}: frontend left in state {state:?} (a previous user died?): closing it first");
+    log::warn!(
+        "{node}: frontend left in state {state:?} (a previous user died?): closing it first"
+    );
     xenbus::switch_state(store, &node, XenbusState::Closing)?;
     xenbus::wait_for_state(store, &backend.path, XenbusState::is_closing)?;
     xenbus::switch_state(store, &node, XenbusState::Closed)?;

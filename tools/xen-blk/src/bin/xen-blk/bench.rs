@@ -23,7 +23,8 @@ pub struct BenchArgs {
     /// Sequential requests in flight.
     #[arg(long, default_value_t = 8)]
     depth: usize,
-    /// Duration of each random-read run, seconds.
+    /// Duration of each 4 KiB run (sequential QD1, random QD1, random QD32), seconds; 0 skips
+    /// them.
     #[arg(long, default_value_t = 5)]
     seconds: u64,
 }
@@ -112,12 +113,30 @@ pub fn run(r: &mut Runner<'_>, bs: usize, a: &BenchArgs) -> Result<(), CliError>
 
     let per4k = (4096 / bs).max(1) as u64;
     let slots = region / per4k;
-    if slots == 0 {
+    if slots == 0 || a.seconds == 0 {
         return Ok(());
     }
+    let dur = Duration::from_secs(a.seconds);
+    // Sequential 4 KiB reads, one at a time (what `dd bs=4k iflag=direct` does on a kernel disk).
+    let t = Instant::now();
+    let mut done = 0u64;
+    r.pipeline(
+        1,
+        |i| {
+            (t.elapsed() < dur).then(|| IoRequest::Read {
+                lba: a.lba + (i as u64 % slots) * per4k,
+                blocks: per4k,
+            })
+        },
+        |_, _| {
+            done += 1;
+            Ok(())
+        },
+    )?;
+    let iops = done as f64 / t.elapsed().as_secs_f64().max(1e-9);
+    println!("seq_read_4k_qd1 {iops:.0} IOPS");
     for qd in [1usize, 32] {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ qd as u64);
-        let dur = Duration::from_secs(a.seconds.max(1));
         let t = Instant::now();
         let mut done = 0u64;
         r.pipeline(
