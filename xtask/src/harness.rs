@@ -315,6 +315,13 @@ pub fn test() -> Result<(), String> {
             "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
         );
     }
+    // The userspace frontends (steps userspace-devices, userspace-blkfront, c-abi,
+    // blkfront-kernel-vs-userspace): opt-in, they add a release build and ~2 min.
+    if std::env::var("XEN_RS_HARNESS_USERSPACE").as_deref() == Ok("1") {
+        spec.tools = userspace_tools()?;
+        spec.payload_modules = vec!["xen-blkfront"];
+        spec.scenarios.push("userspace".into());
+    }
     boot_and_report(&spec).map(|_| ())
 }
 

@@ -18,9 +18,17 @@
 #   blkfront-kernel-vs-userspace   QD1 figures of xen-blk and of the kernel's xen-blkfront.
 . /payload/lib.sh
 B=/payload/bin
+# A tmpfs of its own for the disk images and work files: dom0's root is small (a full root makes
+# every write, the programs' output included, fail).
 W=/tmp/userspace
-mkdir -p $W "$HARNESS_STATE"
+mkdir -p $W
+grep -q " $W tmpfs " /proc/mounts || mount -t tmpfs -o size=200m tmpfs $W
 status=0
+# drop_disk FILE: detaches FILE's loop devices and deletes it.
+drop_disk() {
+	for _l in $(/usr/sbin/losetup -j "$1" | cut -d: -f1); do /usr/sbin/losetup -d "$_l"; done
+	rm -f "$1"
+}
 
 begin userspace-devices
 if timeout 120 $B/xen-dev-check --domid 0 >$W/devcheck.log 2>&1; then
@@ -34,7 +42,7 @@ VDEV=xvdb
 ID=51728 # 202 << 8 | 16
 FRONT=/local/domain/0/device/vbd/$ID
 BACK=/local/domain/0/backend/vbd/0/$ID
-DISK=$HARNESS_STATE/userspace-disk.img
+DISK=$W/userspace-disk.img
 XB="timeout 300 $B/xen-blk --vbd $ID --timeout 60"
 MIB=1048576
 BS=512
@@ -183,6 +191,8 @@ for k in seq_read_4k_qd1 rand_read_4k_qd1 rand_read_4k_qd32; do
 	[ -n "$v" ] && figure "userspace_blk_${k}_iops" "$v" IOPS
 done
 pass userspace-blkfront "$(tr '\n' ';' <$W/steps.log)"
+drop_disk "$DISK"
+rm -f $W/a $W/b $W/*.back $W/b.read $W/a1 $W/zero
 
 # c-abi: a C program (tools/xen-blk-capi/c/xenblk-demo.c, gcc, static libxenblk.a) on a second
 # vbd of dom0: writes 1 MiB at 2 MiB, flushes, reads back, discards, detaches; dom0 compares the
@@ -192,7 +202,7 @@ VDEV2=xvdc
 ID2=51744 # 202 << 8 | 32
 FRONT2=/local/domain/0/device/vbd/$ID2
 BACK2=/local/domain/0/backend/vbd/0/$ID2
-DISK2=$HARNESS_STATE/c-abi-disk.img
+DISK2=$W/c-abi-disk.img
 cfail() {
 	fail c-abi "$*"
 	dump_file c-abi $W/cabi.log
@@ -216,6 +226,7 @@ g3=$(d0_grants)
 p3=$(d0_ports)
 [ "$g3" = "$g0" ] && [ "$p3" = "$p0" ] || cfail "after detach dom0 grants $g3 (before $g0), ports $p3 (before $p0)"
 pass c-abi "$(tr '\n' ';' <$W/cabi.log) backing file sha256 $(sha $W/c) matches; dom0 grants $g3 ports $p3 as before"
+drop_disk "$DISK2"
 
 # blkfront-kernel-vs-userspace: the same queue-depth-1 transfers through xen-blk (vbd xvdd) and
 # through the kernel's xen-blkfront (a fresh vbd xvde, module loaded only now, so it claims only
@@ -234,12 +245,13 @@ attach_fresh() { # attach_fresh VDEV ID DISK
 	xl block-attach 0 "format=raw,vdev=$1,access=rw,target=$(disk_target "$3")" >>$W/kvu.log 2>&1 || return 1
 	wait_until 30 sh -c "[ \"\$(xenstore-read /local/domain/0/backend/vbd/0/$2/state 2>/dev/null)\" = 2 ]"
 }
-attach_fresh xvdd 51760 "$HARNESS_STATE/kvu-user.img" || kfail "attach xvdd"
+attach_fresh xvdd 51760 "$W/kvu-user.img" || kfail "attach xvdd"
 timeout 300 $B/xen-blk --vbd 51760 bench --mib 16 --depth 1 --request-kib 256 --seconds 3 >$W/ubench.log 2>&1 ||
-	kfail "xen-blk bench: $(tail -n 3 $W/ubench.log)"
+	kfail "xen-blk bench (status $?): $(tail -n 3 $W/ubench.log)"
 cat $W/ubench.log >>$W/kvu.log
 timeout 120 xl block-detach 0 xvdd >>$W/kvu.log 2>&1
-attach_fresh xvde 51776 "$HARNESS_STATE/kvu-kernel.img" || kfail "attach xvde"
+drop_disk "$W/kvu-user.img"
+attach_fresh xvde 51776 "$W/kvu-kernel.img" || kfail "attach xvde"
 while read -r m; do
 	[ -n "$m" ] && insmod "/payload/modules/$m" >>$W/kvu.log 2>&1
 done </payload/modules/order
@@ -258,6 +270,8 @@ dd if=/dev/xvde of=/dev/null bs=4096 count=1000 iflag=direct 2>>$W/kvu.log || kf
 k4=$(elapsed "$t")
 timeout 120 xl block-detach 0 xvde >>$W/kvu.log 2>&1
 rmmod xen-blkfront >>$W/kvu.log 2>&1
+drop_disk "$W/kvu-kernel.img"
+rm -f $W/k $W/k.back
 val() { awk -v k="$1" '$1 == k { print $2 }' $W/ubench.log; }
 uw=$(val seq_write)
 ur=$(val seq_read)
