@@ -269,7 +269,7 @@ pub unsafe extern "C" fn xenblk_get_info(dev: *mut XenblkDevice, info: *mut Xenb
 fn run_one(h: &mut XenblkDevice, req: IoRequest<'_>) -> Result<Option<Vec<u8>>, CliError> {
     let mut r = Runner {
         dev: &mut h.dev,
-        ev: &h.events,
+        ev: &*h.events,
         timeout: h.timeout,
     };
     Ok(r.run_one(req)?.data)

@@ -6,23 +6,39 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use xen_blkfront::{Completion, IoRequest, Tag};
-use xen_event_channel_linux::LinuxEventChannels;
+use xen_blkfront::{BlkFront, Completion, EventChannels, GrantAccess, IoRequest, Store, Tag};
+use xen_event_channel_linux::{EvtchnError, LinuxEventChannels};
 
 use crate::error::CliError;
-use crate::services::Dev;
+
+/// Waiting for events with a timeout (the idle loop of [`Runner`]).
+pub trait TimedWait {
+    /// Blocks until an event arrives or `timeout` passes; true when some event arrived.
+    fn wait_for(&self, timeout: Duration) -> Result<bool, EvtchnError>;
+    /// How long one idle wait lasts before the backend's state is checked.
+    fn idle_tick(&self) -> Duration;
+}
+
+impl TimedWait for LinuxEventChannels {
+    fn wait_for(&self, timeout: Duration) -> Result<bool, EvtchnError> {
+        Ok(!self.wait_timeout(Some(timeout))?.is_empty())
+    }
+    fn idle_tick(&self) -> Duration {
+        self.idle_timeout()
+    }
+}
 
 /// Drives one device.
-pub struct Runner<'a> {
+pub struct Runner<'a, G: GrantAccess, E: EventChannels, S: Store, W: TimedWait + ?Sized> {
     /// The device.
-    pub dev: &'a mut Dev,
+    pub dev: &'a mut BlkFront<G, E, S>,
     /// Its event channels (the same object the device notifies through).
-    pub ev: &'a LinuxEventChannels,
+    pub ev: &'a W,
     /// Longest wait for any response.
     pub timeout: Duration,
 }
 
-impl Runner<'_> {
+impl<G: GrantAccess, E: EventChannels, S: Store, W: TimedWait + ?Sized> Runner<'_, G, E, S, W> {
     /// Waits until at least one request finished and appends the finished ones to `out`.
     pub fn wait_some(&mut self, out: &mut Vec<Completion>) -> Result<(), CliError> {
         let deadline = Instant::now() + self.timeout;
@@ -42,10 +58,8 @@ impl Runner<'_> {
                     self.dev.outstanding()
                 )));
             }
-            let fired = self
-                .ev
-                .wait_timeout(Some(left.min(self.ev.idle_timeout())))?;
-            if fired.is_empty() {
+            let fired = self.ev.wait_for(left.min(self.ev.idle_tick()))?;
+            if !fired {
                 self.dev.check_backend()?;
             }
         }

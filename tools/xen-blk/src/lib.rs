@@ -8,4 +8,4 @@ pub mod services;
 mod timed;
 
 pub use error::CliError;
-pub use io::Runner;
+pub use io::{Runner, TimedWait};

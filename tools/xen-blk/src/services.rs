@@ -121,3 +121,7 @@ pub fn detach(dev: &mut Dev, deadline: &Deadline, timeout: Duration) -> Result<(
     deadline.clear();
     r
 }
+
+/// The [`Runner`](crate::Runner) of a device over the Linux services.
+pub type LinuxRunner<'a> =
+    crate::Runner<'a, Gntalloc, Events, Store, xen_event_channel_linux::LinuxEventChannels>;

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use xen_blkfront::IoRequest;
 
-use xen_blk::{CliError, Runner};
+use xen_blk::services::LinuxRunner;
+use xen_blk::CliError;
 
 /// Options of `xen-blk bench`.
 #[derive(Debug, clap::Args)]
@@ -46,7 +47,7 @@ fn mib_s(bytes: u64, t: Duration) -> f64 {
 }
 
 /// Runs the benchmark and prints its figures.
-pub fn run(r: &mut Runner<'_>, bs: usize, a: &BenchArgs) -> Result<(), CliError> {
+pub fn run(r: &mut LinuxRunner<'_>, bs: usize, a: &BenchArgs) -> Result<(), CliError> {
     let region = a
         .mib
         .checked_mul(1 << 20)

@@ -17,6 +17,7 @@ use xen_event_channel_linux::EventChannels;
 use xen_grant_table_linux::GrantAccess;
 use xen_store::xenbus;
 
+use xen_blk::services::LinuxRunner;
 use xen_blk::{services, CliError, Runner};
 
 /// A Xen PV block frontend in userspace (blkfront over /dev/xen).
@@ -243,7 +244,11 @@ fn command(
     timeout: Duration,
 ) -> Result<(), CliError> {
     let bs = dev.block_size();
-    let mut r = Runner { dev, ev, timeout };
+    let mut r = Runner {
+        dev,
+        ev: ev.as_ref(),
+        timeout,
+    };
     match &cli.command {
         Command::List => Ok(()),
         Command::Info => {
@@ -358,7 +363,7 @@ fn command(
 /// Reads `blocks` blocks from `lba` in order, `DEPTH` requests in flight; `sink` gets the data in
 /// disk order.
 fn read_range(
-    r: &mut Runner<'_>,
+    r: &mut LinuxRunner<'_>,
     bs: usize,
     lba: u64,
     blocks: u64,
@@ -390,7 +395,7 @@ fn read_range(
 }
 
 /// Writes `data` (whole blocks) at `lba`, `DEPTH` requests in flight.
-fn write_range(r: &mut Runner<'_>, bs: usize, lba: u64, data: &[u8]) -> Result<(), CliError> {
+fn write_range(r: &mut LinuxRunner<'_>, bs: usize, lba: u64, data: &[u8]) -> Result<(), CliError> {
     let chunk_bytes = (CHUNK_BYTES / bs).max(1) * bs;
     let chunks: Vec<&[u8]> = data.chunks(chunk_bytes).collect();
     let per = (chunk_bytes / bs) as u64;
