@@ -15,11 +15,18 @@
 //! The header is generated from this file by cbindgen in `build.rs` (into
 //! `$OUT_DIR/include/xenblk.h`, and into `$XENBLK_HEADER_DIR` when that is set).
 
+mod platform;
+
+pub use platform::XenblkPlatform;
+
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use platform::{PlatformEvents, PlatformGrants, PlatformStore};
 use xen_blk::services::{self, Deadline, Dev, Events};
 use xen_blk::{CliError, Runner};
 use xen_blkfront::{BlkError, BlockDevice, IoError, IoRequest};
@@ -56,10 +63,33 @@ pub const XENBLK_EPANIC: c_int = -12;
 
 /// An attached block device (opaque).
 pub struct XenblkDevice {
-    dev: Dev,
-    events: Events,
-    deadline: Deadline,
+    flavour: Flavour,
     timeout: Duration,
+}
+
+/// The device over the Linux services or over a C platform.
+enum Flavour {
+    Linux {
+        dev: Box<Dev>,
+        events: Events,
+        deadline: Deadline,
+    },
+    Platform {
+        dev: Box<PlatformDev>,
+        events: Arc<PlatformEvents>,
+    },
+}
+
+type PlatformDev = xen_blkfront::BlkFront<PlatformGrants, Arc<PlatformEvents>, PlatformStore>;
+
+/// Runs `$body` with `$dev` bound to the device, whatever its flavour.
+macro_rules! with_dev {
+    ($h:expr, $dev:ident => $body:expr) => {
+        match &mut $h.flavour {
+            Flavour::Linux { dev: $dev, .. } => $body,
+            Flavour::Platform { dev: $dev, .. } => $body,
+        }
+    };
 }
 
 /// Properties of an attached disk.
@@ -195,9 +225,68 @@ pub unsafe extern "C" fn xenblk_open(
             timeout,
         )?;
         let h = Box::new(XenblkDevice {
-            dev,
-            events,
-            deadline,
+            flavour: Flavour::Linux {
+                dev: Box::new(dev),
+                events,
+                deadline,
+            },
+            timeout,
+        });
+        // SAFETY: `out` is valid for a pointer write (checked non-null; the caller's contract).
+        unsafe { out.write(Box::into_raw(h)) };
+        Ok(())
+    })
+}
+
+/// Attaches to vbd `vbd` over the services of `platform` (the callback flavour, e.g. for a C
+/// kernel); every callback of the table must be set, and the table is copied. Responses are
+/// awaited at most `timeout_ms` (0: 60 s); attach and detach wait as long as the platform's store
+/// waits do. On success `*out` holds the new handle, to be passed to `xenblk_close`.
+///
+/// # Safety
+///
+/// `platform` must point to a valid table whose callbacks follow the contract documented on
+/// `XenblkPlatform` for as long as the handle lives; `vbd` must be a NUL-terminated string; `out`
+/// must be valid for writing a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn xenblk_open_platform(
+    platform: *const XenblkPlatform,
+    vbd: *const c_char,
+    timeout_ms: u32,
+    out: *mut *mut XenblkDevice,
+) -> c_int {
+    guard(|| {
+        if platform.is_null() || vbd.is_null() || out.is_null() {
+            return Err(invalid("xenblk_open_platform: null argument"));
+        }
+        // SAFETY: checked non-null; the caller's contract.
+        let p = unsafe { *platform };
+        if !p.complete() {
+            return Err(invalid("xenblk_open_platform: a platform callback is NULL"));
+        }
+        // SAFETY: the caller passes a NUL-terminated string (checked non-null above).
+        let id = unsafe { CStr::from_ptr(vbd) }
+            .to_str()
+            .map_err(|_| invalid("xenblk_open_platform: the vbd id is not UTF-8"))?
+            .to_string();
+        let events = Arc::new(PlatformEvents::new(p));
+        let dev = services::connect(
+            PlatformGrants::new(p),
+            events.clone(),
+            PlatformStore::new(p),
+            &id,
+            xen_blkfront::Config::default(),
+        )?;
+        let timeout = Duration::from_millis(if timeout_ms == 0 {
+            60_000
+        } else {
+            u64::from(timeout_ms)
+        });
+        let h = Box::new(XenblkDevice {
+            flavour: Flavour::Platform {
+                dev: Box::new(dev),
+                events,
+            },
             timeout,
         });
         // SAFETY: `out` is valid for a pointer write (checked non-null; the caller's contract).
@@ -220,7 +309,11 @@ pub unsafe extern "C" fn xenblk_close(dev: *mut XenblkDevice) -> c_int {
     // SAFETY: a live handle from xenblk_open, owned by the caller and given back here.
     let mut h = unsafe { Box::from_raw(dev) };
     guard(move || {
-        let r = services::detach(&mut h.dev, &h.deadline, h.timeout);
+        let timeout = h.timeout;
+        let r = match &mut h.flavour {
+            Flavour::Linux { dev, deadline, .. } => services::detach(dev, deadline, timeout),
+            Flavour::Platform { dev, .. } => dev.disconnect(),
+        };
         drop(h);
         r.map_err(CliError::Blk)
     })
@@ -249,12 +342,11 @@ pub unsafe extern "C" fn xenblk_get_info(dev: *mut XenblkDevice, info: *mut Xenb
         if info.is_null() {
             return Err(invalid("xenblk_get_info: null info"));
         }
-        let i = *h.dev.info();
-        let f = *h.dev.features();
+        let (i, f, blocks) = with_dev!(h, d => (*d.info(), *d.features(), d.blocks()));
         let v = XenblkInfo {
             sectors: i.sectors,
             block_size: i.sector_size,
-            blocks: h.dev.blocks(),
+            blocks,
             read_only: u8::from(i.read_only),
             discard: u8::from(f.discard.is_some()),
             flush: u8::from(f.flush_cache || f.barrier),
@@ -267,12 +359,26 @@ pub unsafe extern "C" fn xenblk_get_info(dev: *mut XenblkDevice, info: *mut Xenb
 }
 
 fn run_one(h: &mut XenblkDevice, req: IoRequest<'_>) -> Result<Option<Vec<u8>>, CliError> {
-    let mut r = Runner {
-        dev: &mut h.dev,
-        ev: &*h.events,
-        timeout: h.timeout,
+    let timeout = h.timeout;
+    let c = match &mut h.flavour {
+        Flavour::Linux { dev, events, .. } => Runner {
+            dev,
+            ev: &**events,
+            timeout,
+        }
+        .run_one(req)?,
+        Flavour::Platform { dev, events } => Runner {
+            dev,
+            ev: &**events,
+            timeout,
+        }
+        .run_one(req)?,
     };
-    Ok(r.run_one(req)?.data)
+    Ok(c.data)
+}
+
+fn block_size(h: &mut XenblkDevice) -> usize {
+    with_dev!(h, d => d.block_size())
 }
 
 /// Reads `len` bytes (whole blocks) from block `lba` into `buf`.
@@ -293,7 +399,7 @@ pub unsafe extern "C" fn xenblk_read(
         if buf.is_null() {
             return Err(invalid("xenblk_read: null buffer"));
         }
-        let bs = h.dev.block_size();
+        let bs = block_size(h);
         if len == 0 || len % bs != 0 {
             return Err(invalid(
                 "xenblk_read: length is not a positive multiple of the block size",

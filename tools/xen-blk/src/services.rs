@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use xen_blkfront::{BlkError, BlkFront, Config};
+use xen_blkfront::{BlkError, BlkFront, Config, EventChannels, GrantAccess};
 use xen_event_channel_linux::LinuxEventChannels;
 use xen_grant_table_linux::Gntalloc;
 use xen_store::xenbus::{self, XenbusState};
@@ -75,10 +75,21 @@ pub fn attach(
     timeout: Duration,
 ) -> Result<Dev, BlkError> {
     deadline.set_in(timeout);
-    let r = reset_stale(&store, id)
-        .and_then(|()| BlkFront::connect_with(grants, events, store, id, config));
+    let r = reset_stale(&store, id).and_then(|()| connect(grants, events, store, id, config));
     deadline.clear();
     r
+}
+
+/// The one call of blkfront's connect API (for any services: Linux here, a C platform in
+/// xen-blk-capi).
+pub fn connect<G: GrantAccess, E: EventChannels, S: xen_blkfront::Store>(
+    grants: G,
+    events: E,
+    store: S,
+    id: &str,
+    config: Config,
+) -> Result<BlkFront<G, E, S>, BlkError> {
+    BlkFront::connect_with(grants, events, store, id, config)
 }
 
 /// A frontend left `Connected` (or half-way) by a process that died: the backend still has its
