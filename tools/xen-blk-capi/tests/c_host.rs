@@ -2,16 +2,13 @@
 //! once with the static library and once with the shared one. No Xen on the host: it checks error
 //! codes, messages, NULL handling and the "no /dev/xen" error (see c/host_errors.c).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// target/<profile>, where cargo put libxenblk.{a,so}.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>")
-        .to_path_buf()
+    common::capi().lib_dir.clone()
 }
 
 fn compile_and_run(name: &str, link: &[&str]) {
@@ -20,14 +17,9 @@ fn compile_and_run(name: &str, link: &[&str]) {
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join(name);
     let out = Command::new("gcc")
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Werror",
-            "-I",
-            env!("XENBLK_INCLUDE_DIR"),
-            "-o",
-        ])
+        .args(["-std=c11", "-Wall", "-Werror", "-I"])
+        .arg(&common::capi().include_dir)
+        .arg("-o")
         .arg(&exe)
         .arg(&src)
         .args(link)
@@ -76,7 +68,7 @@ fn c_program_against_the_static_library() {
 fn c_program_against_the_shared_library() {
     let d = lib_dir();
     assert!(d.join("libxenblk.so").is_file());
-    let l = format!("-L{}", d.display());
-    let rpath = format!("-Wl,-rpath,{}", d.display());
-    compile_and_run("shared", &[&l, &rpath, "-lxenblk"]);
+    // By path (the library has no soname, so this path is what gets loaded): cargo's
+    // LD_LIBRARY_PATH would otherwise find a stale libxenblk.so under target/debug.
+    compile_and_run("shared", &[d.join("libxenblk.so").to_str().unwrap()]);
 }

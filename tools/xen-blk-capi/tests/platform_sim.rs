@@ -1,0 +1,370 @@
+//! The callback flavour through the C header: a C file (c/platform_drive.c) compiled with gcc
+//! into a shared object against `xenblk.h` and `libxenblk.so` is loaded with `dlopen` and handed
+//! a `XenblkPlatform` whose callbacks are this test's functions over the simulated Xen (xen-sim:
+//! grant table, event channels, xenstored, blkback). The C code attaches, writes, flushes, reads
+//! back, checks errors and detaches; then the test checks the simulated disk and that every
+//! grant and port was given back.
+
+mod common;
+
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use xen_blkfront::EventChannels as _;
+use xen_event_channel::NativeEventChannels;
+use xen_grant_table::{Access, FrameMapping, GrantAccess, GrantTable, GrantedPages, GrantedRegion};
+use xen_sim::blkback::{Blkback, BlkbackConfig};
+use xen_sim::{Sim, SimGuest};
+use xen_store::{Store, TxId, XenStore, XsError};
+use xenblk::XenblkPlatform;
+
+type Evt = NativeEventChannels<SimGuest>;
+
+struct Ctx {
+    grants: Arc<GrantTable<SimGuest>>,
+    evtchn: Arc<Evt>,
+    store: Arc<XenStore<Arc<Evt>>>,
+    regions: Mutex<HashMap<usize, GrantedPages>>,
+}
+
+/// # Safety
+/// `ctx` is the `Ctx` of the table.
+unsafe fn ctx<'a>(p: *mut c_void) -> &'a Ctx {
+    // SAFETY: the table's ctx points to the test's Ctx, alive for the whole test.
+    unsafe { &*(p as *const Ctx) }
+}
+
+/// # Safety
+/// `p` is a NUL-terminated string from the library.
+unsafe fn s<'a>(p: *const c_char) -> &'a str {
+    // SAFETY: the library passes NUL-terminated paths and tokens.
+    unsafe { CStr::from_ptr(p) }.to_str().unwrap_or("")
+}
+
+fn xs_rc(r: Result<(), XsError>) -> c_int {
+    match r {
+        Ok(()) => 0,
+        Err(XsError::Errno(e)) => -e.to_raw(),
+        Err(_) => -5,
+    }
+}
+
+/// Copies `data` out with the ERANGE protocol.
+unsafe fn out(data: &[u8], buf: *mut u8, cap: usize, len: *mut usize) -> c_int {
+    // SAFETY: the library passes a valid `len` and `cap` bytes at `buf`.
+    unsafe {
+        *len = data.len();
+        if data.len() > cap {
+            return -34;
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+    }
+    0
+}
+
+unsafe extern "C" fn grant_pages(
+    c: *mut c_void,
+    domid: u16,
+    pages: usize,
+    ro: u8,
+    addr: *mut *mut u8,
+    grefs: *mut u32,
+) -> c_int {
+    // SAFETY: see `ctx`.
+    let c = unsafe { ctx(c) };
+    let access = if ro != 0 {
+        Access::ReadOnly
+    } else {
+        Access::ReadWrite
+    };
+    match c.grants.grant_pages(domid, pages, access) {
+        Ok(r) => {
+            // SAFETY: the library passes room for `pages` refs and one pointer.
+            unsafe {
+                for i in 0..pages {
+                    *grefs.add(i) = r.gref(i).unwrap_or(0);
+                }
+                *addr = r.as_ptr();
+            }
+            c.regions.lock().unwrap().insert(r.as_ptr() as usize, r);
+            0
+        }
+        Err(_) => -12,
+    }
+}
+
+unsafe extern "C" fn release_pages(
+    c: *mut c_void,
+    addr: *mut u8,
+    _pages: usize,
+    _grefs: *const u32,
+) {
+    // SAFETY: see `ctx`.
+    let c = unsafe { ctx(c) };
+    let r = c.regions.lock().unwrap().remove(&(addr as usize));
+    if let Some(r) = r {
+        c.grants.release(r);
+    }
+}
+
+unsafe extern "C" fn alloc_unbound(c: *mut c_void, remote: u16, port: *mut u32) -> c_int {
+    // SAFETY: see `ctx`; `port` is valid.
+    let c = unsafe { ctx(c) };
+    match c.evtchn.alloc_unbound(remote) {
+        // SAFETY: valid out pointer.
+        Ok(p) => unsafe {
+            *port = p;
+            0
+        },
+        Err(_) => -22,
+    }
+}
+unsafe extern "C" fn notify(c: *mut c_void, port: u32) -> c_int {
+    // SAFETY: see `ctx`.
+    if unsafe { ctx(c) }.evtchn.notify(port).is_ok() {
+        0
+    } else {
+        -22
+    }
+}
+unsafe extern "C" fn unmask(c: *mut c_void, port: u32) -> c_int {
+    // SAFETY: see `ctx`.
+    if xen_blkfront::EventChannels::unmask(&*unsafe { ctx(c) }.evtchn, port).is_ok() {
+        0
+    } else {
+        -22
+    }
+}
+unsafe extern "C" fn close(c: *mut c_void, port: u32) -> c_int {
+    // SAFETY: see `ctx`.
+    if xen_blkfront::EventChannels::close(&*unsafe { ctx(c) }.evtchn, port).is_ok() {
+        0
+    } else {
+        -22
+    }
+}
+unsafe extern "C" fn wait(c: *mut c_void, _timeout_ms: u32) -> c_int {
+    // SAFETY: see `ctx`. The simulator is deterministic: a block returns when an event is due.
+    xen_blkfront::EventChannels::wait(&*unsafe { ctx(c) }.evtchn);
+    1
+}
+unsafe extern "C" fn store_read(
+    c: *mut c_void,
+    tx: u32,
+    path: *const c_char,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: see `ctx`, `s`, `out`.
+    unsafe {
+        match ctx(c).store.read(TxId(tx), s(path)) {
+            Ok(v) => out(&v, buf, cap, len),
+            Err(e) => xs_rc(Err(e)),
+        }
+    }
+}
+unsafe extern "C" fn store_write(
+    c: *mut c_void,
+    tx: u32,
+    path: *const c_char,
+    v: *const u8,
+    len: usize,
+) -> c_int {
+    // SAFETY: see `ctx`, `s`; `v` holds `len` bytes.
+    unsafe {
+        xs_rc(
+            ctx(c)
+                .store
+                .write(TxId(tx), s(path), std::slice::from_raw_parts(v, len)),
+        )
+    }
+}
+unsafe extern "C" fn store_mkdir(c: *mut c_void, tx: u32, path: *const c_char) -> c_int {
+    // SAFETY: see `ctx`, `s`.
+    unsafe { xs_rc(ctx(c).store.mkdir(TxId(tx), s(path))) }
+}
+unsafe extern "C" fn store_rm(c: *mut c_void, tx: u32, path: *const c_char) -> c_int {
+    // SAFETY: see `ctx`, `s`.
+    unsafe { xs_rc(ctx(c).store.rm(TxId(tx), s(path))) }
+}
+unsafe extern "C" fn store_directory(
+    c: *mut c_void,
+    tx: u32,
+    path: *const c_char,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: see `ctx`, `s`, `out`.
+    unsafe {
+        match ctx(c).store.directory(TxId(tx), s(path)) {
+            Ok(names) => {
+                let mut v = Vec::new();
+                for n in names {
+                    v.extend_from_slice(n.as_bytes());
+                    v.push(0);
+                }
+                out(&v, buf, cap, len)
+            }
+            Err(e) => xs_rc(Err(e)),
+        }
+    }
+}
+unsafe extern "C" fn tx_start(c: *mut c_void, tx: *mut u32) -> c_int {
+    // SAFETY: see `ctx`; valid out pointer.
+    unsafe {
+        match ctx(c).store.transaction_start() {
+            Ok(t) => {
+                *tx = t.0;
+                0
+            }
+            Err(e) => xs_rc(Err(e)),
+        }
+    }
+}
+unsafe extern "C" fn tx_end(c: *mut c_void, tx: u32, commit: u8) -> c_int {
+    // SAFETY: see `ctx`.
+    unsafe { xs_rc(ctx(c).store.transaction_end(TxId(tx), commit != 0)) }
+}
+unsafe extern "C" fn watch(c: *mut c_void, path: *const c_char, token: *const c_char) -> c_int {
+    // SAFETY: see `ctx`, `s`.
+    unsafe { xs_rc(ctx(c).store.watch(s(path), s(token))) }
+}
+unsafe extern "C" fn unwatch(c: *mut c_void, path: *const c_char, token: *const c_char) -> c_int {
+    // SAFETY: see `ctx`, `s`.
+    unsafe { xs_rc(ctx(c).store.unwatch(s(path), s(token))) }
+}
+unsafe extern "C" fn wait_watch(
+    c: *mut c_void,
+    token: *const c_char,
+    ms: u32,
+    buf: *mut u8,
+    cap: usize,
+    len: *mut usize,
+) -> c_int {
+    // SAFETY: see `ctx`, `s`, `out`.
+    unsafe {
+        let st = &ctx(c).store;
+        let ev = if ms == 0 {
+            match st.poll_watch() {
+                Ok(Some(e)) => Ok(e),
+                Ok(None) => return -110,
+                Err(e) => Err(e),
+            }
+        } else if token.is_null() {
+            st.wait_watch()
+        } else {
+            st.wait_watch_for(s(token))
+        };
+        match ev {
+            Ok(e) => {
+                let mut v = e.path.into_bytes();
+                v.push(0);
+                v.extend_from_slice(e.token.as_bytes());
+                v.push(0);
+                out(&v, buf, cap, len)
+            }
+            Err(e) => xs_rc(Err(e)),
+        }
+    }
+}
+
+fn lib_dir() -> PathBuf {
+    common::capi().lib_dir.clone()
+}
+
+#[test]
+fn c_program_drives_the_platform_flavour_on_xen_sim() {
+    // The C side, as a shared object linked with libxenblk.so.
+    let dir = std::env::temp_dir().join(format!("xenblk-platform-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let so = dir.join("libdrive.so");
+    let libs = lib_dir();
+    let gcc = Command::new("gcc")
+        .args(["-std=c11", "-Wall", "-Werror", "-shared", "-fPIC", "-I"])
+        .arg(&common::capi().include_dir)
+        .arg("-o")
+        .arg(&so)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("c/platform_drive.c"))
+        // By path (the library has no soname, so this path is what gets loaded): cargo's
+        // LD_LIBRARY_PATH would otherwise find a stale libxenblk.so under target/debug.
+        .arg(libs.join("libxenblk.so"))
+        .output()
+        .expect("run gcc");
+    assert!(
+        gcc.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&gcc.stderr)
+    );
+
+    // The simulated machine: one guest, a vbd with blkback in dom0.
+    let sim = Sim::new();
+    let guest = sim.create_domain();
+    let grants = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
+    let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
+    // SAFETY: one xenstore client for this domain; the sim keeps the ring page mapped.
+    let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
+    let be = Blkback::attach(&sim, guest.domid(), 768, BlkbackConfig::default());
+    let c = Box::new(Ctx {
+        grants: grants.clone(),
+        evtchn: evtchn.clone(),
+        store,
+        regions: Mutex::new(HashMap::new()),
+    });
+    let platform = XenblkPlatform {
+        ctx: &*c as *const Ctx as *mut c_void,
+        grant_pages: Some(grant_pages),
+        release_pages: Some(release_pages),
+        evtchn_alloc_unbound: Some(alloc_unbound),
+        evtchn_notify: Some(notify),
+        evtchn_unmask: Some(unmask),
+        evtchn_close: Some(close),
+        wait: Some(wait),
+        store_read: Some(store_read),
+        store_write: Some(store_write),
+        store_mkdir: Some(store_mkdir),
+        store_rm: Some(store_rm),
+        store_directory: Some(store_directory),
+        store_transaction_start: Some(tx_start),
+        store_transaction_end: Some(tx_end),
+        store_watch: Some(watch),
+        store_unwatch: Some(unwatch),
+        store_wait_watch: Some(wait_watch),
+    };
+
+    let path = CString::new(so.to_str().unwrap()).unwrap();
+    // SAFETY: loading the shared object we just built.
+    let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if h.is_null() {
+        // SAFETY: dlerror returns NULL or a NUL-terminated message.
+        let e = unsafe { libc::dlerror() };
+        let msg = if e.is_null() {
+            String::new()
+        } else {
+            // SAFETY: non-null, NUL-terminated.
+            unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
+        };
+        panic!("dlopen {}: {msg}", so.display());
+    }
+    // SAFETY: looking up the entry point the C file defines.
+    let f = unsafe { libc::dlsym(h, c"xenblk_test_drive".as_ptr()) };
+    assert!(!f.is_null());
+    // SAFETY: the symbol has this C signature (c/platform_drive.c).
+    let drive: unsafe extern "C" fn(*const XenblkPlatform, *const c_char) -> c_int =
+        unsafe { std::mem::transmute(f) };
+    // SAFETY: a complete table whose ctx outlives the call.
+    let rc = unsafe { drive(&platform, c"768".as_ptr()) };
+    assert_eq!(rc, 0, "the C side reported a failure (its output is above)");
+
+    // What the C side wrote is on the simulated disk; nothing is left granted or bound.
+    let expect: Vec<u8> = (0..65536usize).map(|i| (i * 31 + 7) as u8).collect();
+    assert_eq!(be.read_disk(100 * 512, expect.len()), expect);
+    assert!(c.regions.lock().unwrap().is_empty(), "pages never released");
+    assert_eq!(grants.refs_in_use(), 0);
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}
