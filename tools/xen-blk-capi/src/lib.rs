@@ -520,3 +520,53 @@ pub extern "C" fn xenblk_strerror(code: c_int) -> *const c_char {
 pub extern "C" fn xenblk_last_error() -> *const c_char {
     LAST_ERROR.with(|l| l.borrow().as_ptr())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_map_to_their_codes() {
+        assert_eq!(code(&CliError::Io(IoError::Backend)), XENBLK_EIO);
+        assert_eq!(code(&CliError::Io(IoError::NotSupported)), XENBLK_ENOTSUP);
+        assert_eq!(
+            code(&CliError::Blk(BlkError::NoDevice("9".into()))),
+            XENBLK_ENOENT
+        );
+        assert_eq!(code(&CliError::Blk(BlkError::ReadOnly)), XENBLK_EROFS);
+        assert_eq!(
+            code(&CliError::Blk(BlkError::BackendClosed)),
+            XENBLK_ECLOSED
+        );
+        assert_eq!(code(&CliError::Timeout("x".into())), XENBLK_ETIMEDOUT);
+        let missing = xen_linux_device_missing();
+        assert_eq!(code(&CliError::Device(missing)), XENBLK_ENODEV);
+    }
+
+    fn xen_linux_device_missing() -> DeviceError {
+        xen_grant_table_linux::Gntalloc::open_path(std::path::Path::new("/nonexistent/gntalloc"))
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_panic_becomes_epanic_and_a_message() {
+        let rc = guard(|| panic!("boom"));
+        assert_eq!(rc, XENBLK_EPANIC);
+        // SAFETY: xenblk_last_error returns a NUL-terminated string owned by this thread.
+        let msg = unsafe { CStr::from_ptr(xenblk_last_error()) };
+        assert!(msg.to_string_lossy().contains("panic"));
+    }
+
+    #[test]
+    fn every_code_has_a_distinct_message() {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in XENBLK_EPANIC..=XENBLK_OK {
+            // SAFETY: static NUL-terminated strings.
+            let m = unsafe { CStr::from_ptr(xenblk_strerror(c)) };
+            assert!(
+                seen.insert(m.to_bytes().to_vec()),
+                "duplicate message for {c}"
+            );
+        }
+    }
+}

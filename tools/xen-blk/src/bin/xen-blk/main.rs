@@ -411,3 +411,37 @@ fn write_range(r: &mut LinuxRunner<'_>, bs: usize, lba: u64, data: &[u8]) -> Res
         |_, _| Ok(()),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_parse() {
+        let c =
+            Cli::try_parse_from(["xen-blk", "--vbd", "51728", "read", "--blocks", "8"]).unwrap();
+        assert_eq!(c.vbd.as_deref(), Some("51728"));
+        assert!(matches!(
+            c.command,
+            Command::Read {
+                lba: 0,
+                blocks: 8,
+                out: None
+            }
+        ));
+        let c = Cli::try_parse_from(["xen-blk", "discard", "--lba", "5", "--blocks", "9"]).unwrap();
+        assert!(matches!(c.command, Command::Discard { lba: 5, blocks: 9 }));
+        // Missing required values are usage errors, not panics.
+        assert!(Cli::try_parse_from(["xen-blk", "read"]).is_err());
+        assert!(
+            Cli::try_parse_from(["xen-blk", "discard", "--lba", "x", "--blocks", "1"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["xen-blk", "bench", "--mib", "4", "--seconds", "0"]).is_ok());
+    }
+}
