@@ -86,3 +86,41 @@ fn port_numbers_not_bound_here_are_ignored() {
         libc::close(fds[1]);
     }
 }
+
+#[test]
+fn the_file_descriptor_works_in_epoll() {
+    use std::os::fd::AsRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: a two-element array for pipe(2).
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let ev =
+        LinuxEventChannels::open_path(Path::new(&format!("/proc/self/fd/{}", fds[0]))).unwrap();
+    // SAFETY: plain epoll calls on fds we own.
+    unsafe {
+        let ep = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+        assert!(ep >= 0);
+        let mut e = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: 7,
+        };
+        assert_eq!(
+            libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ev.as_raw_fd(), &mut e),
+            0
+        );
+        let mut got = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        assert_eq!(
+            libc::epoll_wait(ep, got.as_mut_ptr(), 1, 0),
+            0,
+            "readable with nothing queued"
+        );
+        // The "device" queues a port number: the fd becomes readable.
+        let port = 5u32.to_ne_bytes();
+        assert_eq!(libc::write(fds[1], port.as_ptr().cast(), 4), 4);
+        assert_eq!(libc::epoll_wait(ep, got.as_mut_ptr(), 1, 1000), 1);
+        let ev_data = got[0].u64;
+        assert_eq!(ev_data, 7);
+        libc::close(ep);
+        libc::close(fds[0]);
+        libc::close(fds[1]);
+    }
+}
