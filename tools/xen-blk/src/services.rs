@@ -1,7 +1,8 @@
 //! The Linux services a frontend needs, and attaching the block frontend over them.
 //!
-//! [`attach`] is the one place that calls blkfront's connect API (kept small so it follows
-//! changes of that API easily).
+//! [`connect`] is the one place that calls blkfront's connect API (kept small so it follows
+//! changes of that API easily); [`attach`] wraps it for the Linux services (a deadline on the
+//! xenstore waits, and a frontend left behind by a dead process is reset first).
 
 use std::sync::Arc;
 use std::time::Duration;
