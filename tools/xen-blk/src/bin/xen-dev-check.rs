@@ -1,8 +1,8 @@
 //! `xen-dev-check`: exercises the Linux /dev/xen services of this workspace on a real Xen domain,
 //! each check against the real kernel drivers and xenstored, and prints one line per check.
 //!
-//! - xenstore over /dev/xen/xenbus (`xen-store-linux`): write/read/directory/rm, a committed
-//!   transaction, a watch event, the domain path;
+//! - xenstore over /dev/xen/xenbus and over xenstored's Unix socket (`xen-store-linux`):
+//!   write/read/directory/rm, a committed transaction, a watch event, the domain path;
 //! - event channels over /dev/xen/evtchn: a local loopback (alloc unbound + bind interdomain to
 //!   ourselves), notify one end, the other end's `poll` wakes up; a wait with nothing pending ends
 //!   at its timeout;
@@ -42,8 +42,9 @@ type CheckFn = fn(&Args, Duration) -> Check;
 fn main() -> ExitCode {
     let a = Args::parse();
     let t = Duration::from_secs(a.timeout.max(1));
-    let checks: [(&str, CheckFn); 4] = [
+    let checks: [(&str, CheckFn); 5] = [
         ("xenstore", xenstore),
+        ("xenstore-socket", xenstore_socket),
         ("evtchn-loopback", evtchn),
         ("gntalloc-gntdev", grants),
         ("unmap-notify", unmap_notify),
@@ -85,7 +86,22 @@ fn e(what: &'static str) -> impl Fn(xen_store::XsError) -> String {
 
 fn xenstore(_a: &Args, _t: Duration) -> Check {
     let s = StreamStore::open_device().map_err(|e| format!("open /dev/xen/xenbus: {e}"))?;
-    let base = "data/xen-rs-dev-check";
+    store_ops(&s, "xenbus")
+}
+
+/// The same operations over xenstored's Unix socket (only where xenstored runs, e.g. dom0).
+fn xenstore_socket(_a: &Args, _t: Duration) -> Check {
+    let path = xen_store_linux::XENSTORED_SOCKET;
+    if !std::path::Path::new(path).exists() {
+        return Ok(format!("skipped: no {path} here"));
+    }
+    let s = StreamStore::connect_socket(path).map_err(|e| format!("connect {path}: {e}"))?;
+    store_ops(&s, "socket")
+}
+
+/// write/read/transaction/directory/watch/rm under `data/xen-rs-dev-check-<tag>`.
+fn store_ops<T: std::io::Read + std::io::Write>(s: &StreamStore<T>, tag: &str) -> Check {
+    let base = &format!("data/xen-rs-dev-check-{tag}");
     let key = format!("{base}/k");
     s.write(TxId::NONE, &key, b"v1").map_err(e("write"))?;
     let got = s.read(TxId::NONE, &key).map_err(e("read"))?;
