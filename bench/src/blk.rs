@@ -176,10 +176,12 @@ pub fn run(figures: &mut Vec<Figure>) {
     // Touch the whole in-memory disk once, so that first-touch page faults of the host do not
     // count against the figures (the memcpy bound's source is touched too).
     be.write_disk(0, &vec![0x11u8; DISK_BYTES as usize]);
-    let mut dev: Dev = BlkFront::connect_with(
+    let clock = Arc::new(xen_sim::SimClock::new(guest.clone(), &evtchn).expect("clock"));
+    let mut dev: Dev = BlkFront::new(
         grants,
         evtchn.clone(),
         store,
+        clock,
         "51712",
         Config {
             max_ring_page_order: 2,
@@ -187,9 +189,11 @@ pub fn run(figures: &mut Vec<Figure>) {
             persistent: true,
             max_indirect_segments: 256,
             max_pool_pages: 16384,
+            ..Config::default()
         },
     )
-    .expect("connect");
+    .expect("probe");
+    dev.connect().expect("connect");
     let f = *dev.features();
     println!(
         "blkfront: ring {} slots, {} queue(s), persistent {}, indirect {} segments",

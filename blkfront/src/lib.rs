@@ -1,10 +1,16 @@
 //! Xen PV block frontend (`blkfront`).
 //!
-//! [`BlkFront`] finds a virtual block device under `device/vbd/<id>`, negotiates with its backend
-//! through the xenbus state machine (multi-page rings, multiple queues, persistent grants, indirect
-//! descriptors, flush/barrier/discard), and moves data through granted pages. It is generic over the
-//! three service traits of DESIGN.md seam 2 ([`GrantAccess`], [`EventChannels`], [`Store`]), so the
-//! same code runs in the unikernel, in a Linux program and against the simulator.
+//! [`BlkFront`] finds a virtual block device under `device/vbd/<id>`, connects through the xenbus
+//! lifecycle shared with every frontend (`xen_store::xenbus::XenbusFrontend`: connect, close,
+//! reconnect, suspend/resume, each wait with a deadline), negotiates with its backend (multi-page
+//! rings, multiple queues, persistent grants, indirect descriptors, flush/barrier/discard), and
+//! moves data through granted pages. It is generic over the three service traits of DESIGN.md
+//! seam 2 ([`GrantAccess`], [`EventChannels`], [`Store`]), so the same code runs in the unikernel,
+//! in a Linux program and against the simulator.
+//!
+//! Modules by concern: `negotiate` (the driver side of the lifecycle: rings, published keys, disk
+//! properties), `io` (the data path: requests, ring kicks, responses, re-issue), `buffer`
+//! (zero-copy [`IoBuffer`]s), `front` (the device, its blocking API), `types` (public values).
 //!
 //! Two APIs:
 //!
@@ -17,21 +23,31 @@
 //!   waits with [`EventChannels::wait`] and never spins. The virtio path of the unikernel implements
 //!   the same trait.
 //!
+//! When the backend restarts (Closing, Closed, InitWait again) the device keeps every request that
+//! has not finished, reconnects with fresh rings and event channels, and re-issues them in
+//! submission order (Linux: `blkif_recover`), so no acknowledged write is lost; the blocking calls
+//! follow such a restart by themselves, an event loop routes the backend's watch events to
+//! [`BlkFront::handle_backend_change`].
+//!
 //! The backend is untrusted. A response with an id that is not in flight, an operation that does not
 //! match its request, an unknown status, or a producer index that claims more responses than
-//! requests in flight puts the device into [`DeviceStatus::Failed`] with a typed [`BlkError`]; every
+//! requests in flight puts the device into [`DeviceState::Failed`] with a typed [`BlkError`]; every
 //! page whose grant the backend might still map is then handed to [`GrantAccess::release`], which
 //! keeps it aside until the backend unmaps it.
 #![no_std]
 
 extern crate alloc;
 
-mod device;
+mod buffer;
+mod front;
+mod io;
+mod negotiate;
+mod types;
 
-pub use device::{
-    list_devices, BlkFront, BufferDone, Completion, Config, DeviceStatus, Discard, DiskInfo,
-    Features, IoBuffer, IoRequest, Tag,
-};
+pub use buffer::{BufferDone, IoBuffer};
+pub use front::{list_devices, BlkFront};
+pub use types::{Completion, Config, Discard, DiskInfo, Features, IoRequest, Tag};
+pub use xen_store::xenbus::{DeviceState, Resume, SharedClock, Timeouts, XenbusError};
 
 use xen_event_channel::EvtchnError;
 use xen_grant_table::GrantError;
@@ -89,9 +105,10 @@ pub enum IoError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BlkError {
-    /// A xenstore operation failed.
-    #[error("xenstore: {0}")]
-    Store(XsError),
+    /// The xenbus lifecycle failed: a xenstore operation, a deadline, the backend closing while
+    /// we connected, no such device (the same error type as every frontend's).
+    #[error("xenbus: {0}")]
+    Xenbus(XenbusError),
     /// A grant operation failed.
     #[error("grant table: {0}")]
     Grant(GrantError),
@@ -127,13 +144,7 @@ pub enum BlkError {
         /// What is wrong.
         reason: &'static str,
     },
-    /// No such device under `device/vbd`.
-    #[error("no vbd {0}")]
-    NoDevice(alloc::string::String),
-    /// The backend went to `Closing`/`Closed`.
-    #[error("backend closed the device")]
-    BackendClosed,
-    /// The device failed earlier; the original error is in [`DeviceStatus::Failed`].
+    /// The device failed earlier; the original error is [`BlkFront::failure`].
     #[error("device failed: {0}")]
     Failed(alloc::boxed::Box<BlkError>),
     /// The device is disconnected.
@@ -171,10 +182,13 @@ pub enum BlkError {
 
 impl From<XsError> for BlkError {
     fn from(e: XsError) -> Self {
-        match e {
-            XsError::PeerClosed(_) => BlkError::BackendClosed,
-            e => BlkError::Store(e),
-        }
+        BlkError::Xenbus(XenbusError::Store(e))
+    }
+}
+
+impl From<XenbusError> for BlkError {
+    fn from(e: XenbusError) -> Self {
+        BlkError::Xenbus(e)
     }
 }
 

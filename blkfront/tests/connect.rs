@@ -3,7 +3,9 @@
 mod common;
 
 use common::*;
-use xen_blkfront::{BlkError, BlockDevice, Config, DeviceStatus, GrantAccess, IoRequest};
+use xen_blkfront::{
+    BlkError, BlockDevice, Config, DeviceState, GrantAccess, IoRequest, XenbusError,
+};
 use xen_sim::blkback::BlkbackConfig;
 
 #[test]
@@ -25,7 +27,7 @@ fn connect_read_write_disconnect() {
     dev.flush().unwrap();
     assert_eq!(be.stats().flushes, 1);
     dev.disconnect().unwrap();
-    assert_eq!(dev.status(), &DeviceStatus::Closed);
+    assert_eq!(dev.state(), DeviceState::Closed);
     drop(dev);
     assert_eq!(env.grants.refs_in_use(), refs0);
     assert_eq!(env.evtchn.open_port_count(), ports0);
@@ -100,7 +102,7 @@ fn thousand_connect_disconnect_cycles_leave_no_leaks() {
 }
 
 #[test]
-fn backend_closing_disconnects_the_frontend() {
+fn backend_closing_releases_the_rings_and_the_device_comes_back() {
     let env = Env::new();
     let be = env.attach(4, BlkbackConfig::default());
     let refs0 = env.grants.refs_in_use();
@@ -112,8 +114,19 @@ fn backend_closing_disconnects_the_frontend() {
         .dom0()
         .xs_write(&format!("{}/state", be.backend_path), b"5")
         .unwrap();
-    assert_eq!(dev.check_backend(), Err(BlkError::BackendClosed));
-    assert_eq!(dev.status(), &DeviceStatus::Closed);
+    assert_eq!(
+        dev.handle_backend_change().unwrap(),
+        DeviceState::Reconnecting
+    );
+    assert!(dev.ports().is_empty());
+    env.sim.run_until_idle();
+    env.grants.process_deferred();
+    assert_eq!(env.evtchn.open_port_count(), ports0);
+    // The model follows us to Closed and offers the device again: a write goes through.
+    dev.write_blocks(0, &[2u8; 512]).unwrap();
+    assert_eq!(be.read_disk(0, 512), vec![2u8; 512]);
+    assert_eq!(dev.connections(), 2);
+    dev.disconnect().unwrap();
     assert_eq!(
         dev.write_blocks(0, &[1u8; 512]),
         Err(BlkError::Disconnected)
@@ -130,7 +143,7 @@ fn unknown_device_is_reported() {
     let env = Env::new();
     assert!(matches!(
         env.connect(42, Config::default()),
-        Err(BlkError::NoDevice(_))
+        Err(BlkError::Xenbus(XenbusError::NoDevice(_)))
     ));
     let _be = env.attach(1, BlkbackConfig::default());
     assert_eq!(

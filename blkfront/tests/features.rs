@@ -258,7 +258,7 @@ fn bad_backend_values_fail_connect_cleanly() {
         assert!(
             matches!(
                 r,
-                Err(BlkError::BadBackendValue { .. }) | Err(BlkError::Store(_))
+                Err(BlkError::BadBackendValue { .. }) | Err(BlkError::Xenbus(_))
             ),
             "{sector_size} {poison:?}: {r:?}"
         );

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use proptest::prelude::*;
-use xen_blkfront::{BlkError, Config, DeviceStatus, IoError, IoRequest};
+use xen_blkfront::{BlkError, Config, DeviceState, IoError, IoRequest};
 use xen_grant_table::GrantAccess;
 use xen_hypercall::abi::grant_table::GTF_PERMIT_ACCESS;
 use xen_ring::RingError;
@@ -96,7 +96,8 @@ fn run(cfg: BlkbackConfig, ops: &[(bool, u16, u8)], config: Config) -> Outcome {
         }
     }
     if let Some(e) = &failed {
-        assert_eq!(dev.status(), &DeviceStatus::Failed(e.clone()));
+        assert_eq!(dev.state(), DeviceState::Failed);
+        assert_eq!(dev.failure(), Some(e));
         // Every request completed (most with DeviceFailed); nothing is left on the rings.
         while dev.next_completion().is_some() {
             completed += 1;

@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex, OnceLock};
-use xen_blkfront::{BlkError, BlkFront, Config, DeviceStatus, IoRequest};
+use xen_blkfront::{BlkError, BlkFront, Config, DeviceState, IoRequest};
 use xen_event_channel::NativeEventChannels;
 use xen_grant_table::{FrameMapping, GrantAccess, GrantTable};
 use xen_ring::RingError;
@@ -31,6 +31,7 @@ struct Env {
     ev: Ev,
     gt: Gt,
     xs: Xs,
+    clock: xen_blkfront::SharedClock,
     /// One backend per feature set, attached on first use (device ids 1..).
     backends: Vec<(u8, BlkbackHandle)>,
 }
@@ -49,12 +50,14 @@ fn env() -> &'static Mutex<Env> {
         // SAFETY: one xenstore client for this domain; the simulator keeps its ring mapped.
         let xs =
             Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
+        let clock = Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).expect("clock"));
         Mutex::new(Env {
             sim,
             guest,
             ev,
             gt,
             xs,
+            clock,
             backends: Vec::new(),
         })
     })
@@ -105,14 +108,16 @@ fuzz_target!(|data: &[u8]| {
     be.set_script(None);
     let refs0 = env.gt.refs_in_use();
     let ports0 = env.ev.open_port_count();
-    let mut dev = BlkFront::connect_with(
+    let mut dev = BlkFront::new(
         env.gt.clone(),
         env.ev.clone(),
         env.xs.clone(),
+        env.clock.clone(),
         &devid.to_string(),
         Config::default(),
     )
-    .expect("connect to a well-behaved backend");
+    .expect("probe");
+    dev.connect().expect("connect to a well-behaved backend");
     be.set_script(Some(script));
     be.set_hostile(Some(Hostile {
         only: None,
@@ -163,13 +168,14 @@ fuzz_target!(|data: &[u8]| {
         }
         while dev.next_completion().is_some() {}
     }
-    match dev.status() {
-        DeviceStatus::Connected => {}
-        DeviceStatus::Failed(e) => {
+    match dev.state() {
+        DeviceState::Connected => {}
+        DeviceState::Failed => {
+            let e = dev.failure().expect("failed without an error");
             assert!(typed(e), "{e:?}");
             assert_eq!(dev.ring_requests_in_flight(), 0);
         }
-        DeviceStatus::Closed => panic!("closed without being asked"),
+        other => panic!("{other:?} without being asked"),
     }
     let dom0 = env.sim.dom0();
     for (dom, gref) in be.kept_grefs() {

@@ -48,7 +48,9 @@ fn rig() -> Rig {
     };
     let (model, nb) = Netback::new(&dom0, cfg);
     sim.add_device_model(Box::new(model));
-    let mut nf = Netfront::new(gt, ev, xs, "0", NetfrontConfig::default()).expect("probe vif");
+    let clock = Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).expect("clock"));
+    let mut nf =
+        Netfront::new(gt, ev, xs, clock, "0", NetfrontConfig::default()).expect("probe vif");
     nf.connect().expect("connect");
     Rig { sim, nf, nb }
 }

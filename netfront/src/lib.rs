@@ -1,8 +1,10 @@
 //! Xen paravirtual network frontend (netfront).
 //!
 //! A [`Netfront`] drives one vif (`device/vif/<N>` in the guest's xenstore home) through the xenbus
-//! state machine, negotiates features with the backend the way Linux's xen-netfront does, and moves
-//! Ethernet frames over one or more queues, each a TX and an RX shared ring (`xen/io/netif.h`).
+//! lifecycle shared with every frontend (`xen_store::xenbus::XenbusFrontend`: connect, close,
+//! reconnect after a backend restart, suspend/resume, each wait with a deadline), negotiates
+//! features with the backend the way Linux's xen-netfront does (`negotiate.rs`), and moves Ethernet
+//! frames over one or more queues, each a TX and an RX shared ring (`xen/io/netif.h`, `queue.rs`).
 //!
 //! - Generic over the service traits only ([`GrantAccess`], [`EventChannels`], [`Store`]): the same
 //!   code runs in a bare-metal guest, a Linux program and the simulator.
@@ -22,30 +24,33 @@
 //! - [`Netfront`] implements smoltcp's [`phy::Device`](smoltcp::phy::Device).
 //!
 //! Nothing in the data path ([`Netfront::transmit`], [`Netfront::receive`], [`Netfront::poll`])
-//! talks to xenstore. Backend state changes (the backend closing) are picked up by
-//! [`Netfront::check_backend`], which the owner calls when xenstore watch events arrive (the
-//! netfront's watch is registered while connected; see [`Netfront::watch_token`]).
+//! talks to xenstore. Backend state changes are picked up by [`Netfront::handle_backend_change`],
+//! which the owner calls when a watch event with [`Netfront::watch_token`] arrives: a backend that
+//! restarts (Closing, Closed, InitWait again) gets the device back with new queues and freshly
+//! posted RX buffers (frames in flight at that moment are dropped).
 #![no_std]
 
 extern crate alloc;
 
 pub mod checksum;
 mod device;
+mod negotiate;
 mod queue;
 
-use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
+use negotiate::NetDriver;
 use queue::Queue;
 use xen_event_channel::{EventChannels, EvtchnError};
 use xen_grant_table::{GrantAccess, GrantError};
 use xen_ring::RingError;
-use xen_store::xenbus::{self, XenbusState};
-use xen_store::{Errno, Store, TxId, XsError};
+use xen_store::xenbus::{self, Teardown, XenbusDriver, XenbusFrontend};
+use xen_store::{Store, TxId, XsError};
 
 pub use device::{NetRxToken, NetTxToken};
 pub use xen_hypercall::abi::netif::NetifExtraGso;
 pub use xen_hypercall::abi::DomId;
+pub use xen_store::xenbus::{DeviceState, Resume, SharedClock, Timeouts, XenbusError};
 
 /// Largest frame accepted on receive: a 64 KiB GSO packet plus Ethernet and VLAN headers.
 pub const MAX_RX_FRAME: usize = 65535 + 18;
@@ -76,6 +81,8 @@ pub struct NetfrontConfig {
     /// The queue smoltcp's [`phy::Device`](smoltcp::phy::Device) transmits on (wrapped to the
     /// negotiated number of queues).
     pub smoltcp_tx_queue: u16,
+    /// Deadlines of the xenbus lifecycle (connect, close).
+    pub timeouts: Timeouts,
 }
 
 impl Default for NetfrontConfig {
@@ -89,6 +96,7 @@ impl Default for NetfrontConfig {
             csum_offload: true,
             split_event_channels: true,
             smoltcp_tx_queue: 0,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -165,18 +173,6 @@ pub struct QueueStats {
     pub rx_dropped: u64,
 }
 
-/// The connection state of a [`Netfront`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceState {
-    /// Not connected (never connected, disconnected, or the backend closed).
-    Closed,
-    /// Connected: frames move.
-    Connected,
-    /// The backend broke the protocol; see [`Netfront::failure`]. Call
-    /// [`disconnect`](Netfront::disconnect) to release resources.
-    Failed,
-}
-
 /// A backend protocol violation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -235,9 +231,10 @@ pub enum ProtocolError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NetError {
-    /// A xenstore operation failed (or the backend closed while we waited for it).
-    #[error("xenstore: {0}")]
-    Store(XsError),
+    /// The xenbus lifecycle failed: a xenstore operation, a deadline, the backend closing while
+    /// we connected (the same error type as every frontend's).
+    #[error("xenbus: {0}")]
+    Xenbus(XenbusError),
     /// Granting pages failed.
     #[error("grant table: {0}")]
     Grant(GrantError),
@@ -278,7 +275,12 @@ pub enum NetError {
 
 impl From<XsError> for NetError {
     fn from(e: XsError) -> Self {
-        NetError::Store(e)
+        NetError::Xenbus(XenbusError::Store(e))
+    }
+}
+impl From<XenbusError> for NetError {
+    fn from(e: XenbusError) -> Self {
+        NetError::Xenbus(e)
     }
 }
 impl From<GrantError> for NetError {
@@ -342,28 +344,32 @@ pub(crate) struct Inner<G: GrantAccess> {
 }
 
 /// One paravirtual network device.
+///
+/// [`new`](Self::new) probes the vif; [`connect`](Self::connect) runs the xenbus lifecycle
+/// (`xen_store::xenbus::XenbusFrontend`), which calls back into the negotiation code; afterwards
+/// route watch events with [`watch_token`](Self::watch_token) to
+/// [`handle_backend_change`](Self::handle_backend_change), which follows a backend restart and
+/// reconnects with new queues.
 pub struct Netfront<G: GrantAccess, E: EventChannels, S: Store> {
     pub(crate) inner: Inner<G>,
     pub(crate) evtchn: E,
-    store: S,
+    xenbus: XenbusFrontend<S>,
     config: NetfrontConfig,
-    node: String,
-    backend: String,
-    backend_id: DomId,
     mac: [u8; 6],
     mtu: u16,
-    watching: bool,
     /// The last received frame (swapped out of its queue's assembly buffer).
     pub(crate) frame: Vec<u8>,
 }
 
 impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
     /// Probes vif `id` (`device/vif/<id>`): reads the backend location, `mac` (strictly) and `mtu`.
-    /// Nothing is granted or written until [`connect`](Self::connect).
+    /// Nothing is granted or written until [`connect`](Self::connect). `clock` measures the
+    /// lifecycle's deadlines ([`NetfrontConfig::timeouts`]).
     pub fn new(
         grants: G,
         evtchn: E,
         store: S,
+        clock: SharedClock,
         id: &str,
         config: NetfrontConfig,
     ) -> Result<Self, NetError> {
@@ -381,12 +387,13 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(NetError::BadConfig("vif id must be decimal"));
         }
-        let node = format!("device/vif/{id}");
-        let backend = xenbus::read_backend(&store, &node)?;
-        let mac_raw = store.read(TxId::NONE, &xenbus::join(&node, "mac"))?;
+        let xenbus = XenbusFrontend::new(store, clock, "vif", id, config.timeouts)?;
+        let node = xenbus.node();
+        let store = xenbus.store();
+        let mac_raw = store.read(TxId::NONE, &xenbus::join(node, "mac"))?;
         let mac = parse_mac(&mac_raw)
             .ok_or_else(|| NetError::BadMac(String::from_utf8_lossy(&mac_raw).into_owned()))?;
-        let mtu = xenbus::read_u32_or(&store, TxId::NONE, &xenbus::join(&node, "mtu"), 1500)?;
+        let mtu = xenbus::read_u32_or(store, TxId::NONE, &xenbus::join(node, "mtu"), 1500)?;
         let mtu = u16::try_from(mtu)
             .ok()
             .filter(|m| (68..=65535 - 18).contains(m))
@@ -402,14 +409,10 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
                 tx_scratch: Vec::new(),
             },
             evtchn,
-            store,
+            xenbus,
             config,
-            node,
-            backend: backend.path,
-            backend_id: backend.domid,
             mac,
             mtu,
-            watching: false,
             frame: Vec::new(),
         })
     }
@@ -426,12 +429,13 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
 
     /// The frontend node (`device/vif/<id>`).
     pub fn node(&self) -> &str {
-        &self.node
+        self.xenbus.node()
     }
 
     /// The backend node and domain.
     pub fn backend(&self) -> (&str, DomId) {
-        (&self.backend, self.backend_id)
+        let b = self.xenbus.backend();
+        (&b.path, b.domid)
     }
 
     pub(crate) fn config_tx_queue(&self) -> u16 {
@@ -440,12 +444,20 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
 
     /// The connection state.
     pub fn state(&self) -> DeviceState {
-        self.inner.state
+        if self.inner.state == DeviceState::Failed {
+            return DeviceState::Failed;
+        }
+        self.xenbus.state()
     }
 
     /// Why the device failed, when it did.
     pub fn failure(&self) -> Option<&NetError> {
         self.inner.failure.as_ref()
+    }
+
+    /// How many times the device connected (reconnects included).
+    pub fn connections(&self) -> u64 {
+        self.xenbus.connections()
     }
 
     /// The negotiated features (meaningful while connected).
@@ -458,7 +470,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         self.inner.queues.len() as u16
     }
 
-    /// The counters of queue `q`.
+    /// The counters of queue `q` (they start again at zero on every connection).
     pub fn stats(&self, q: u16) -> Option<QueueStats> {
         self.inner.queues.get(usize::from(q)).map(|q| q.stats)
     }
@@ -488,256 +500,93 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
             .map(|q| (q.tx_port, q.rx_port))
     }
 
-    /// The token of the watch on the backend's `state` key registered while connected.
-    pub fn watch_token(&self) -> String {
-        format!("netfront:{}", self.node)
+    /// The token of the watch on the backend's `state`, registered from [`connect`](Self::connect)
+    /// until [`disconnect`](Self::disconnect): route watch events with it to
+    /// [`handle_backend_change`](Self::handle_backend_change).
+    pub fn watch_token(&self) -> &str {
+        self.xenbus.watch_token()
     }
 
-    fn wait_backend(&self, mut accept: impl FnMut(XenbusState) -> bool) -> Result<(), NetError> {
-        let path = xenbus::join(&self.backend, "state");
-        let token = format!("netfront-wait:{}", self.node);
-        self.store.watch(&path, &token)?;
-        let result = loop {
-            if let Err(e) = self.store.wait_watch_for(&token) {
-                break Err(NetError::from(e));
-            }
-            match xenbus::read_state(&self.store, TxId::NONE, &self.backend) {
-                Ok(s) if accept(s) => break Ok(()),
-                Ok(_) | Err(XsError::Errno(Errno::ENOENT)) => {}
-                Err(e) => break Err(e.into()),
-            }
-        };
-        let unwatched = self.store.unwatch(&path, &token);
-        result?;
-        unwatched?;
-        Ok(())
+    /// Splits the device into the lifecycle owner and the driver it drives.
+    fn parts(&mut self) -> (&mut XenbusFrontend<S>, NetDriver<'_, G, E>) {
+        (
+            &mut self.xenbus,
+            NetDriver {
+                inner: &mut self.inner,
+                evtchn: &self.evtchn,
+                config: &self.config,
+                frame: &mut self.frame,
+            },
+        )
     }
 
-    fn backend_feature(&self, key: &str, default: bool) -> Result<bool, NetError> {
-        Ok(xenbus::read_feature(
-            &self.store,
-            TxId::NONE,
-            &xenbus::join(&self.backend, key),
-            default,
-        )?)
-    }
-
-    /// Connects: waits for the backend's `InitWait`, reads its features, grants rings and buffer
-    /// pools, allocates event channels, publishes them in one transaction (retried on `EAGAIN`),
-    /// goes `Initialised` then `Connected`, and waits for the backend's `Connected`.
+    /// Connects (see `XenbusFrontend::connect`): waits for the backend's `InitWait`, reads its
+    /// features, grants rings and buffer pools, allocates event channels, publishes them with our
+    /// features in one transaction, goes `Connected` and waits for the backend's `Connected`.
     ///
-    /// Blocks (on xenstore watches) while the backend moves. On error nothing stays granted or open.
+    /// Blocks (on the backend's state watch) at most [`Timeouts::connect_ns`]. On error nothing
+    /// stays granted or open.
     pub fn connect(&mut self) -> Result<(), NetError> {
-        if self.inner.state == DeviceState::Connected {
-            return Ok(());
+        if self.inner.state == DeviceState::Failed {
+            return Err(self.inner.failure.clone().unwrap_or(NetError::NotConnected));
         }
-        self.teardown();
-        let r = self.try_connect();
-        if r.is_err() {
-            self.teardown();
-            // Best effort: tell the backend we are not coming.
-            let _ = xenbus::switch_state(&self.store, &self.node, XenbusState::Closed);
-        }
+        let (xb, mut drv) = self.parts();
+        xb.connect(&mut drv)
+    }
+
+    /// Follows the backend after a watch event with [`watch_token`](Self::watch_token) (one
+    /// non-blocking step): a backend that closes makes the device release its queues and go
+    /// [`DeviceState::Reconnecting`]; once it offers the device again the next events connect it
+    /// with new queues (or call [`settle`](Self::settle) to block until then).
+    pub fn handle_backend_change(&mut self) -> Result<DeviceState, NetError> {
+        let (xb, mut drv) = self.parts();
+        xb.handle_backend_change(&mut drv)?;
+        Ok(self.state())
+    }
+
+    /// Blocks (at most [`Timeouts::connect_ns`]) until a reconnection in progress finishes.
+    pub fn settle(&mut self) -> Result<DeviceState, NetError> {
+        let (xb, mut drv) = self.parts();
+        xb.settle(&mut drv)?;
+        Ok(self.state())
+    }
+
+    /// Disconnects: `Closing`, waits for the backend to close, releases every grant (deferred by
+    /// [`GrantAccess::release`] where the backend still maps a page) and event channel, `Closed`,
+    /// waits for the backend's `Closed`. Each wait is bounded by [`Timeouts::close_ns`]. Works
+    /// from every state.
+    pub fn disconnect(&mut self) -> Result<(), NetError> {
+        let (xb, mut drv) = self.parts();
+        let r = xb.disconnect(&mut drv);
+        self.inner.state = DeviceState::Closed;
+        self.inner.failure = None;
         r
     }
 
-    fn try_connect(&mut self) -> Result<(), NetError> {
-        let backend = xenbus::read_backend(&self.store, &self.node)?;
-        self.backend = backend.path;
-        self.backend_id = backend.domid;
-        xenbus::switch_state(&self.store, &self.node, XenbusState::Initialising)?;
-        self.wait_backend(|s| s == XenbusState::InitWait)?;
-
-        if !self.backend_feature("feature-rx-copy", false)? {
-            return Err(NetError::NoRxCopy);
-        }
-        let cfg = self.config;
-        let b_sg = self.backend_feature("feature-sg", false)?;
-        let b_gso = self.backend_feature("feature-gso-tcpv4", false)?;
-        let b_no_csum = self.backend_feature("feature-no-csum-offload", false)?;
-        let b_split = self.backend_feature("feature-split-event-channels", false)?;
-        let b_queues = xenbus::read_u32_or(
-            &self.store,
-            TxId::NONE,
-            &xenbus::join(&self.backend, "multi-queue-max-queues"),
-            1,
-        )?;
-        let num_queues = u32::from(cfg.max_queues).min(b_queues).clamp(1, 64) as u16;
-        let features = Features {
-            sg: cfg.sg && b_sg,
-            gso_tcpv4: cfg.gso_tcpv4 && cfg.sg && b_sg && b_gso && !b_no_csum && cfg.csum_offload,
-            tx_csum_offload: cfg.csum_offload && !b_no_csum,
-            rx_csum_offload: cfg.csum_offload,
-            split_event_channels: cfg.split_event_channels && b_split,
-            num_queues,
-        };
-        self.inner.features = features;
-
-        for i in 0..num_queues {
-            let q = Queue::setup(
-                &self.inner.grants,
-                &self.evtchn,
-                self.backend_id,
-                i,
-                &cfg,
-                &features,
-                // Receiving GSO frames needs sg; what we advertise is what we accept.
-                cfg.sg,
-                cfg.sg && cfg.gso_tcpv4,
-            );
-            match q {
-                Ok(q) => self.inner.queues.push(q),
-                Err(e) => return Err(e),
-            }
-        }
-
-        let keys = self.frontend_keys(&features);
-        let store = &self.store;
-        let node = &self.node;
-        xen_store::transaction(store, |tx| {
-            remove_our_keys(store, tx, node)?;
-            for (k, v) in &keys {
-                store.write(tx, &xenbus::join(node, k), v.as_bytes())?;
-            }
-            Ok(())
-        })?;
-
-        xenbus::switch_state(&self.store, &self.node, XenbusState::Initialised)?;
-        xenbus::switch_state(&self.store, &self.node, XenbusState::Connected)?;
-        self.wait_backend(|s| s == XenbusState::Connected || s.is_closing())?;
-        let s = xenbus::read_state(&self.store, TxId::NONE, &self.backend)?;
-        if s != XenbusState::Connected {
-            return Err(NetError::Store(XsError::PeerClosed(s)));
-        }
-        self.store
-            .watch(&xenbus::join(&self.backend, "state"), &self.watch_token())?;
-        self.watching = true;
-        self.inner.state = DeviceState::Connected;
-        self.inner.failure = None;
-        // Kick every queue once: the backend now looks at the rings (RX buffers are posted).
-        for q in &mut self.inner.queues {
-            q.kick(&self.evtchn)?;
-        }
-        Ok(())
+    /// Quiesces the device before the domain suspends.
+    pub fn suspend(&mut self) -> Result<(), NetError> {
+        let (xb, mut drv) = self.parts();
+        xb.suspend(&mut drv)
     }
 
-    fn frontend_keys(&self, f: &Features) -> Vec<(String, String)> {
-        let mut keys: Vec<(String, String)> = Vec::new();
-        let multi = self.inner.queues.len() > 1;
-        if multi {
-            keys.push((
-                "multi-queue-num-queues".to_string(),
-                self.inner.queues.len().to_string(),
-            ));
-        }
-        for q in &self.inner.queues {
-            let prefix = if multi {
-                format!("queue-{}/", q.index)
-            } else {
-                String::new()
-            };
-            keys.push((format!("{prefix}tx-ring-ref"), q.tx_ring_ref.to_string()));
-            keys.push((format!("{prefix}rx-ring-ref"), q.rx_ring_ref.to_string()));
-            if f.split_event_channels {
-                keys.push((format!("{prefix}event-channel-tx"), q.tx_port.to_string()));
-                keys.push((format!("{prefix}event-channel-rx"), q.rx_port.to_string()));
-            } else {
-                keys.push((format!("{prefix}event-channel"), q.tx_port.to_string()));
-            }
-        }
-        let flag = |b: bool| if b { "1" } else { "0" }.to_string();
-        let cfg = &self.config;
-        keys.push(("request-rx-copy".to_string(), "1".to_string()));
-        keys.push(("feature-rx-notify".to_string(), "1".to_string()));
-        keys.push(("feature-sg".to_string(), flag(cfg.sg)));
-        keys.push((
-            "feature-gso-tcpv4".to_string(),
-            flag(cfg.sg && cfg.gso_tcpv4),
-        ));
-        keys.push((
-            "feature-no-csum-offload".to_string(),
-            flag(!cfg.csum_offload),
-        ));
-        keys
+    /// Brings the device back after a suspend: a cancelled suspend goes on with the same queues; in
+    /// a new domain the device reconnects with new queues and RX buffers.
+    pub fn resume(&mut self, how: Resume) -> Result<(), NetError> {
+        let (xb, mut drv) = self.parts();
+        xb.resume(&mut drv, how)
     }
 
-    /// Disconnects: `Closing`, waits for the backend to close, `Closed`, then releases every grant
-    /// (deferred by [`GrantAccess::release`] where the backend still maps a page) and event channel
-    /// and removes the keys written at connect. Works from `Connected` and `Failed`.
-    pub fn disconnect(&mut self) -> Result<(), NetError> {
-        let had_resources = !self.inner.queues.is_empty();
-        if self.watching {
-            self.watching = false;
-            let _ = self
-                .store
-                .unwatch(&xenbus::join(&self.backend, "state"), &self.watch_token());
-        }
-        let mut result = Ok(());
-        if had_resources {
-            result = self.close_handshake();
-        }
-        self.teardown();
-        self.remove_keys();
-        self.inner.state = DeviceState::Closed;
-        result
-    }
-
-    fn close_handshake(&mut self) -> Result<(), NetError> {
-        let backend_state = xenbus::read_state(&self.store, TxId::NONE, &self.backend);
-        let closed = |s: &Result<XenbusState, XsError>| match s {
-            Ok(s) => *s == XenbusState::Closed || *s == XenbusState::Unknown,
-            Err(_) => true,
-        };
-        if closed(&backend_state) {
-            xenbus::switch_state(&self.store, &self.node, XenbusState::Closed)?;
-            return Ok(());
-        }
-        xenbus::switch_state(&self.store, &self.node, XenbusState::Closing)?;
-        self.wait_backend(|s| s.is_closing() || s == XenbusState::Unknown)?;
-        xenbus::switch_state(&self.store, &self.node, XenbusState::Closed)?;
-        self.wait_backend(|s| s == XenbusState::Closed || s == XenbusState::Unknown)?;
-        Ok(())
-    }
-
-    fn remove_keys(&self) {
-        let store = &self.store;
-        let node = &self.node;
-        let _ = xen_store::transaction(store, |tx| remove_our_keys(store, tx, node));
-    }
-
-    /// Releases every queue's grants (through [`GrantAccess::release`]) and event channels.
-    fn teardown(&mut self) {
-        for q in self.inner.queues.drain(..) {
-            q.release(&self.inner.grants, &self.evtchn);
-        }
-        self.frame = Vec::new();
-        if self.inner.state == DeviceState::Connected {
-            self.inner.state = DeviceState::Closed;
-        }
-    }
-
-    /// Reads the backend's state; when it is closing (or gone) the device follows it to `Closed`
-    /// and releases its resources (Linux: `xenbus_frontend_closed`). Call when a watch event with
-    /// [`watch_token`](Self::watch_token) arrives.
-    pub fn check_backend(&mut self) -> Result<XenbusState, NetError> {
-        let s = match xenbus::read_state(&self.store, TxId::NONE, &self.backend) {
-            Ok(s) => s,
-            Err(XsError::Errno(Errno::ENOENT)) => XenbusState::Unknown,
-            Err(e) => return Err(e.into()),
-        };
-        if self.inner.state != DeviceState::Closed && (s.is_closing() || s == XenbusState::Unknown)
+    /// After a data-path error: a device the backend broke tells the lifecycle (our end goes
+    /// `Closing`, everything is released).
+    fn check_failed<T>(&mut self, r: Result<T, NetError>) -> Result<T, NetError> {
+        if r.is_err()
+            && self.inner.state == DeviceState::Failed
+            && self.xenbus.state() != DeviceState::Failed
         {
-            if self.watching {
-                self.watching = false;
-                let _ = self
-                    .store
-                    .unwatch(&xenbus::join(&self.backend, "state"), &self.watch_token());
-            }
-            self.teardown();
-            self.inner.state = DeviceState::Closed;
-            let _ = xenbus::switch_state(&self.store, &self.node, XenbusState::Closed);
+            let (xb, mut drv) = self.parts();
+            xb.fail(&mut drv);
         }
-        Ok(s)
+        r
     }
 
     /// Sends one frame on queue `queue`: copies it into TX buffer page(s), one slot per page (more
@@ -756,8 +605,10 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         meta: TxMeta,
         fill: impl FnOnce(&mut [u8]) -> R,
     ) -> Result<R, NetError> {
-        self.inner
-            .transmit_with(&self.evtchn, queue, len, meta, fill)
+        let r = self
+            .inner
+            .transmit_with(&self.evtchn, queue, len, meta, fill);
+        self.check_failed(r)
     }
 
     /// True when queue `queue` can take a frame of `len` bytes right now (after reaping
@@ -769,13 +620,15 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
     /// Reaps TX completions and reposts RX buffers on every queue, and re-arms the response
     /// notifications. Returns true when received frames are waiting.
     pub fn poll(&mut self) -> Result<bool, NetError> {
-        self.inner.poll(&self.evtchn)
+        let r = self.inner.poll(&self.evtchn);
+        self.check_failed(r)
     }
 
     /// Takes the next received frame (from any queue, round robin), validated, with csum_blank
     /// checksums completed. The slice stays valid until the next call on this device.
     pub fn receive(&mut self) -> Result<Option<(&[u8], RxMeta)>, NetError> {
-        match self.inner.receive(&self.evtchn, &mut self.frame)? {
+        let r = self.inner.receive(&self.evtchn, &mut self.frame);
+        match self.check_failed(r)? {
             Some(meta) => Ok(Some((&self.frame[..], meta))),
             None => Ok(None),
         }
@@ -798,7 +651,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
 
     /// The xenstore service.
     pub fn store(&self) -> &S {
-        &self.store
+        self.xenbus.store()
     }
 }
 
@@ -806,46 +659,9 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Drop for Netfront<G, E, S> {
     fn drop(&mut self) {
         // No xenstore handshake here (it may block); grants go back through `release`, which
         // defers pages the backend still maps.
-        self.teardown();
+        let (_, mut drv) = self.parts();
+        drv.teardown(Teardown::Close);
     }
-}
-
-fn ignore_enoent(r: Result<(), XsError>) -> Result<(), XsError> {
-    match r {
-        Err(XsError::Errno(Errno::ENOENT)) => Ok(()),
-        r => r,
-    }
-}
-
-/// Keys a connect writes into the frontend node (besides `queue-N/` directories).
-const OUR_KEYS: &[&str] = &[
-    "tx-ring-ref",
-    "rx-ring-ref",
-    "event-channel",
-    "event-channel-tx",
-    "event-channel-rx",
-    "multi-queue-num-queues",
-    "request-rx-copy",
-    "feature-rx-notify",
-    "feature-sg",
-    "feature-gso-tcpv4",
-    "feature-no-csum-offload",
-];
-
-/// Removes what a previous connect wrote under `node` (one directory listing, then only the keys
-/// that exist).
-fn remove_our_keys<S: Store + ?Sized>(store: &S, tx: TxId, node: &str) -> Result<(), XsError> {
-    let children = match store.directory(tx, node) {
-        Ok(c) => c,
-        Err(XsError::Errno(Errno::ENOENT)) => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for child in children {
-        if OUR_KEYS.contains(&child.as_str()) || child.starts_with("queue-") {
-            ignore_enoent(store.rm(tx, &xenbus::join(node, &child)))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

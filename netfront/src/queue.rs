@@ -663,7 +663,7 @@ impl<G: GrantAccess> Inner<G> {
         match self.state {
             DeviceState::Connected => Ok(()),
             DeviceState::Failed => Err(self.failure.clone().unwrap_or(NetError::NotConnected)),
-            DeviceState::Closed => Err(NetError::NotConnected),
+            _ => Err(NetError::NotConnected),
         }
     }
 

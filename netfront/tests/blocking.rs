@@ -31,10 +31,13 @@ fn setup(queues: u16) -> (Sim, Nf, netback::NetbackHandle) {
     };
     let (model, nb) = Netback::new(&dom0, cfg);
     sim.add_device_model(Box::new(model));
+    let clock: xen_netfront::SharedClock =
+        Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).unwrap());
     let mut nf: Nf = Netfront::new(
         gt,
         ev,
         xs,
+        clock,
         "0",
         NetfrontConfig {
             tx_buffers: 16,

@@ -68,7 +68,7 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
                 );
                 break;
             }
-            DeviceState::Closed => panic!("closed without a disconnect"),
+            other => panic!("{other:?} without a disconnect"),
         }
     }
     let _ = nf.disconnect();

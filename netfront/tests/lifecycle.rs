@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use xen_netfront::{DeviceState, NetError, NetfrontConfig, TxMeta};
+use xen_sim::netback;
 use xen_sim::netback::RxFrame;
-use xen_store::xenbus::XenbusState;
 
 #[test]
 fn rx_refill_notifications_keep_frames_flowing() {
@@ -65,7 +65,7 @@ fn tx_back_pressure_reports_busy_and_recovers() {
 }
 
 #[test]
-fn backend_closing_closes_the_frontend_and_defers_mapped_grants() {
+fn backend_closing_releases_the_queues_and_defers_mapped_grants() {
     let env = Env::new(|_| {});
     let base_refs = env.refs_in_use();
     let base_ports = env.guest.open_ports();
@@ -74,13 +74,28 @@ fn backend_closing_closes_the_frontend_and_defers_mapped_grants() {
     let be = nf.backend().0.to_string();
     // The toolstack (not the model) flips the backend to Closing; the model still maps the rings.
     dom0.xs_write(&format!("{be}/state"), b"5").unwrap();
-    assert_eq!(nf.check_backend().unwrap(), XenbusState::Closing);
-    assert_eq!(nf.state(), DeviceState::Closed);
+    assert_eq!(
+        nf.handle_backend_change().unwrap(),
+        DeviceState::Reconnecting
+    );
+    assert_eq!(
+        dom0.xs_read(&format!(
+            "{}/state",
+            netback::frontend_path(env.guest.domid(), 0)
+        ))
+        .unwrap(),
+        b"6",
+        "we follow to Closed (xenbus_frontend_closed)"
+    );
     assert_eq!(env.guest.open_ports(), base_ports);
     let mapped = dom0.mapped_grants(env.guest.domid());
     assert!(mapped > 0);
     // Pages the backend still maps are not freed: their references stay in use.
     assert!(env.refs_in_use() >= base_refs + mapped);
+    assert_eq!(
+        nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()),
+        Err(NetError::NotConnected)
+    );
     // The frontend said Closed; the model unmaps; the deferred references then come back.
     env.sim.run_until_idle();
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
@@ -91,10 +106,10 @@ fn backend_closing_closes_the_frontend_and_defers_mapped_grants() {
         "{:?}",
         env.sim.violations()
     );
-    assert_eq!(
-        nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default()),
-        Err(NetError::NotConnected)
-    );
+    // The backend is Closed; the device asks for it again and connects.
+    assert_eq!(nf.settle().unwrap(), DeviceState::Connected);
+    nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default())
+        .unwrap();
 }
 
 #[test]
@@ -127,6 +142,7 @@ fn bad_mac_is_rejected() {
             env.gt.clone(),
             env.ev.clone(),
             env.xs.clone(),
+            env.clock.clone(),
             "0",
             NetfrontConfig::default(),
         );
@@ -234,4 +250,58 @@ fn more_defers_publication_until_the_last_frame_or_poll() {
     env.settle(&mut nf);
     assert_eq!(env.nb.take_tx().len(), sent);
     assert!(sent > 900);
+}
+
+#[test]
+fn a_backend_that_never_offers_the_device_times_out_at_the_deadline() {
+    // The toolstack wrote the nodes, but no backend ever runs: its state stays Initialising.
+    let sim = xen_sim::Sim::new();
+    let guest = sim.create_domain();
+    let ev = std::sync::Arc::new(
+        xen_event_channel::NativeEventChannels::new_pvh(guest.clone()).unwrap(),
+    );
+    let gt = std::sync::Arc::new(
+        xen_grant_table::GrantTable::new(
+            guest.clone(),
+            xen_grant_table::FrameMapping::AddToPhysmap,
+        )
+        .unwrap(),
+    );
+    // SAFETY: one client per domain; the simulated guest keeps its store page mapped.
+    let xs = std::sync::Arc::new(
+        unsafe { xen_store::XenStore::from_hypercall(&guest, ev.clone()) }.unwrap(),
+    );
+    let clock = std::sync::Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).unwrap());
+    netback::create_vif(&sim.dom0(), guest.domid(), 0, MAC).unwrap();
+    let refs0 = xen_grant_table::GrantAccess::refs_in_use(&gt);
+    let ports0 = guest.open_ports();
+    let timeouts = xen_netfront::Timeouts {
+        connect_ns: 2_000_000_000,
+        ..Default::default()
+    };
+    let mut nf = xen_netfront::Netfront::new(
+        gt.clone(),
+        ev,
+        xs,
+        clock,
+        "0",
+        NetfrontConfig {
+            timeouts,
+            ..NetfrontConfig::default()
+        },
+    )
+    .unwrap();
+    let start = sim.now_ns();
+    assert_eq!(
+        nf.connect(),
+        Err(NetError::Xenbus(xen_netfront::XenbusError::Timeout {
+            waiting_for: xen_store::xenbus::XenbusState::InitWait,
+            state_seen: xen_store::xenbus::XenbusState::Initialising,
+        }))
+    );
+    // Exactly at the deadline, in virtual time; nothing left allocated.
+    assert_eq!(sim.now_ns() - start, timeouts.connect_ns);
+    assert_eq!(nf.state(), DeviceState::Closed);
+    assert_eq!(xen_grant_table::GrantAccess::refs_in_use(&gt), refs0);
+    assert_eq!(guest.open_ports(), ports0);
 }

@@ -4,10 +4,11 @@
 use crate::app::{App, NetCounters};
 use crate::cmdline::Config;
 use crate::disk::Disk;
-use crate::xen::{self, KernelEvents};
+use crate::xen::{self, KernelClock, KernelEvents};
 use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use xen_hypercall::abi::sched::ShutdownReason;
 use xen_netfront::{Netfront, NetfrontConfig};
@@ -89,10 +90,11 @@ pub fn run(cfg: &Config) -> ! {
     let vbds = xenbus::list_devices(store, "vbd").unwrap_or_default();
     crate::println!("xen: devices in xenstore: vif {vifs:?}, vbd {vbds:?}");
 
+    let clock: xen_store::xenbus::SharedClock = Arc::new(KernelClock);
     let mut nets: Vec<(String, XenNet)> = Vec::new();
     for id in &vifs {
         let t0 = crate::time::now_ms();
-        let r = Netfront::new(grants, KernelEvents, store, id, net_config())
+        let r = Netfront::new(grants, KernelEvents, store, clock.clone(), id, net_config())
             .and_then(|mut n| n.connect().map(|_| n));
         match r {
             Ok(n) => {
@@ -114,7 +116,16 @@ pub fn run(cfg: &Config) -> ! {
     let mut disks: Vec<(String, Disk)> = Vec::new();
     for id in &vbds {
         let t0 = crate::time::now_ms();
-        match xen_blkfront::BlkFront::connect_with(grants, KernelEvents, store, id, blk_config()) {
+        let r = xen_blkfront::BlkFront::new(
+            grants,
+            KernelEvents,
+            store,
+            clock.clone(),
+            id,
+            blk_config(),
+        )
+        .and_then(|mut b| b.connect().map(|_| b));
+        match r {
             Ok(b) => {
                 let info = *b.info();
                 crate::println!(
@@ -171,19 +182,19 @@ pub fn run(cfg: &Config) -> ! {
         for (_, n) in nets.iter_mut().skip(1) {
             while let Ok(Some(_)) = n.receive() {}
         }
-        // Watch events: shutdown requests and backend state changes.
-        while let Ok(Some(ev)) = store.poll_watch() {
-            if ev.token == SHUTDOWN_TOKEN {
-                if let Some(reason) = shutdown_request(store) {
-                    shutdown(reason, &mut app, &mut nets, disks);
-                }
-            } else {
-                for (name, n) in nets.iter_mut() {
-                    if ev.token == n.watch_token() {
-                        if let Err(e) = n.check_backend() {
-                            crate::println!("netfront {name}: {e}");
-                        }
-                    }
+        // Watch events: shutdown requests and netfront backend state changes, each taken by its
+        // token (never blocking); a blkfront's events stay queued for its own blocking calls.
+        let now = xen_store::Deadline::now(&KernelClock);
+        while let Ok(Some(_)) = store.wait_watch_until(SHUTDOWN_TOKEN, now) {
+            if let Some(reason) = shutdown_request(store) {
+                shutdown(reason, &mut app, &mut nets, disks);
+            }
+        }
+        for (name, n) in nets.iter_mut() {
+            while let Ok(Some(_)) = store.wait_watch_until(n.watch_token(), now) {
+                match n.handle_backend_change() {
+                    Ok(s) => crate::println!("netfront {name}: {s:?}"),
+                    Err(e) => crate::println!("netfront {name}: {e}"),
                 }
             }
         }

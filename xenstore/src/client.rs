@@ -3,7 +3,7 @@
 use crate::ops;
 use crate::ring::RingPage;
 use crate::wire::{self, Decoder, Message};
-use crate::{Store, TxId, WatchEvent, XsError};
+use crate::{Deadline, Store, TxId, WatchEvent, XsError};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -383,5 +383,27 @@ impl<E: EventChannels> Store for XenStore<E> {
             let i = inner.events.iter().position(|e| e.token == token)?;
             inner.events.remove(i)
         })
+    }
+
+    fn wait_watch_until(
+        &self,
+        token: &str,
+        deadline: Deadline<'_>,
+    ) -> Result<Option<WatchEvent>, XsError> {
+        loop {
+            {
+                let mut inner = self.inner.lock();
+                self.progress(&mut inner)?;
+                if let Some(i) = inner.events.iter().position(|e| e.token == token) {
+                    return Ok(inner.events.remove(i));
+                }
+            }
+            if deadline.passed() {
+                return Ok(None);
+            }
+            // The clock's wake-up ends the block below even when xenstored stays silent.
+            deadline.arm();
+            self.evtchn.wait();
+        }
     }
 }

@@ -7,7 +7,9 @@
 //!   ring index checks);
 //! - [`XenStore`]: the client on the ring page and the store event channel;
 //! - [`transaction()`]: runs a closure in a transaction and re-runs it when the commit conflicts;
-//! - [`xenbus`]: the front/back state machine helpers frontends need;
+//! - [`xenbus`]: the key helpers and the frontend lifecycle owner ([`xenbus::XenbusFrontend`]) that
+//!   netfront and blkfront share;
+//! - [`Clock`] and [`Deadline`]: the time seam every wait with a deadline uses;
 //! - [`ops`]: the request-level operations over any [`ops::Requester`] transport.
 //!
 //! Error strings from xenstored map to [`Errno`] values ([`XsError::Errno`]); `"EQUOTA"`, which
@@ -18,12 +20,14 @@
 extern crate alloc;
 
 mod client;
+pub mod clock;
 pub mod ops;
 mod ring;
 pub mod wire;
 pub mod xenbus;
 
 pub use client::{XenStore, DIRECTORY_PART_RESTARTS, MAX_QUEUED_WATCH_EVENTS};
+pub use clock::{Clock, Deadline};
 pub use xen_hypercall::abi::xs_wire::{Perm, PermKind, EQUOTA_RAW};
 
 use alloc::string::String;
@@ -87,10 +91,6 @@ pub enum XsError {
     /// [`transaction()`] gave up: every attempt's commit conflicted (`EAGAIN`).
     #[error("transaction still conflicting after {0} attempts")]
     TransactionConflict(u32),
-    /// The other end of a xenbus device went to `Closing`/`Closed` (or vanished) while we waited
-    /// for another state.
-    #[error("other end went {0:?}")]
-    PeerClosed(xenbus::XenbusState),
 }
 
 /// The xenstore service a frontend needs. Paths are absolute or relative to the domain's home.
@@ -131,6 +131,14 @@ pub trait Store {
             log::debug!("xenstore: dropping watch event {ev:?} while waiting for {token:?}");
         }
     }
+    /// Waits until a watch event with `token` arrives (and returns it) or `deadline` passes
+    /// (`Ok(None)`). With a deadline that has already passed this only checks for a queued event
+    /// and never blocks. Events of other tokens stay queued.
+    fn wait_watch_until(
+        &self,
+        token: &str,
+        deadline: Deadline<'_>,
+    ) -> Result<Option<WatchEvent>, XsError>;
 }
 
 macro_rules! forward_store {
@@ -171,6 +179,13 @@ macro_rules! forward_store {
             }
             fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
                 (**self).wait_watch_for(token)
+            }
+            fn wait_watch_until(
+                &self,
+                token: &str,
+                deadline: Deadline<'_>,
+            ) -> Result<Option<WatchEvent>, XsError> {
+                (**self).wait_watch_until(token, deadline)
             }
         }
     )*};

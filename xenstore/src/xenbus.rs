@@ -1,87 +1,26 @@
-//! xenbus helpers for split drivers (`xen/io/xenbus.h`), generic over any [`Store`].
+//! xenbus for split drivers (`xen/io/xenbus.h`), generic over any [`Store`].
 //!
 //! A device has a frontend node (`device/<class>/<id>` under the guest's home) and a backend node
 //! (`backend` key of the frontend node); each end publishes its [`XenbusState`] in a `state` key and
-//! watches the other end's. Waiting for the other end uses a watch, never a polling loop.
+//! watches the other end's. [`frontend`] owns a frontend device's whole lifecycle (connect, close,
+//! reconnect, suspend/resume) for every driver; this module has the key helpers it and the drivers
+//! share. Waiting for the other end uses a watch with a deadline, never a polling loop.
 
 use crate::{transaction, Store, TxId, XsError};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
 use xen_hypercall::abi::DomId;
 use xen_hypercall::Errno;
 
-/// `enum xenbus_state`: the connection state of one end of a split device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[repr(u32)]
-pub enum XenbusState {
-    /// `XenbusStateUnknown` (0).
-    Unknown = 0,
-    /// `XenbusStateInitialising` (1).
-    Initialising = 1,
-    /// `XenbusStateInitWait` (2): finished early initialisation, waiting for the peer's details.
-    InitWait = 2,
-    /// `XenbusStateInitialised` (3): details published, ready to connect.
-    Initialised = 3,
-    /// `XenbusStateConnected` (4).
-    Connected = 4,
-    /// `XenbusStateClosing` (5): the device is being closed.
-    Closing = 5,
-    /// `XenbusStateClosed` (6).
-    Closed = 6,
-    /// `XenbusStateReconfiguring` (7).
-    Reconfiguring = 7,
-    /// `XenbusStateReconfigured` (8).
-    Reconfigured = 8,
-}
+pub mod frontend;
 
-impl XenbusState {
-    /// The state for a raw value, `None` outside 0..=8.
-    pub const fn from_raw(v: u32) -> Option<XenbusState> {
-        Some(match v {
-            0 => XenbusState::Unknown,
-            1 => XenbusState::Initialising,
-            2 => XenbusState::InitWait,
-            3 => XenbusState::Initialised,
-            4 => XenbusState::Connected,
-            5 => XenbusState::Closing,
-            6 => XenbusState::Closed,
-            7 => XenbusState::Reconfiguring,
-            8 => XenbusState::Reconfigured,
-            _ => return None,
-        })
-    }
+pub use frontend::{
+    DeviceState, Link, Resume, SharedClock, Teardown, Timeouts, XenbusDriver, XenbusError,
+    XenbusFrontend,
+};
 
-    /// Parses a `state` value strictly: one decimal digit `0`..`8`, nothing else (no sign, space,
-    /// leading zero or NUL).
-    pub fn parse(value: &[u8]) -> Option<XenbusState> {
-        match value {
-            [d @ b'0'..=b'8'] => XenbusState::from_raw(u32::from(d - b'0')),
-            _ => None,
-        }
-    }
-
-    /// The value written to a `state` key (`"4"`).
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            XenbusState::Unknown => "0",
-            XenbusState::Initialising => "1",
-            XenbusState::InitWait => "2",
-            XenbusState::Initialised => "3",
-            XenbusState::Connected => "4",
-            XenbusState::Closing => "5",
-            XenbusState::Closed => "6",
-            XenbusState::Reconfiguring => "7",
-            XenbusState::Reconfigured => "8",
-        }
-    }
-
-    /// True for `Closing` and `Closed`.
-    pub const fn is_closing(self) -> bool {
-        matches!(self, XenbusState::Closing | XenbusState::Closed)
-    }
-}
+pub use xen_hypercall::abi::xenbus::XenbusState;
 
 /// Joins a node path and a key (`"device/vif/0"`, `"state"` -> `"device/vif/0/state"`).
 pub fn join(node: &str, key: &str) -> String {
@@ -227,58 +166,6 @@ pub fn switch_state<S: Store + ?Sized>(
     })
 }
 
-/// Waits, through a watch on `other_node/state`, until the other end's state satisfies `pred`.
-///
-/// Returns the accepted state. Fails with [`XsError::PeerClosed`] when the other end reaches
-/// `Closed`, or `Closing` while `pred` accepts neither `Closing` nor `Closed` (`pred` must be a
-/// pure test: it may be asked about `Closed` hypothetically), or when its `state` key disappears
-/// after it had one; a missing key before that counts as `Unknown` (the other end has not started
-/// yet). An unparsable state is an error ([`XsError::BadValue`]). The watch is removed on every
-/// return.
-pub fn wait_for_state<S, P>(
-    store: &S,
-    other_node: &str,
-    mut pred: P,
-) -> Result<XenbusState, XsError>
-where
-    S: Store + ?Sized,
-    P: FnMut(XenbusState) -> bool,
-{
-    static NEXT_WAIT: AtomicU32 = AtomicU32::new(0);
-    let path = join(other_node, "state");
-    // Unique per wait, so concurrent waits on one node do not collide.
-    let n = NEXT_WAIT.fetch_add(1, Ordering::Relaxed);
-    let token = format!("xenbus-wait:{n}:{path}");
-    store.watch(&path, &token)?;
-    let mut seen = false;
-    let result = loop {
-        if let Err(e) = store.wait_watch_for(&token) {
-            break Err(e);
-        }
-        let state = match read_state(store, TxId::NONE, other_node) {
-            Ok(s) => s,
-            Err(XsError::Errno(Errno::ENOENT)) if !seen => XenbusState::Unknown,
-            Err(XsError::Errno(Errno::ENOENT)) => {
-                break Err(XsError::PeerClosed(XenbusState::Unknown))
-            }
-            Err(e) => break Err(e),
-        };
-        seen |= state != XenbusState::Unknown;
-        if pred(state) {
-            break Ok(state);
-        }
-        // Closing is a step towards Closed: keep waiting when the caller would accept Closed.
-        let heading_to_accepted = state == XenbusState::Closing && pred(XenbusState::Closed);
-        if state.is_closing() && !heading_to_accepted {
-            break Err(XsError::PeerClosed(state));
-        }
-    };
-    let unwatched = store.unwatch(&path, &token);
-    let state = result?;
-    unwatched?;
-    Ok(state)
-}
-
 /// Lists the device ids of class `class` under our home (`device/<class>`), in numeric order when
 /// they are numbers; no such directory is an empty list.
 pub fn list_devices<S: Store + ?Sized>(store: &S, class: &str) -> Result<Vec<String>, XsError> {
@@ -310,30 +197,6 @@ pub fn write_keys<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn state_parse_is_strict() {
-        for v in 0..=8u32 {
-            let s = XenbusState::from_raw(v).unwrap();
-            assert_eq!(s as u32, v);
-            assert_eq!(XenbusState::parse(s.as_str().as_bytes()), Some(s));
-        }
-        for bad in [
-            &b""[..],
-            b"9",
-            b"04",
-            b"4\0",
-            b" 4",
-            b"-1",
-            b"+4",
-            b"Connected",
-            b"44",
-        ] {
-            assert_eq!(XenbusState::parse(bad), None, "{bad:?}");
-        }
-        assert!(XenbusState::Closing.is_closing() && XenbusState::Closed.is_closing());
-        assert!(!XenbusState::Connected.is_closing());
-    }
 
     #[test]
     fn join_paths() {

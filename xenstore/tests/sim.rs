@@ -219,8 +219,13 @@ fn xenbus_handshake_with_a_device_model() {
     .unwrap();
     xenbus::switch_state(&xs, "device/vif/0", XenbusState::Initialised).unwrap();
     let before = blocks.load(Ordering::SeqCst);
-    let s = xenbus::wait_for_state(&xs, &backend.path, |s| s == XenbusState::Connected).unwrap();
-    assert_eq!(s, XenbusState::Connected);
+    // Follow the backend through a watch on its state.
+    let state_path = xenbus::join(&backend.path, "state");
+    xs.watch(&state_path, "be").unwrap();
+    while xenbus::read_state(&xs, TxId::NONE, &backend.path).unwrap() != XenbusState::Connected {
+        xs.wait_watch_for("be").unwrap();
+    }
+    xs.unwatch(&state_path, "be").unwrap();
     // The backend moves only while the guest blocks; one block runs it until idle (both steps).
     assert_eq!(blocks.load(Ordering::SeqCst) - before, 1);
     xenbus::switch_state(&xs, "device/vif/0", XenbusState::Connected).unwrap();

@@ -7,7 +7,7 @@ use xen_blkfront::{BlkFront, Config};
 use xen_event_channel::NativeEventChannels;
 use xen_grant_table::{FrameMapping, GrantTable};
 use xen_sim::blkback::{Blkback, BlkbackConfig, BlkbackHandle};
-use xen_sim::{Sim, SimGuest};
+use xen_sim::{Sim, SimClock, SimGuest};
 use xen_store::XenStore;
 
 /// The native event channels on the simulator: `wait` blocks and then runs the upcall.
@@ -24,6 +24,7 @@ pub struct Env {
     pub grants: Grants,
     pub evtchn: Events,
     pub store: Xs,
+    pub clock: xen_blkfront::SharedClock,
 }
 
 impl Env {
@@ -34,12 +35,14 @@ impl Env {
         let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
         // SAFETY: one xenstore client for this domain, and the sim keeps the ring page mapped.
         let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
+        let clock = Arc::new(SimClock::new(guest.clone(), &evtchn).unwrap());
         Env {
             sim,
             guest,
             grants,
             evtchn,
             store,
+            clock,
         }
     }
 
@@ -47,14 +50,23 @@ impl Env {
         Blkback::attach(&self.sim, self.guest.domid(), devid, cfg)
     }
 
-    pub fn connect(&self, devid: u32, config: Config) -> Result<Front, xen_blkfront::BlkError> {
-        BlkFront::connect_with(
+    /// Probes vbd `devid`.
+    pub fn probe(&self, devid: u32, config: Config) -> Result<Front, xen_blkfront::BlkError> {
+        BlkFront::new(
             self.grants.clone(),
             self.evtchn.clone(),
             self.store.clone(),
+            self.clock.clone(),
             &devid.to_string(),
             config,
         )
+    }
+
+    /// Probes and connects vbd `devid`.
+    pub fn connect(&self, devid: u32, config: Config) -> Result<Front, xen_blkfront::BlkError> {
+        let mut dev = self.probe(devid, config)?;
+        dev.connect()?;
+        Ok(dev)
     }
 }
 

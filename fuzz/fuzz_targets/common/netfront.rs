@@ -22,6 +22,7 @@ pub struct Env {
     pub ev: Ev,
     pub gt: Gt,
     pub xs: Xs,
+    pub clock: xen_netfront::SharedClock,
     pub nb: NetbackHandle,
     pub base_refs: usize,
     pub base_ports: usize,
@@ -38,6 +39,7 @@ pub fn env() -> &'static Mutex<Env> {
         // SAFETY: the only xenstore client of this simulated domain; the page stays mapped.
         let xs: Xs =
             Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
+        let clock = Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).expect("clock"));
         let dom0 = sim.dom0();
         netback::create_vif(&dom0, guest.domid(), 0, "00:16:3e:00:00:01").expect("vif");
         let (model, nb) = Netback::new(&dom0, NetbackConfig::new(guest.domid(), 0));
@@ -50,6 +52,7 @@ pub fn env() -> &'static Mutex<Env> {
             ev,
             gt,
             xs,
+            clock,
             nb,
             base_refs,
             base_ports,
@@ -88,13 +91,21 @@ pub fn run_input(data: &[u8], traffic: impl Fn(&Env, &mut Netfront<Gt, Ev, Xs>, 
         csum_offload: sel & 16 == 0,
         split_event_channels: sel & 32 == 0,
         smoltcp_tx_queue: 0,
+        ..NetfrontConfig::default()
     };
     env.nb.set_hostility(Some(Hostility {
         source: HostileSource::Bytes(chaos.to_vec()),
         rate: 255,
     }));
-    let mut nf =
-        Netfront::new(env.gt.clone(), env.ev.clone(), env.xs.clone(), "0", cfg).expect("probe");
+    let mut nf = Netfront::new(
+        env.gt.clone(),
+        env.ev.clone(),
+        env.xs.clone(),
+        env.clock.clone(),
+        "0",
+        cfg,
+    )
+    .expect("probe");
     nf.connect().expect("connect (xenstore is not hostile)");
     for round in 0..8 {
         traffic(&env, &mut nf, round);
@@ -108,7 +119,7 @@ pub fn run_input(data: &[u8], traffic: impl Fn(&Env, &mut Netfront<Gt, Ev, Xs>, 
                 );
                 break;
             }
-            DeviceState::Closed => panic!("closed without a disconnect"),
+            other => panic!("{other:?} without a disconnect"),
         }
     }
     let _ = nf.disconnect();

@@ -17,6 +17,7 @@ pub mod start_info;
 pub mod vcpu;
 pub mod version;
 pub mod xen;
+pub mod xenbus;
 pub mod xs_wire;
 
 use crate::layout::StructLayout;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use xen_event_channel::NativeEventChannels;
 use xen_grant_table::{FrameMapping, GrantAccess, GrantTable};
-use xen_netfront::{checksum, DeviceState, Netfront, NetfrontConfig};
+use xen_netfront::{checksum, DeviceState, Netfront, NetfrontConfig, SharedClock};
 use xen_sim::netback::{self, Netback, NetbackConfig, NetbackHandle};
-use xen_sim::{Sim, SimGuest};
+use xen_sim::{Sim, SimClock, SimGuest};
 use xen_store::XenStore;
 
 pub type Ev = Arc<NativeEventChannels<SimGuest>>;
@@ -23,6 +23,7 @@ pub struct Env {
     pub ev: Ev,
     pub gt: Gt,
     pub xs: Xs,
+    pub clock: SharedClock,
     pub nb: NetbackHandle,
 }
 
@@ -38,6 +39,7 @@ impl Env {
         // SAFETY: one client per domain, and the simulated guest keeps its store page mapped.
         let xs: Xs =
             Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
+        let clock: SharedClock = Arc::new(SimClock::new(guest.clone(), &ev).expect("clock"));
         let dom0 = sim.dom0();
         netback::create_vif(&dom0, guest.domid(), 0, MAC).expect("create vif");
         let mut cfg = NetbackConfig::new(guest.domid(), 0);
@@ -50,6 +52,7 @@ impl Env {
             ev,
             gt,
             xs,
+            clock,
             nb,
         }
     }
@@ -59,6 +62,7 @@ impl Env {
             self.gt.clone(),
             self.ev.clone(),
             self.xs.clone(),
+            self.clock.clone(),
             "0",
             config,
         )

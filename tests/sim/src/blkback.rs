@@ -32,6 +32,7 @@ use xen_hypercall::abi::blkif::{
     BLKIF_RSP_OKAY, BLKIF_SEGS_PER_INDIRECT_FRAME,
 };
 use xen_hypercall::abi::grant_table::{GnttabCopyPtr, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF};
+use xen_hypercall::abi::xenbus::XenbusState;
 use xen_hypercall::abi::xs_wire::{Perm, PermKind};
 use xen_hypercall::abi::{DomId, EvtchnPort, GrantRef, DOMID_SELF};
 use xen_hypercall::page::PageBuf;
@@ -182,7 +183,8 @@ struct Shared {
     stats: BlkbackStats,
     hostile: Option<Hostile>,
     kept: Vec<GrantMapping>,
-    state: u32,
+    state: XenbusState,
+    restart: bool,
 }
 
 /// The test's view of a backend: its disk, counters and hostile switch.
@@ -262,8 +264,17 @@ impl BlkbackHandle {
         kept.len()
     }
 
+    /// Restarts the backend at its next poll, as when dom0 reloads it: it unmaps and unbinds
+    /// everything without answering the requests on the rings (the frontend must re-issue them)
+    /// and goes `Closing`; once the frontend is `Closed` it follows to `Closed`, and a frontend
+    /// that comes back to `Initialising` finds it in `InitWait` again (Linux blkback's "prepare
+    /// for reconnect").
+    pub fn restart(&self) {
+        lock(&self.shared).restart = true;
+    }
+
     /// The backend's xenbus state as it last published it.
-    pub fn state(&self) -> u32 {
+    pub fn state(&self) -> XenbusState {
         lock(&self.shared).state
     }
 }
@@ -384,7 +395,7 @@ pub struct Blkback {
     fe: String,
     be: String,
     shared: Arc<Mutex<Shared>>,
-    state: u32,
+    state: XenbusState,
     queues: Vec<QueueConn>,
     persistent_use: bool,
     persistent: HashMap<GrantRef, GrantMapping>,
@@ -393,13 +404,10 @@ pub struct Blkback {
     last_id: u64,
 }
 
-// xenbus states.
-const INITIALISING: u32 = 1;
-const INIT_WAIT: u32 = 2;
-const INITIALISED: u32 = 3;
-const CONNECTED: u32 = 4;
-const CLOSING: u32 = 5;
-const CLOSED: u32 = 6;
+use XenbusState::{
+    Closed as CLOSED, Closing as CLOSING, Connected as CONNECTED, InitWait as INIT_WAIT,
+    Initialised as INITIALISED, Initialising as INITIALISING,
+};
 
 impl Blkback {
     /// Creates the device's xenstore nodes like a toolstack (frontend `device/vbd/<devid>` of
@@ -440,7 +448,7 @@ impl Blkback {
             ("backend-id", "0".into()),
             ("virtual-device", devid.to_string()),
             ("device-type", "disk".into()),
-            ("state", INITIALISING.to_string()),
+            ("state", INITIALISING.as_str().into()),
         ];
         for (k, v) in fe_keys {
             let _ = dom0.xs_write(&format!("{fe}/{k}"), v.as_bytes());
@@ -458,7 +466,7 @@ impl Blkback {
             ("mode", mode.into()),
             ("type", "phy".into()),
             ("params", "sim-ramdisk".into()),
-            ("state", INITIALISING.to_string()),
+            ("state", INITIALISING.as_str().into()),
         ];
         for (k, v) in be_keys {
             let _ = dom0.xs_write(&format!("{be}/{k}"), v.as_bytes());
@@ -473,6 +481,7 @@ impl Blkback {
             scripted: false,
             kept: Vec::new(),
             state: INITIALISING,
+            restart: false,
         }));
         let seed = cfg.hostile.map_or(1, |h| h.seed);
         let model = Blkback {
@@ -501,10 +510,10 @@ impl Blkback {
         let _ = dom0.xs_write(&format!("{}/{key}", self.be), value.as_bytes());
     }
 
-    fn set_state(&mut self, dom0: &Dom0, state: u32) {
+    fn set_state(&mut self, dom0: &Dom0, state: XenbusState) {
         self.state = state;
         lock(&self.shared).state = state;
-        self.write_be(dom0, "state", &state.to_string());
+        self.write_be(dom0, "state", state.as_str());
     }
 
     fn fe_read(&self, dom0: &Dom0, key: &str) -> Option<String> {
@@ -515,6 +524,11 @@ impl Blkback {
 
     fn fe_u32(&self, dom0: &Dom0, key: &str) -> Option<u32> {
         self.fe_read(dom0, key).and_then(|s| s.parse().ok())
+    }
+
+    fn fe_state(&self, dom0: &Dom0) -> Option<XenbusState> {
+        self.fe_read(dom0, "state")
+            .and_then(|s| XenbusState::parse(s.as_bytes()))
     }
 
     fn publish_features(&mut self, dom0: &Dom0) {
@@ -983,8 +997,13 @@ impl Blkback {
 
 impl crate::DeviceModel for Blkback {
     fn poll(&mut self, dom0: &Dom0) -> bool {
-        let fe_state = self.fe_u32(dom0, "state");
+        let fe_state = self.fe_state(dom0);
         let mut progress = false;
+        if std::mem::take(&mut lock(&self.shared).restart) && self.state != CLOSED {
+            self.disconnect(dom0);
+            self.set_state(dom0, CLOSING);
+            return true;
+        }
         match (self.state, fe_state) {
             (INITIALISING, Some(s)) if s < CLOSING => {
                 self.publish_features(dom0);

@@ -34,6 +34,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub mod blkback;
+pub mod clock;
 pub mod netback;
 pub mod xenstored;
 
@@ -45,6 +46,7 @@ mod mem;
 mod store;
 mod world;
 
+pub use clock::SimClock;
 pub use dom0::{Dom0, GrantMapping};
 pub use grant::gntst_to_errno;
 pub use xen_hypercall::abi::grant_table::GnttabCopy;

@@ -32,6 +32,7 @@ use xen_hypercall::abi::grant_table::{
     GnttabCopyPtr, GNTCOPY_DEST_GREF, GNTCOPY_SOURCE_GREF, GNTST_OKAY,
 };
 use xen_hypercall::abi::netif::*;
+use xen_hypercall::abi::xenbus::XenbusState;
 use xen_hypercall::abi::xs_wire::{Perm, PermKind};
 use xen_hypercall::abi::DOMID_SELF;
 use xen_hypercall::page::PageBuf;
@@ -42,12 +43,10 @@ const RING_SIZE: u32 = NETIF_RING_SIZE_1PAGE as u32;
 /// Most data slots per packet the backend accepts (Linux's `max_slots`).
 const MAX_SLOTS: usize = XEN_NETIF_NR_SLOTS_MIN;
 
-const XENBUS_UNKNOWN: u32 = 0;
-const XENBUS_INITIALISING: u32 = 1;
-const XENBUS_INIT_WAIT: u32 = 2;
-const XENBUS_CONNECTED: u32 = 4;
-const XENBUS_CLOSING: u32 = 5;
-const XENBUS_CLOSED: u32 = 6;
+use XenbusState::{
+    Closed as XENBUS_CLOSED, Closing as XENBUS_CLOSING, Connected as XENBUS_CONNECTED,
+    InitWait as XENBUS_INIT_WAIT, Initialising as XENBUS_INITIALISING, Unknown as XENBUS_UNKNOWN,
+};
 
 /// The frontend node of vif `devid` of domain `frontend`.
 pub fn frontend_path(frontend: DomId, devid: u32) -> String {
@@ -344,11 +343,12 @@ struct Shared {
     repeat_gen: u64,
     stats: NetbackStats,
     errors: Vec<String>,
-    state: u32,
+    state: XenbusState,
     frontend: FrontendFeatures,
     kept: Vec<GrantRef>,
     release_kept: bool,
     new_hostility: Option<Option<Hostility>>,
+    restart: bool,
 }
 
 /// The test's side of a [`Netback`]: inject frames, collect transmitted ones, read counters.
@@ -397,7 +397,7 @@ impl NetbackHandle {
     }
 
     /// The backend's xenbus state.
-    pub fn state(&self) -> u32 {
+    pub fn state(&self) -> XenbusState {
         self.lock().state
     }
 
@@ -424,6 +424,14 @@ impl NetbackHandle {
     /// Makes the backend drop the mappings it kept (at its next poll).
     pub fn release_kept(&self) {
         self.lock().release_kept = true;
+    }
+
+    /// Restarts the backend at its next poll, as when dom0 reloads it: it unmaps and unbinds
+    /// everything without answering what is on the rings and goes `Closing`; once the frontend is
+    /// `Closed` it follows to `Closed`, and a frontend that comes back to `Initialising` finds it
+    /// in `InitWait` again (Linux netback's "prepare for reconnect").
+    pub fn restart(&self) {
+        self.lock().restart = true;
     }
 }
 
@@ -535,7 +543,7 @@ pub struct Netback {
     shared: Arc<Mutex<Shared>>,
     fe_path: String,
     be_path: String,
-    state: u32,
+    state: XenbusState,
     started: bool,
     queues: Vec<BackQueue>,
     frontend: FrontendFeatures,
@@ -607,10 +615,10 @@ impl Netback {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_state(&mut self, dom0: &Dom0, s: u32) {
+    fn set_state(&mut self, dom0: &Dom0, s: XenbusState) {
         self.state = s;
         self.lock().state = s;
-        let _ = dom0.xs_write(&format!("{}/state", self.be_path), s.to_string().as_bytes());
+        let _ = dom0.xs_write(&format!("{}/state", self.be_path), s.as_str().as_bytes());
     }
 
     fn error(&mut self, msg: String) {
@@ -803,6 +811,11 @@ impl Netback {
 
     fn xenbus(&mut self, dom0: &Dom0) -> bool {
         let mut progress = false;
+        if std::mem::take(&mut self.lock().restart) && self.state != XENBUS_CLOSED {
+            self.disconnect(dom0);
+            self.set_state(dom0, XENBUS_CLOSING);
+            progress = true;
+        }
         if !self.started {
             self.started = true;
             self.write_features(dom0);
@@ -812,8 +825,7 @@ impl Netback {
         let fe_state = dom0
             .xs_read(&format!("{}/state", self.fe_path))
             .ok()
-            .and_then(|v| String::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u32>().ok())
+            .and_then(|v| XenbusState::parse(&v))
             .unwrap_or(XENBUS_UNKNOWN);
         match fe_state {
             XENBUS_INITIALISING if self.state == XENBUS_CLOSED => {

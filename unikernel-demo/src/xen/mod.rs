@@ -172,7 +172,12 @@ impl EventChannels for KernelEvents {
     }
     fn wait(&self) {
         let seen = WAIT_SEEN.load(Ordering::Acquire);
-        block_until(Some(crate::time::now_ns() + WAIT_TIMEOUT_NS), seen);
+        // A deadline a driver's wait asked for (`KernelClock::wake_at`) ends the sleep earlier.
+        let wake = WAKE_AT.swap(u64::MAX, Ordering::AcqRel);
+        block_until(
+            Some((crate::time::now_ns() + WAIT_TIMEOUT_NS).min(wake)),
+            seen,
+        );
         WAIT_SEEN.store(event_generation(), Ordering::Release);
     }
     fn open_ports(&self) -> usize {
@@ -183,6 +188,24 @@ impl EventChannels for KernelEvents {
 /// Longest a driver's [`EventChannels::wait`] sleeps without any event (it may return spuriously;
 /// callers re-check their condition).
 const WAIT_TIMEOUT_NS: u64 = 1_000_000_000;
+
+/// The uptime at which the next [`EventChannels::wait`] must return at the latest (`u64::MAX`:
+/// none), set by [`KernelClock::wake_at`].
+static WAKE_AT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The kernel's clock for the drivers' deadlines (`xen_store::Clock`): uptime from the pvclock;
+/// a wake-up shortens the next [`EventChannels::wait`], whose idle timer then fires on time.
+#[derive(Debug, Clone, Copy)]
+pub struct KernelClock;
+
+impl xen_store::Clock for KernelClock {
+    fn now_ns(&self) -> u64 {
+        crate::time::now_ns()
+    }
+    fn wake_at(&self, at_ns: u64) {
+        WAKE_AT.fetch_min(at_ns, Ordering::AcqRel);
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Timer and idle.

@@ -18,7 +18,7 @@ use xen_hypercall::abi::xs_wire::{Perm, XsdSockmsgType};
 use xen_hypercall::abi::DomId;
 use xen_store::ops::{self, Requester};
 use xen_store::wire::{self, Decoder, Message};
-use xen_store::{Store, TxId, WatchEvent, XsError, MAX_QUEUED_WATCH_EVENTS};
+use xen_store::{Deadline, Store, TxId, WatchEvent, XsError, MAX_QUEUED_WATCH_EVENTS};
 
 /// The xenbus device of a Linux domain.
 pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
@@ -234,6 +234,32 @@ impl<T: Read + Write> Store for StreamStore<T> {
         loop {
             if let Some(e) = inner.events.pop_front() {
                 return Ok(e);
+            }
+            let m = inner.next_message();
+            let m = inner.check(m)?;
+            if m.msg_type() == Some(XsdSockmsgType::WatchEvent) {
+                let r = inner.queue_event(&m);
+                inner.check(r)?;
+            } else {
+                return inner.check(Err(XsError::Protocol("reply to no outstanding request")));
+            }
+        }
+    }
+    /// The deadline is checked before each blocking read of the stream; a read already blocked is
+    /// not interrupted (a plain stream has no timeout: use a socket with a read timeout, or a
+    /// device whose reads the clock's wake-up interrupts, where that matters).
+    fn wait_watch_until(
+        &self,
+        token: &str,
+        deadline: Deadline<'_>,
+    ) -> Result<Option<WatchEvent>, XsError> {
+        let mut inner = self.lock()?;
+        loop {
+            if let Some(i) = inner.events.iter().position(|e| e.token == token) {
+                return Ok(inner.events.remove(i));
+            }
+            if deadline.passed() {
+                return Ok(None);
             }
             let m = inner.next_message();
             let m = inner.check(m)?;

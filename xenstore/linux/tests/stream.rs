@@ -231,7 +231,7 @@ fn xenbus_helpers_over_a_stream() {
     }
     let b = xenbus::read_backend(&xs, "device/vbd/51712").unwrap();
     assert_eq!(
-        xenbus::wait_for_state(&xs, &b.path, |s| s == XenbusState::Connected).unwrap(),
+        xenbus::read_state(&xs, TxId::NONE, &b.path).unwrap(),
         XenbusState::Connected
     );
     xenbus::switch_state(&xs, "device/vbd/51712", XenbusState::Connected).unwrap();
