@@ -13,16 +13,21 @@
 //! Waiting is `poll(2)` on the file with a timeout; the file descriptor ([`AsFd`]) can go into an
 //! epoll set instead. [`EventChannels::wait`] waits at most [`LinuxEventChannels::idle_timeout`]
 //! (it may return spuriously, as the trait allows): a frontend then re-checks its rings and its
-//! backend's state, which the unikernel learns from xenstore's own event channel.
+//! backend's state, which the unikernel learns from xenstore's own event channel. It also returns
+//! when the wake-up armed on the device's [`MonotonicClock`] is due, so a wait with a deadline
+//! ends at the deadline, not up to an idle tick later.
 
+pub mod clock;
 pub mod sys;
+
+pub use clock::MonotonicClock;
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use xen_event_channel::{EventChannels, EvtchnError};
@@ -37,6 +42,7 @@ pub struct LinuxEventChannels {
     path: PathBuf,
     ports: Mutex<BTreeSet<EvtchnPort>>,
     idle_timeout: Duration,
+    clock: Arc<MonotonicClock>,
 }
 
 /// The default for [`LinuxEventChannels::idle_timeout`].
@@ -60,7 +66,19 @@ impl LinuxEventChannels {
             path: path.to_path_buf(),
             ports: Mutex::new(BTreeSet::new()),
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            clock: Arc::new(MonotonicClock::new()),
         })
+    }
+
+    /// The clock whose armed wake-up ends [`EventChannels::wait`] (see the crate docs).
+    pub fn clock(&self) -> &Arc<MonotonicClock> {
+        &self.clock
+    }
+
+    /// Uses `clock` (shared with the program's other waits, e.g. a xenstore stream) instead of
+    /// the device's own.
+    pub fn set_clock(&mut self, clock: Arc<MonotonicClock>) {
+        self.clock = clock;
     }
 
     /// The device path.
@@ -191,7 +209,7 @@ impl LinuxEventChannels {
                         return Ok(Vec::new());
                     }
                     // Round up so that we never wake before the deadline.
-                    i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+                    clock::poll_ms(left)
                 }
             };
             let mut pfd = libc::pollfd {
@@ -273,10 +291,16 @@ impl EventChannels for LinuxEventChannels {
     }
 
     fn wait(&self) {
-        if let Err(e) = self.wait_timeout(Some(self.idle_timeout)) {
+        let timeout = match self.clock.until_wake() {
+            // The armed wake-up is due: the waiter's deadline passed.
+            Some(Duration::ZERO) => return,
+            Some(left) => left.min(self.idle_timeout),
+            None => self.idle_timeout,
+        };
+        if let Err(e) = self.wait_timeout(Some(timeout)) {
             // Do not turn a broken device into a busy loop in the caller.
             log::warn!("evtchn: wait on {}: {e}", self.path.display());
-            std::thread::sleep(self.idle_timeout);
+            std::thread::sleep(timeout);
         }
     }
 
