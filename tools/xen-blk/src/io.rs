@@ -1,12 +1,16 @@
 //! I/O with deadlines on top of blkfront's asynchronous API: requests are submitted up to a queue
 //! depth, and every wait for a response ends at a deadline. While idle the loop sleeps in the
-//! event channel's `poll`; each idle tick (the evtchn idle timeout) also reads the backend's
-//! state, so a backend that goes away ends the wait with an error instead of a hang.
+//! event channel's `poll`; each idle tick (the evtchn idle timeout) also lets the xenbus lifecycle
+//! look at the backend (`BlkFront::handle_backend_change`): a backend that restarts is followed
+//! (the device reconnects and re-issues what was in flight), one that goes away for good ends the
+//! wait with an error instead of a hang.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use xen_blkfront::{BlkFront, Completion, EventChannels, GrantAccess, IoRequest, Store, Tag};
+use xen_blkfront::{
+    BlkError, BlkFront, Completion, DeviceState, EventChannels, GrantAccess, IoRequest, Store, Tag,
+};
 use xen_event_channel_linux::{EvtchnError, LinuxEventChannels};
 
 use crate::error::CliError;
@@ -60,9 +64,31 @@ impl<G: GrantAccess, E: EventChannels, S: Store, W: TimedWait + ?Sized> Runner<'
             }
             let fired = self.ev.wait_for(left.min(self.ev.idle_tick()))?;
             if !fired {
-                self.dev.check_backend()?;
+                self.follow_backend()?;
             }
         }
+    }
+
+    /// One lifecycle step after an idle tick: a device whose backend went away reconnects
+    /// (blocking at most the lifecycle's connect deadline); a closed or failed device is an error.
+    fn follow_backend(&mut self) -> Result<(), CliError> {
+        let mut state = self.dev.handle_backend_change()?;
+        if matches!(state, DeviceState::Connecting | DeviceState::Reconnecting) {
+            state = self.dev.settle()?;
+        }
+        if state == DeviceState::Connected {
+            return Ok(());
+        }
+        log::warn!(
+            "{}: device {state:?} after the backend changed",
+            self.dev.node()
+        );
+        Err(CliError::Blk(
+            self.dev
+                .failure()
+                .cloned()
+                .unwrap_or(BlkError::Disconnected),
+        ))
     }
 
     /// Submits `req` and waits for it; a failed request is an error.

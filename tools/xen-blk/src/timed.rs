@@ -1,79 +1,83 @@
-//! A xenbus stream whose reads end at a deadline.
+//! The Linux [`Clock`] and a xenbus stream whose reads end at the clock's wake-up.
 //!
-//! blkfront's connect and disconnect wait for the backend through xenstore watches, i.e. in a
-//! blocking read of `/dev/xen/xenbus`. [`TimedStream`] polls the device before each read; while a
-//! [`Deadline`] is set and passes, the read fails with `TimedOut`, the xenstore call fails with an
-//! I/O error, and the attach/detach returns instead of hanging.
+//! The xenbus lifecycle waits for the backend with [`Store::wait_watch_until`](xen_store::Store),
+//! which arms the deadline on the clock and then blocks in a read of `/dev/xen/xenbus`.
+//! [`TimedStream`] polls the device before each read for at most the time left until the clock's
+//! armed wake-up; when it is due the read ends with `TimedOut` (disarming it), and the store
+//! checks its deadline again. The event-channel waits honour the same wake-up
+//! ([`LinuxEventChannels`](xen_event_channel_linux::LinuxEventChannels)).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// The deadline shared between a [`TimedStream`] and its owner.
-#[derive(Debug, Clone, Default)]
-pub struct Deadline(Arc<Mutex<Option<Instant>>>);
+use xen_event_channel_linux::clock::poll_ms;
+use xen_event_channel_linux::MonotonicClock;
+use xen_store::Clock;
 
-impl Deadline {
-    /// Reads from now on fail once `t` has passed.
-    pub fn set_in(&self, t: Duration) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + t);
+/// The monotonic clock of a Linux program ([`std::time::Instant`]) as xen-store's [`Clock`].
+#[derive(Debug, Clone)]
+pub struct LinuxClock(pub Arc<MonotonicClock>);
+
+impl Clock for LinuxClock {
+    fn now_ns(&self) -> u64 {
+        self.0.now_ns()
     }
-
-    /// Reads wait as long as it takes again.
-    pub fn clear(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    fn get(&self) -> Option<Instant> {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn wake_at(&self, at_ns: u64) {
+        self.0.wake_at(at_ns)
     }
 }
 
-/// A device file whose reads honour a [`Deadline`].
+/// A device file whose reads end at the clock's armed wake-up (see the module docs).
 #[derive(Debug)]
 pub struct TimedStream {
     file: File,
-    deadline: Deadline,
+    clock: Arc<MonotonicClock>,
 }
 
 impl TimedStream {
-    /// Wraps `file`; reads honour `deadline`.
-    pub fn new(file: File, deadline: Deadline) -> TimedStream {
-        TimedStream { file, deadline }
+    /// Wraps `file`; reads honour the wake-ups armed on `clock`.
+    pub fn new(file: File, clock: Arc<MonotonicClock>) -> TimedStream {
+        TimedStream { file, clock }
+    }
+
+    /// Waits until the file is readable or the armed wake-up is due (`false`).
+    fn wait_readable(&self) -> io::Result<bool> {
+        loop {
+            let ms = match self.clock.until_wake() {
+                None => return Ok(true),
+                Some(left) if left.is_zero() => return Ok(false),
+                Some(left) => poll_ms(left),
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.file.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if r > 0 {
+                return Ok(true);
+            }
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            // Timed out (or interrupted): the loop sees the wake-up due.
+        }
     }
 }
 
 impl Read for TimedStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if let Some(d) = self.deadline.get() {
-            loop {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "no answer from xenstore/backend before the deadline",
-                    ));
-                }
-                let ms = i32::try_from(left.as_micros().div_ceil(1000)).unwrap_or(i32::MAX);
-                let mut pfd = libc::pollfd {
-                    fd: self.file.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd.
-                let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-                if r > 0 {
-                    break;
-                }
-                if r < 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() != io::ErrorKind::Interrupted {
-                        return Err(e);
-                    }
-                }
-            }
+        if !self.wait_readable()? {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "woken by the clock before xenstore answered",
+            ));
         }
         self.file.read(buf)
     }

@@ -9,11 +9,12 @@ mod bench;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use xen_blkfront::{list_devices, BlockDevice, IoRequest};
-use xen_event_channel_linux::EventChannels;
+use xen_event_channel_linux::{EventChannels, MonotonicClock};
 use xen_grant_table_linux::GrantAccess;
 use xen_store::xenbus;
 
@@ -201,24 +202,24 @@ fn read_input(path: Option<&PathBuf>) -> Result<Vec<u8>, CliError> {
 
 fn run(cli: &Cli) -> Result<(), CliError> {
     let timeout = Duration::from_secs(cli.timeout.max(1));
-    let deadline = services::Deadline::default();
-    let store = services::open_store(&deadline)?;
+    let clock = Arc::new(MonotonicClock::new());
+    let store = services::open_store(&clock)?;
     if let Command::List = cli.command {
         return list(&store);
     }
     let id = pick_vbd(cli, &store)?;
-    let (grants, events) = services::open_devices(Duration::from_secs(1))?;
+    let (grants, events) = services::open_devices(Duration::from_secs(1), &clock)?;
     let mut dev = services::attach(
         grants,
         events.clone(),
         store.clone(),
-        &deadline,
+        &clock,
         &id,
         services::config(),
         timeout,
     )?;
     let result = command(cli, &mut dev, &events, timeout);
-    let detached = services::detach(&mut dev, &deadline, timeout);
+    let detached = dev.disconnect();
     let leaked = (dev.grants().refs_in_use(), events.open_ports());
     if cli.verbose {
         eprintln!(
