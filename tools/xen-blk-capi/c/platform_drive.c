@@ -12,6 +12,9 @@ int xenblk_test_drive(const XenblkPlatform *platform, const char *vbd) {
     XenblkDevice *d = NULL;
     incomplete.wait = NULL;
     CHECK(xenblk_open_platform(&incomplete, vbd, 0, &d) == XENBLK_EINVAL, "incomplete table accepted");
+    incomplete = *platform;
+    incomplete.now_ns = NULL;
+    CHECK(xenblk_open_platform(&incomplete, vbd, 0, &d) == XENBLK_EINVAL, "table without a clock accepted");
     CHECK(xenblk_open_platform(platform, "4242", 0, &d) == XENBLK_ENOENT, "unknown vbd");
 
     int rc = xenblk_open_platform(platform, vbd, 5000, &d);

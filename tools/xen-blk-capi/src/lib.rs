@@ -26,10 +26,11 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use platform::{PlatformEvents, PlatformGrants, PlatformStore};
-use xen_blk::services::{self, Deadline, Dev, Events};
+use platform::{PlatformClock, PlatformEvents, PlatformGrants, PlatformStore};
+use xen_blk::services::{self, Dev, Events};
 use xen_blk::{CliError, Runner};
-use xen_blkfront::{BlkError, BlockDevice, IoError, IoRequest};
+use xen_blkfront::{BlkError, BlockDevice, IoError, IoRequest, Timeouts, XenbusError};
+use xen_event_channel_linux::MonotonicClock;
 use xen_grant_table_linux::DeviceError;
 
 /// Success.
@@ -72,7 +73,6 @@ enum Flavour {
     Linux {
         dev: Box<Dev>,
         events: Events,
-        deadline: Deadline,
     },
     Platform {
         dev: Box<PlatformDev>,
@@ -123,20 +123,18 @@ fn set_last_error(msg: &str) {
 
 fn blk_code(e: &BlkError) -> c_int {
     match e {
-        BlkError::NoDevice(_) => XENBLK_ENOENT,
-        BlkError::BackendClosed | BlkError::Disconnected => XENBLK_ECLOSED,
+        BlkError::Xenbus(x) => match x {
+            XenbusError::NoDevice(_) => XENBLK_ENOENT,
+            XenbusError::Timeout { .. } => XENBLK_ETIMEDOUT,
+            XenbusError::BackendClosed(_) => XENBLK_ECLOSED,
+            _ => XENBLK_EPROTO,
+        },
+        BlkError::Disconnected => XENBLK_ECLOSED,
         BlkError::ReadOnly => XENBLK_EROFS,
         BlkError::Unsupported(_) => XENBLK_ENOTSUP,
         BlkError::OutOfRange { .. } | BlkError::BadLength { .. } => XENBLK_EINVAL,
         BlkError::Io(io) => io_code(io),
         BlkError::Grant(_) => XENBLK_ENOMEM,
-        BlkError::Store(xen_store_err) => {
-            if xen_store_err.to_string().contains("deadline") {
-                XENBLK_ETIMEDOUT
-            } else {
-                XENBLK_EPROTO
-            }
-        }
         _ => XENBLK_EPROTO,
     }
 }
@@ -212,14 +210,14 @@ pub unsafe extern "C" fn xenblk_open(
         } else {
             u64::from(timeout_ms)
         });
-        let deadline = Deadline::default();
-        let store = services::open_store(&deadline)?;
-        let (grants, events) = services::open_devices(Duration::from_secs(1))?;
+        let clock = Arc::new(MonotonicClock::new());
+        let store = services::open_store(&clock)?;
+        let (grants, events) = services::open_devices(Duration::from_secs(1), &clock)?;
         let dev = services::attach(
             grants,
             events.clone(),
             store,
-            &deadline,
+            &clock,
             &id,
             services::config(),
             timeout,
@@ -228,7 +226,6 @@ pub unsafe extern "C" fn xenblk_open(
             flavour: Flavour::Linux {
                 dev: Box::new(dev),
                 events,
-                deadline,
             },
             timeout,
         });
@@ -239,9 +236,9 @@ pub unsafe extern "C" fn xenblk_open(
 }
 
 /// Attaches to vbd `vbd` over the services of `platform` (the callback flavour, e.g. for a C
-/// kernel); every callback of the table must be set, and the table is copied. Responses are
-/// awaited at most `timeout_ms` (0: 60 s); attach and detach wait as long as the platform's store
-/// waits do. On success `*out` holds the new handle, to be passed to `xenblk_close`.
+/// kernel); every callback of the table must be set, and the table is copied. Responses, and each
+/// wait for the backend (attach, reconnect, detach; measured with the platform's `now_ns`), are
+/// awaited at most `timeout_ms` (0: 60 s). On success `*out` holds the new handle, to be passed to `xenblk_close`.
 ///
 /// # Safety
 ///
@@ -269,19 +266,28 @@ pub unsafe extern "C" fn xenblk_open_platform(
             .to_str()
             .map_err(|_| invalid("xenblk_open_platform: the vbd id is not UTF-8"))?
             .to_string();
-        let events = Arc::new(PlatformEvents::new(p));
-        let dev = services::connect(
-            PlatformGrants::new(p),
-            events.clone(),
-            PlatformStore::new(p),
-            &id,
-            xen_blkfront::Config::default(),
-        )?;
         let timeout = Duration::from_millis(if timeout_ms == 0 {
             60_000
         } else {
             u64::from(timeout_ms)
         });
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let clock = Arc::new(PlatformClock::new(p));
+        let events = Arc::new(PlatformEvents::new(p, clock.clone()));
+        let dev = services::connect(
+            PlatformGrants::new(p),
+            events.clone(),
+            PlatformStore::new(p),
+            clock,
+            &id,
+            xen_blkfront::Config {
+                timeouts: Timeouts {
+                    connect_ns: ns,
+                    close_ns: ns,
+                },
+                ..xen_blkfront::Config::default()
+            },
+        )?;
         let h = Box::new(XenblkDevice {
             flavour: Flavour::Platform {
                 dev: Box::new(dev),
@@ -309,11 +315,7 @@ pub unsafe extern "C" fn xenblk_close(dev: *mut XenblkDevice) -> c_int {
     // SAFETY: a live handle from xenblk_open, owned by the caller and given back here.
     let mut h = unsafe { Box::from_raw(dev) };
     guard(move || {
-        let timeout = h.timeout;
-        let r = match &mut h.flavour {
-            Flavour::Linux { dev, deadline, .. } => services::detach(dev, deadline, timeout),
-            Flavour::Platform { dev, .. } => dev.disconnect(),
-        };
+        let r = with_dev!(h, dev => dev.disconnect());
         drop(h);
         r.map_err(CliError::Blk)
     })
@@ -530,14 +532,26 @@ mod tests {
         assert_eq!(code(&CliError::Io(IoError::Backend)), XENBLK_EIO);
         assert_eq!(code(&CliError::Io(IoError::NotSupported)), XENBLK_ENOTSUP);
         assert_eq!(
-            code(&CliError::Blk(BlkError::NoDevice("9".into()))),
+            code(&CliError::Blk(BlkError::Xenbus(XenbusError::NoDevice(
+                "device/vbd/9".into()
+            )))),
             XENBLK_ENOENT
         );
         assert_eq!(code(&CliError::Blk(BlkError::ReadOnly)), XENBLK_EROFS);
         assert_eq!(
-            code(&CliError::Blk(BlkError::BackendClosed)),
+            code(&CliError::Blk(BlkError::Xenbus(
+                XenbusError::BackendClosed(xen_store::xenbus::XenbusState::Closing)
+            ))),
             XENBLK_ECLOSED
         );
+        assert_eq!(
+            code(&CliError::Blk(BlkError::Xenbus(XenbusError::Timeout {
+                waiting_for: xen_store::xenbus::XenbusState::Connected,
+                state_seen: xen_store::xenbus::XenbusState::InitWait,
+            }))),
+            XENBLK_ETIMEDOUT
+        );
+        assert_eq!(code(&CliError::Blk(BlkError::Disconnected)), XENBLK_ECLOSED);
         assert_eq!(code(&CliError::Timeout("x".into())), XENBLK_ETIMEDOUT);
         let missing = xen_linux_device_missing();
         assert_eq!(code(&CliError::Device(missing)), XENBLK_ENODEV);

@@ -7,7 +7,8 @@
 //! (the call is then repeated with a larger buffer).
 
 use std::ffi::{c_char, c_int, c_void, CString};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use xen_blk::TimedWait;
@@ -16,7 +17,7 @@ use xen_event_channel_linux::EvtchnError;
 use xen_grant_table_linux::{Access, DomId, GrantError, GrantRef, GrantedRegion};
 use xen_hypercall::abi::EvtchnPort;
 use xen_hypercall::Errno;
-use xen_store::{TxId, WatchEvent, XsError};
+use xen_store::{Clock, Deadline, TxId, WatchEvent, XsError};
 
 const ERANGE: c_int = 34;
 
@@ -120,6 +121,10 @@ pub struct XenblkPlatform {
             len: *mut usize,
         ) -> c_int,
     >,
+    /// The platform's monotonic time in nanoseconds (any origin; only differences matter). The
+    /// lifecycle's deadlines are measured with it; a wait that must end at a deadline gets the time
+    /// left as the `timeout_ms` of `wait` or `store_wait_watch`.
+    pub now_ns: Option<unsafe extern "C" fn(ctx: *mut c_void) -> u64>,
 }
 
 // SAFETY: the platform promises that its callbacks and `ctx` may be used from the thread that
@@ -148,6 +153,15 @@ impl XenblkPlatform {
             && self.store_watch.is_some()
             && self.store_unwatch.is_some()
             && self.store_wait_watch.is_some()
+            && self.now_ns.is_some()
+    }
+
+    fn now(&self) -> u64 {
+        match self.now_ns {
+            // SAFETY: the platform's contract for `now_ns`.
+            Some(f) => unsafe { f(self.ctx) },
+            None => 0,
+        }
     }
 }
 
@@ -256,17 +270,75 @@ impl GrantAccess for PlatformGrants {
     }
 }
 
+/// The platform's time (`now_ns`) as a [`Clock`]; a wake-up is kept here and bounds the next
+/// `wait` of [`PlatformEvents`] (the platform needs no timer of its own).
+pub struct PlatformClock {
+    p: XenblkPlatform,
+    wake_ns: AtomicU64,
+}
+
+/// No wake-up armed.
+const DISARMED: u64 = u64::MAX;
+
+/// Longest single `wait` / `store_wait_watch` call (the waits loop; spurious returns are allowed).
+const TICK_MS: u32 = 1000;
+
+/// Milliseconds from `now` to `at` for a platform wait, rounded up, at most [`TICK_MS`].
+fn ms_until(now: u64, at: u64) -> u32 {
+    let ms = at.saturating_sub(now).div_ceil(1_000_000);
+    u32::try_from(ms).unwrap_or(u32::MAX).min(TICK_MS)
+}
+
+impl PlatformClock {
+    /// Over the platform `p`, nothing armed.
+    pub fn new(p: XenblkPlatform) -> Self {
+        PlatformClock {
+            p,
+            wake_ns: AtomicU64::new(DISARMED),
+        }
+    }
+
+    /// The `timeout_ms` of the next event wait: until the armed wake-up (at most a tick), or
+    /// `None` when it is due (it is then disarmed, like a one-shot timer that fired).
+    fn wait_ms(&self) -> Option<u32> {
+        let at = self.wake_ns.load(Ordering::Acquire);
+        if at == DISARMED {
+            return Some(TICK_MS);
+        }
+        let now = self.p.now();
+        if now >= at {
+            let _ =
+                self.wake_ns
+                    .compare_exchange(at, DISARMED, Ordering::AcqRel, Ordering::Acquire);
+            return None;
+        }
+        Some(ms_until(now, at).max(1))
+    }
+}
+
+impl Clock for PlatformClock {
+    fn now_ns(&self) -> u64 {
+        self.p.now()
+    }
+    fn wake_at(&self, at_ns: u64) {
+        self.wake_ns
+            .store(at_ns.min(DISARMED - 1), Ordering::Release);
+    }
+}
+
 /// Event channels through the platform.
 pub struct PlatformEvents {
     p: XenblkPlatform,
+    clock: Arc<PlatformClock>,
     open: AtomicUsize,
 }
 
 impl PlatformEvents {
-    /// Over the platform `p`.
-    pub fn new(p: XenblkPlatform) -> Self {
+    /// Over the platform `p`; `wait` ends at the wake-ups armed on `clock`.
+    pub fn new(p: XenblkPlatform, clock: Arc<PlatformClock>) -> Self {
         PlatformEvents {
             p,
+            clock,
             open: AtomicUsize::new(0),
         }
     }
@@ -299,7 +371,9 @@ impl EventChannels for PlatformEvents {
         Ok(())
     }
     fn wait(&self) {
-        call!(self.p, wait, 1000);
+        if let Some(ms) = self.clock.wait_ms() {
+            call!(self.p, wait, ms);
+        }
     }
     fn open_ports(&self) -> usize {
         self.open.load(Ordering::Relaxed)
@@ -314,7 +388,7 @@ impl TimedWait for PlatformEvents {
         Ok(call!(self.p, wait, ms) > 0)
     }
     fn idle_tick(&self) -> Duration {
-        Duration::from_secs(1)
+        Duration::from_millis(u64::from(TICK_MS))
     }
 }
 
@@ -432,8 +506,25 @@ impl Store for PlatformStore {
     }
     fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
         loop {
-            if let Some(e) = self.next_event(Some(token), 1000)? {
+            if let Some(e) = self.next_event(Some(token), TICK_MS)? {
                 return Ok(e);
+            }
+        }
+    }
+    /// Waits in `store_wait_watch` calls of at most the time left (by the platform's `now_ns`);
+    /// once the deadline passed, one call with `timeout_ms` 0 only checks.
+    fn wait_watch_until(
+        &self,
+        token: &str,
+        deadline: Deadline<'_>,
+    ) -> Result<Option<WatchEvent>, XsError> {
+        loop {
+            let ms = ms_until(self.p.now(), deadline.at_ns());
+            if let Some(e) = self.next_event(Some(token), ms)? {
+                return Ok(Some(e));
+            }
+            if ms == 0 || deadline.passed() {
+                return Ok(None);
             }
         }
     }

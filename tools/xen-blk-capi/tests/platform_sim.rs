@@ -17,8 +17,8 @@ use xen_blkfront::EventChannels as _;
 use xen_event_channel::NativeEventChannels;
 use xen_grant_table::{Access, FrameMapping, GrantAccess, GrantTable, GrantedPages, GrantedRegion};
 use xen_sim::blkback::{Blkback, BlkbackConfig};
-use xen_sim::{Sim, SimGuest};
-use xen_store::{Store, TxId, XenStore, XsError};
+use xen_sim::{Sim, SimClock, SimGuest};
+use xen_store::{Clock, Deadline, Store, TxId, XenStore, XsError};
 use xenblk::XenblkPlatform;
 
 type Evt = NativeEventChannels<SimGuest>;
@@ -27,6 +27,7 @@ struct Ctx {
     grants: Arc<GrantTable<SimGuest>>,
     evtchn: Arc<Evt>,
     store: Arc<XenStore<Arc<Evt>>>,
+    clock: SimClock,
     regions: Mutex<HashMap<usize, GrantedPages>>,
 }
 
@@ -146,10 +147,18 @@ unsafe extern "C" fn close(c: *mut c_void, port: u32) -> c_int {
         -22
     }
 }
-unsafe extern "C" fn wait(c: *mut c_void, _timeout_ms: u32) -> c_int {
-    // SAFETY: see `ctx`. The simulator is deterministic: a block returns when an event is due.
-    xen_blkfront::EventChannels::wait(&*unsafe { ctx(c) }.evtchn);
+unsafe extern "C" fn wait(c: *mut c_void, timeout_ms: u32) -> c_int {
+    // SAFETY: see `ctx`. The simulator is deterministic: a block returns when an event is due,
+    // at the latest when the timer armed for `timeout_ms` (simulated time) fires.
+    let c = unsafe { ctx(c) };
+    c.clock
+        .wake_at(c.clock.now_ns() + u64::from(timeout_ms) * 1_000_000);
+    xen_blkfront::EventChannels::wait(&*c.evtchn);
     1
+}
+unsafe extern "C" fn now_ns(c: *mut c_void) -> u64 {
+    // SAFETY: see `ctx`.
+    unsafe { ctx(c) }.clock.now_ns()
 }
 unsafe extern "C" fn store_read(
     c: *mut c_void,
@@ -249,16 +258,22 @@ unsafe extern "C" fn wait_watch(
     // SAFETY: see `ctx`, `s`, `out`.
     unsafe {
         let st = &ctx(c).store;
-        let ev = if ms == 0 {
-            match st.poll_watch() {
-                Ok(Some(e)) => Ok(e),
-                Ok(None) => return -110,
-                Err(e) => Err(e),
+        let clock = &ctx(c).clock;
+        let ev = if token.is_null() {
+            if ms == 0 {
+                st.poll_watch()
+            } else {
+                st.wait_watch().map(Some)
             }
-        } else if token.is_null() {
-            st.wait_watch()
         } else {
-            st.wait_watch_for(s(token))
+            // The simulated clock's timer ends the wait after `ms` (in simulated time).
+            let deadline = Deadline::after(clock, u64::from(ms) * 1_000_000);
+            st.wait_watch_until(s(token), deadline)
+        };
+        let ev = match ev {
+            Ok(Some(e)) => Ok(e),
+            Ok(None) => return -110,
+            Err(e) => Err(e),
         };
         match ev {
             Ok(e) => {
@@ -313,6 +328,7 @@ fn c_program_drives_the_platform_flavour_on_xen_sim() {
         grants: grants.clone(),
         evtchn: evtchn.clone(),
         store,
+        clock: SimClock::new(guest.clone(), &evtchn).unwrap(),
         regions: Mutex::new(HashMap::new()),
     });
     let platform = XenblkPlatform {
@@ -334,6 +350,7 @@ fn c_program_drives_the_platform_flavour_on_xen_sim() {
         store_watch: Some(watch),
         store_unwatch: Some(unwatch),
         store_wait_watch: Some(wait_watch),
+        now_ns: Some(now_ns),
     };
 
     let path = CString::new(so.to_str().unwrap()).unwrap();
