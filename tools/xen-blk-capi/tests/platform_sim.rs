@@ -18,7 +18,7 @@ use xen_event_channel::NativeEventChannels;
 use xen_grant_table::{Access, FrameMapping, GrantAccess, GrantTable, GrantedPages, GrantedRegion};
 use xen_sim::blkback::{Blkback, BlkbackConfig};
 use xen_sim::{Sim, SimClock, SimGuest};
-use xen_store::{Clock, Deadline, Store, TxId, XenStore, XsError};
+use xen_store::{Clock, Deadline, Perm, PermKind, Store, TxId, XenStore, XsError};
 use xenblk::XenblkPlatform;
 
 type Evt = NativeEventChannels<SimGuest>;
@@ -288,6 +288,31 @@ unsafe extern "C" fn wait_watch(
     }
 }
 
+/// The platform table over `c`.
+fn table(c: &Ctx) -> XenblkPlatform {
+    XenblkPlatform {
+        ctx: c as *const Ctx as *mut c_void,
+        grant_pages: Some(grant_pages),
+        release_pages: Some(release_pages),
+        evtchn_alloc_unbound: Some(alloc_unbound),
+        evtchn_notify: Some(notify),
+        evtchn_unmask: Some(unmask),
+        evtchn_close: Some(close),
+        wait: Some(wait),
+        store_read: Some(store_read),
+        store_write: Some(store_write),
+        store_mkdir: Some(store_mkdir),
+        store_rm: Some(store_rm),
+        store_directory: Some(store_directory),
+        store_transaction_start: Some(tx_start),
+        store_transaction_end: Some(tx_end),
+        store_watch: Some(watch),
+        store_unwatch: Some(unwatch),
+        store_wait_watch: Some(wait_watch),
+        now_ns: Some(now_ns),
+    }
+}
+
 fn lib_dir() -> PathBuf {
     common::capi().lib_dir.clone()
 }
@@ -331,27 +356,7 @@ fn c_program_drives_the_platform_flavour_on_xen_sim() {
         clock: SimClock::new(guest.clone(), &evtchn).unwrap(),
         regions: Mutex::new(HashMap::new()),
     });
-    let platform = XenblkPlatform {
-        ctx: &*c as *const Ctx as *mut c_void,
-        grant_pages: Some(grant_pages),
-        release_pages: Some(release_pages),
-        evtchn_alloc_unbound: Some(alloc_unbound),
-        evtchn_notify: Some(notify),
-        evtchn_unmask: Some(unmask),
-        evtchn_close: Some(close),
-        wait: Some(wait),
-        store_read: Some(store_read),
-        store_write: Some(store_write),
-        store_mkdir: Some(store_mkdir),
-        store_rm: Some(store_rm),
-        store_directory: Some(store_directory),
-        store_transaction_start: Some(tx_start),
-        store_transaction_end: Some(tx_end),
-        store_watch: Some(watch),
-        store_unwatch: Some(unwatch),
-        store_wait_watch: Some(wait_watch),
-        now_ns: Some(now_ns),
-    };
+    let platform = table(&c);
 
     let path = CString::new(so.to_str().unwrap()).unwrap();
     // SAFETY: loading the shared object we just built.
@@ -384,4 +389,71 @@ fn c_program_drives_the_platform_flavour_on_xen_sim() {
     assert_eq!(grants.refs_in_use(), 0);
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A vbd whose backend stays `Initialising`: the attach waits for its `InitWait` until the
+/// timeout given to `xenblk_open_platform`, measured with the platform's `now_ns` (the simulated
+/// clock, so exactly), and fails with `XENBLK_ETIMEDOUT`, nothing left granted or bound.
+#[test]
+fn a_backend_that_never_offers_the_vbd_times_out_at_the_platform_deadline() {
+    let sim = Sim::new();
+    let guest = sim.create_domain();
+    let d = guest.domid();
+    let grants = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
+    let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
+    // SAFETY: one xenstore client for this domain; the sim keeps the ring page mapped.
+    let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
+    let dom0 = sim.dom0();
+    let fe = format!("/local/domain/{d}/device/vbd/99");
+    let be = format!("/local/domain/0/backend/vbd/{d}/99");
+    for (k, v) in [
+        ("backend", be.as_str()),
+        ("backend-id", "0"),
+        ("state", "1"),
+    ] {
+        dom0.xs_write(&format!("{fe}/{k}"), v.as_bytes()).unwrap();
+    }
+    for (k, v) in [("frontend", fe.as_str()), ("state", "1")] {
+        dom0.xs_write(&format!("{be}/{k}"), v.as_bytes()).unwrap();
+    }
+    let owner = |a: u16, b: u16| {
+        [
+            Perm {
+                domid: a,
+                kind: PermKind::None,
+            },
+            Perm {
+                domid: b,
+                kind: PermKind::Read,
+            },
+        ]
+    };
+    for k in ["", "/backend", "/backend-id", "/state"] {
+        dom0.xs_set_perms(&format!("{fe}{k}"), &owner(d, 0))
+            .unwrap();
+    }
+    for k in ["", "/frontend", "/state"] {
+        dom0.xs_set_perms(&format!("{be}{k}"), &owner(0, d))
+            .unwrap();
+    }
+    let c = Box::new(Ctx {
+        grants: grants.clone(),
+        evtchn: evtchn.clone(),
+        store,
+        clock: SimClock::new(guest.clone(), &evtchn).unwrap(),
+        regions: Mutex::new(HashMap::new()),
+    });
+    let platform = table(&c);
+    let ports = evtchn.open_ports();
+    let start = sim.now_ns();
+    let mut dev: *mut xenblk::XenblkDevice = std::ptr::null_mut();
+    // SAFETY: a complete table whose ctx outlives the call; a NUL-terminated id; `dev` writable.
+    let rc = unsafe { xenblk::xenblk_open_platform(&platform, c"99".as_ptr(), 2500, &mut dev) };
+    assert_eq!(rc, xenblk::XENBLK_ETIMEDOUT);
+    assert!(dev.is_null());
+    assert_eq!(sim.now_ns() - start, 2_500_000_000, "ends at the deadline");
+    assert_eq!(dom0.xs_read(&format!("{fe}/state")).unwrap(), b"6");
+    assert_eq!(grants.refs_in_use(), 0);
+    assert_eq!(evtchn.open_ports(), ports);
+    assert!(c.regions.lock().unwrap().is_empty());
 }
