@@ -302,6 +302,8 @@ impl EventChannels for LinuxEventChannels {
             log::warn!("evtchn: wait on {}: {e}", self.path.display());
             std::thread::sleep(timeout);
         }
+        // A wake-up that became due during the wait has fired (one-shot).
+        let _ = self.clock.until_wake();
     }
 
     fn open_ports(&self) -> usize {

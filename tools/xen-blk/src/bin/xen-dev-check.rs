@@ -146,7 +146,7 @@ fn loopback(domid: u16) -> Result<(LinuxEventChannels, u32, LinuxEventChannels, 
 }
 
 fn evtchn(a: &Args, t: Duration) -> Check {
-    let (ea, pa, eb, pb) = loopback(a.domid)?;
+    let (mut ea, pa, eb, pb) = loopback(a.domid)?;
     let quiet = Instant::now();
     let none = ea
         .wait_timeout(Some(Duration::from_millis(200)))
@@ -154,6 +154,19 @@ fn evtchn(a: &Args, t: Duration) -> Check {
     let quiet = quiet.elapsed();
     if !none.is_empty() || quiet < Duration::from_millis(200) {
         return Err(format!("idle wait returned {none:?} after {quiet:?}"));
+    }
+    // A deadline's wake-up armed on the clock ends `EventChannels::wait` before its idle tick.
+    let tick = Duration::from_secs(5);
+    ea.set_idle_timeout(tick);
+    let clock = ea.clock().clone();
+    let woke = Instant::now();
+    clock.wake_at(clock.now_ns() + 150_000_000);
+    EventChannels::wait(&ea);
+    let woke = woke.elapsed();
+    if woke < Duration::from_millis(150) || woke >= tick || clock.armed_ns().is_some() {
+        return Err(format!(
+            "a wait with the wake-up armed 150 ms ahead (idle tick {tick:?}) ended after {woke:?}"
+        ));
     }
     let mut rounds = Vec::new();
     for _ in 0..3 {
@@ -176,8 +189,10 @@ fn evtchn(a: &Args, t: Duration) -> Check {
         return Err("ports still open after close".into());
     }
     Ok(format!(
-        "ports {pa}<->{pb}; notify-to-wakeup {rounds:?} us; idle wait ended after {} ms",
-        quiet.as_millis()
+        "ports {pa}<->{pb}; notify-to-wakeup {rounds:?} us; idle wait ended after {} ms; \
+         clock wake-up at 150 ms ended a wait after {} ms (idle tick 5 s)",
+        quiet.as_millis(),
+        woke.as_millis()
     ))
 }
 
