@@ -151,10 +151,11 @@ unsafe extern "C" fn wait(c: *mut c_void, timeout_ms: u32) -> c_int {
     // SAFETY: see `ctx`. The simulator is deterministic: a block returns when an event is due,
     // at the latest when the timer armed for `timeout_ms` (simulated time) fires.
     let c = unsafe { ctx(c) };
-    c.clock
-        .wake_at(c.clock.now_ns() + u64::from(timeout_ms) * 1_000_000);
+    let at = c.clock.now_ns() + u64::from(timeout_ms) * 1_000_000;
+    c.clock.wake_at(at);
     xen_blkfront::EventChannels::wait(&*c.evtchn);
-    1
+    // Simulated time reaches `at` only when nothing else woke the domain: a timeout.
+    i32::from(c.clock.now_ns() < at)
 }
 unsafe extern "C" fn now_ns(c: *mut c_void) -> u64 {
     // SAFETY: see `ctx`.
@@ -456,4 +457,48 @@ fn a_backend_that_never_offers_the_vbd_times_out_at_the_platform_deadline() {
     assert_eq!(grants.refs_in_use(), 0);
     assert_eq!(evtchn.open_ports(), ports);
     assert!(c.regions.lock().unwrap().is_empty());
+}
+
+/// A backend that restarts while the C API waits for a response (nothing on the old rings is
+/// answered): the wait's idle tick lets the lifecycle follow it (`handle_backend_change`, then
+/// `settle`), the device reconnects and re-issues the write, and the call succeeds.
+#[test]
+fn a_backend_restart_during_a_call_is_followed_and_the_request_reissued() {
+    let sim = Sim::new();
+    let guest = sim.create_domain();
+    let grants = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
+    let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
+    // SAFETY: one xenstore client for this domain; the sim keeps the ring page mapped.
+    let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
+    let be = Blkback::attach(&sim, guest.domid(), 768, BlkbackConfig::default());
+    let c = Box::new(Ctx {
+        grants: grants.clone(),
+        evtchn: evtchn.clone(),
+        store,
+        clock: SimClock::new(guest.clone(), &evtchn).unwrap(),
+        regions: Mutex::new(HashMap::new()),
+    });
+    let platform = table(&c);
+    let mut dev: *mut xenblk::XenblkDevice = std::ptr::null_mut();
+    // SAFETY: a complete table whose ctx outlives the device; `dev` writable.
+    let rc = unsafe { xenblk::xenblk_open_platform(&platform, c"768".as_ptr(), 20_000, &mut dev) };
+    assert_eq!(rc, xenblk::XENBLK_OK);
+    assert_eq!(be.stats().connects, 1);
+
+    be.restart();
+    let data: Vec<u8> = (0..8192usize).map(|i| (i * 7 + 3) as u8).collect();
+    // SAFETY: a live handle; `data` holds `len` bytes.
+    let rc = unsafe { xenblk::xenblk_write(dev, 8, data.as_ptr(), data.len()) };
+    assert_eq!(rc, xenblk::XENBLK_OK);
+    assert_eq!(be.stats().connects, 2, "reconnected once");
+    assert_eq!(be.read_disk(8 * 512, data.len()), data);
+    let mut back = vec![0u8; data.len()];
+    // SAFETY: as above, `back` has room for `len` bytes.
+    let rc = unsafe { xenblk::xenblk_read(dev, 8, back.as_mut_ptr(), back.len()) };
+    assert_eq!(rc, xenblk::XENBLK_OK);
+    assert_eq!(back, data);
+    // SAFETY: the handle from xenblk_open_platform, closed once.
+    assert_eq!(unsafe { xenblk::xenblk_close(dev) }, xenblk::XENBLK_OK);
+    assert!(c.regions.lock().unwrap().is_empty(), "pages never released");
+    assert_eq!(grants.refs_in_use(), 0);
 }
