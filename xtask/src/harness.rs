@@ -138,6 +138,11 @@ struct RunSpec {
     verbose: bool,
     /// Extra `KEY=value` lines for /payload/env.sh.
     env: Vec<(String, String)>,
+    /// Host programs copied to /payload/bin (the userspace frontends of `harness userspace`).
+    tools: Vec<PathBuf>,
+    /// Kernel modules copied, not loaded, to /payload/modules (with their dependencies; load
+    /// order in /payload/modules/order).
+    payload_modules: Vec<&'static str>,
 }
 
 /// The outcome of one boot, parsed from the serial console.
@@ -200,6 +205,20 @@ pub fn run(args: &[String]) -> Result<(), String> {
             };
             boot_and_report(&spec).map(|_| ())
         }
+        "userspace" => {
+            let opts = Opts::parse(rest)?;
+            let spec = RunSpec {
+                name: "userspace".into(),
+                scenarios: vec!["userspace".into()],
+                timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
+                env: opts.env.clone(),
+                tools: userspace_tools()?,
+                // The kernel's blkfront, loaded late for the userspace-vs-kernel comparison.
+                payload_modules: vec!["xen-blkfront"],
+                ..RunSpec::default()
+            };
+            boot_and_report(&spec).map(|_| ())
+        }
         "build" => {
             check_host_tools()?;
             let cache = Cache::new()?;
@@ -219,6 +238,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  commands:\n  \
                  linux                      boot Xen, run the Linux PV guest scenario\n  \
                  unikernel [--kernel ELF]   boot Xen, run the unikernel scenarios\n  \
+                 userspace                  boot Xen, run the /dev/xen services and xen-blk in dom0\n  \
                  build                      only fetch packages and build the dom0 initramfs\n  \
                  clean-cache                delete the cache\n\
                  options:\n  \
@@ -252,6 +272,8 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
         verbose: true,
         env: opts.env.clone(),
+        tools: Vec::new(),
+        payload_modules: Vec::new(),
     };
     let outcome = boot_and_report(&spec);
     match outcome {
@@ -295,6 +317,13 @@ pub fn test() -> Result<(), String> {
         println!(
             "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
         );
+    }
+    // The userspace frontends (steps userspace-devices, userspace-blkfront, c-abi,
+    // blkfront-kernel-vs-userspace): opt-in, they add a release build and ~2 min.
+    if std::env::var("XEN_RS_HARNESS_USERSPACE").as_deref() == Ok("1") {
+        spec.tools = userspace_tools()?;
+        spec.payload_modules = vec!["xen-blkfront"];
+        spec.scenarios.push("userspace".into());
     }
     boot_and_report(&spec).map(|_| ())
 }
@@ -357,6 +386,50 @@ impl Opts {
         }
         Ok(o)
     }
+}
+
+/// Builds the userspace programs of `harness userspace` (release): xen-blk, xen-dev-check, and
+/// the C ABI demo compiled with gcc against the cbindgen header and the static library.
+fn userspace_tools() -> Result<Vec<PathBuf>, String> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| util::root().join("target"));
+    let release = target.join("release");
+    let include = release.join("xenblk-include");
+    util::phase("build xen-blk, xen-dev-check, libxenblk (release)", || {
+        util::run(
+            Command::new(env!("CARGO"))
+                .args(["build", "--release", "-p", "xen-blk", "-p", "xen-blk-capi"])
+                .env("XENBLK_HEADER_DIR", &include)
+                .current_dir(util::root()),
+        )
+    })?;
+    let demo = release.join("xenblk-demo");
+    util::phase("build xenblk-demo (C, gcc)", || {
+        util::run(
+            Command::new("gcc")
+                .args(["-std=c11", "-O2", "-Wall", "-Werror", "-I"])
+                .arg(&include)
+                .arg("-o")
+                .arg(&demo)
+                .arg(util::root().join("tools/xen-blk-capi/c/xenblk-demo.c"))
+                .arg(release.join("libxenblk.a"))
+                .args([
+                    "-lgcc_s",
+                    "-lutil",
+                    "-lrt",
+                    "-lpthread",
+                    "-lm",
+                    "-ldl",
+                    "-lc",
+                ]),
+        )
+    })?;
+    Ok(vec![
+        release.join("xen-blk"),
+        release.join("xen-dev-check"),
+        demo,
+    ])
 }
 
 /// The unikernel ELF: `--kernel`, else `$XEN_RS_KERNEL`, else `cargo xtask kernel build`'s.
@@ -1039,7 +1112,7 @@ fn build_guest_initrd(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
 }
 
 /// Builds the per-run payload archive (dom0 /init, scripts, configs, unikernel).
-fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
+fn build_payload(run_dir: &Path, spec: &RunSpec, x: &Extracted) -> Result<PathBuf, String> {
     let stage = Stage::new(run_dir.join("payload-stage"))?;
     write(&stage.at("init"), &read_harness_file("dom0-init.sh")?)?;
     set_mode(&stage.at("init"), 0o755)?;
@@ -1056,6 +1129,19 @@ fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
     }
     if let Some(k) = &spec.kernel {
         copy_file(k, &stage.at("payload/unikernel.elf"))?;
+    }
+    if !spec.payload_modules.is_empty() {
+        let order = stage.copy_modules(x, &spec.payload_modules, "payload/modules")?;
+        write(
+            &stage.at("payload/modules/order"),
+            (order.join("\n") + "\n").as_bytes(),
+        )?;
+    }
+    for t in &spec.tools {
+        let name = t.file_name().ok_or("a tool without a file name")?;
+        let dst = stage.at(&format!("payload/bin/{}", name.to_string_lossy()));
+        copy_file(t, &dst)?;
+        set_mode(&dst, 0o755)?;
     }
     if let Some(s) = &spec.dom0_script {
         copy_file(s, &stage.at("payload/user-script.sh"))?;
@@ -1102,13 +1188,13 @@ fn build_iso(
     copy_file(&kernel.vmlinux, &boot.join("vmlinux"))?;
     // Linux unpacks concatenated cpio archives (compressed or not) in order: the base, the
     // guest kernel (uncompressed: nothing to inflate at boot), then the payload.
-    // An uncompressed archive is only recognised at a 4-byte aligned offset (init/initramfs.c);
-    // zero bytes between archives are skipped, so pad the compressed base to a multiple of 4.
-    let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
-    initrd.resize(initrd.len().next_multiple_of(4), 0);
-    initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
-    initrd.resize(initrd.len().next_multiple_of(4), 0);
-    initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
+    // Each part starts 4-byte aligned: Linux recognises an uncompressed cpio archive only at an
+    // offset that is a multiple of 4 (zero bytes between parts are skipped).
+    let mut initrd = Vec::new();
+    for part in [base, kernel.guest_cpio.as_path(), payload] {
+        initrd.resize(initrd.len().next_multiple_of(4), 0);
+        initrd.extend(fs::read(part).map_err(|e| format!("{}: {e}", part.display()))?);
+    }
     write(&boot.join("initrd.img"), &initrd)?;
     let xen_args = std::env::var("XEN_HARNESS_XEN_ARGS").unwrap_or_default();
     let dom0_args = std::env::var("XEN_HARNESS_DOM0_ARGS").unwrap_or_default();
@@ -1171,7 +1257,7 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
     let iso = util::phase("build dom0 initramfs, payload and ISO", || {
         let base = build_base(&cache, &x)?;
         let kernel = build_kernel_parts(&cache, &x)?;
-        let payload = build_payload(&run_dir, spec)?;
+        let payload = build_payload(&run_dir, spec, &x)?;
         build_iso(&run_dir, &x, &kernel, &base, &payload)
     })?;
     if let Some(k) = &spec.kernel {

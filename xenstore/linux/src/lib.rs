@@ -30,6 +30,14 @@ pub struct StreamStore<T: Read + Write> {
     inner: Mutex<Inner<T>>,
 }
 
+/// What a read of the stream gave.
+enum Next {
+    /// A whole message.
+    Message(Message),
+    /// The read was woken without data (`TimedOut` or `WouldBlock`).
+    Woken(std::io::ErrorKind),
+}
+
 struct Inner<T> {
     io: T,
     decoder: Decoder,
@@ -71,17 +79,35 @@ fn io_error(e: std::io::Error) -> XsError {
 }
 
 impl<T: Read + Write> Inner<T> {
-    /// The next message from the stream, blocking in `read`.
+    /// The next message from the stream, blocking in `read`. A read that ends with `TimedOut`
+    /// is a wake-up of the stream (a clock's wake-up armed by a waiter, see
+    /// [`Store::wait_watch_until`]), not meant for this request: it reads again.
     fn next_message(&mut self) -> Result<Message, XsError> {
         loop {
+            match self.next_message_or_wake()? {
+                Next::Message(m) => return Ok(m),
+                Next::Woken(std::io::ErrorKind::TimedOut) => continue,
+                Next::Woken(kind) => return Err(io_error(kind.into())),
+            }
+        }
+    }
+
+    /// The next message from the stream, or [`Next::Woken`] when the read ended with `TimedOut`
+    /// or `WouldBlock` (a stream with a read timeout) before any data arrived.
+    fn next_message_or_wake(&mut self) -> Result<Next, XsError> {
+        use std::io::ErrorKind;
+        loop {
             if let Some(m) = self.messages.pop_front() {
-                return Ok(m);
+                return Ok(Next::Message(m));
             }
             let mut buf = [0u8; 4096];
             let n = match self.io.read(&mut buf) {
                 Ok(0) => return Err(XsError::Io("xenstore stream closed".into())),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                    return Ok(Next::Woken(e.kind()))
+                }
                 Err(e) => return Err(io_error(e)),
             };
             let Inner {
@@ -245,9 +271,10 @@ impl<T: Read + Write> Store for StreamStore<T> {
             }
         }
     }
-    /// The deadline is checked before each blocking read of the stream; a read already blocked is
-    /// not interrupted (a plain stream has no timeout: use a socket with a read timeout, or a
-    /// device whose reads the clock's wake-up interrupts, where that matters).
+    /// The deadline is checked before each blocking read of the stream, and armed
+    /// ([`Deadline::arm`]) so that a stream whose reads the clock's wake-up ends (with `TimedOut`)
+    /// returns at the deadline; a plain stream's read is not interrupted (a socket with a read
+    /// timeout, `WouldBlock`, bounds it too).
     fn wait_watch_until(
         &self,
         token: &str,
@@ -261,8 +288,13 @@ impl<T: Read + Write> Store for StreamStore<T> {
             if deadline.passed() {
                 return Ok(None);
             }
-            let m = inner.next_message();
-            let m = inner.check(m)?;
+            deadline.arm();
+            let m = inner.next_message_or_wake();
+            let m = match inner.check(m)? {
+                Next::Message(m) => m,
+                // Woken: check the deadline again.
+                Next::Woken(_) => continue,
+            };
             if m.msg_type() == Some(XsdSockmsgType::WatchEvent) {
                 let r = inner.queue_event(&m);
                 inner.check(r)?;

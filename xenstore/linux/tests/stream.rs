@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use xen_hypercall::abi::xs_wire::{XenstoreDomainInterface, XsdSockmsgType, XENSTORE_RING_SIZE};
 use xen_sim::xenstored::Xenstored;
 use xen_store::xenbus::{self, XenbusState};
-use xen_store::{transaction, Errno, Perm, PermKind, Store, TxId, WatchEvent, XsError};
+use xen_store::{
+    transaction, Clock, Deadline, Errno, Perm, PermKind, Store, TxId, WatchEvent, XsError,
+};
 use xen_store_linux::StreamStore;
 
 #[repr(C, align(4096))]
@@ -20,6 +22,31 @@ struct Device {
     out: Vec<u8>,
     max_read: usize,
     reads: usize,
+    /// When set, an empty read is "woken" by this clock: it jumps to the armed wake-up (as a poll
+    /// that timed out there) and ends with `TimedOut`, instead of `WouldBlock`.
+    clock: Option<Arc<FakeClock>>,
+    /// The next read ends with `TimedOut` before looking for data (a stale wake-up).
+    wake_next_read: bool,
+}
+
+/// A clock whose time moves only when a woken read jumps to its armed wake-up.
+#[derive(Default)]
+struct FakeClock {
+    now: std::sync::atomic::AtomicU64,
+    armed: Mutex<Option<u64>>,
+}
+
+impl Clock for FakeClock {
+    fn now_ns(&self) -> u64 {
+        self.now.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn wake_at(&self, at_ns: u64) {
+        *self.armed.lock().unwrap() = Some(at_ns);
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "woken")
 }
 
 impl Device {
@@ -71,8 +98,17 @@ impl Write for Device {
 impl Read for Device {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.reads += 1;
+        if std::mem::take(&mut self.wake_next_read) {
+            return Err(timed_out());
+        }
         if self.out.is_empty() {
             self.pump(&[]);
+        }
+        if let (true, Some(c)) = (self.out.is_empty(), &self.clock) {
+            if let Some(at) = c.armed.lock().unwrap().take() {
+                c.now.fetch_max(at, std::sync::atomic::Ordering::SeqCst);
+                return Err(timed_out());
+            }
         }
         if self.out.is_empty() {
             // A real device would block forever here.
@@ -98,6 +134,8 @@ fn setup(max_read: usize) -> (Arc<Mutex<Xenstored>>, StreamStore<Device>) {
         out: Vec::new(),
         max_read,
         reads: 0,
+        clock: None,
+        wake_next_read: false,
     };
     (xsd, StreamStore::new(dev))
 }
@@ -285,4 +323,57 @@ fn protocol_violations_break_the_connection() {
     // The stream ends.
     let xs = StreamStore::new(Garbage(Vec::new()));
     assert!(matches!(xs.read(TxId::NONE, "k"), Err(XsError::Io(_))));
+}
+
+#[test]
+fn wait_watch_until_arms_its_deadline_and_a_woken_read_ends_it_there() {
+    let (xsd, xs) = setup(7);
+    let clock = Arc::new(FakeClock::default());
+    let mut dev = xs.into_inner().unwrap();
+    dev.clock = Some(clock.clone());
+    let xs = StreamStore::new(dev);
+
+    xs.watch("device", "dev").unwrap();
+    // The watch's first event is there before any deadline.
+    let ev = xs
+        .wait_watch_until("dev", Deadline::after(&*clock, 1_000))
+        .unwrap();
+    assert_eq!(ev.map(|e| e.path), Some("device".to_string()));
+    assert_eq!(clock.now_ns(), 0);
+
+    // Nothing comes: the read blocks until the armed deadline, is woken, and the wait gives up
+    // exactly then (no error, the connection stays usable).
+    let got = xs
+        .wait_watch_until("dev", Deadline::after(&*clock, 5_000))
+        .unwrap();
+    assert_eq!(got, None);
+    assert_eq!(clock.now_ns(), 5_000);
+
+    // An event that arrives before the deadline ends the wait without moving the clock.
+    xsd.lock()
+        .unwrap()
+        .write(0, 0, "/local/domain/1/device/vbd/1/state", b"4")
+        .unwrap();
+    let ev = xs
+        .wait_watch_until("dev", Deadline::after(&*clock, 5_000))
+        .unwrap();
+    assert_eq!(ev.map(|e| e.path), Some("device/vbd/1/state".to_string()));
+    assert_eq!(clock.now_ns(), 5_000);
+    assert_eq!(xs.read(TxId::NONE, "device/vbd/1/state").unwrap(), b"4");
+}
+
+#[test]
+fn a_request_reads_again_after_a_stale_wake_up() {
+    let (_xsd, xs) = setup(64);
+    xs.write(TxId::NONE, "data/x", b"1").unwrap();
+    let mut dev = xs.into_inner().unwrap();
+    // A wake-up armed by an earlier wait fires while a reply is awaited: not this request's.
+    dev.wake_next_read = true;
+    let xs = StreamStore::new(dev);
+    assert_eq!(xs.read(TxId::NONE, "data/x").unwrap(), b"1");
+    // Without a clock an empty stream still fails a request (a read that would block forever).
+    let dev = xs.into_inner().unwrap();
+    assert!(!dev.wake_next_read);
+    let xs = StreamStore::new(dev);
+    assert!(matches!(xs.wait_watch(), Err(XsError::Io(_))));
 }

@@ -1,0 +1,293 @@
+# The /dev/xen services and the userspace block frontend (tools/xen-blk) in dom0.
+#
+# Where the frontend runs: in dom0, on a vbd attached to dom0 itself (`xl block-attach 0`). Xen
+# and libxl allow a domain to be the frontend of a backend in the same domain (libxl's own "local
+# attach" of disks for bootloaders does this), dom0 has every /dev/xen device, and the harness
+# dom0 does not load xen-blkfront, so no kernel driver claims the vbd (checked below). A Linux
+# domU would additionally need the programs and gntalloc/evtchn in its initramfs and a way to
+# get the data out for the comparisons; here the backing file is right beside the frontend.
+#
+# Steps:
+#   userspace-devices   xen-dev-check: xenstore over /dev/xen/xenbus against the real xenstored,
+#                       evtchn loopback, gntalloc -> gntdev mapping, unmap notification
+#   userspace-blkfront  xen-blk on xvdb of dom0: data both ways (sha256 against the backing file),
+#                       flush, discard (the range reads back as zeros from the file), bench figures,
+#                       and after detach no grant (Xen's 'g' key) or event channel ('e' key) of
+#                       dom0 is left, and the vbd is gone from xenstore.
+#   c-abi               the C ABI (libxenblk.a + cbindgen header) from a gcc-built program on xvdc.
+#   blkfront-kernel-vs-userspace   QD1 figures of xen-blk and of the kernel's xen-blkfront.
+. /payload/lib.sh
+B=/payload/bin
+# A tmpfs of its own for the disk images and work files: dom0's root is small (a full root makes
+# every write, the programs' output included, fail).
+W=/tmp/userspace
+mkdir -p $W
+grep -q " $W tmpfs " /proc/mounts || mount -t tmpfs -o size=200m tmpfs $W
+status=0
+# drop_disk FILE: detaches FILE's loop devices and deletes it.
+drop_disk() {
+	for _l in $(/usr/sbin/losetup -j "$1" | cut -d: -f1); do /usr/sbin/losetup -d "$_l"; done
+	rm -f "$1"
+}
+
+begin userspace-devices
+if timeout 120 $B/xen-dev-check --domid 0 >$W/devcheck.log 2>&1; then
+	pass userspace-devices "$(tr '\n' ';' <$W/devcheck.log)"
+else
+	fail userspace-devices "status $?: $(tr '\n' ';' <$W/devcheck.log)"
+	status=1
+fi
+
+VDEV=xvdb
+ID=51728 # 202 << 8 | 16
+FRONT=/local/domain/0/device/vbd/$ID
+BACK=/local/domain/0/backend/vbd/0/$ID
+DISK=$W/userspace-disk.img
+XB="timeout 300 $B/xen-blk --vbd $ID --timeout 60"
+MIB=1048576
+BS=512
+
+# Active (mapped) grant entries, from the last dump of Xen's 'g' debug key: one "[ref] ..." line
+# each, ref in hex. dom0 is the only domain during this scenario, so they are all dom0's grants
+# (the dump can be longer than Xen's console ring, whose start may then be gone).
+d0_grants() {
+	xl debug-keys g >/dev/null 2>&1
+	xl dmesg 2>/dev/null >$W/g.log
+	awk '/gnttab_usage_print_all \[/ { n = 0 }
+		/\[ *(0x)?[0-9a-f]+\] +[0-9]+ +0x[0-9a-f]+ +0x/ { n++ }
+		END { print n + 0 }' $W/g.log
+}
+# dom0's event channels in use, from the last dump of Xen's 'e' debug key.
+d0_ports() {
+	xl debug-keys e >/dev/null 2>&1
+	xl dmesg 2>/dev/null >$W/e.log
+	awk '/Event channel information for domain/ { d0 = ($0 ~ /domain 0:/); if (d0) n = 0 }
+		d0 && /^\(XEN\) +[0-9]+ \[/ { n++ }
+		END { print n + 0 }' $W/e.log
+}
+blk() { # blk NAME ARGS...: runs xen-blk, its output in $W/NAME.log
+	_n=$1
+	shift
+	$XB -v "$@" >$W/$_n.log 2>&1
+}
+note() { echo "$*" >>$W/steps.log; }
+bfail() {
+	fail userspace-blkfront "$*"
+	dump_file xen-blk-steps $W/steps.log
+	for f in $W/*.log; do dump_file "$(basename "$f" .log)" "$f" 40; done
+	timeout 120 xl block-detach 0 $VDEV >/dev/null 2>&1
+	exit 1
+}
+
+begin userspace-blkfront
+: >$W/steps.log
+[ -d /sys/module/xen_blkfront ] && bfail "the kernel's xen-blkfront is loaded in dom0; it would claim the vbd"
+g0=$(d0_grants)
+p0=$(d0_ports)
+note "before attach: dom0 active grants $g0, dom0 event channels $p0"
+make_disk "$DISK" 64
+target=$(disk_target "$DISK")
+t0=$(uptime_s)
+xl block-attach 0 "format=raw,vdev=$VDEV,access=rw,target=$target" >$W/attach.log 2>&1 ||
+	bfail "xl block-attach 0 failed: $(tail -n 3 $W/attach.log)"
+wait_until 30 sh -c "[ \"\$(xenstore-read $BACK/state 2>/dev/null)\" = 2 ]" ||
+	bfail "backend not in InitWait: $(xenstore-read $BACK/state 2>&1)"
+note "attached in $(elapsed "$t0") s: front state $(xenstore-read $FRONT/state) back state $(xenstore-read $BACK/state)"
+if [ -e /sys/bus/xen/devices/vbd-$ID/driver ]; then
+	bfail "a kernel driver claimed vbd-$ID: $(readlink /sys/bus/xen/devices/vbd-$ID/driver)"
+fi
+note "no kernel driver bound to vbd-$ID"
+
+blk list list || bfail "xen-blk list: $(cat $W/list.log)"
+note "list: $(tr '\n' ' ' <$W/list.log)"
+blk info info || bfail "xen-blk info: $(tail -n 3 $W/info.log)"
+note "info: $(grep -v '^xen-blk' $W/info.log | tr '\n' ';')"
+
+# 1. Userspace writes 4 MiB at 1 MiB; dom0 reads the backing file.
+random_file $W/a 4194304
+t=$(uptime_s)
+blk write write --lba $((MIB / BS)) -i $W/a --flush || bfail "xen-blk write: $(tail -n 3 $W/write.log)"
+tw=$(elapsed "$t")
+dd if="$DISK" of=$W/a.back bs=$MIB skip=1 count=4 2>/dev/null
+[ "$(sha $W/a)" = "$(sha $W/a.back)" ] || bfail "written through userspace, the backing file differs"
+note "userspace write 4 MiB ($tw s incl. attach/detach) = backing file: sha256 $(sha $W/a)"
+
+# 2. dom0 writes 4 MiB at 16 MiB into the file; userspace reads and verifies it.
+random_file $W/b 4194304
+dd if=$W/b of="$DISK" bs=$MIB seek=16 conv=notrunc 2>/dev/null
+sync
+blk read read --lba $((16 * MIB / BS)) --blocks $((4 * MIB / BS)) -o $W/b.read || bfail "xen-blk read: $(tail -n 3 $W/read.log)"
+[ "$(sha $W/b)" = "$(sha $W/b.read)" ] || bfail "written in dom0, read through userspace: different data"
+blk verify verify --lba $((16 * MIB / BS)) -i $W/b || bfail "xen-blk verify: $(tail -n 3 $W/verify.log)"
+# verify must also fail on wrong data (exit status 1).
+$XB verify --lba $((16 * MIB / BS)) -i $W/a >$W/verify-neg.log 2>&1
+[ $? -eq 1 ] || bfail "xen-blk verify accepted wrong data: $(cat $W/verify-neg.log)"
+note "dom0 write 4 MiB = userspace read: sha256 $(sha $W/b); verify passes, and fails on other data"
+
+# 3. Flush and discard. Discard 1 MiB at 2 MiB (inside what step 1 wrote): the loop device punches
+#    a hole, so the backing file reads zeros there.
+blk flush flush || bfail "xen-blk flush: $(tail -n 3 $W/flush.log)"
+note "flush: $(grep -v '^xen-blk' $W/flush.log)"
+if grep -q '^discard no' $W/info.log; then
+	bfail "the backend offers no discard: $(grep discard $W/info.log)"
+fi
+blk discard discard --lba $((2 * MIB / BS)) --blocks $((MIB / BS)) || bfail "xen-blk discard: $(tail -n 3 $W/discard.log)"
+dd if="$DISK" of=$W/d.back bs=$MIB skip=2 count=1 2>/dev/null
+head -c $MIB /dev/zero >$W/zero
+[ "$(sha $W/d.back)" = "$(sha $W/zero)" ] || bfail "after discard the backing file range is not zero"
+head -c $MIB $W/a.back >$W/a1
+dd if="$DISK" of=$W/a1.back bs=$MIB skip=1 count=1 2>/dev/null
+[ "$(sha $W/a1)" = "$(sha $W/a1.back)" ] || bfail "discard touched the MiB before its range"
+note "discard of 1 MiB: the backing file reads zeros there, the MiB before is intact"
+
+# 4. Bench on 16 MiB at 32 MiB.
+blk bench bench --lba $((32 * MIB / BS)) --mib 16 --seconds 3 || bfail "xen-blk bench: $(tail -n 3 $W/bench.log)"
+note "bench: $(grep -v '^xen-blk' $W/bench.log | tr '\n' ';')"
+
+# 5. A xen-blk killed (SIGKILL) while Connected leaves the frontend Connected and blkback mapping
+#    its pages (the kernel keeps them until then). The next run closes the stale frontend first,
+#    then connects; the leak checks below include what the killed one had.
+$B/xen-blk --vbd $ID bench --lba $((32 * MIB / BS)) --mib 16 --seconds 60 >$W/killed.log 2>&1 &
+kpid=$!
+wait_until 60 sh -c "[ \"\$(xenstore-read $FRONT/state 2>/dev/null)\" = 4 ]" ||
+	bfail "the run to be killed never connected: $(tail -n 3 $W/killed.log)"
+# While it is Connected Xen must show dom0's extra grants and ports: this proves that the
+# before/after counts below can see a leak.
+gd=$(d0_grants)
+pd=$(d0_ports)
+note "while a xen-blk run was attached: dom0 active grants $gd, event channels $pd"
+kill -9 $kpid
+wait $kpid 2>/dev/null
+[ "$gd" -gt "$g0" ] && [ "$pd" -gt "$p0" ] ||
+	bfail "while attached Xen showed grants $gd (before $g0) and ports $pd (before $p0)"
+note "killed xen-blk while Connected: front state $(xenstore-read $FRONT/state) back $(xenstore-read $BACK/state)"
+blk after-kill info || bfail "xen-blk after a killed run: $(tail -n 3 $W/after-kill.log)"
+grep -q 'left in state' $W/after-kill.log || bfail "the next run did not see the stale frontend: $(head -n 3 $W/after-kill.log)"
+note "the next run reset the stale frontend and attached: $(grep -c . $W/after-kill.log) lines of info"
+
+# 6. Nothing left behind: each run detached (xen-blk checks its own counts, see -v output);
+#    Xen's view of dom0 afterwards, then detach the vbd.
+grep -h 'still held' $W/*.log | sort | uniq -c >$W/held.txt
+g1=$(d0_grants)
+p1=$(d0_ports)
+timeout 120 xl block-detach 0 $VDEV >$W/detach.log 2>&1 || note "xl block-detach: $(tail -n 2 $W/detach.log | tr '\n' ' ')"
+wait_until 30 sh -c "! xenstore-exists $FRONT 2>/dev/null && ! xenstore-exists $BACK 2>/dev/null" ||
+	bfail "the vbd is still in xenstore after detach: front $(xenstore-read $FRONT/state 2>&1) back $(xenstore-read $BACK/state 2>&1)"
+g2=$(d0_grants)
+p2=$(d0_ports)
+note "after the runs: dom0 active grants $g1, event channels $p1; after detach: $g2, $p2"
+note "xen-blk's own counts at detach: $(tr '\n' ' ' <$W/held.txt)"
+[ "$g1" = "$g0" ] && [ "$g2" = "$g0" ] || bfail "dom0 grants before $g0, after runs $g1, after detach $g2"
+[ "$p1" = "$p0" ] && [ "$p2" = "$p0" ] || bfail "dom0 event channels before $p0, after runs $p1, after detach $p2"
+grep -v ' 0 grant(s), 0 event channel(s) still held' $W/held.txt | grep -q . &&
+	bfail "a xen-blk run held grants or ports at detach: $(cat $W/held.txt)"
+
+for k in seq_write seq_read; do
+	v=$(awk -v k=$k '$1 == k { print $2 }' $W/bench.log)
+	[ -n "$v" ] && figure "userspace_blk_${k}_mib_s" "$v" MiB/s
+done
+for k in seq_read_4k_qd1 rand_read_4k_qd1 rand_read_4k_qd32; do
+	v=$(awk -v k=$k '$1 == k { print $2 }' $W/bench.log)
+	[ -n "$v" ] && figure "userspace_blk_${k}_iops" "$v" IOPS
+done
+pass userspace-blkfront "$(tr '\n' ';' <$W/steps.log)"
+drop_disk "$DISK"
+rm -f $W/a $W/b $W/*.back $W/b.read $W/a1 $W/zero
+
+# c-abi: a C program (tools/xen-blk-capi/c/xenblk-demo.c, gcc, static libxenblk.a) on a second
+# vbd of dom0: writes 1 MiB at 2 MiB, flushes, reads back, discards, detaches; dom0 compares the
+# backing file; nothing left behind afterwards.
+begin c-abi
+VDEV2=xvdc
+ID2=51744 # 202 << 8 | 32
+FRONT2=/local/domain/0/device/vbd/$ID2
+BACK2=/local/domain/0/backend/vbd/0/$ID2
+DISK2=$W/c-abi-disk.img
+cfail() {
+	fail c-abi "$*"
+	dump_file c-abi $W/cabi.log
+	timeout 120 xl block-detach 0 $VDEV2 >/dev/null 2>&1
+	exit 1
+}
+make_disk "$DISK2" 16
+xl block-attach 0 "format=raw,vdev=$VDEV2,access=rw,target=$(disk_target "$DISK2")" >$W/attach2.log 2>&1 ||
+	cfail "xl block-attach 0 failed: $(tail -n 3 $W/attach2.log)"
+wait_until 30 sh -c "[ \"\$(xenstore-read $BACK2/state 2>/dev/null)\" = 2 ]" ||
+	cfail "backend not in InitWait"
+random_file $W/c 1048576
+timeout 300 $B/xenblk-demo $ID2 $((2 * MIB / BS)) $W/c >$W/cabi.log 2>&1 ||
+	cfail "xenblk-demo failed: $(tail -n 3 $W/cabi.log | tr '\n' ' ')"
+dd if="$DISK2" of=$W/c.back bs=$MIB skip=2 count=1 2>/dev/null
+[ "$(sha $W/c)" = "$(sha $W/c.back)" ] || cfail "the backing file differs from what the C program wrote"
+timeout 120 xl block-detach 0 $VDEV2 >/dev/null 2>&1
+wait_until 30 sh -c "! xenstore-exists $FRONT2 2>/dev/null && ! xenstore-exists $BACK2 2>/dev/null" ||
+	cfail "the vbd is still in xenstore after detach"
+g3=$(d0_grants)
+p3=$(d0_ports)
+[ "$g3" = "$g0" ] && [ "$p3" = "$p0" ] || cfail "after detach dom0 grants $g3 (before $g0), ports $p3 (before $p0)"
+pass c-abi "$(tr '\n' ';' <$W/cabi.log) backing file sha256 $(sha $W/c) matches; dom0 grants $g3 ports $p3 as before"
+drop_disk "$DISK2"
+
+# blkfront-kernel-vs-userspace: the same queue-depth-1 transfers through xen-blk (vbd xvdd) and
+# through the kernel's xen-blkfront (a fresh vbd xvde, module loaded only now, so it claims only
+# that one; O_DIRECT dd): sequential 256 KiB writes (+flush) and reads of 16 MiB, 4 KiB reads.
+begin blkfront-kernel-vs-userspace
+kfail() {
+	fail blkfront-kernel-vs-userspace "$*"
+	dump_file kernel-vs-userspace $W/kvu.log
+	timeout 120 xl block-detach 0 xvdd >/dev/null 2>&1
+	timeout 120 xl block-detach 0 xvde >/dev/null 2>&1
+	exit 1
+}
+: >$W/kvu.log
+attach_fresh() { # attach_fresh VDEV ID DISK
+	make_disk "$3" 64
+	xl block-attach 0 "format=raw,vdev=$1,access=rw,target=$(disk_target "$3")" >>$W/kvu.log 2>&1 || return 1
+	wait_until 30 sh -c "[ \"\$(xenstore-read /local/domain/0/backend/vbd/0/$2/state 2>/dev/null)\" = 2 ]"
+}
+attach_fresh xvdd 51760 "$W/kvu-user.img" || kfail "attach xvdd"
+timeout 300 $B/xen-blk --vbd 51760 bench --mib 16 --depth 1 --request-kib 256 --seconds 3 >$W/ubench.log 2>&1 ||
+	kfail "xen-blk bench (status $?): $(tail -n 3 $W/ubench.log)"
+cat $W/ubench.log >>$W/kvu.log
+timeout 120 xl block-detach 0 xvdd >>$W/kvu.log 2>&1
+drop_disk "$W/kvu-user.img"
+attach_fresh xvde 51776 "$W/kvu-kernel.img" || kfail "attach xvde"
+while read -r m; do
+	[ -n "$m" ] && insmod "/payload/modules/$m" >>$W/kvu.log 2>&1
+done </payload/modules/order
+wait_until 60 sh -c "[ -b /dev/xvde ] && [ \"\$(xenstore-read /local/domain/0/device/vbd/51776/state 2>/dev/null)\" = 4 ]" ||
+	kfail "the kernel's blkfront did not connect xvde"
+random_file $W/k 16777216
+t=$(uptime_s)
+dd if=$W/k of=/dev/xvde bs=262144 oflag=direct conv=fsync 2>>$W/kvu.log || kfail "dd write"
+kw=$(elapsed "$t")
+t=$(uptime_s)
+dd if=/dev/xvde of=$W/k.back bs=262144 count=64 iflag=direct 2>>$W/kvu.log || kfail "dd read"
+kr=$(elapsed "$t")
+[ "$(sha $W/k)" = "$(sha $W/k.back)" ] || kfail "kernel blkfront read back different data"
+t=$(uptime_s)
+dd if=/dev/xvde of=/dev/null bs=4096 count=1000 iflag=direct 2>>$W/kvu.log || kfail "dd 4k"
+k4=$(elapsed "$t")
+timeout 120 xl block-detach 0 xvde >>$W/kvu.log 2>&1
+rmmod xen-blkfront >>$W/kvu.log 2>&1
+drop_disk "$W/kvu-kernel.img"
+rm -f $W/k $W/k.back
+val() { awk -v k="$1" '$1 == k { print $2 }' $W/ubench.log; }
+uw=$(val seq_write)
+ur=$(val seq_read)
+u4=$(val seq_read_4k_qd1)
+kwm=$(awk -v t="$kw" 'BEGIN { printf "%.2f", 16 / t }')
+krm=$(awk -v t="$kr" 'BEGIN { printf "%.2f", 16 / t }')
+k4i=$(awk -v t="$k4" 'BEGIN { printf "%.0f", 1000 / t }')
+figure kernel_blk_seq_write_qd1_mib_s "$kwm" MiB/s
+figure kernel_blk_seq_read_qd1_mib_s "$krm" MiB/s
+figure kernel_blk_read_4k_qd1_iops "$k4i" IOPS
+figure userspace_blk_seq_write_qd1_mib_s "$uw" MiB/s
+figure userspace_blk_seq_read_qd1_mib_s "$ur" MiB/s
+figure userspace_blk_read_4k_qd1_iops "$u4" IOPS
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+figure userspace_vs_kernel_seq_write_ratio "$(ratio "$uw" "$kwm")" x
+figure userspace_vs_kernel_seq_read_ratio "$(ratio "$ur" "$krm")" x
+figure userspace_vs_kernel_read_4k_qd1_ratio "$(ratio "$u4" "$k4i")" x
+pass blkfront-kernel-vs-userspace "QD1, 16 MiB: write userspace $uw kernel $kwm MiB/s; read userspace $ur kernel $krm MiB/s; 4 KiB reads userspace $u4 kernel $k4i IOPS"
+exit $status
