@@ -87,10 +87,11 @@ pub struct ServerConfig {
     pub head_timeout: Duration,
     /// A keep-alive connection waiting for its next request is closed after this (default 30 s).
     pub idle_timeout: Duration,
-    /// Time a body or answer transfer gets on top of [`min_rate`](Self::min_rate) (default 10 s);
+    /// Time a body or answer transfer gets on top of [`min_rate`](Self::min_rate) (default 20 s);
     /// waiting for memory budget uses it up.
     pub transfer_grace: Duration,
-    /// Slowest average transfer accepted for bodies and answers, bytes/s (default 16 KiB/s).
+    /// Slowest average transfer accepted for bodies and answers, bytes/s (default 4 KiB/s: a 1 MiB
+    /// body may take 4.5 minutes; a byte every few seconds is cut off after the grace period).
     pub min_rate: u32,
     /// Sockets kept listening for new clients, by closing the oldest idle or slow-head
     /// connections (default 4; at most `max_conns - 1`).
@@ -113,8 +114,8 @@ impl ServerConfig {
             memory_budget: 3 << 20,
             head_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            transfer_grace: Duration::from_secs(10),
-            min_rate: 16 * 1024,
+            transfer_grace: Duration::from_secs(20),
+            min_rate: 4 * 1024,
             spare_slots: 4,
             record_queue: 64,
         }

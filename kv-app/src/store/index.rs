@@ -51,24 +51,28 @@ impl<D: BlockDevice> Store<D> {
         let Some(s) = self.table.read(&mut self.dev, i).map_err(table_error)? else {
             return Ok(None);
         };
+        if self.slot_ok(&s) {
+            Ok(Some(s))
+        } else {
+            Err(StoreError::Corrupt)
+        }
+    }
+
+    /// True when a slot read back from the device can describe a record of this store.
+    pub(super) fn slot_ok(&self, s: &Slot) -> bool {
         let max_blocks = record_blocks(
             self.block_size,
             MAX_KEY_LEN + MAX_CONTENT_TYPE_LEN + MAX_VALUE_LEN,
         );
         let start = self.sb.data_start;
         let end = start + 2 * self.sb.half_blocks;
-        let ok = s.blocks >= 1
+        s.blocks >= 1
             && u64::from(s.blocks) <= max_blocks
             && s.value_len as usize <= MAX_VALUE_LEN
             && s.lba >= start
             && s.lba
                 .checked_add(u64::from(s.blocks))
-                .is_some_and(|e| e <= end);
-        if ok {
-            Ok(Some(s))
-        } else {
-            Err(StoreError::Corrupt)
-        }
+                .is_some_and(|e| e <= end)
     }
 
     /// The table slot holding `key`, and its contents.

@@ -615,7 +615,6 @@ impl<D: BlockDevice> Store<D> {
         after: Option<&[u8]>,
         limit: usize,
     ) -> Result<KeyPage, StoreError<D::Error>> {
-        let n = self.table.slots();
         let start = match after {
             None => 0,
             Some(a) => match self.find(a)? {
@@ -624,13 +623,24 @@ impl<D: BlockDevice> Store<D> {
                 None => self.table.home(self.hash(a)),
             },
         };
-        let mut keys = Vec::new();
-        for i in start..n {
-            let Some(s) = self.read_slot(i)? else {
-                continue;
-            };
-            if keys.len() == limit {
-                return Ok(KeyPage { keys, more: true });
+        // First the slots of this page (one pass over the table in large reads), then one read
+        // per key for the key itself.
+        let mut found: Vec<Slot> = Vec::new();
+        let mut more = false;
+        self.table
+            .scan(&mut self.dev, start, CHUNK_BYTES, &mut |_, slot| {
+                if found.len() == limit {
+                    more = true;
+                    return false;
+                }
+                found.push(slot);
+                true
+            })
+            .map_err(table_error)?;
+        let mut keys = Vec::with_capacity(found.len());
+        for s in found {
+            if !self.slot_ok(&s) {
+                return Err(StoreError::Corrupt);
             }
             self.dev
                 .read_blocks(s.lba, &mut self.scratch)
@@ -639,7 +649,7 @@ impl<D: BlockDevice> Store<D> {
             let end = REC_HEADER_LEN + usize::from(h.key_len);
             keys.push(self.scratch[REC_HEADER_LEN..end].to_vec());
         }
-        Ok(KeyPage { keys, more: false })
+        Ok(KeyPage { keys, more })
     }
 
     /// Every key (memory grows with the number of keys: for tests and small stores).

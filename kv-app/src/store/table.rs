@@ -10,6 +10,7 @@
 //! shifts the following slots back (no tombstones). Only 64-bit hashes are stored: a lookup
 //! confirms a match by reading the record's key from the log.
 
+use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -55,6 +56,8 @@ pub struct Table {
     block_size: usize,
     tag: u64,
     cache: Vec<Cached>,
+    /// Device block -> position in `cache`.
+    map: BTreeMap<u64, usize>,
     cache_blocks: usize,
     clock: u64,
     /// Changed blocks stay in the cache (a read-only device).
@@ -80,6 +83,7 @@ impl Table {
             block_size,
             tag: tag.max(1),
             cache: Vec::new(),
+            map: BTreeMap::new(),
             cache_blocks: (cache_bytes / block_size).max(2),
             clock: 0,
             no_write_back,
@@ -113,6 +117,7 @@ impl Table {
     /// Forgets the cache (after a device error, or to rebuild).
     pub fn reset(&mut self, tag: u64) {
         self.cache.clear();
+        self.map.clear();
         self.tag = tag.max(1);
     }
 
@@ -122,7 +127,7 @@ impl Table {
         block: u64,
     ) -> Result<usize, TableError<D::Error>> {
         self.clock += 1;
-        if let Some(i) = self.cache.iter().position(|c| c.block == block) {
+        if let Some(&i) = self.map.get(&block) {
             self.cache[i].used = self.clock;
             return Ok(i);
         }
@@ -154,10 +159,17 @@ impl Table {
             i
         };
         let c = &mut self.cache[i];
+        let old = c.block;
+        if self.map.get(&old) == Some(&i) {
+            self.map.remove(&old);
+        }
+        // Until the read succeeds the entry holds no block.
+        c.block = u64::MAX;
         dev.read_blocks(block, &mut c.data)
             .map_err(TableError::Device)?;
         c.block = block;
         c.used = self.clock;
+        self.map.insert(block, i);
         Ok(i)
     }
 
@@ -179,6 +191,59 @@ impl Table {
             blocks: le_u32(b, 24),
             value_len: le_u32(b, 28),
         }))
+    }
+
+    /// Calls `f(i, slot)` for the used slots from `start` on, in order, until `f` returns
+    /// `false`. Reads the region in chunks of `chunk_bytes` straight from the device (changed
+    /// blocks still in the cache win), so a whole-table walk costs a few large reads.
+    pub fn scan<D: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        start: u64,
+        chunk_bytes: usize,
+        f: &mut dyn FnMut(u64, Slot) -> bool,
+    ) -> Result<(), TableError<D::Error>> {
+        let total_blocks = self.slots / self.per_block;
+        let per_chunk = (chunk_bytes / self.block_size).max(1) as u64;
+        let mut buf = Vec::new();
+        let mut b = start / self.per_block;
+        while b < total_blocks {
+            let n = per_chunk.min(total_blocks - b);
+            buf.resize(n as usize * self.block_size, 0);
+            dev.read_blocks(self.start + b, &mut buf)
+                .map_err(TableError::Device)?;
+            for k in 0..n {
+                let data = match self.map.get(&(self.start + b + k)) {
+                    Some(&ci) => &self.cache[ci].data[..],
+                    None => {
+                        let off = k as usize * self.block_size;
+                        &buf[off..off + self.block_size]
+                    }
+                };
+                for j in 0..self.per_block {
+                    let i = (b + k) * self.per_block + j;
+                    if i < start {
+                        continue;
+                    }
+                    let o = j as usize * SLOT_LEN;
+                    let e = &data[o..o + SLOT_LEN];
+                    if le_u64(e, 0) != self.tag {
+                        continue;
+                    }
+                    let slot = Slot {
+                        hash: le_u64(e, 8),
+                        lba: le_u64(e, 16),
+                        blocks: le_u32(e, 24),
+                        value_len: le_u32(e, 28),
+                    };
+                    if !f(i, slot) {
+                        return Ok(());
+                    }
+                }
+            }
+            b += n;
+        }
+        Ok(())
     }
 
     /// Sets slot `i` (below [`slots`](Self::slots)); `None` empties it.
