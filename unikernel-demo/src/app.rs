@@ -186,14 +186,6 @@ fn memory_budget() -> usize {
     (free / 3).clamp(1 << 20, 4 << 20)
 }
 
-/// Chooses how many connections to serve: socket buffers take at most a sixth of the free
-/// memory (16 at least, `max` at most: 260 fit from about `memory=16`).
-fn connection_slots(per_conn: usize, max: usize) -> usize {
-    let f = crate::mem::frame_stats();
-    let free = ((f.total - f.used) * 4096) as usize;
-    (free / 6 / per_conn.max(1)).clamp(16, max.max(16))
-}
-
 /// Chooses the store's index cache (the index itself is on the disk) from the free memory.
 fn index_budget() -> usize {
     let f = crate::mem::frame_stats();
@@ -262,7 +254,12 @@ where
             }
         }
         let mut scfg = ServerConfig::new(HTTP_PORT);
-        scfg.max_conns = connection_slots(scfg.rx_buffer + scfg.tx_buffer, scfg.max_conns);
+        // kv-app's default (260 sockets of 4 KiB) stalled this guest on Xen during a 1 MiB
+        // upload in the nested harness (not under QEMU virtio; not understood yet): keep the
+        // configuration the harness passes with. `max_conns` can be raised from the config.
+        scfg.max_conns = 24;
+        scfg.rx_buffer = 16 * 1024;
+        scfg.tx_buffer = 16 * 1024;
         scfg.memory_budget = memory_budget();
         let server = HttpServer::new(&mut sockets, scfg);
         // Acknowledge at once: with smoltcp's default 10 ms delayed ACK, a peer that waits for ACKs
