@@ -212,3 +212,26 @@ fn oldest_idle_keep_alive_connection_makes_room() {
     net.wait_responses(idle[2], 2);
     assert_eq!(net.clients[idle[2]].responses[1].body, b"v");
 }
+
+/// A head that arrived complete while the server was busy elsewhere (store operations block the
+/// poll loop) is served even if its deadline passed meanwhile: deadlines are checked after the
+/// connection had its chance to use what is already in its socket.
+#[test]
+fn a_complete_head_waiting_in_the_socket_is_served_after_the_deadline() {
+    let mut cfg = ServerConfig::new(PORT);
+    cfg.head_timeout = Duration::from_millis(500);
+    let mut net = Net::new(cfg, MemDisk::new(512, 4096));
+    let c = net.connect();
+    net.run_until(100, |net| net.server.active_connections() == 1);
+    // The request reaches the server's socket while the server does not get to run for 2 s
+    // (as if busy with a long store operation).
+    net.server_paused = true;
+    net.send(c, &put("k", b"v"));
+    for _ in 0..2000 {
+        net.step(&NoStats);
+    }
+    net.server_paused = false;
+    net.wait_responses(c, 1);
+    assert_eq!(net.clients[c].responses[0].status, 201);
+    assert_eq!(net.server.stats().timeouts, 0);
+}

@@ -531,32 +531,6 @@ impl HttpServer {
             c.body_in = 0;
             c.http10 = false;
         }
-        if now >= self.conns[i].deadline {
-            self.stats.timeouts += 1;
-            if matches!(self.conns[i].phase, Phase::Head { idle: true }) {
-                // An idle keep-alive connection: a normal close.
-                sock.close();
-                let deadline = now + self.cfg.transfer_grace;
-                self.conns[i].deadline = deadline;
-                self.conns[i].phase = Phase::Closing;
-                return true;
-            }
-            if matches!(self.conns[i].phase, Phase::Wait(_)) {
-                // Not the client's fault: say so.
-                self.conns[i].phase = self.respond(
-                    i,
-                    now,
-                    Reply::text(503, Some("busy: no memory for this request in time"))
-                        .header("Retry-After", "1"),
-                    true,
-                    false,
-                );
-            } else {
-                self.abort(i, sock);
-                return true;
-            }
-        }
-
         let mut progress = false;
         // Interim answers go first.
         if !self.conns[i].interim.is_empty() {
@@ -568,7 +542,7 @@ impl HttpServer {
                 }
             }
             if !c.interim.is_empty() {
-                return progress;
+                return progress | self.enforce_deadline(i, sock, now);
             }
         }
 
@@ -599,6 +573,40 @@ impl HttpServer {
             } => self.on_send(i, sock, store, now, head, body, pos, close, start),
         };
         self.conns[i].phase = phase;
-        progress | moved
+        // Deadlines are checked after the connection had its chance to use what already
+        // arrived: a head that sat complete in the socket while the server was busy with other
+        // connections' store operations is served, not cut off.
+        progress | moved | self.enforce_deadline(i, sock, now)
+    }
+
+    /// Ends connection `i` if its phase's deadline has passed: an idle keep-alive connection is
+    /// closed, a request waiting for memory gets 503, anything else is reset. True if it acted.
+    fn enforce_deadline(&mut self, i: usize, sock: &mut tcp::Socket<'_>, now: Instant) -> bool {
+        if matches!(self.conns[i].phase, Phase::Listening | Phase::Aborted)
+            || now < self.conns[i].deadline
+        {
+            return false;
+        }
+        self.stats.timeouts += 1;
+        if matches!(self.conns[i].phase, Phase::Head { idle: true }) {
+            // An idle keep-alive connection: a normal close.
+            sock.close();
+            let deadline = now + self.cfg.transfer_grace;
+            self.conns[i].deadline = deadline;
+            self.conns[i].phase = Phase::Closing;
+        } else if matches!(self.conns[i].phase, Phase::Wait(_)) {
+            // Not the client's fault: say so.
+            self.conns[i].phase = self.respond(
+                i,
+                now,
+                Reply::text(503, Some("busy: no memory for this request in time"))
+                    .header("Retry-After", "1"),
+                true,
+                false,
+            );
+        } else {
+            self.abort(i, sock);
+        }
+        true
     }
 }

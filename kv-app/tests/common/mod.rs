@@ -139,6 +139,8 @@ pub struct Net {
     pub clients: Vec<Client>,
     pub now: Instant,
     pub next_port: u16,
+    /// While set, [`Net::step`] does not poll the server (as if it were busy elsewhere).
+    pub server_paused: bool,
 }
 
 impl Net {
@@ -162,6 +164,7 @@ impl Net {
             clients: Vec::new(),
             now,
             next_port: 40000,
+            server_paused: false,
         }
     }
 
@@ -233,9 +236,10 @@ impl Net {
     /// One round: network, server, clients; time moves by `dt`.
     pub fn step_by(&mut self, stats: &dyn StatsSource, dt: Duration) {
         self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
-        if self
-            .server
-            .poll(&mut self.sockets, &mut self.store, stats, self.now)
+        if !self.server_paused
+            && self
+                .server
+                .poll(&mut self.sockets, &mut self.store, stats, self.now)
         {
             self.iface.poll(self.now, &mut self.dev, &mut self.sockets);
         }
