@@ -11,7 +11,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use xen_hypercall::abi::sched::ShutdownReason;
-use xen_netfront::{Netfront, NetfrontConfig};
+use xen_netfront::{DeviceState, Netfront, NetfrontConfig};
 use xen_store::{xenbus, Store, TxId};
 
 /// The netfront type of the kernel.
@@ -215,14 +215,27 @@ pub fn run(cfg: &Config) -> ! {
                     Ok(s) => crate::println!("netfront {name}: {s:?}"),
                     Err(e) => crate::println!("netfront {name}: {e}"),
                 }
-                // The store's disk going away (xl block-detach) makes /healthz answer 503.
-                if let Some(a) = app.as_mut() {
-                    if a.stats.problem.is_none() {
-                        if let Disk::Xen(b) = &mut a.store.device_mut().inner {
-                            if let Err(e) = b.check_backend() {
-                                log::warn!("blkfront {}: {e}; the store is unavailable", b.node());
-                                a.stats.problem = Some(format!("disk {} is gone: {e}", b.node()));
+            }
+        }
+        // The store's disk going away (xl block-detach) makes /healthz answer 503 until its
+        // backend is back and the lifecycle has reconnected it.
+        if let Some(a) = app.as_mut() {
+            if let Disk::Xen(b) = &mut a.store.device_mut().inner {
+                while let Ok(Some(_)) = store.wait_watch_until(b.watch_token(), now) {
+                    let node = String::from(b.node());
+                    match b.handle_backend_change() {
+                        Ok(DeviceState::Connected) => {
+                            if a.stats.problem.take().is_some() {
+                                crate::println!("blkfront {node}: connected again");
                             }
+                        }
+                        Ok(s) => {
+                            log::warn!("blkfront {node}: {s:?}; the store is unavailable");
+                            a.stats.problem = Some(format!("disk {node} is {s:?}"));
+                        }
+                        Err(e) => {
+                            log::warn!("blkfront {node}: {e}; the store is unavailable");
+                            a.stats.problem = Some(format!("disk {node} is gone: {e}"));
                         }
                     }
                 }
