@@ -233,7 +233,7 @@ UK_DISK=$HARNESS_STATE/unikernel-disk.img
 uk_prepare() {
 	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
 	make_disk "$UK_DISK" "${UNIKERNEL_DISK_MIB:-64}"
-	[ -f "$UK_CFG" ] || install_cfg /payload/xl/unikernel-pvh.cfg "$UK_CFG" "$UK_DISK"
+	[ -f "$UK_CFG" ] || install_cfg "/payload/xl/unikernel-${UNIKERNEL_TYPE:-pvh}.cfg" "$UK_CFG" "$UK_DISK"
 }
 
 # uk_answers: the unikernel answers GET /stats with a 2xx.

@@ -1,8 +1,9 @@
 //! unikernel-demo: a minimal Rust guest kernel.
 //!
-//! Boots as a Xen PVH guest (ELF note `XEN_ELFNOTE_PHYS32_ENTRY`) and under plain QEMU (`-kernel`,
-//! which loads PVH ELFs the same way). See `boot.rs` for the entry, `mem.rs` for memory, `xen/` for
-//! the Xen platform and `selftest.rs` for the boot self-tests the plain-QEMU tests run.
+//! Boots as a Xen PVH guest (ELF note `XEN_ELFNOTE_PHYS32_ENTRY`), as a classic Xen PV guest (the
+//! PV notes, entry in `pv/`) and under plain QEMU (`-kernel`, which loads PVH ELFs the same way).
+//! See `boot.rs` for the entries, `mem.rs` for memory, `xen/` for the Xen platform and
+//! `selftest.rs` for the boot self-tests the plain-QEMU tests run.
 #![no_std]
 #![no_main]
 
@@ -16,6 +17,7 @@ mod console;
 mod disk;
 mod mem;
 mod platform;
+mod pv;
 mod qemumain;
 mod rt;
 mod selftest;
@@ -89,7 +91,14 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             }
         );
     }
-    let m = mem::init(info.memmap());
+    let m = mem::init(info.memmap(), &[]);
+    boot_common(info, m)
+}
+
+/// The boot after the entry-specific part (PVH/QEMU: [`kmain`]; classic PV: `pv::pv_kmain`):
+/// memory is set up and the hypercall page (if any) installed.
+pub(crate) fn boot_common(info: BootInfo, m: mem::MemInit) -> ! {
+    println!("boot: {}", platform::boot_mode());
     arch::paging::paint_boot_stack();
     let guards = arch::paging::install_guards();
     let (ks, ke) = mem::kernel_range();
@@ -209,6 +218,10 @@ fn xen_init(keep_debugcon: bool) {
             arch::idt::XEN_CALLBACK_VECTOR
         ),
         Err(e) => panic!("binding VIRQ_TIMER failed: {e}"),
+    }
+    if platform::is_pv() {
+        // The PV console ring was connected from start_info at the very start.
+        return;
     }
     match xen::console::PvConsole::connect() {
         Ok(c) => {

@@ -138,6 +138,8 @@ struct RunSpec {
     verbose: bool,
     /// Extra `KEY=value` lines for /payload/env.sh.
     env: Vec<(String, String)>,
+    /// QEMU's CPU without SVM (`--no-hvm`): Xen then offers PV guests only.
+    no_hvm: bool,
 }
 
 /// The outcome of one boot, parsed from the serial console.
@@ -175,6 +177,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 name: "linux".into(),
                 scenarios: vec!["linux".into()],
                 timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
+                no_hvm: opts.no_hvm,
                 ..RunSpec::default()
             };
             boot_and_report(&spec).map(|_| ())
@@ -195,7 +198,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 kernel: Some(kernel),
                 memory_mib: opts.memory.unwrap_or(16),
                 timeout: opts.timeout.unwrap_or(Duration::from_secs(1200)),
-                env: opts.env.clone(),
+                env: opts.run_env(),
+                no_hvm: opts.no_hvm,
                 ..RunSpec::default()
             };
             boot_and_report(&spec).map(|_| ())
@@ -226,6 +230,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  --memory MIB       the unikernel's memory= (default 16)\n  \
                  --scenario NAME    a script of tests/harness/scenarios (repeatable)\n  \
                  --with-linux       also run the Linux guest scenario in the same boot\n  \
+                 --type pv|pvh      the unikernel's domain type (default pvh; pv with --no-hvm)\n  \
+                 --no-hvm           QEMU CPU without SVM: Xen offers PV only\n  \
                  --env KEY=VALUE    extra variable for the dom0 scripts (repeatable)\n  \
                  --timeout SECS     hard limit for the QEMU run\n\
                  cache: $XEN_HARNESS_CACHE or ~/.cache/xen-rs-harness"
@@ -251,7 +257,8 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         dom0_script: opts.dom0_script.clone(),
         timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
         verbose: true,
-        env: opts.env.clone(),
+        env: opts.run_env(),
+        no_hvm: opts.no_hvm,
     };
     let outcome = boot_and_report(&spec);
     match outcome {
@@ -306,6 +313,10 @@ struct Opts {
     with_linux: bool,
     env: Vec<(String, String)>,
     timeout: Option<Duration>,
+    /// The unikernel's domain type (`--type pv|pvh`), `UNIKERNEL_TYPE` for the dom0 scripts.
+    guest_type: Option<String>,
+    /// `--no-hvm`: QEMU's CPU without SVM.
+    no_hvm: bool,
 }
 
 impl Opts {
@@ -330,6 +341,14 @@ impl Opts {
                 "--dom0-script" => o.dom0_script = Some(PathBuf::from(value("--dom0-script")?)),
                 "--scenario" => o.scenarios.push(value("--scenario")?),
                 "--with-linux" => o.with_linux = true,
+                "--no-hvm" => o.no_hvm = true,
+                "--type" => {
+                    let v = value("--type")?;
+                    if v != "pv" && v != "pvh" {
+                        return Err(format!("--type: {v:?} is not pv or pvh"));
+                    }
+                    o.guest_type = Some(v);
+                }
                 "--env" => {
                     let v = value("--env")?;
                     let (k, val) = v
@@ -347,12 +366,29 @@ impl Opts {
                 other => return Err(format!("unknown option {other:?}")),
             }
         }
+        if o.no_hvm && o.guest_type.as_deref() == Some("pvh") {
+            return Err("--no-hvm offers no PVH: use --type pv (the default with --no-hvm)".into());
+        }
         if let Some(p) = &o.dom0_script {
             if !p.is_file() {
                 return Err(format!("--dom0-script: {} is not a file", p.display()));
             }
         }
         Ok(o)
+    }
+}
+
+impl Opts {
+    /// `--env` pairs plus `UNIKERNEL_TYPE` (`--type`; `pv` under `--no-hvm`, else `pvh`).
+    fn run_env(&self) -> Vec<(String, String)> {
+        let mut env = self.env.clone();
+        let t = match (&self.guest_type, self.no_hvm) {
+            (Some(t), _) => t.clone(),
+            (None, true) => "pv".into(),
+            (None, false) => "pvh".into(),
+        };
+        env.push(("UNIKERNEL_TYPE".into(), t));
+        env
     }
 }
 
@@ -1259,7 +1295,11 @@ fn boot(run_dir: &Path, iso: &Path, spec: &RunSpec) -> Result<Outcome, String> {
             "-accel",
             "tcg",
             "-cpu",
-            "qemu64,+svm,+npt",
+            if spec.no_hvm {
+                "qemu64,-svm"
+            } else {
+                "qemu64,+svm,+npt"
+            },
             "-m",
             "2048",
             "-smp",

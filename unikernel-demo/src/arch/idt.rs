@@ -259,7 +259,8 @@ fn exception_name(v: u64) -> &'static str {
     }
 }
 
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+/// Common exception and interrupt dispatcher (the IDT stubs and the PV trap stubs call it).
+pub(crate) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector;
     if v == 3 {
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);

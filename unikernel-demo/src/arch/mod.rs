@@ -1,4 +1,9 @@
 //! x86_64 primitives: port I/O, CPUID, MSRs, control registers, interrupts flag, TSC.
+//!
+//! Under classic PV the kernel runs in ring 3: the interrupt flag is `evtchn_upcall_mask` in
+//! vcpu_info and halting is `SCHEDOP_block` (see `crate::pv`); the functions below branch on
+//! [`crate::platform::is_pv`]. PV keeps events masked outside `SCHEDOP_block`, so
+//! [`enable_interrupts`] does nothing there (see `pv::traps` for why).
 
 pub mod apic;
 pub mod gdt;
@@ -41,6 +46,9 @@ pub fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
 
 /// Reads CR2 (the faulting address of the last page fault).
 pub fn cr2() -> u64 {
+    if crate::platform::is_pv() {
+        return crate::pv::cr2();
+    }
     let v: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
@@ -55,18 +63,30 @@ pub fn rdtsc() -> u64 {
 
 /// Enables interrupts.
 pub fn enable_interrupts() {
+    if crate::platform::is_pv() {
+        return;
+    }
     // SAFETY: the IDT is installed before anyone calls this (see `main`).
     unsafe { asm!("sti", options(nomem, nostack)) };
 }
 
 /// Disables interrupts.
 pub fn disable_interrupts() {
+    if crate::platform::is_pv() {
+        if crate::pv::start().is_some() {
+            crate::pv::mask_events();
+        }
+        return;
+    }
     // SAFETY: clearing IF only delays interrupts.
     unsafe { asm!("cli", options(nomem, nostack)) };
 }
 
 /// Whether interrupts are enabled (RFLAGS.IF).
 pub fn interrupts_enabled() -> bool {
+    if crate::platform::is_pv() {
+        return false;
+    }
     let flags: u64;
     // SAFETY: reading RFLAGS has no side effects.
     unsafe { asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
@@ -89,6 +109,10 @@ pub fn without_interrupts<T>(f: impl FnOnce() -> T) -> T {
 /// Atomically enables interrupts and halts until the next interrupt (`sti; hlt`): the interrupt
 /// that ends the halt cannot slip in between the check the caller made and the halt.
 pub fn enable_interrupts_and_halt() {
+    if crate::platform::is_pv() {
+        crate::pv::block();
+        return;
+    }
     // SAFETY: `sti` takes effect after the next instruction, so `hlt` is entered with interrupts
     // enabled and any pending interrupt wakes it.
     unsafe { asm!("sti; hlt", options(nomem, nostack)) };
@@ -96,6 +120,12 @@ pub fn enable_interrupts_and_halt() {
 
 /// Halts forever with interrupts off.
 pub fn halt_forever() -> ! {
+    if crate::platform::is_pv() {
+        loop {
+            // Events stay masked: SCHEDOP_block would unmask them, so yield instead.
+            crate::xen::yield_cpu();
+        }
+    }
     loop {
         // SAFETY: halting with interrupts disabled stops this CPU; nothing else depends on it.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
