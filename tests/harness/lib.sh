@@ -20,10 +20,12 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # elapsed START: seconds since START (a value of uptime_s), two decimals.
 elapsed() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
 
-begin() { echo "@@BEGIN $1"; }
-pass() { n=$1; shift; echo "@@RESULT $n pass $*"; }
-fail() { n=$1; shift; echo "@@RESULT $n fail $*"; }
-figure() { echo "@@FIGURE $1 $2 $3"; }
+# STEP_PREFIX / FIGURE_PREFIX name a second pass of a scenario in the same boot apart (e.g. the
+# unikernel scenarios booted as PV: pv-uk-create, pv_uk_create_xl_create_s).
+begin() { echo "@@BEGIN ${STEP_PREFIX}$1"; }
+pass() { n=$1; shift; echo "@@RESULT ${STEP_PREFIX}$n pass $*"; }
+fail() { n=$1; shift; echo "@@RESULT ${STEP_PREFIX}$n fail $*"; }
+figure() { echo "@@FIGURE ${FIGURE_PREFIX}$1 $2 $3"; }
 say() { echo "@@OUT $*"; }
 
 # dump_file NAME FILE [TAIL_LINES]: send a log file to the host between markers.
@@ -225,15 +227,18 @@ random_file() { head -c "$2" /dev/urandom >"$1"; }
 is_2xx() { case "$1" in 2??) return 0 ;; *) return 1 ;; esac; }
 
 # ---- The unikernel guest ----
+# UK_TYPE: the domain type, pv or pvh (the same image boots both ways): UK_TYPE set by a
+# scenario (unikernel-pv.sh), else UNIKERNEL_TYPE (`cargo xtask harness --type`), else pvh.
+UK_TYPE=${UK_TYPE:-${UNIKERNEL_TYPE:-pvh}}
 UK_NAME=unikernel
-UK_CFG=$XL_CONFIG_DIR/unikernel.cfg
-UK_DISK=$HARNESS_STATE/unikernel-disk.img
+UK_CFG=$XL_CONFIG_DIR/unikernel-$UK_TYPE.cfg
+UK_DISK=$HARNESS_STATE/unikernel-$UK_TYPE-disk.img
 
 # uk_prepare: the xl config in /etc/xen and the disk image (kept across destroy/create).
 uk_prepare() {
 	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
 	make_disk "$UK_DISK" "${UNIKERNEL_DISK_MIB:-64}"
-	[ -f "$UK_CFG" ] || install_cfg "/payload/xl/unikernel-${UNIKERNEL_TYPE:-pvh}.cfg" "$UK_CFG" "$UK_DISK"
+	[ -f "$UK_CFG" ] || install_cfg "/payload/xl/unikernel-$UK_TYPE.cfg" "$UK_CFG" "$UK_DISK"
 }
 
 # uk_answers: the unikernel answers GET /stats with a 2xx.

@@ -277,28 +277,60 @@ pub fn demo(args: &[String]) -> Result<(), String> {
 /// `XEN_RS_HARNESS_UNIKERNEL=0|1` overrides it.
 const TEST_UNIKERNEL: bool = true;
 
-/// The nested Xen tier of `cargo xtask test`: the Linux PV guest scenario and, when enabled
-/// (`TEST_UNIKERNEL`), the unikernel scenarios, all in one boot.
-pub fn test() -> Result<(), String> {
-    let with_unikernel = match std::env::var("XEN_RS_HARNESS_UNIKERNEL").as_deref() {
+/// Whether `cargo xtask test` also boots Xen on a CPU without SVM (Xen offers PV only) and runs
+/// the Linux PV guest and the PV unikernel there. `XEN_RS_HARNESS_NO_HVM=0|1` overrides it.
+const TEST_NO_HVM: bool = true;
+
+fn env_switch(name: &str, default: bool) -> bool {
+    match std::env::var(name).as_deref() {
         Ok("1") => true,
         Ok("0") => false,
-        _ => TEST_UNIKERNEL,
+        _ => default,
+    }
+}
+
+/// The nested Xen tier of `cargo xtask test`: the Linux PV guest scenario and, when enabled
+/// (`TEST_UNIKERNEL`), the unikernel scenarios booted as PVH and as PV, all in one boot; then
+/// (`TEST_NO_HVM`) a second boot without hardware virtualization: Linux PV and the PV unikernel.
+pub fn test() -> Result<(), String> {
+    let with_unikernel = env_switch("XEN_RS_HARNESS_UNIKERNEL", TEST_UNIKERNEL);
+    let no_hvm = env_switch("XEN_RS_HARNESS_NO_HVM", TEST_NO_HVM);
+    let kernel = if with_unikernel {
+        Some(kernel_path(&Opts::default())?)
+    } else {
+        println!(
+            "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
+        );
+        None
     };
     let mut spec = RunSpec {
         name: "test".into(),
         scenarios: vec!["linux".into()],
         timeout: Duration::from_secs(1500),
         memory_mib: 16,
+        kernel: kernel.clone(),
         ..RunSpec::default()
     };
     if with_unikernel {
-        spec.kernel = Some(kernel_path(&Opts::default())?);
         spec.scenarios.push("unikernel".into());
-    } else {
-        println!(
-            "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
-        );
+        spec.scenarios.push("unikernel-pv".into());
+    }
+    boot_and_report(&spec)?;
+    if !no_hvm {
+        println!("nested Xen without SVM: disabled (XEN_RS_HARNESS_NO_HVM=1 enables it)");
+        return Ok(());
+    }
+    let mut spec = RunSpec {
+        name: "test-no-hvm".into(),
+        scenarios: vec!["linux".into()],
+        timeout: Duration::from_secs(1500),
+        memory_mib: 16,
+        kernel,
+        no_hvm: true,
+        ..RunSpec::default()
+    };
+    if with_unikernel {
+        spec.scenarios.push("unikernel-pv".into());
     }
     boot_and_report(&spec).map(|_| ())
 }
@@ -379,15 +411,18 @@ impl Opts {
 }
 
 impl Opts {
-    /// `--env` pairs plus `UNIKERNEL_TYPE` (`--type`; `pv` under `--no-hvm`, else `pvh`).
+    /// `--env` pairs plus `UNIKERNEL_TYPE` when a type was asked for (`--type`; `pv` under
+    /// `--no-hvm`); without it the dom0 scripts use pvh.
     fn run_env(&self) -> Vec<(String, String)> {
         let mut env = self.env.clone();
         let t = match (&self.guest_type, self.no_hvm) {
-            (Some(t), _) => t.clone(),
-            (None, true) => "pv".into(),
-            (None, false) => "pvh".into(),
+            (Some(t), _) => Some(t.clone()),
+            (None, true) => Some("pv".into()),
+            (None, false) => None,
         };
-        env.push(("UNIKERNEL_TYPE".into(), t));
+        if let Some(t) = t {
+            env.push(("UNIKERNEL_TYPE".into(), t));
+        }
         env
     }
 }
@@ -1136,7 +1171,11 @@ fn build_iso(
     // Linux unpacks concatenated cpio archives (compressed or not) in order: the base, the
     // guest kernel (uncompressed: nothing to inflate at boot), then the payload.
     let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
+    // An uncompressed cpio must start 4-byte aligned within the initrd (Linux aligns its headers
+    // on absolute offsets; zero bytes between archives are skipped): pad the compressed base.
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
     write(&boot.join("initrd.img"), &initrd)?;
     let xen_args = std::env::var("XEN_HARNESS_XEN_ARGS").unwrap_or_default();
@@ -1667,6 +1706,28 @@ mod tests {
             let a: Vec<String> = bad.iter().map(|s| s.to_string()).collect();
             assert!(Opts::parse(&a).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn guest_type_and_no_hvm_options() {
+        let parse = |a: &[&str]| Opts::parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let ty = |o: &Opts| {
+            o.run_env()
+                .into_iter()
+                .find(|(k, _)| k == "UNIKERNEL_TYPE")
+                .map(|(_, v)| v)
+        };
+        let o = parse(&[]).expect("no options");
+        assert_eq!((ty(&o).as_deref(), o.no_hvm), (None, false));
+        let o = parse(&["--type", "pv"]).expect("--type pv");
+        assert_eq!((ty(&o).as_deref(), o.no_hvm), (Some("pv"), false));
+        let o = parse(&["--no-hvm"]).expect("--no-hvm");
+        assert_eq!((ty(&o).as_deref(), o.no_hvm), (Some("pv"), true));
+        assert!(parse(&["--type", "hvm"]).is_err());
+        assert!(
+            parse(&["--no-hvm", "--type", "pvh"]).is_err(),
+            "no PVH without SVM"
+        );
     }
 
     #[test]

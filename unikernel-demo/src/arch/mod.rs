@@ -67,7 +67,9 @@ pub fn enable_interrupts() {
         return;
     }
     // SAFETY: the IDT is installed before anyone calls this (see `main`).
-    unsafe { asm!("sti", options(nomem, nostack)) };
+    // Not `nomem`: the asm is a compiler barrier, so memory accesses of a critical section (lock
+    // acquisitions included) are never moved across it.
+    unsafe { asm!("sti", options(nostack)) };
 }
 
 /// Disables interrupts.
@@ -79,7 +81,9 @@ pub fn disable_interrupts() {
         return;
     }
     // SAFETY: clearing IF only delays interrupts.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    // Not `nomem` (see `enable_interrupts`): with it the compiler may hoist a lock acquisition
+    // above the `cli`, and an interrupt handler taking the same lock then spins forever.
+    unsafe { asm!("cli", options(nostack)) };
 }
 
 /// Whether interrupts are enabled (RFLAGS.IF).
@@ -115,7 +119,7 @@ pub fn enable_interrupts_and_halt() {
     }
     // SAFETY: `sti` takes effect after the next instruction, so `hlt` is entered with interrupts
     // enabled and any pending interrupt wakes it.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+    unsafe { asm!("sti; hlt", options(nostack)) };
 }
 
 /// Halts forever with interrupts off.

@@ -16,7 +16,9 @@ pub mod traps;
 use crate::start_info::BootInfo;
 use core::cell::UnsafeCell;
 use spin::Once;
-use xen_hypercall::abi::memory::{XenMachphysMapping, XENMEM_MACHPHYS_MAPPING};
+use xen_hypercall::abi::memory::{
+    XenMachphysMapping, XENMEM_MACHPHYS_MAPPING, XENMEM_MAXIMUM_RAM_PAGE,
+};
 use xen_hypercall::abi::start_info::StartInfo;
 use xen_hypercall::abi::xen::SharedInfo;
 use xen_hypercall::native::{looks_like_pv_hypercall_page, FrameTranslation, NativeHypercall};
@@ -273,6 +275,14 @@ pub extern "C" fn pv_kmain(si: *const StartInfo, builder_rsp: u64) -> ! {
     if let Err(e) = Errno::check(r) {
         fail(BootError::NoMachphysMapping(e));
     }
+    // The M2P is only backed for the host's RAM: bound lookups by its highest page too.
+    // SAFETY: XENMEM_maximum_ram_page takes no argument.
+    let max_ram_page =
+        unsafe { h.hypercall(op::MEMORY_OP, [XENMEM_MAXIMUM_RAM_PAGE as u64, 0, 0, 0, 0]) };
+    let max_mfn = match u64::try_from(max_ram_page) {
+        Ok(p) if p > 0 => mm.max_mfn.min(p),
+        _ => mm.max_mfn,
+    };
     let nr_pages = si.nr_pages;
     if nr_pages == 0 || nr_pages > (1 << 36) || si.mfn_list == 0 || si.pt_base & 0xfff != 0 {
         fail(BootError::BadLayout("nr_pages, mfn_list or pt_base"));
@@ -299,7 +309,7 @@ pub extern "C" fn pv_kmain(si: *const StartInfo, builder_rsp: u64) -> ! {
         ));
     }
     // SAFETY: mfn_list and pt_base are the builder's, mapped in the bootstrap region.
-    unsafe { mmu::init(si.mfn_list, nr_pages, si.pt_base, mm.max_mfn, first_free) };
+    unsafe { mmu::init(si.mfn_list, nr_pages, si.pt_base, max_mfn, first_free) };
     let start = START.call_once(|| PvStart {
         shared_info_mfn: si.shared_info >> 12,
         store_mfn: si.store_mfn,
@@ -326,7 +336,7 @@ pub extern "C" fn pv_kmain(si: *const StartInfo, builder_rsp: u64) -> ! {
         si.pt_base,
         si.nr_pt_frames,
         first_free,
-        mm.max_mfn
+        max_mfn
     );
 
     match mmu::map_ram() {
