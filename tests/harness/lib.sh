@@ -234,6 +234,10 @@ UK_NAME=unikernel
 UK_CFG=$XL_CONFIG_DIR/unikernel-$UK_TYPE.cfg
 UK_DISK=$HARNESS_STATE/unikernel-$UK_TYPE-disk.img
 
+# xen_dump_vcpus: Xen's 'd' debug key (every vCPU's registers, RIP included) into `xl dmesg`,
+# which a failing run dumps: where a hung or spinning guest is.
+xen_dump_vcpus() { xl debug-keys d >/dev/null 2>&1; }
+
 # uk_prepare: the xl config in /etc/xen and the disk image (kept across destroy/create).
 uk_prepare() {
 	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
@@ -276,6 +280,7 @@ uk_start() {
 		if domain_gone "$UK_NAME"; then
 			fail "$1" "the domain died before answering HTTP (xl create took $_tc s; see its console)"
 		else
+			xen_dump_vcpus
 			fail "$1" "no HTTP answer from $UNIKERNEL_IP within ${UK_START_TIMEOUT:-120} s (xl create took $_tc s)"
 		fi
 		return 1
