@@ -213,6 +213,9 @@ fn xen_init(keep_debugcon: bool) {
     );
     arch::enable_interrupts();
     match xen::init_timer() {
+        Ok(p) if platform::is_pv() => println!(
+            "xen: PV event callback (set_callbacks), idle in SCHEDOP_block, VIRQ_TIMER on port {p}"
+        ),
         Ok(p) => println!(
             "xen: event callback on vector {}, VIRQ_TIMER on port {p}",
             arch::idt::XEN_CALLBACK_VECTOR
