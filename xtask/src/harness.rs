@@ -314,6 +314,7 @@ pub fn test() -> Result<(), String> {
     if with_unikernel {
         spec.scenarios.push("unikernel".into());
         spec.scenarios.push("unikernel-pv".into());
+        spec.scenarios.push("pv-boot".into());
     }
     boot_and_report(&spec)?;
     if !no_hvm {
@@ -331,6 +332,7 @@ pub fn test() -> Result<(), String> {
     };
     if with_unikernel {
         spec.scenarios.push("unikernel-pv".into());
+        spec.scenarios.push("pv-boot".into());
     }
     boot_and_report(&spec).map(|_| ())
 }
