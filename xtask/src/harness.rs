@@ -74,6 +74,8 @@ const XEN_BINARIES: &[&str] = &[
     "usr/lib/xen-4.17/bin/xen-init-dom0",
     "usr/lib/xen-4.17/bin/libxl-save-helper",
     "usr/lib/xen-4.17/bin/xenstore-control",
+    // A hung guest's vCPU registers (lib.sh xen_dump_vcpus).
+    "usr/lib/xen-4.17/bin/xenctx",
     "usr/bin/xenstore",
     "usr/bin/xenstore-chmod",
     "usr/bin/xenstore-exists",
@@ -935,6 +937,9 @@ fn build_base(cache: &Cache, x: &Extracted) -> Result<PathBuf, String> {
     );
     for f in ["guest-init.sh", "guest-poweroff.sh"] {
         fnv(&mut h, &read_harness_file(f)?);
+    }
+    for b in XEN_BINARIES {
+        fnv(&mut h, b.as_bytes());
     }
     for (prog, _) in HOST_BINARIES {
         let p = which(prog).ok_or_else(|| format!("{prog} not found"))?;
