@@ -235,13 +235,14 @@ UK_CFG=$XL_CONFIG_DIR/unikernel-$UK_TYPE.cfg
 UK_DISK=$HARNESS_STATE/unikernel-$UK_TYPE-disk.img
 
 # xen_dump_vcpus [NAME]: the unikernel's (or NAME's) vCPU registers, three samples 0.2 s apart
-# (xenctx), into /var/log/xen/xenctx-NAME.log, which a failing run dumps: where a hung or spinning
+# and the top of the stack (xenctx; -k 0: our kernel lives low), into /var/log/xen/xenctx-NAME.log,
+# which a failing run dumps: where a hung or spinning
 # guest is (map RIP with the unstripped kernel ELF).
 xen_dump_vcpus() {
 	_n=${1:-$UK_NAME}
 	_d=$(domid_of "$_n") || return 0
 	for _i in 1 2 3; do
-		/usr/lib/xen-4.17/bin/xenctx -a "$_d" >>"/var/log/xen/xenctx-$_n.log" 2>&1
+		/usr/lib/xen-4.17/bin/xenctx -a -k 0 -S -t -l 8 "$_d" >>"/var/log/xen/xenctx-$_n.log" 2>&1
 		sleep 0.2
 	done
 }
