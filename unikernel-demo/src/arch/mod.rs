@@ -2,8 +2,8 @@
 //!
 //! Under classic PV the kernel runs in ring 3: the interrupt flag is `evtchn_upcall_mask` in
 //! vcpu_info and halting is `SCHEDOP_block` (see `crate::pv`); the functions below branch on
-//! [`crate::platform::is_pv`]. PV keeps events masked outside `SCHEDOP_block`, so
-//! [`enable_interrupts`] does nothing there (see `pv::traps` for why).
+//! [`crate::platform::is_pv`]. In every mode interrupts (events) are only taken while idling in
+//! [`enable_interrupts_and_halt`] (see [`enable_interrupts`] and `pv::traps` for why).
 
 pub mod apic;
 pub mod gdt;
@@ -61,16 +61,11 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Enables interrupts.
-pub fn enable_interrupts() {
-    if crate::platform::is_pv() {
-        return;
-    }
-    // SAFETY: the IDT is installed before anyone calls this (see `main`).
-    // Not `nomem`: the asm is a compiler barrier, so memory accesses of a critical section (lock
-    // acquisitions included) are never moved across it.
-    unsafe { asm!("sti", options(nostack)) };
-}
+/// Would enable interrupts; does nothing: interrupts (PV: event upcalls) are only taken while the
+/// CPU idles in [`enable_interrupts_and_halt`]. Asynchronous delivery anywhere else would build
+/// the interrupt frame on the interrupted stack (PV always; PVH/QEMU since the interrupt gates
+/// have no IST, see `idt`), where precompiled `core` code may keep data in its red zone.
+pub fn enable_interrupts() {}
 
 /// Disables interrupts.
 pub fn disable_interrupts() {
@@ -110,8 +105,9 @@ pub fn without_interrupts<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// Atomically enables interrupts and halts until the next interrupt (`sti; hlt`): the interrupt
-/// that ends the halt cannot slip in between the check the caller made and the halt.
+/// Atomically enables interrupts and halts until the next interrupt (`sti; hlt`), then disables
+/// them again (`cli`): the interrupt that ends the halt cannot slip in between the check the
+/// caller made and the halt, and interrupts are only ever taken here (see [`enable_interrupts`]).
 pub fn enable_interrupts_and_halt() {
     if crate::platform::is_pv() {
         crate::pv::block();
@@ -119,7 +115,7 @@ pub fn enable_interrupts_and_halt() {
     }
     // SAFETY: `sti` takes effect after the next instruction, so `hlt` is entered with interrupts
     // enabled and any pending interrupt wakes it.
-    unsafe { asm!("sti; hlt", options(nostack)) };
+    unsafe { asm!("sti; hlt; cli", options(nostack)) };
 }
 
 /// Halts forever with interrupts off.

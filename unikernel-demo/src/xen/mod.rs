@@ -5,7 +5,7 @@
 //! Event delivery: `HVM_PARAM_CALLBACK_IRQ` is set to the vector type with
 //! [`XEN_CALLBACK_VECTOR`](crate::arch::idt::XEN_CALLBACK_VECTOR). Xen injects that vector while
 //! `vcpu_info.evtchn_upcall_pending` is set (no local-APIC EOI is involved for this callback type);
-//! the handler runs on an IST stack and calls [`NativeEventChannels::handle_upcall`], which clears
+//! the handler runs (only while the vCPU idles in `sti; hlt; cli`, see `arch`) and calls [`NativeEventChannels::handle_upcall`], which clears
 //! the flag, walks the 2-level pending bitmap and latches every fired port. Drivers run in the main
 //! loop and look at their rings after any event: the handler only bumps [`event_generation`].
 //!
