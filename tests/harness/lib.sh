@@ -20,10 +20,12 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 # elapsed START: seconds since START (a value of uptime_s), two decimals.
 elapsed() { awk -v a="$1" -v b="$(uptime_s)" 'BEGIN { printf "%.2f", b - a }'; }
 
-begin() { echo "@@BEGIN $1"; }
-pass() { n=$1; shift; echo "@@RESULT $n pass $*"; }
-fail() { n=$1; shift; echo "@@RESULT $n fail $*"; }
-figure() { echo "@@FIGURE $1 $2 $3"; }
+# STEP_PREFIX / FIGURE_PREFIX name a second pass of a scenario in the same boot apart (e.g. the
+# unikernel scenarios booted as PV: pv-uk-create, pv_uk_create_xl_create_s).
+begin() { echo "@@BEGIN ${STEP_PREFIX}$1"; }
+pass() { n=$1; shift; echo "@@RESULT ${STEP_PREFIX}$n pass $*"; }
+fail() { n=$1; shift; echo "@@RESULT ${STEP_PREFIX}$n fail $*"; }
+figure() { echo "@@FIGURE ${FIGURE_PREFIX}$1 $2 $3"; }
 say() { echo "@@OUT $*"; }
 
 # dump_file NAME FILE [TAIL_LINES]: send a log file to the host between markers.
@@ -225,9 +227,25 @@ random_file() { head -c "$2" /dev/urandom >"$1"; }
 is_2xx() { case "$1" in 2??) return 0 ;; *) return 1 ;; esac; }
 
 # ---- The unikernel guest ----
+# UK_TYPE: the domain type, pv or pvh (the same image boots both ways): UK_TYPE set by a
+# scenario (unikernel-pv.sh), else UNIKERNEL_TYPE (`cargo xtask harness --type`), else pvh.
+UK_TYPE=${UK_TYPE:-${UNIKERNEL_TYPE:-pvh}}
 UK_NAME=unikernel
-UK_CFG=$XL_CONFIG_DIR/unikernel.cfg
-UK_DISK=$HARNESS_STATE/unikernel-disk.img
+UK_CFG=$XL_CONFIG_DIR/unikernel-$UK_TYPE.cfg
+UK_DISK=$HARNESS_STATE/unikernel-$UK_TYPE-disk.img
+
+# xen_dump_vcpus [NAME]: the unikernel's (or NAME's) vCPU registers, three samples 0.2 s apart
+# and the top of the stack (xenctx; -k 0: our kernel lives low), into /var/log/xen/xenctx-NAME.log,
+# which a failing run dumps: where a hung or spinning
+# guest is (map RIP with the unstripped kernel ELF).
+xen_dump_vcpus() {
+	_n=${1:-$UK_NAME}
+	_d=$(domid_of "$_n") || return 0
+	for _i in 1 2 3; do
+		/usr/lib/xen-4.17/bin/xenctx -a -k 0 -S -t -l 8 "$_d" >>"/var/log/xen/xenctx-$_n.log" 2>&1
+		sleep 0.2
+	done
+}
 
 # uk_prepare: the xl config in /etc/xen and the disk image (kept across destroy/create).
 # $UK_EXTRA (e.g. `--env UK_EXTRA=evtchn=2l`) is appended to the kernel command line (`extra`).
@@ -235,7 +253,7 @@ uk_prepare() {
 	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
 	make_disk "$UK_DISK" "${UNIKERNEL_DISK_MIB:-64}"
 	if [ ! -f "$UK_CFG" ]; then
-		install_cfg /payload/xl/unikernel-pvh.cfg "$UK_CFG" "$UK_DISK"
+		install_cfg "/payload/xl/unikernel-$UK_TYPE.cfg" "$UK_CFG" "$UK_DISK"
 		if [ -n "$UK_EXTRA" ]; then
 			sed -i "s|^extra = \"\(.*\)\"|extra = \"\1 $UK_EXTRA\"|" "$UK_CFG"
 		fi
@@ -277,6 +295,7 @@ uk_start() {
 		if domain_gone "$UK_NAME"; then
 			fail "$1" "the domain died before answering HTTP (xl create took $_tc s; see its console)"
 		else
+			xen_dump_vcpus
 			fail "$1" "no HTTP answer from $UNIKERNEL_IP within ${UK_START_TIMEOUT:-120} s (xl create took $_tc s)"
 		fi
 		return 1

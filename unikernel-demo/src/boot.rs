@@ -1,4 +1,13 @@
-//! PVH entry: the ELF note, the 32-bit entry point and the switch to long mode.
+//! Entry points and ELF notes: PVH (32-bit, paging off) and classic PV (64-bit, Xen's page tables).
+//!
+//! One image boots both ways; the toolstack picks by the domain type (`type = "pvh"` or `"pv"`):
+//!
+//! - PVH uses `XEN_ELFNOTE_PHYS32_ENTRY` and loads the image at its physical addresses (1 MiB).
+//! - Classic PV uses the other notes: `XEN_VERSION` "xen-3.0" and `LOADER` "generic" (libelf
+//!   loads nothing else), `VIRT_BASE` = `PADDR_OFFSET` = 0 so that the PV virtual layout equals the
+//!   PVH physical one (virtual address = pseudo-physical address, as Mini-OS does on x86_64),
+//!   `ENTRY` = [`pv_start64`](crate::pv), `HYPERCALL_PAGE` = the page the domain builder fills
+//!   with hypercall stubs, `FEATURES` and `PAE_MODE` as Linux declares them for x86_64.
 //!
 //! Xen (and QEMU's `-kernel` PVH loader) start us at `pvh_start32` in 32-bit protected mode with
 //! paging off, flat segments and `%ebx` = physical address of `struct hvm_start_info`
@@ -26,6 +35,38 @@ global_asm!(
     .balign 4
     .quad pvh_start32
     .balign 4
+
+    /* Classic PV notes: numeric ones as 64-bit values, strings NUL terminated. */
+    .macro xen_note_quad type, value
+    .balign 4
+    .long 4
+    .long 8
+    .long \type
+    .asciz "Xen"
+    .balign 4
+    .quad \value
+    .balign 4
+    .endm
+    .macro xen_note_str type, text
+    .balign 4
+    .long 4
+    .long 2f - 1f
+    .long \type
+    .asciz "Xen"
+    .balign 4
+1:  .asciz "\text"
+2:  .balign 4
+    .endm
+    xen_note_str 6, "unikernel-demo"          /* XEN_ELFNOTE_GUEST_OS */
+    xen_note_str 7, "0.1"                     /* XEN_ELFNOTE_GUEST_VERSION */
+    xen_note_str 8, "generic"                 /* XEN_ELFNOTE_LOADER */
+    xen_note_str 5, "xen-3.0"                 /* XEN_ELFNOTE_XEN_VERSION */
+    xen_note_quad 3, 0                        /* XEN_ELFNOTE_VIRT_BASE */
+    xen_note_quad 4, 0                        /* XEN_ELFNOTE_PADDR_OFFSET */
+    xen_note_quad 1, pv_start64               /* XEN_ELFNOTE_ENTRY */
+    xen_note_quad 2, hypercall_page           /* XEN_ELFNOTE_HYPERCALL_PAGE */
+    xen_note_str 10, "!writable_page_tables"  /* XEN_ELFNOTE_FEATURES */
+    xen_note_str 9, "yes"                     /* XEN_ELFNOTE_PAE_MODE */
 
     .section .text.boot, "ax"
     .code32
@@ -110,6 +151,29 @@ long_entry:
     hlt
     jmp 3b
 
+    /*
+     * Classic PV entry (XEN_ELFNOTE_ENTRY): 64-bit mode, ring 3, Xen's page tables (mapping the
+     * bootstrap region from virtual 0 = pseudo-physical 0), %rsi = start_info, %rsp = the
+     * builder's one-page boot stack, events masked. libelf already zeroed .bss. Clear CR0.TS
+     * through fpu_taskswitch(0) (hypercall 5) before any Rust code uses SSE, then run on our own
+     * boot stack.
+     */
+    .global pv_start64
+pv_start64:
+    cld
+    mov %rsi, %r12
+    mov %rsp, %r13
+    mov $boot_stack_top, %rsp
+    xor %edi, %edi
+    call hypercall_page + 5 * 32
+    mov %r12, %rdi
+    mov %r13, %rsi
+    xor %ebp, %ebp
+    call pv_kmain
+4:
+    ud2
+    jmp 4b
+
     .section .data.boot_gdt, "aw"
     .balign 16
     .global boot_gdt
@@ -129,6 +193,10 @@ boot_gdt_ptr:
 
     .section .bss.boot, "aw", @nobits
     .balign 4096
+    /* Filled by the PV domain builder (XEN_ELFNOTE_HYPERCALL_PAGE); unused under PVH. */
+    .global hypercall_page
+hypercall_page:
+    .skip 4096
     .global boot_pml4
 boot_pml4:
     .skip 4096
@@ -145,6 +213,7 @@ boot_stack:
     .skip 128 * 1024
     .global boot_stack_top
 boot_stack_top:
+    .text
     "#,
     options(att_syntax)
 );

@@ -1,8 +1,9 @@
 //! unikernel-demo: a minimal Rust guest kernel.
 //!
-//! Boots as a Xen PVH guest (ELF note `XEN_ELFNOTE_PHYS32_ENTRY`) and under plain QEMU (`-kernel`,
-//! which loads PVH ELFs the same way). See `boot.rs` for the entry, `mem.rs` for memory, `xen/` for
-//! the Xen platform and `selftest.rs` for the boot self-tests the plain-QEMU tests run.
+//! Boots as a Xen PVH guest (ELF note `XEN_ELFNOTE_PHYS32_ENTRY`), as a classic Xen PV guest (the
+//! PV notes, entry in `pv/`) and under plain QEMU (`-kernel`, which loads PVH ELFs the same way).
+//! See `boot.rs` for the entries, `mem.rs` for memory, `xen/` for the Xen platform and
+//! `selftest.rs` for the boot self-tests the plain-QEMU tests run.
 #![no_std]
 #![no_main]
 
@@ -17,6 +18,7 @@ mod console;
 mod disk;
 mod mem;
 mod platform;
+mod pv;
 mod qemumain;
 mod rt;
 mod selftest;
@@ -91,7 +93,14 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             }
         );
     }
-    let m = mem::init(info.memmap());
+    let m = mem::init(info.memmap(), &[]);
+    boot_common(info, m)
+}
+
+/// The boot after the entry-specific part (PVH/QEMU: [`kmain`]; classic PV: `pv::pv_kmain`):
+/// memory is set up and the hypercall page (if any) installed.
+pub(crate) fn boot_common(info: BootInfo, m: mem::MemInit) -> ! {
+    println!("boot: {}", platform::boot_mode());
     arch::paging::paint_boot_stack();
     let guards = arch::paging::install_guards();
     let (ks, ke) = mem::kernel_range();
@@ -225,11 +234,18 @@ fn xen_init(keep_debugcon: bool, evtchn: cmdline::EvtchnAbi) {
     );
     arch::enable_interrupts();
     match xen::init_timer() {
+        Ok(p) if platform::is_pv() => println!(
+            "xen: PV event callback (set_callbacks), idle in SCHEDOP_block, VIRQ_TIMER on port {p}"
+        ),
         Ok(p) => println!(
             "xen: event callback on vector {}, VIRQ_TIMER on port {p}",
             arch::idt::XEN_CALLBACK_VECTOR
         ),
         Err(e) => panic!("binding VIRQ_TIMER failed: {e}"),
+    }
+    if platform::is_pv() {
+        // The PV console ring was connected from start_info at the very start.
+        return;
     }
     match xen::console::PvConsole::connect() {
         Ok(c) => {

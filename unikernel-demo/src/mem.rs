@@ -158,10 +158,14 @@ pub struct MemInit {
 }
 
 /// Feeds the RAM entries of `map` to the frame allocator, keeping out the first MiB, the kernel
-/// image and everything above the identity-mapped range.
-pub fn init(map: &[MemEntry]) -> MemInit {
+/// image, the `extra` ranges (a PV boot's bootstrap region) and everything above the
+/// identity-mapped range.
+pub fn init(map: &[MemEntry], extra: &[(u64, u64)]) -> MemInit {
     let (ks, ke) = kernel_range();
-    let reserved = [(0, 0x10_0000), (ks, ke)];
+    let mut reserved = [(0, 0x10_0000), (ks, ke), (0, 0), (0, 0)];
+    for (r, &e) in reserved[2..].iter_mut().zip(extra) {
+        *r = e;
+    }
     let limit = crate::boot::IDENTITY_MAPPED;
     let mut fa = FRAMES.lock();
     let mut res = MemInit {

@@ -10,6 +10,28 @@ pub const QEMU_EXIT_SUCCESS: u32 = 0x10;
 pub const QEMU_EXIT_FAILURE: u32 = 0x11;
 
 static XEN: AtomicBool = AtomicBool::new(false);
+static PV: AtomicBool = AtomicBool::new(false);
+
+/// Records that we booted as a classic PV guest (ring 3, Xen's page tables, no port I/O).
+pub fn set_pv() {
+    PV.store(true, Ordering::Release);
+}
+
+/// Whether we booted as a classic PV guest.
+pub fn is_pv() -> bool {
+    PV.load(Ordering::Acquire)
+}
+
+/// How we booted, as `GET /stats` and the boot log name it.
+pub fn boot_mode() -> &'static str {
+    if is_pv() {
+        "pv"
+    } else if is_xen() {
+        "pvh"
+    } else {
+        "qemu"
+    }
+}
 
 /// Records that we run on Xen with a working hypercall page.
 pub fn set_xen() {

@@ -131,7 +131,14 @@ fn breakpoint() -> TestResult {
     check(after == before + 1, || {
         format!("breakpoint count {before} -> {after}")
     })?;
-    crate::println!("selftest: idt ok (int3 handled on an IST stack and resumed)");
+    crate::println!(
+        "selftest: idt ok (int3 handled {} and resumed)",
+        if crate::platform::is_pv() {
+            "through the PV trap table"
+        } else {
+            "on an IST stack"
+        }
+    );
     Ok(())
 }
 

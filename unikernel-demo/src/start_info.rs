@@ -139,6 +139,38 @@ impl BootInfo {
         Ok(info)
     }
 
+    /// Builds the boot info of a classic PV start: the command line of start_info and a memory map
+    /// of the runs of pseudo-physical frames that have a machine frame (`pfn_to_mfn`).
+    pub fn from_pv(cmdline: &[u8], nr_pages: u64, pfn_to_mfn: fn(u64) -> Option<u64>) -> BootInfo {
+        let mut info = BootInfo {
+            version: 0,
+            cmdline: [0; MAX_CMDLINE],
+            cmdline_len: 0,
+            memmap: [MemEntry::default(); MAX_MEMMAP],
+            memmap_len: 0,
+        };
+        let n = cmdline.len().min(MAX_CMDLINE);
+        info.cmdline[..n].copy_from_slice(&cmdline[..n]);
+        info.cmdline_len = n;
+        let mut run_start = None;
+        for pfn in 0..=nr_pages {
+            let valid = pfn < nr_pages && pfn_to_mfn(pfn).is_some();
+            match (valid, run_start) {
+                (true, None) => run_start = Some(pfn),
+                (false, Some(s)) => {
+                    info.push_mem(MemEntry {
+                        addr: s << 12,
+                        size: (pfn - s) << 12,
+                        kind: MEMMAP_TYPE_RAM,
+                    });
+                    run_start = None;
+                }
+                _ => {}
+            }
+        }
+        info
+    }
+
     /// Adds a memory-map entry, skipping empty ones; returns false when the table is full.
     pub fn push_mem(&mut self, e: MemEntry) -> bool {
         if e.size == 0 {

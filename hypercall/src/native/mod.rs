@@ -115,6 +115,31 @@ pub fn looks_like_hvm_hypercall_page(page: &[u8]) -> bool {
     })
 }
 
+/// Whether `page` looks like a hypercall page Xen filled for a 64-bit classic PV guest: every
+/// stub loads its number with `mov $op, %eax` (`b8 <op as le32>`) within its first bytes (after
+/// the `push %rcx; push %r11` that save the registers `syscall` clobbers) and enters Xen with
+/// `syscall` (`0f 05`). An all-zero page (no `XEN_ELFNOTE_HYPERCALL_PAGE` honoured) fails.
+pub fn looks_like_pv_hypercall_page(page: &[u8]) -> bool {
+    if page.len() < PAGE_SIZE {
+        return false;
+    }
+    [
+        crate::op::MEMORY_OP,
+        crate::op::XEN_VERSION,
+        crate::op::SCHED_OP,
+        crate::op::EVENT_CHANNEL_OP,
+        crate::op::MMU_UPDATE,
+    ]
+    .iter()
+    .all(|&op| {
+        let stub = &page[op as usize * 32..op as usize * 32 + 32];
+        let mut mov = [0xb8u8; 5];
+        mov[1..].copy_from_slice(&op.to_le_bytes());
+        let at = stub[..16].windows(5).position(|w| w == mov);
+        at.is_some_and(|i| stub[i + 5..i + 7] == [0x0f, 0x05])
+    })
+}
+
 /// Writes `value` to model-specific register `msr`.
 ///
 /// # Safety
@@ -165,11 +190,38 @@ pub unsafe fn install_hypercall_page(
 
 /// Real hypercalls through a filled hypercall page, with frame translation for a kernel that maps
 /// guest-physical memory at a fixed offset (`virt = phys + phys_offset`; 0 for identity mapping).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct NativeHypercall {
     page: *const u8,
     phys_offset: u64,
     max_gfn: Option<u64>,
+    translation: Option<&'static dyn FrameTranslation>,
+}
+
+impl core::fmt::Debug for NativeHypercall {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NativeHypercall")
+            .field("page", &self.page)
+            .field("phys_offset", &self.phys_offset)
+            .field("max_gfn", &self.max_gfn)
+            .field("translation", &self.translation.is_some())
+            .finish()
+    }
+}
+
+/// Frame translation for a kernel whose guest frames are not a fixed offset from its virtual
+/// addresses: a classic PV guest, whose frame numbers in grants and rings are machine frames (found
+/// through its P2M list) and whose foreign frames (e.g. grant-table frames from
+/// `GNTTABOP_setup_table`) must be mapped before use.
+///
+/// Installed with [`NativeHypercall::with_translation`]; it then answers
+/// [`Hypercall::virt_to_gfn`] and [`Hypercall::gfn_to_virt`] instead of the offset arithmetic.
+pub trait FrameTranslation: Sync {
+    /// The frame number Xen expects for the page-aligned address `addr` (PV: its machine frame).
+    fn virt_to_frame(&self, addr: *const u8) -> Gfn;
+    /// The address at which frame `frame` (PV: a machine frame) is mapped, mapping it first when it
+    /// is not part of the kernel's own memory; `None` when it cannot be mapped.
+    fn frame_to_virt(&self, frame: Gfn) -> Option<*mut u8>;
 }
 
 // SAFETY: the hypercall page is immutable code after installation; the struct holds only its address.
@@ -192,7 +244,14 @@ impl NativeHypercall {
             page,
             phys_offset,
             max_gfn: None,
+            translation: None,
         }
+    }
+
+    /// Uses `t` for frame translation instead of `phys_offset` (classic PV: P2M and M2P).
+    pub const fn with_translation(mut self, t: &'static dyn FrameTranslation) -> NativeHypercall {
+        self.translation = Some(t);
+        self
     }
 
     /// Limits [`Hypercall::gfn_to_virt`] to frames up to `max_gfn` (inclusive), e.g. the end of RAM.
@@ -264,11 +323,18 @@ impl Hypercall for NativeHypercall {
     }
 
     fn virt_to_gfn(&self, addr: *const u8) -> Gfn {
-        virt_to_gfn_with_offset(addr as u64, self.phys_offset)
+        match self.translation {
+            Some(t) => t.virt_to_frame(addr),
+            None => virt_to_gfn_with_offset(addr as u64, self.phys_offset),
+        }
     }
 
     fn gfn_to_virt(&self, gfn: Gfn) -> Option<*mut u8> {
-        gfn_to_virt_with_offset(gfn, self.phys_offset, self.max_gfn).map(|a| a as usize as *mut u8)
+        match self.translation {
+            Some(t) => t.frame_to_virt(gfn),
+            None => gfn_to_virt_with_offset(gfn, self.phys_offset, self.max_gfn)
+                .map(|a| a as usize as *mut u8),
+        }
     }
 }
 
@@ -323,6 +389,51 @@ mod tests {
         page[crate::op::SCHED_OP as usize * 32 + 1] ^= 1;
         assert!(!looks_like_hvm_hypercall_page(page));
         assert!(!looks_like_hvm_hypercall_page(&page[..100]));
+    }
+
+    #[test]
+    fn recognises_filled_pv_page() {
+        let p = PageBuf::new(1).unwrap();
+        // SAFETY: the buffer is one page, owned here.
+        let page = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), PAGE_SIZE) };
+        assert!(!looks_like_pv_hypercall_page(page));
+        for op in 0..HYPERCALL_PAGE_ENTRIES {
+            let at = op as usize * 32;
+            // push %rcx; push %r11; mov $op, %eax; syscall; pop %r11; pop %rcx; ret
+            page[at..at + 3].copy_from_slice(&[0x51, 0x41, 0x53]);
+            page[at + 3] = 0xb8;
+            page[at + 4..at + 8].copy_from_slice(&op.to_le_bytes());
+            page[at + 8..at + 14].copy_from_slice(&[0x0f, 0x05, 0x41, 0x5b, 0x59, 0xc3]);
+        }
+        assert!(looks_like_pv_hypercall_page(page));
+        // An HVM page (vmcall) is not a PV page, and a PV page is not an HVM page.
+        assert!(!looks_like_hvm_hypercall_page(page));
+        page[crate::op::MMU_UPDATE as usize * 32 + 8] = 0x0f;
+        page[crate::op::MMU_UPDATE as usize * 32 + 9] = 0x01;
+        assert!(!looks_like_pv_hypercall_page(page));
+        assert!(!looks_like_pv_hypercall_page(&page[..100]));
+    }
+
+    #[test]
+    fn translation_hook_replaces_offset_arithmetic() {
+        struct Fake;
+        impl FrameTranslation for Fake {
+            fn virt_to_frame(&self, addr: *const u8) -> Gfn {
+                Gfn(0x1000 + (addr as u64 >> PAGE_SHIFT))
+            }
+            fn frame_to_virt(&self, frame: Gfn) -> Option<*mut u8> {
+                frame
+                    .0
+                    .checked_sub(0x1000)
+                    .map(|p| (p << PAGE_SHIFT) as usize as *mut u8)
+            }
+        }
+        static FAKE: Fake = Fake;
+        // SAFETY: never called; only the translation is exercised.
+        let h = unsafe { NativeHypercall::from_page(core::ptr::null(), 0) }.with_translation(&FAKE);
+        assert_eq!(h.virt_to_gfn(0x5000 as *const u8), Gfn(0x1005));
+        assert_eq!(h.gfn_to_virt(Gfn(0x1005)), Some(0x5000 as *mut u8));
+        assert_eq!(h.gfn_to_virt(Gfn(5)), None);
     }
 
     #[test]

@@ -12,7 +12,7 @@ for m in ${MEMORY_STEPS:-4 6 8 12 16}; do
 	step=uk-memory-${m}mib
 	disk=$HARNESS_STATE/minmem-$m.img
 	make_disk "$disk" "${UNIKERNEL_DISK_MIB:-64}"
-	install_cfg /payload/xl/unikernel-pvh.cfg $W/cfg "$disk"
+	install_cfg "/payload/xl/unikernel-$UK_TYPE.cfg" $W/cfg "$disk"
 	sed "s/^memory = .*/memory = $m/; s/^name = .*/name = \"uk-mem-$m\"/" $W/cfg >"$XL_CONFIG_DIR/uk-mem-$m.cfg"
 	begin "$step"
 	if ! xl_create_logged "uk-mem-$m" "$XL_CONFIG_DIR/uk-mem-$m.cfg"; then

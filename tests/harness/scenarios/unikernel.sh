@@ -165,6 +165,7 @@ if domain_exists "$UK_NAME"; then
 	if awk -v u="$used" -v i="$IDLE" 'BEGIN { exit !(u < i / 10) }'; then
 		pass uk-idle-cpu "guest used $used s of CPU over $IDLE s idle (xl list: $c0 -> $c1)"
 	else
+		xen_dump_vcpus
 		fail uk-idle-cpu "guest used $used s of CPU over $IDLE s idle: it spins"
 		rc=1
 	fi

@@ -2,7 +2,9 @@
 //!
 //! The boot code already loaded a GDT (null, 64-bit code 0x08, data 0x10, two empty slots for the
 //! TSS descriptor). Here we fill the TSS slot and load the task register. The precompiled `core`
-//! uses the red zone, so every handler runs on an IST stack, never on the interrupted stack.
+//! uses the red zone, so every exception handler runs on an IST stack, never on the interrupted
+//! stack. External interrupts need none: they are only taken while the CPU idles in our own
+//! `sti; hlt; cli` (see `arch::enable_interrupts_and_halt`).
 
 use core::arch::asm;
 use core::cell::UnsafeCell;
@@ -13,11 +15,9 @@ pub const IST_DOUBLE_FAULT: u8 = 1;
 pub const IST_NMI: u8 = 2;
 /// IST index used for the other exceptions.
 pub const IST_EXCEPTION: u8 = 3;
-/// IST index used for external interrupts (Xen callback vector, timers).
-pub const IST_IRQ: u8 = 4;
 
 const IST_STACK_SIZE: usize = 32 * 1024;
-const IST_COUNT: usize = 4;
+const IST_COUNT: usize = 3;
 
 /// 64-bit task-state segment.
 #[repr(C, packed(4))]

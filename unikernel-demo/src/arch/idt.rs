@@ -2,9 +2,14 @@
 //!
 //! Every vector has an assembly stub that saves all general-purpose registers and the FPU/SSE state
 //! (Rust code in handlers uses SSE registers too), then calls [`trap_dispatch`] with a [`TrapFrame`].
-//! Every gate uses an IST stack (see [`super::gdt`]).
+//! Exception gates use IST stacks (see [`super::gdt`]); interrupt gates (vectors >= 32) use the
+//! current stack: interrupts are only enabled inside `sti; hlt; cli` (our own code, no red zone
+//! there), so a handler never lands below a precompiled function's red zone, and an interrupt
+//! delivered twice (seen under nested TCG: the second delivery at the stub's first instruction,
+//! with IF clear) stacks a second frame instead of overwriting the first on a shared IST stack,
+//! which left the vCPU looping through the stub forever.
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_EXCEPTION, IST_IRQ, IST_NMI};
+use super::gdt::{IST_DOUBLE_FAULT, IST_EXCEPTION, IST_NMI};
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -59,7 +64,7 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-/// An interrupt handler for vectors 32..=255. Runs with interrupts disabled on an IST stack; it
+/// An interrupt handler for vectors 32..=255. Runs with interrupts disabled on the idle stack; it
 /// must not allocate, block or take locks the interrupted code may hold.
 pub type Handler = fn(&mut TrapFrame);
 
@@ -190,7 +195,7 @@ pub fn init() {
             8 => IST_DOUBLE_FAULT,
             2 | 18 => IST_NMI,
             0..=31 => IST_EXCEPTION,
-            _ => IST_IRQ,
+            _ => 0,
         };
         let gate = Gate {
             offset_low: addr as u16,
@@ -259,7 +264,8 @@ fn exception_name(v: u64) -> &'static str {
     }
 }
 
-extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+/// Common exception and interrupt dispatcher (the IDT stubs and the PV trap stubs call it).
+pub(crate) extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let v = frame.vector;
     if v == 3 {
         BREAKPOINTS.fetch_add(1, Ordering::Relaxed);

@@ -1,4 +1,9 @@
 //! x86_64 primitives: port I/O, CPUID, MSRs, control registers, interrupts flag, TSC.
+//!
+//! Under classic PV the kernel runs in ring 3: the interrupt flag is `evtchn_upcall_mask` in
+//! vcpu_info and halting is `SCHEDOP_block` (see `crate::pv`); the functions below branch on
+//! [`crate::platform::is_pv`]. In every mode interrupts (events) are only taken while idling in
+//! [`enable_interrupts_and_halt`] (see [`enable_interrupts`] and `pv::traps` for why).
 
 pub mod apic;
 pub mod gdt;
@@ -41,6 +46,9 @@ pub fn cpuid(leaf: u32) -> core::arch::x86_64::CpuidResult {
 
 /// Reads CR2 (the faulting address of the last page fault).
 pub fn cr2() -> u64 {
+    if crate::platform::is_pv() {
+        return crate::pv::cr2();
+    }
     let v: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { asm!("mov {}, cr2", out(reg) v, options(nomem, nostack, preserves_flags)) };
@@ -53,20 +61,31 @@ pub fn rdtsc() -> u64 {
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-/// Enables interrupts.
-pub fn enable_interrupts() {
-    // SAFETY: the IDT is installed before anyone calls this (see `main`).
-    unsafe { asm!("sti", options(nomem, nostack)) };
-}
+/// Would enable interrupts; does nothing: interrupts (PV: event upcalls) are only taken while the
+/// CPU idles in [`enable_interrupts_and_halt`]. Asynchronous delivery anywhere else would build
+/// the interrupt frame on the interrupted stack (PV always; PVH/QEMU since the interrupt gates
+/// have no IST, see `idt`), where precompiled `core` code may keep data in its red zone.
+pub fn enable_interrupts() {}
 
 /// Disables interrupts.
 pub fn disable_interrupts() {
+    if crate::platform::is_pv() {
+        if crate::pv::start().is_some() {
+            crate::pv::mask_events();
+        }
+        return;
+    }
     // SAFETY: clearing IF only delays interrupts.
-    unsafe { asm!("cli", options(nomem, nostack)) };
+    // Not `nomem` (see `enable_interrupts`): with it the compiler may hoist a lock acquisition
+    // above the `cli`, and an interrupt handler taking the same lock then spins forever.
+    unsafe { asm!("cli", options(nostack)) };
 }
 
 /// Whether interrupts are enabled (RFLAGS.IF).
 pub fn interrupts_enabled() -> bool {
+    if crate::platform::is_pv() {
+        return false;
+    }
     let flags: u64;
     // SAFETY: reading RFLAGS has no side effects.
     unsafe { asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
@@ -86,16 +105,27 @@ pub fn without_interrupts<T>(f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// Atomically enables interrupts and halts until the next interrupt (`sti; hlt`): the interrupt
-/// that ends the halt cannot slip in between the check the caller made and the halt.
+/// Atomically enables interrupts and halts until the next interrupt (`sti; hlt`), then disables
+/// them again (`cli`): the interrupt that ends the halt cannot slip in between the check the
+/// caller made and the halt, and interrupts are only ever taken here (see [`enable_interrupts`]).
 pub fn enable_interrupts_and_halt() {
+    if crate::platform::is_pv() {
+        crate::pv::block();
+        return;
+    }
     // SAFETY: `sti` takes effect after the next instruction, so `hlt` is entered with interrupts
     // enabled and any pending interrupt wakes it.
-    unsafe { asm!("sti; hlt", options(nomem, nostack)) };
+    unsafe { asm!("sti; hlt; cli", options(nostack)) };
 }
 
 /// Halts forever with interrupts off.
 pub fn halt_forever() -> ! {
+    if crate::platform::is_pv() {
+        loop {
+            // Events stay masked: SCHEDOP_block would unmask them, so yield instead.
+            crate::xen::yield_cpu();
+        }
+    }
     loop {
         // SAFETY: halting with interrupts disabled stops this CPU; nothing else depends on it.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };

@@ -53,6 +53,16 @@ impl PvConsole {
         })
     }
 
+    /// Uses the console ring at `ring`, notified through `port` (classic PV: from start_info).
+    ///
+    /// # Safety
+    ///
+    /// `ring` must be this domain's console page, mapped for the kernel's life and used by no one
+    /// else.
+    pub unsafe fn from_ring(ring: *mut XenconsInterface, port: u32) -> PvConsole {
+        PvConsole { ring, port }
+    }
+
     /// The console's event channel.
     pub fn port(&self) -> u32 {
         self.port

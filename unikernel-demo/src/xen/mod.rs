@@ -5,7 +5,7 @@
 //! Event delivery: `HVM_PARAM_CALLBACK_IRQ` is set to the vector type with
 //! [`XEN_CALLBACK_VECTOR`](crate::arch::idt::XEN_CALLBACK_VECTOR). Xen injects that vector while
 //! `vcpu_info.evtchn_upcall_pending` is set (no local-APIC EOI is involved for this callback type);
-//! the handler runs on an IST stack and calls [`NativeEventChannels::handle_upcall`], which clears
+//! the handler runs (only while the vCPU idles in `sti; hlt; cli`, see `arch`) and calls [`NativeEventChannels::handle_upcall`], which clears
 //! the flag, walks the 2-level pending bitmap and latches every fired port. Drivers run in the main
 //! loop and look at their rings after any event: the handler only bumps [`event_generation`].
 //!
@@ -50,6 +50,11 @@ pub fn install_hypercall_page(x: &XenCpuid) -> Result<(), xen_hypercall::native:
     }?;
     HYP.call_once(|| h.with_max_gfn((crate::boot::IDENTITY_MAPPED >> 12) - 1));
     Ok(())
+}
+
+/// Uses an already filled hypercall page (classic PV: the one the domain builder filled).
+pub fn use_hypercall(h: NativeHypercall) {
+    HYP.call_once(|| h);
 }
 
 /// The native hypercall interface (after [`install_hypercall_page`]).
@@ -123,13 +128,22 @@ pub fn init_events(
     abi: AbiChoice,
 ) -> Result<*mut xen_hypercall::abi::xen::SharedInfo, EvtchnError> {
     let h = *hyp().ok_or(EvtchnError::Hypercall(Errno::ENOSYS))?;
-    let mut e = NativeEventChannels::new_pvh(h)?;
+    let mut e = if crate::platform::is_pv() {
+        // SAFETY: the PV boot mapped shared_info for the kernel's life.
+        unsafe { NativeEventChannels::new_pv(h, crate::pv::shared_info()) }
+    } else {
+        NativeEventChannels::new_pvh(h)?
+    };
     let chosen = e.select_abi(abi)?;
     crate::println!("xen: event channels: {} ABI (evtchn={abi:?})", chosen.name());
     e.mask_all();
     let si = e.shared_info();
     EVTCHN.call_once(|| e);
     idt::set_handler(idt::XEN_CALLBACK_VECTOR, upcall);
+    if crate::platform::is_pv() {
+        // The PV event callback (registered at boot) dispatches as this vector.
+        return Ok(si);
+    }
     h.hvm_set_param(
         hvm::HVM_PARAM_CALLBACK_IRQ,
         hvm::callback_via_vector(idt::XEN_CALLBACK_VECTOR),
@@ -274,16 +288,30 @@ pub fn block_until(deadline_ns: Option<u64>, since: u64) {
 // ---------------------------------------------------------------------------------------------
 // Grant table and xenstore.
 
-/// Sets up the grant table (PVH: frames through `XENMEM_add_to_physmap`).
+/// Sets up the grant table (PVH: frames through `XENMEM_add_to_physmap`; PV: `GNTTABOP_setup_table`).
 pub fn init_grants() -> Result<&'static Grants, xen_grant_table::GrantError> {
     let h = *hyp().ok_or(xen_grant_table::GrantError::Hypercall(Errno::ENOSYS))?;
-    let g = xen_grant_table::GrantTable::new(h, xen_grant_table::FrameMapping::AddToPhysmap)?;
+    let mapping = if crate::platform::is_pv() {
+        xen_grant_table::FrameMapping::SetupTable
+    } else {
+        xen_grant_table::FrameMapping::AddToPhysmap
+    };
+    let g = xen_grant_table::GrantTable::new(h, mapping)?;
     Ok(GRANTS.call_once(|| g))
 }
 
-/// Connects the xenstore client (`HVM_PARAM_STORE_PFN` / `HVM_PARAM_STORE_EVTCHN`).
+/// Connects the xenstore client (`HVM_PARAM_STORE_PFN` / `HVM_PARAM_STORE_EVTCHN`; PV: start_info).
 pub fn init_store() -> Result<&'static XenStore, xen_store::XsError> {
     let h = hyp().ok_or(xen_store::XsError::Hypercall(Errno::ENOSYS))?;
+    if crate::platform::is_pv() {
+        let (ring, port) = crate::pv::store_ring().ok_or(xen_store::XsError::InvalidArgument(
+            "start_info's xenstore frame is not one of the domain's",
+        ))?;
+        // SAFETY: the ring is this domain's xenstore page (from start_info, M2P and P2M agree),
+        // mapped for the kernel's life; this is its only client.
+        let s = unsafe { xen_store::XenStore::new(ring.cast(), port, KernelEvents) }?;
+        return Ok(STORE.call_once(|| s));
+    }
     // SAFETY: this is the only xenstore client of the domain, and the ring frame is identity mapped
     // for the kernel's life.
     let s = unsafe { xen_store::XenStore::from_hypercall(h, KernelEvents) }?;
