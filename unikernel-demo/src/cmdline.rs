@@ -58,6 +58,8 @@ pub struct Config {
     pub overflow: bool,
     /// Keep port 0xE9 output after the PV console is up.
     pub debugcon: bool,
+    /// `bench=blk[:RUNS]`: runs of the raw-disk benchmark at boot (0: none; see benchmode.rs).
+    pub bench_blk_runs: u8,
 }
 
 /// Why a value was rejected.
@@ -157,6 +159,9 @@ pub fn parse(cmdline: &str) -> (Config, Vec<String>) {
             ("fault", None) => c.fault = true,
             ("overflow", None) => c.overflow = true,
             ("debugcon", None) => c.debugcon = true,
+            ("bench", Some(v)) if v == "blk" || v.starts_with("blk:") => {
+                c.bench_blk_runs = v.strip_prefix("blk:").map_or(Some(3), |n| n.parse().ok()).unwrap_or(3)
+            }
             _ => warnings.push(format!("cmdline: unknown option `{tok}` ignored")),
         }
     }

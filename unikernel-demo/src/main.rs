@@ -10,6 +10,7 @@ extern crate alloc;
 
 mod app;
 mod arch;
+mod benchmode;
 mod boot;
 mod cmdline;
 mod console;

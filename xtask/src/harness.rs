@@ -138,6 +138,8 @@ struct RunSpec {
     verbose: bool,
     /// Extra `KEY=value` lines for /payload/env.sh.
     env: Vec<(String, String)>,
+    /// Extra files for the payload: (path below `/payload`, host file). Executable.
+    extra_files: Vec<(String, PathBuf)>,
 }
 
 /// The outcome of one boot, parsed from the serial console.
@@ -252,6 +254,7 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         timeout: opts.timeout.unwrap_or(Duration::from_secs(900)),
         verbose: true,
         env: opts.env.clone(),
+        extra_files: Vec::new(),
     };
     let outcome = boot_and_report(&spec);
     match outcome {
@@ -285,15 +288,54 @@ pub fn test() -> Result<(), String> {
         memory_mib: 16,
         ..RunSpec::default()
     };
+    let mut bench = None;
     if with_unikernel {
-        spec.kernel = Some(kernel_path(&Opts::default())?);
-        spec.scenarios.push("unikernel".into());
+        let kernel = kernel_path(&Opts::default())?;
+        // The short form of `cargo xtask bench --xen` (one repetition), so that it cannot rot.
+        let b = crate::bench_xen::prepare(&kernel, &crate::bench_xen::Options::short())?;
+        spec.scenarios.extend(["unikernel".into(), "bench".into()]);
+        spec.env.extend(b.env.iter().cloned());
+        spec.extra_files.extend(b.files.iter().cloned());
+        spec.kernel = Some(kernel);
+        bench = Some(b);
     } else {
         println!(
             "nested Xen: unikernel scenarios disabled (XEN_RS_HARNESS_UNIKERNEL=1 enables them)"
         );
     }
-    boot_and_report(&spec).map(|_| ())
+    let outcome = boot_and_report(&spec)?;
+    match bench {
+        Some(b) => crate::bench_xen::report(&b, &outcome.figures),
+        None => Ok(()),
+    }
+}
+
+/// A measured figure: (key, value, unit).
+pub type Figure = (String, String, String);
+
+/// One boot for `cargo xtask bench --xen`: the given scenarios with the unikernel, extra payload
+/// files and variables; returns the `@@FIGURE` lines (key, value, unit) and whether every step
+/// passed (the figures of a partly failed run are still worth reporting).
+pub fn run_for_figures(
+    scenarios: &[&str],
+    kernel: PathBuf,
+    env: Vec<(String, String)>,
+    extra_files: Vec<(String, PathBuf)>,
+    timeout: Duration,
+) -> Result<(Vec<Figure>, bool), String> {
+    let spec = RunSpec {
+        name: "bench-xen".into(),
+        scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
+        kernel: Some(kernel),
+        memory_mib: 16,
+        timeout,
+        env,
+        extra_files,
+        ..RunSpec::default()
+    };
+    let (o, _) = boot_outcome(&spec)?;
+    let ok = o.ok();
+    Ok((o.figures, ok))
 }
 
 /// Command-line options shared by the harness commands.
@@ -1054,6 +1096,11 @@ fn build_payload(run_dir: &Path, spec: &RunSpec) -> Result<PathBuf, String> {
     if let Some(k) = &spec.kernel {
         copy_file(k, &stage.at("payload/unikernel.elf"))?;
     }
+    for (rel, src) in &spec.extra_files {
+        let dst = stage.at(&format!("payload/{rel}"));
+        copy_file(src, &dst)?;
+        set_mode(&dst, 0o755)?;
+    }
     if let Some(s) = &spec.dom0_script {
         copy_file(s, &stage.at("payload/user-script.sh"))?;
         set_mode(&stage.at("payload/user-script.sh"), 0o755)?;
@@ -1142,6 +1189,24 @@ menuentry \"Xen 4.17 + Linux dom0 (xen-rs harness)\" {{
 
 /// Prepares everything for `spec`, boots it, prints progress and the summary.
 fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
+    let (outcome, run_dir) = boot_outcome(spec)?;
+    if outcome.ok() {
+        Ok(outcome)
+    } else if spec.dom0_script.is_some() && outcome.user_status.is_some() && outcome.fatal.is_none()
+    {
+        // The user's script decides the status of `demo --dom0-script`.
+        Ok(outcome)
+    } else {
+        Err(format!(
+            "nested Xen run {:?} failed (serial log: {})",
+            spec.name,
+            run_dir.join("serial.log").display()
+        ))
+    }
+}
+
+/// [`boot_and_report`] without the verdict: the outcome (passing or not) and the run directory.
+fn boot_outcome(spec: &RunSpec) -> Result<(Outcome, PathBuf), String> {
     let total = Instant::now();
     check_host_tools()?;
     let cache = Cache::new()?;
@@ -1179,19 +1244,7 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
         spec.name,
         total.elapsed().as_secs_f64()
     );
-    if outcome.ok() {
-        Ok(outcome)
-    } else if spec.dom0_script.is_some() && outcome.user_status.is_some() && outcome.fatal.is_none()
-    {
-        // The user's script decides the status of `demo --dom0-script`.
-        Ok(outcome)
-    } else {
-        Err(format!(
-            "nested Xen run {:?} failed (serial log: {})",
-            spec.name,
-            run_dir.join("serial.log").display()
-        ))
-    }
+    Ok((outcome, run_dir))
 }
 
 /// Removes the bulky files (ISO, payload) of runs whose process is gone; keeps their logs.
