@@ -488,8 +488,8 @@ fn chart(rows: &[Row], path: &Path, caption: &str) -> Result<(), String> {
     let root = SVGBackend::new(path, (w as u32, h as u32)).into_drawing_area();
     let err = |e: DrawingAreaErrorKind<_>| format!("chart: {e:?}");
     root.fill(&WHITE).map_err(err)?;
-    let font = ("sans-serif", 13).into_font();
-    let small = ("sans-serif", 11).into_font();
+    let font = ("sans-serif", 15).into_font();
+    let small = ("sans-serif", 13).into_font();
     root.draw(&Text::new(
         caption.to_string(),
         (10, 10),
