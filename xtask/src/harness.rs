@@ -1146,7 +1146,10 @@ fn build_iso(
     copy_file(&kernel.vmlinux, &boot.join("vmlinux"))?;
     // Linux unpacks concatenated cpio archives (compressed or not) in order: the base, the
     // guest kernel (uncompressed: nothing to inflate at boot), then the payload.
+    // An uncompressed archive is only recognised at a 4-byte aligned offset (init/initramfs.c);
+    // zero bytes between archives are skipped, so pad the compressed base to a multiple of 4.
     let mut initrd = fs::read(base).map_err(|e| e.to_string())?;
+    initrd.resize(initrd.len().next_multiple_of(4), 0);
     initrd.extend(fs::read(&kernel.guest_cpio).map_err(|e| e.to_string())?);
     initrd.extend(fs::read(payload).map_err(|e| e.to_string())?);
     write(&boot.join("initrd.img"), &initrd)?;
