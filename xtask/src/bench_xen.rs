@@ -633,6 +633,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
         p.files.clone(),
         opts.timeout,
     )?;
+    if figures.is_empty() {
+        return Err("the bench boot gave no figures (see above); nothing written".into());
+    }
     let r = report(&p, &figures);
     if !ok {
         return Err(
