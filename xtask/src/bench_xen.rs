@@ -59,7 +59,7 @@ const FIGURES: &[(&str, &str, Better, bool)] = &[
     ),
     (
         "image_kib",
-        "image as booted (stripped ELF | vmlinux+initrd)",
+        "image as booted (stripped ELF; vmlinux + initrd)",
         Better::Lower,
         true,
     ),
@@ -430,8 +430,8 @@ fn to_json(rows: &[Row]) -> String {
 
 fn cell(st: Option<Stat>) -> String {
     match st {
-        Some(s) if s.n > 1 => format!("{:.4} [{:.4}..{:.4}]", g(s.median), g(s.min), g(s.max)),
-        Some(s) => format!("{:.4}", g(s.median)),
+        Some(s) if s.n > 1 => format!("{} [{}..{}]", g(s.median), g(s.min), g(s.max)),
+        Some(s) => format!("{}", g(s.median)),
         None => "-".into(),
     }
 }
@@ -468,7 +468,7 @@ fn table(rows: &[Row]) -> String {
             r.unit,
             cell(r.uk),
             cell(r.linux),
-            r.ratio().map_or("-".into(), |x| format!("{:.3}", g(x))),
+            r.ratio().map_or("-".into(), |x| format!("{}", g(x))),
             r.better.name()
         ));
     }
