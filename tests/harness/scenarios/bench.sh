@@ -24,6 +24,8 @@ mkdir -p $W "$HARNESS_STATE" "$XL_CONFIG_DIR"
 # the size in the last member's trailer, so concatenated gzip members fail to inflate.
 { gzip -dc /boot/guest-initrd.img && gzip -dc $B/guest-extra.cpio.gz; } | gzip -6 >$W/linux-initrd.img
 
+# Loop counters are named _run: lib.sh's functions (domid_of, device_states) use _i as a global.
+
 # Per guest: address, HTTP port and path of the first answer, key-value port.
 UK_IP=$UNIKERNEL_IP
 LX_IP=${LINUX_GUEST_IP:-10.0.0.3}
@@ -98,9 +100,9 @@ boot_cycles() {
 	_n=bench-$_g
 	begin "bench-$_g-boot"
 	mkcfg "$_g" "$_n" "$MEM" ""
-	_i=0
+	_run=0
 	_res=
-	while [ $_i -lt "$RUNS" ]; do
+	while [ $_run -lt "$RUNS" ]; do
 		_t0=$(uptime_s)
 		if ! create_retry "$_n" -p; then
 			fail "bench-$_g-boot" "xl create -p failed: $(tail -n 3 "/var/log/xen/create-$_n.log" | tr '\n' ' ')"
@@ -129,7 +131,7 @@ boot_cycles() {
 		_sd=$(elapsed "$_t1")
 		figure "bench_${_g}_shutdown_s" "$_sd" s
 		_res="$_res [create -p ${_tc} s, unpause->answer ${_start} s, shutdown ${_sd} s]"
-		_i=$((_i + 1))
+		_run=$((_run + 1))
 	done
 	drop "$_n"
 	pass "bench-$_g-boot" "$RUNS cycles:$_res"
@@ -173,21 +175,21 @@ bench_boot() {
 		return 1
 	fi
 	_bad=
-	_i=0
+	_run=0
 	_res=
-	while [ $_i -lt "$RUNS" ]; do
-		if _o=$($XB put "$_ip" "$_port" "/kv/bulk$_i" "$BULK" 2>&1); then
+	while [ $_run -lt "$RUNS" ]; do
+		if _o=$($XB put "$_ip" "$_port" "/kv/bulk$_run" "$BULK" 2>&1); then
 			figure "bench_${_g}_net_put_mbps" "$(val mbps "$_o")" MB/s
 		else _bad="$_bad put:$_o"; fi
-		if _o2=$($XB get "$_ip" "$_port" "/kv/bulk$_i" "$BULK" 2>&1); then
+		if _o2=$($XB get "$_ip" "$_port" "/kv/bulk$_run" "$BULK" 2>&1); then
 			figure "bench_${_g}_net_get_mbps" "$(val mbps "$_o2")" MB/s
 		else _bad="$_bad get:$_o2"; fi
 		_res="$_res [put $(val mbps "$_o") get $(val mbps "$_o2") MB/s]"
-		_i=$((_i + 1))
+		_run=$((_run + 1))
 	done
 	$XB put "$_ip" "$_port" /kv/small 64 >/dev/null 2>&1 || _bad="$_bad put-small"
-	_i=0
-	while [ $_i -lt "$RUNS" ]; do
+	_run=0
+	while [ $_run -lt "$RUNS" ]; do
 		if _o=$($XB lat "$_ip" "$_port" /kv/small "${BENCH_LAT_N:-200}" 2>&1); then
 			figure "bench_${_g}_lat_p50_us" "$(val p50_us "$_o")" us
 			figure "bench_${_g}_lat_p99_us" "$(val p99_us "$_o")" us
@@ -196,7 +198,7 @@ bench_boot() {
 			figure "bench_${_g}_rps" "$(val rps "$_o2")" req/s
 		else _bad="$_bad rps:$_o2"; fi
 		_res="$_res [$_o; $_o2]"
-		_i=$((_i + 1))
+		_run=$((_run + 1))
 	done
 	if [ -z "$_bad" ]; then
 		pass "bench-$_g-net" "$_res"
