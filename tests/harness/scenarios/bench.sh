@@ -7,7 +7,7 @@
 # Variables: BENCH_RUNS (3), BENCH_MEMORY (128), BENCH_IDLE (30 s), BENCH_MINMEM (1: search the
 # smallest memory= of each), BENCH_BULK (1048576 B), BENCH_LAT_N (200), BENCH_RPS_CONNS (8),
 # BENCH_RPS_SECS (5), BENCH_START_TIMEOUT (300 s), BENCH_MINMEM_TIMEOUT (180 s per size),
-# BENCH_UK_STEPS / BENCH_LINUX_STEPS (the memory= sizes tried, MiB).
+# BENCH_UK_STEPS / BENCH_LINUX_STEPS (the memory= sizes tried, MiB), BENCH_BLK_TIMEOUT (600 s).
 . /payload/lib.sh
 B=/payload/bench
 XB=$B/xbench
@@ -137,6 +137,9 @@ boot_cycles() {
 	pass "bench-$_g-boot" "$RUNS cycles:$_res"
 }
 
+# blk_done_or_gone: the raw-disk benchmark of domain $BLK_NAME finished, or the domain is gone.
+blk_done_or_gone() { console_has "$BLK_NAME" '@@BENCH-BLK-DONE' || domain_gone "$BLK_NAME"; }
+
 # bench_boot GUEST: one boot with bench=blk:RUNS (the raw-disk figures on the console), then the
 # network figures, dom0-visible memory, idle CPU.
 bench_boot() {
@@ -152,8 +155,10 @@ bench_boot() {
 		return 1
 	fi
 	_log=$(console_log "$_n")
-	if ! wait_until 900 console_has "$_n" '@@BENCH-BLK-DONE'; then
-		fail "bench-$_g-blk" "no @@BENCH-BLK-DONE on the console within 900 s"
+	BLK_NAME=$_n
+	if ! wait_until "${BENCH_BLK_TIMEOUT:-600}" blk_done_or_gone || ! console_has "$_n" '@@BENCH-BLK-DONE'; then
+		if domain_gone "$_n"; then _why="the domain died"; else _why="no @@BENCH-BLK-DONE within ${BENCH_BLK_TIMEOUT:-600} s"; fi
+		fail "bench-$_g-blk" "$_why; console: $(tail -n 4 "$_log" | tr '\n' ' ')"
 		drop "$_n"
 		return 1
 	fi
