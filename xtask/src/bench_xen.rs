@@ -598,9 +598,12 @@ pub fn report(p: &Prepared, figures: &[(String, String, String)]) -> Result<(), 
     let missing: Vec<String> = rows
         .iter()
         .filter(|r| {
-            FIGURES
-                .iter()
-                .any(|f| f.0 == r.id && (f.3 || !p.opts.short))
+            // The smallest memory= is searched only when asked for (never in the short form).
+            let wanted = r.id != "min_memory_mib" || p.opts.min_memory;
+            wanted
+                && FIGURES
+                    .iter()
+                    .any(|f| f.0 == r.id && (f.3 || !p.opts.short))
                 && (r.uk.is_none() || r.linux.is_none())
         })
         .map(|r| r.id.to_string())
