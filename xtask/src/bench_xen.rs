@@ -1,5 +1,5 @@
 //! `cargo xtask bench --xen [--runs N] [--memory MIB] [--idle SECS] [--no-min-memory]
-//! [--kernel ELF] [--timeout SECS]`: the unikernel and the Linux PV baseline guest side by side in
+//! [--only-min-memory] [--kernel ELF] [--timeout SECS]`: the unikernel and the Linux PV baseline guest side by side in
 //! one nested-Xen boot (tests/harness/scenarios/bench.sh), every figure measured by the same
 //! dom0-side tool for both (`xbench`, tests/harness/tools/xbench, built static here).
 //!
@@ -145,6 +145,8 @@ pub struct Options {
     kernel: Option<PathBuf>,
     /// The short form of `cargo xtask test`: results go to `target/bench-xen-short.json`.
     short: bool,
+    /// Only the smallest-memory search (`--only-min-memory`): `target/bench-xen-min-memory.json`.
+    only_min_memory: bool,
 }
 
 impl Default for Options {
@@ -159,6 +161,7 @@ impl Default for Options {
             timeout: Duration::from_secs(5400),
             kernel: None,
             short: false,
+            only_min_memory: false,
         }
     }
 }
@@ -192,6 +195,10 @@ impl Options {
                 "--idle" => o.idle_s = num("--idle")?,
                 "--timeout" => o.timeout = Duration::from_secs(num("--timeout")?.into()),
                 "--no-min-memory" => o.min_memory = false,
+                "--only-min-memory" => {
+                    o.only_min_memory = true;
+                    o.min_memory = true;
+                }
                 "--kernel" => {
                     o.kernel = Some(PathBuf::from(
                         it.next().ok_or("--kernel needs a value")?.as_str(),
@@ -214,6 +221,15 @@ impl Options {
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([(
+            "BENCH_PARTS".to_string(),
+            if self.only_min_memory {
+                "minmem"
+            } else {
+                "all"
+            }
+            .to_string(),
+        )])
         .collect()
     }
 }
@@ -580,6 +596,8 @@ pub fn report(p: &Prepared, figures: &[(String, String, String)]) -> Result<(), 
     let rows = rows(figures);
     let stem = if p.opts.short {
         "bench-xen-short"
+    } else if p.opts.only_min_memory {
+        "bench-xen-min-memory"
     } else {
         "bench-xen"
     };
@@ -599,7 +617,11 @@ pub fn report(p: &Prepared, figures: &[(String, String, String)]) -> Result<(), 
         .iter()
         .filter(|r| {
             // The smallest memory= is searched only when asked for (never in the short form).
-            let wanted = r.id != "min_memory_mib" || p.opts.min_memory;
+            let wanted = if p.opts.only_min_memory {
+                r.id == "min_memory_mib"
+            } else {
+                r.id != "min_memory_mib" || p.opts.min_memory
+            };
             wanted
                 && FIGURES
                     .iter()

@@ -7,7 +7,7 @@
 # Variables: BENCH_RUNS (3), BENCH_MEMORY (128), BENCH_IDLE (30 s), BENCH_MINMEM (1: search the
 # smallest memory= of each), BENCH_BULK (1048576 B), BENCH_LAT_N (200), BENCH_RPS_CONNS (8),
 # BENCH_RPS_SECS (5), BENCH_START_TIMEOUT (300 s), BENCH_MINMEM_TIMEOUT (180 s per size),
-# BENCH_UK_STEPS / BENCH_LINUX_STEPS (the memory= sizes tried, MiB), BENCH_BLK_TIMEOUT (600 s).
+# BENCH_PARTS (all | minmem: only the smallest-memory search), BENCH_UK_STEPS / BENCH_LINUX_STEPS (the memory= sizes tried, MiB), BENCH_BLK_TIMEOUT (600 s).
 . /payload/lib.sh
 B=/payload/bench
 XB=$B/xbench
@@ -254,6 +254,12 @@ min_memory() {
 		rc=1
 	fi
 }
+
+if [ "${BENCH_PARTS:-all}" = minmem ]; then
+	min_memory uk "${BENCH_UK_STEPS:-4 6 8 16 32}" || rc=1
+	min_memory linux "${BENCH_LINUX_STEPS:-32 48 64 96 128}" || rc=1
+	exit $rc
+fi
 
 begin bench-image
 figure bench_uk_image_kib "$(awk -v b="$(stat -c %s $B/unikernel.elf)" 'BEGIN { printf "%.1f", b / 1024 }')" KiB
