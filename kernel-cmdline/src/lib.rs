@@ -19,6 +19,7 @@
 //! | `selftest`            | run the boot self-tests and exit                                     |
 //! | `panic`/`fault`/`overflow` | crash deliberately after boot (tests the crash paths)           |
 //! | `debugcon`            | keep copying console output to port 0xE9                             |
+//! | `bench=blk[:N]`       | run the raw-disk benchmark N times (1..=20, default 3) on the second vbd at boot |
 //! | `evtchn=A`            | event-channel ABI under Xen: `2l` (default), `fifo`, `auto`          |
 #![no_std]
 
@@ -158,6 +159,8 @@ pub struct Config {
     pub debugcon: bool,
     /// Event-channel ABI (`evtchn=`).
     pub evtchn: EvtchnAbi,
+    /// `bench=blk[:RUNS]`: runs of the raw-disk benchmark at boot (0: none).
+    pub bench_blk_runs: u8,
 }
 
 impl Default for Config {
@@ -179,6 +182,7 @@ impl Default for Config {
             overflow: false,
             debugcon: false,
             evtchn: EvtchnAbi::default(),
+            bench_blk_runs: 0,
         }
     }
 }
@@ -255,6 +259,11 @@ pub enum OptionError {
         /// The value given.
         value: String,
     },
+    /// `bench=` is not `blk` or `blk:N` with N in 1..=20.
+    Bench {
+        /// The value given.
+        value: String,
+    },
     /// `evtchn=` is not `auto`, `2l` or `fifo`.
     Evtchn {
         /// The value given.
@@ -308,6 +317,10 @@ impl fmt::Display for OptionError {
             } => write!(
                 f,
                 "bad value in `{key}={value}`: must be in {min}..={max}; ignoring it"
+            ),
+            OptionError::Bench { value } => write!(
+                f,
+                "bad value in `bench={value}`: expected blk or blk:N with N in 1..=20; no benchmark"
             ),
             OptionError::Evtchn { value } => write!(
                 f,
@@ -463,6 +476,7 @@ const VALUED: &[&str] = &[
     "loglevel",
     "debug_hang_after",
     "evtchn",
+    "bench",
 ];
 
 /// Parses `cmdline`; returns the options and an error for each bad or unknown token (the caller
@@ -556,6 +570,17 @@ fn apply(c: &mut Config, tok: &str) -> Result<(), OptionError> {
             c.watchdog = (s > 0).then_some(s);
         }
         "loglevel" => c.loglevel = parse_loglevel(v)?,
+        "bench" => {
+            let runs = match v.strip_prefix("blk") {
+                Some("") => Some(3),
+                Some(n) => n
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .filter(|n| (1..=20).contains(n)),
+                None => None,
+            };
+            c.bench_blk_runs = runs.ok_or_else(|| OptionError::Bench { value: v.into() })?;
+        }
         "evtchn" => {
             c.evtchn = match v {
                 "auto" => EvtchnAbi::Auto,
@@ -678,6 +703,17 @@ mod tests {
         assert!(eff.contains("TEST ONLY"), "{eff}");
         assert_eq!(c.evtchn, EvtchnAbi::Fifo);
         assert!(eff.contains("evtchn=fifo"), "{eff}");
+    }
+
+    #[test]
+    fn bench_values() {
+        assert_eq!(parse("").0.bench_blk_runs, 0);
+        assert_eq!(parse("bench=blk").0.bench_blk_runs, 3);
+        assert_eq!(parse("bench=blk:5").0.bench_blk_runs, 5);
+        for bad in ["bench=net", "bench=blk:0", "bench=blk:21", "bench=blk5", "bench=blk:x"] {
+            let e = one_error(bad);
+            assert!(matches!(e, OptionError::Bench { .. }), "{bad}: {e:?}");
+        }
     }
 
     #[test]

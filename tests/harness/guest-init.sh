@@ -39,6 +39,8 @@ echo "@@GUEST-READY ip=$ip disk-md5=$md5"
 
 # Serve a trivial HTTP page so dom0 can measure a TCP round trip against the baseline guest.
 mkdir -p /www && echo "linux-guest" >/www/index.html
+# Optional additions (cargo xtask bench --xen adds tests/harness/tools/guest-hook.sh here).
+[ -f /etc/guest-hook.sh ] && . /etc/guest-hook.sh
 httpd -p 80 -h /www
 
 while :; do sleep 3600; done

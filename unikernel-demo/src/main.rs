@@ -12,6 +12,7 @@ extern crate alloc;
 mod announce;
 mod app;
 mod arch;
+mod benchmode;
 mod boot;
 mod cmdline;
 mod console;

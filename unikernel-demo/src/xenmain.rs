@@ -143,6 +143,10 @@ pub fn run(cfg: &Config) -> ! {
         }
     }
 
+    if cfg.bench_blk_runs > 0 {
+        crate::benchmode::run_blk(&mut disks, cfg.bench_blk_runs);
+    }
+
     let disk = if disks.is_empty() {
         crate::println!("kv: no disk connected; using a 4 MiB RAM disk (values will not persist)");
         ("ramdisk".into(), Disk::Mem(kv_app::MemDisk::new(512, 8192)))

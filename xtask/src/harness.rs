@@ -147,6 +147,8 @@ struct RunSpec {
     payload_modules: Vec<&'static str>,
     /// QEMU's CPU without SVM (`--no-hvm`): Xen then offers PV guests only.
     no_hvm: bool,
+    /// Extra files for the payload: (path below `/payload`, host file). Executable.
+    extra_files: Vec<(String, PathBuf)>,
 }
 
 /// The outcome of one boot, parsed from the serial console.
@@ -283,6 +285,7 @@ pub fn demo(args: &[String]) -> Result<(), String> {
         no_hvm: opts.no_hvm,
         tools: Vec::new(),
         payload_modules: Vec::new(),
+        extra_files: Vec::new(),
     };
     let outcome = boot_and_report(&spec);
     match outcome {
@@ -352,7 +355,22 @@ pub fn test() -> Result<(), String> {
         spec.payload_modules = vec!["xen-blkfront"];
         spec.scenarios.push("userspace".into());
     }
-    boot_and_report(&spec)?;
+    // The short form of `cargo xtask bench --xen` (one repetition): opt-in with
+    // XEN_RS_HARNESS_BENCH=1 while its runs still stall now and then (see the README).
+    let mut bench = None;
+    if with_unikernel && env_switch("XEN_RS_HARNESS_BENCH", false) {
+        if let Some(kernel) = &spec.kernel {
+            let b = crate::bench_xen::prepare(kernel, &crate::bench_xen::Options::short())?;
+            spec.scenarios.push("bench".into());
+            spec.env.extend(b.env.iter().cloned());
+            spec.extra_files.extend(b.files.iter().cloned());
+            bench = Some(b);
+        }
+    }
+    let outcome = boot_and_report(&spec)?;
+    if let Some(b) = bench {
+        crate::bench_xen::report(&b, &outcome.figures)?;
+    }
     if !no_hvm {
         println!("nested Xen without SVM: disabled (XEN_RS_HARNESS_NO_HVM=1 enables it)");
         return Ok(());
@@ -371,6 +389,34 @@ pub fn test() -> Result<(), String> {
         spec.scenarios.push("pv-boot".into());
     }
     boot_and_report(&spec).map(|_| ())
+}
+
+/// A measured figure: (key, value, unit).
+pub type Figure = (String, String, String);
+
+/// One boot for `cargo xtask bench --xen`: the given scenarios with the unikernel, extra payload
+/// files and variables; returns the `@@FIGURE` lines (key, value, unit) and whether every step
+/// passed (the figures of a partly failed run are still worth reporting).
+pub fn run_for_figures(
+    scenarios: &[&str],
+    kernel: PathBuf,
+    env: Vec<(String, String)>,
+    extra_files: Vec<(String, PathBuf)>,
+    timeout: Duration,
+) -> Result<(Vec<Figure>, bool), String> {
+    let spec = RunSpec {
+        name: "bench-xen".into(),
+        scenarios: scenarios.iter().map(|s| s.to_string()).collect(),
+        kernel: Some(kernel),
+        memory_mib: 16,
+        timeout,
+        env,
+        extra_files,
+        ..RunSpec::default()
+    };
+    let (o, _) = boot_outcome(&spec)?;
+    let ok = o.ok();
+    Ok((o.figures, ok))
 }
 
 /// Command-line options shared by the harness commands.
@@ -1223,6 +1269,11 @@ fn build_payload(run_dir: &Path, spec: &RunSpec, x: &Extracted) -> Result<PathBu
         copy_file(t, &dst)?;
         set_mode(&dst, 0o755)?;
     }
+    for (rel, src) in &spec.extra_files {
+        let dst = stage.at(&format!("payload/{rel}"));
+        copy_file(src, &dst)?;
+        set_mode(&dst, 0o755)?;
+    }
     if let Some(s) = &spec.dom0_script {
         copy_file(s, &stage.at("payload/user-script.sh"))?;
         set_mode(&stage.at("payload/user-script.sh"), 0o755)?;
@@ -1315,6 +1366,24 @@ menuentry \"Xen 4.17 + Linux dom0 (xen-rs harness)\" {{
 
 /// Prepares everything for `spec`, boots it, prints progress and the summary.
 fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
+    let (outcome, run_dir) = boot_outcome(spec)?;
+    if outcome.ok() {
+        Ok(outcome)
+    } else if spec.dom0_script.is_some() && outcome.user_status.is_some() && outcome.fatal.is_none()
+    {
+        // The user's script decides the status of `demo --dom0-script`.
+        Ok(outcome)
+    } else {
+        Err(format!(
+            "nested Xen run {:?} failed (serial log: {})",
+            spec.name,
+            run_dir.join("serial.log").display()
+        ))
+    }
+}
+
+/// [`boot_and_report`] without the verdict: the outcome (passing or not) and the run directory.
+fn boot_outcome(spec: &RunSpec) -> Result<(Outcome, PathBuf), String> {
     let total = Instant::now();
     check_host_tools()?;
     let cache = Cache::new()?;
@@ -1352,19 +1421,7 @@ fn boot_and_report(spec: &RunSpec) -> Result<Outcome, String> {
         spec.name,
         total.elapsed().as_secs_f64()
     );
-    if outcome.ok() {
-        Ok(outcome)
-    } else if spec.dom0_script.is_some() && outcome.user_status.is_some() && outcome.fatal.is_none()
-    {
-        // The user's script decides the status of `demo --dom0-script`.
-        Ok(outcome)
-    } else {
-        Err(format!(
-            "nested Xen run {:?} failed (serial log: {})",
-            spec.name,
-            run_dir.join("serial.log").display()
-        ))
-    }
+    Ok((outcome, run_dir))
 }
 
 /// Removes the bulky files (ISO, payload) of runs whose process is gone; keeps their logs.

@@ -2,12 +2,13 @@
 //!
 //! - `cargo xtask test`: every test tier (host tests, plain-QEMU kernel boots, nested Xen scenarios).
 //! - `cargo xtask demo [--dom0-script FILE]`: boots the unikernel on Xen in nested QEMU and talks to it.
-//! - `cargo xtask bench`: benchmarks.
+//! - `cargo xtask bench`: benchmarks; `cargo xtask bench --xen`: unikernel vs Linux PV on nested Xen.
 //! - `cargo xtask fuzz [SECONDS]`: runs each fuzz target.
 //! - `cargo xtask serve [--port N] [--disk FILE]`: runs the unikernel under QEMU (virtio), serving
 //!   on a host port, with a persistent disk image.
 
 mod bench;
+mod bench_xen;
 mod fuzz;
 mod harness;
 mod kernel;
@@ -29,6 +30,9 @@ fn main() -> ExitCode {
         "harness" => host_packages().and_then(|()| harness::run(rest)),
         "demo" => host_packages().and_then(|()| harness::demo(rest)),
         "serve" => host_packages().and_then(|()| serve::run(rest)),
+        "bench" if rest.first().is_some_and(|a| a == "--xen") => {
+            host_packages().and_then(|()| bench_xen::run(&rest[1..]))
+        }
         "bench" => bench::run(rest),
         "fuzz" => fuzz::run(rest),
         _ => {
