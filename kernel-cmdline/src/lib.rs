@@ -710,7 +710,13 @@ mod tests {
         assert_eq!(parse("").0.bench_blk_runs, 0);
         assert_eq!(parse("bench=blk").0.bench_blk_runs, 3);
         assert_eq!(parse("bench=blk:5").0.bench_blk_runs, 5);
-        for bad in ["bench=net", "bench=blk:0", "bench=blk:21", "bench=blk5", "bench=blk:x"] {
+        for bad in [
+            "bench=net",
+            "bench=blk:0",
+            "bench=blk:21",
+            "bench=blk5",
+            "bench=blk:x",
+        ] {
             let e = one_error(bad);
             assert!(matches!(e, OptionError::Bench { .. }), "{bad}: {e:?}");
         }

@@ -135,7 +135,10 @@ pub fn init_events(
         NativeEventChannels::new_pvh(h)?
     };
     let chosen = e.select_abi(abi)?;
-    crate::println!("xen: event channels: {} ABI (evtchn={abi:?})", chosen.name());
+    crate::println!(
+        "xen: event channels: {} ABI (evtchn={abi:?})",
+        chosen.name()
+    );
     e.mask_all();
     let si = e.shared_info();
     EVTCHN.call_once(|| e);
