@@ -3,7 +3,8 @@
 
 use crate::app::{App, NetCounters};
 use crate::cmdline::Config;
-use crate::disk::Disk;
+use crate::disk::{Disk, XenBlk};
+use crate::xen::suspend::Outcome;
 use crate::xen::{self, KernelEvents};
 use alloc::boxed::Box;
 use alloc::format;
@@ -76,14 +77,7 @@ pub fn run(cfg: &Config) -> ! {
     );
 
     // Tell the toolstack we handle control/shutdown, then watch it.
-    for k in ["control/feature-poweroff", "control/feature-reboot"] {
-        if let Err(e) = store.write(TxId::NONE, k, b"1") {
-            crate::println!("xen: cannot write {k}: {e}");
-        }
-    }
-    if let Err(e) = store.watch("control/shutdown", SHUTDOWN_TOKEN) {
-        crate::println!("xen: cannot watch control/shutdown: {e}; xl shutdown will not work");
-    }
+    control_setup(store);
 
     let vifs = xenbus::list_devices(store, "vif").unwrap_or_default();
     let vbds = xenbus::list_devices(store, "vbd").unwrap_or_default();
@@ -92,9 +86,7 @@ pub fn run(cfg: &Config) -> ! {
     let mut nets: Vec<(String, XenNet)> = Vec::new();
     for id in &vifs {
         let t0 = crate::time::now_ms();
-        let r = Netfront::new(grants, KernelEvents, store, id, net_config())
-            .and_then(|mut n| n.connect().map(|_| n));
-        match r {
+        match connect_net(grants, store, id) {
             Ok(n) => {
                 let m = n.mac();
                 crate::println!(
@@ -105,7 +97,7 @@ pub fn run(cfg: &Config) -> ! {
                     n.num_queues(),
                     n.features()
                 );
-                nets.push((format!("vif{id}"), n));
+                nets.push((id.clone(), n));
             }
             Err(e) => crate::println!("netfront vif/{id}: failed: {e}"),
         }
@@ -114,7 +106,7 @@ pub fn run(cfg: &Config) -> ! {
     let mut disks: Vec<(String, Disk)> = Vec::new();
     for id in &vbds {
         let t0 = crate::time::now_ms();
-        match xen_blkfront::BlkFront::connect_with(grants, KernelEvents, store, id, blk_config()) {
+        match connect_blk(grants, store, id) {
             Ok(b) => {
                 let info = *b.info();
                 crate::println!(
@@ -126,17 +118,21 @@ pub fn run(cfg: &Config) -> ! {
                     if kv_app::BlockDevice::read_only(&b) { ", read-only" } else { "" },
                     b.features()
                 );
-                disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b))));
+                disks.push((id.clone(), Disk::Xen(Box::new(b))));
             }
             Err(e) => crate::println!("blkfront vbd/{id}: failed: {e}"),
         }
     }
 
-    let disk = if disks.is_empty() {
+    let (disk, store_vbd) = if disks.is_empty() {
         crate::println!("kv: no disk connected; using a 4 MiB RAM disk (values will not persist)");
-        ("ramdisk".into(), Disk::Mem(kv_app::MemDisk::new(512, 8192)))
+        (
+            ("ramdisk".into(), Disk::Mem(kv_app::MemDisk::new(512, 8192))),
+            None,
+        )
     } else {
-        disks.remove(0)
+        let (id, d) = disks.remove(0);
+        ((format!("vbd{id}"), d), Some(id))
     };
 
     let mut app = if let Some((_, net0)) = nets.first_mut() {
@@ -158,7 +154,10 @@ pub fn run(cfg: &Config) -> ! {
         let generation = xen::event_generation();
         let mut deadline = None;
         if let Some(a) = app.as_mut() {
-            a.stats.nets = nets.iter().map(|(n, d)| (n.clone(), counters(d))).collect();
+            a.stats.nets = nets
+                .iter()
+                .map(|(id, d)| (format!("vif{id}"), counters(d)))
+                .collect();
             a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
             a.stats.events = xen::upcalls();
             if let Some((_, net0)) = nets.first_mut() {
@@ -174,20 +173,62 @@ pub fn run(cfg: &Config) -> ! {
         // Watch events: shutdown requests and backend state changes.
         while let Ok(Some(ev)) = store.poll_watch() {
             if ev.token == SHUTDOWN_TOKEN {
-                if let Some(reason) = shutdown_request(store) {
-                    shutdown(reason, &mut app, &mut nets, disks);
+                match shutdown_request(store) {
+                    Some(ShutdownReason::Suspend) => {
+                        suspend_resume(grants, store, &mut app, &mut nets, &mut disks, &store_vbd)
+                    }
+                    Some(reason) => shutdown(reason, &mut app, &mut nets, disks),
+                    None => {}
                 }
             } else {
-                for (name, n) in nets.iter_mut() {
+                for (id, n) in nets.iter_mut() {
                     if ev.token == n.watch_token() {
                         if let Err(e) = n.check_backend() {
-                            crate::println!("netfront {name}: {e}");
+                            crate::println!("netfront vif/{id}: {e}");
                         }
                     }
                 }
             }
         }
         xen::block_until(deadline, generation);
+    }
+}
+
+/// Connects netfront `vif/<id>` (new + connect).
+fn connect_net(
+    grants: &'static xen::Grants,
+    store: &'static xen::XenStore,
+    id: &str,
+) -> Result<XenNet, xen_netfront::NetError> {
+    Netfront::new(grants, KernelEvents, store, id, net_config()).and_then(|mut n| {
+        n.connect()?;
+        Ok(n)
+    })
+}
+
+/// Connects blkfront `vbd/<id>`.
+fn connect_blk(
+    grants: &'static xen::Grants,
+    store: &'static xen::XenStore,
+    id: &str,
+) -> Result<XenBlk, xen_blkfront::BlkError> {
+    xen_blkfront::BlkFront::connect_with(grants, KernelEvents, store, id, blk_config())
+}
+
+/// Advertises the control/shutdown requests we handle and watches the node (at boot, and again
+/// after a resume: the new domain's xenstore has neither our keys nor our watches).
+fn control_setup(store: &xen::XenStore) {
+    for k in [
+        "control/feature-poweroff",
+        "control/feature-reboot",
+        "control/feature-suspend",
+    ] {
+        if let Err(e) = store.write(TxId::NONE, k, b"1") {
+            crate::println!("xen: cannot write {k}: {e}");
+        }
+    }
+    if let Err(e) = store.watch("control/shutdown", SHUTDOWN_TOKEN) {
+        crate::println!("xen: cannot watch control/shutdown: {e}; xl shutdown will not work");
     }
 }
 
@@ -199,6 +240,7 @@ fn shutdown_request(store: &xen::XenStore) -> Option<ShutdownReason> {
         "" => return None,
         "poweroff" | "halt" => ShutdownReason::Poweroff,
         "reboot" => ShutdownReason::Reboot,
+        "suspend" => ShutdownReason::Suspend,
         other => {
             crate::println!("control/shutdown: `{other}` is not supported; ignoring it");
             let _ = store.write(TxId::NONE, "control/shutdown", b"");
@@ -223,10 +265,10 @@ fn shutdown(
             Err(e) => crate::println!("shutdown: flush failed: {e}"),
         }
     }
-    for (name, n) in nets.iter_mut() {
+    for (id, n) in nets.iter_mut() {
         match n.disconnect() {
-            Ok(()) => crate::println!("shutdown: {name} closed"),
-            Err(e) => crate::println!("shutdown: {name}: {e}"),
+            Ok(()) => crate::println!("shutdown: vif{id} closed"),
+            Err(e) => crate::println!("shutdown: vif{id}: {e}"),
         }
     }
     if let Some(a) = app.as_mut() {
@@ -237,11 +279,11 @@ fn shutdown(
             }
         }
     }
-    for (name, d) in disks {
+    for (id, d) in disks {
         if let Disk::Xen(mut b) = d {
             match b.disconnect() {
-                Ok(()) => crate::println!("shutdown: {name} closed"),
-                Err(e) => crate::println!("shutdown: {name}: {e}"),
+                Ok(()) => crate::println!("shutdown: vbd{id} closed"),
+                Err(e) => crate::println!("shutdown: vbd{id}: {e}"),
             }
         }
     }
@@ -252,4 +294,157 @@ fn shutdown(
     );
     xen::shutdown(reason);
     panic!("SCHEDOP_shutdown({}) returned", reason.name());
+}
+
+/// Longest time a frontend may take to reconnect after a resume (the toolstack sets the new
+/// backends up before it unpauses the domain, so this only bounds a broken backend).
+const RECONNECT_DEADLINE_MS: u64 = 30_000;
+
+/// Handles `control/shutdown = suspend` (already acknowledged): between two polls of the main loop,
+/// so no request is half done (blkfront's requests are synchronous: none is in flight here; frames
+/// in netfront's TX ring may be lost across a resume, which TCP retransmits).
+///
+/// The store's disk is flushed first, so every acknowledged write is on the backend before the
+/// memory image is taken. Then `SCHEDOP_shutdown(SHUTDOWN_suspend)`:
+/// - cancelled (`xl save -c`): everything goes on as it was;
+/// - resumed in a new domain: the platform is back (see [`xen::suspend`]); the old frontends are
+///   dropped (their grants and ports are void: dropping frees memory only), the control node set
+///   up again, and every vif and vbd connected anew through the normal connect path. The store's
+///   disk is swapped inside the store and the first vif under smoltcp's interface, whose sockets
+///   (TCP state) stay: clients see a pause. A gratuitous ARP then tells the bridge where we are.
+fn suspend_resume(
+    grants: &'static xen::Grants,
+    store: &'static xen::XenStore,
+    app: &mut Option<App<Disk>>,
+    nets: &mut Vec<(String, XenNet)>,
+    disks: &mut Vec<(String, Disk)>,
+    store_vbd: &Option<String>,
+) {
+    let t0 = crate::time::now_ms();
+    if let Some(a) = app.as_mut() {
+        if let Err(e) = a.flush() {
+            crate::println!("suspend: store flush failed: {e}");
+        }
+    }
+    crate::println!("suspend: devices quiet, SCHEDOP_shutdown(suspend)");
+    let resumed = match xen::suspend::suspend() {
+        Ok(Outcome::Cancelled) => {
+            crate::println!(
+                "suspend: cancelled (checkpoint); continuing after {} ms",
+                crate::time::now_ms().saturating_sub(t0)
+            );
+            return;
+        }
+        Ok(Outcome::Resumed(r)) => r,
+        Err(xen::suspend::SuspendError::Refused(e)) => {
+            crate::println!("suspend: Xen refused: {e}; continuing");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let t1 = crate::time::now_ms();
+    crate::println!(
+        "resume: in a new domain; shared_info, grant table, VIRQ_TIMER (port {}), xenstore (port {}), console ({:?}) back",
+        resumed.timer_port,
+        resumed.store_port,
+        resumed.console_port
+    );
+    // Drop every old frontend before a new one opens a port: their void port numbers may be
+    // handed out again, and KernelEvents ignores closes of ports it has not opened since resume.
+    let vif_ids: Vec<String> = nets.drain(..).map(|(id, _)| id).collect();
+    let other_vbds: Vec<String> = disks.drain(..).map(|(id, _)| id).collect();
+    if let Some(a) = app.as_mut() {
+        if matches!(a.store.device().inner, Disk::Xen(_)) {
+            let old = core::mem::replace(
+                &mut a.store.device_mut().inner,
+                Disk::Mem(kv_app::MemDisk::new(512, 0)),
+            );
+            drop(old);
+        }
+    }
+    crate::println!(
+        "resume: old frontends dropped; {} port(s) open",
+        xen::suspend::open_ports()
+    );
+    control_setup(store);
+
+    if let (Some(id), Some(a)) = (store_vbd, app.as_mut()) {
+        match retry(|| connect_blk(grants, store, id)) {
+            Ok(b) => {
+                a.store.device_mut().inner = Disk::Xen(Box::new(b));
+                crate::println!("resume: blkfront vbd/{id} (the store's disk) reconnected");
+            }
+            Err(e) => panic!("resume: the store's disk vbd/{id} did not come back: {e}"),
+        }
+    }
+    for id in other_vbds {
+        match retry(|| connect_blk(grants, store, &id)) {
+            Ok(b) => disks.push((id, Disk::Xen(Box::new(b)))),
+            Err(e) => crate::println!("resume: blkfront vbd/{id}: {e}"),
+        }
+    }
+    for id in vif_ids {
+        match retry(|| connect_net(grants, store, &id)) {
+            Ok(n) => nets.push((id, n)),
+            Err(e) => crate::println!("resume: netfront vif/{id}: {e}"),
+        }
+    }
+    if let (Some((id, n)), Some(a)) = (nets.first_mut(), app.as_ref()) {
+        match a.ipv4().map(|ip| gratuitous_arp(n, ip)) {
+            Some(Ok(())) => crate::println!("resume: vif/{id} reconnected, gratuitous ARP sent"),
+            Some(Err(e)) => crate::println!("resume: vif/{id} reconnected; gratuitous ARP: {e}"),
+            None => crate::println!("resume: vif/{id} reconnected (no address to announce yet)"),
+        }
+    }
+    let t2 = crate::time::now_ms();
+    crate::println!(
+        "resume: serving again; platform {} ms, devices {} ms (uptime {} ms before the suspend)",
+        t1.saturating_sub(t0),
+        t2.saturating_sub(t1),
+        t0
+    );
+}
+
+/// Runs `f` until it succeeds or [`RECONNECT_DEADLINE_MS`] passes (one try per 500 ms).
+fn retry<T, E: core::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = crate::time::now_ms() + RECONNECT_DEADLINE_MS;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if crate::time::now_ms() >= deadline => return Err(e),
+            Err(e) => {
+                crate::println!("resume: {e}; retrying");
+                let g = xen::event_generation();
+                xen::block_until(Some(crate::time::now_ns() + 500_000_000), g);
+            }
+        }
+    }
+}
+
+/// Sends a gratuitous ARP request (sender and target address both `ip`, broadcast) on `n`, so that
+/// the bridge and the neighbours learn where our MAC is after a migration.
+fn gratuitous_arp(n: &mut XenNet, ip: smoltcp::wire::Ipv4Address) -> Result<(), xen_netfront::NetError> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr,
+    };
+    let mac = EthernetAddress(n.mac());
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    // Ethernet header + ARP, padded to the 60-byte minimum frame.
+    let mut buf = [0u8; 60];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    n.transmit(0, &buf, xen_netfront::TxMeta::default())
 }
