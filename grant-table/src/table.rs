@@ -567,14 +567,10 @@ impl<H: Hypercall> GrantTable<H> {
     /// (ending them would end whatever the same number grants now).
     pub fn resume(&self) -> Result<(), GrantError> {
         let mut inner = self.inner.lock();
-        let nr = inner.frames.len() as u32;
         inner.epoch = inner.epoch.wrapping_add(1);
         match inner.mapping {
             FrameMapping::AddToPhysmap => {
-                for idx in 0..nr as usize {
-                    let Some(page) = inner.owned_frames.get(idx) else {
-                        return Err(GrantError::OutOfMemory);
-                    };
+                for (idx, page) in inner.owned_frames.iter().enumerate() {
                     let gfn = self.hc.virt_to_gfn(page.as_ptr());
                     let xatp = XenAddToPhysmap {
                         domid: DOMID_SELF,
@@ -602,6 +598,7 @@ impl<H: Hypercall> GrantTable<H> {
                 }
             }
             FrameMapping::SetupTable => {
+                let nr = inner.frames.len() as u32;
                 inner.frames.clear();
                 inner.map_frames(&self.hc, nr)?;
             }
