@@ -120,6 +120,27 @@ pub fn resume(before_ns: u64) {
     }
 }
 
+/// The pvclock record as last published by Xen (for the resume log): version, tsc_timestamp,
+/// system_time, tsc_to_system_mul, tsc_shift, and the current TSC. `None` without pvclock.
+pub fn pvclock_record() -> Option<(u32, u64, u64, u32, i8, u64)> {
+    if MODE.load(Ordering::Acquire) != PVCLOCK {
+        return None;
+    }
+    let p = PVCLOCK_INFO.load(Ordering::Relaxed);
+    // SAFETY: `use_pvclock` stored a pointer into the mapped shared_info page; plain volatile
+    // reads of fields Xen may be updating (a torn snapshot only affects the log line).
+    unsafe {
+        Some((
+            core::ptr::read_volatile(&raw const (*p).version),
+            core::ptr::read_volatile(&raw const (*p).tsc_timestamp),
+            core::ptr::read_volatile(&raw const (*p).system_time),
+            core::ptr::read_volatile(&raw const (*p).tsc_to_system_mul),
+            core::ptr::read_volatile(&raw const (*p).tsc_shift),
+            crate::arch::rdtsc(),
+        ))
+    }
+}
+
 /// Calibrates the TSC against PIT channel 0 over ~10 ms and makes it the time source. Returns the
 /// TSC frequency in kHz, or `None` (and a 1 GHz guess) when no PIT answers.
 pub fn calibrate_tsc_with_pit() -> Option<u64> {

@@ -326,7 +326,14 @@ fn suspend_resume(
             crate::println!("suspend: store flush failed: {e}");
         }
     }
-    crate::println!("suspend: devices quiet, SCHEDOP_shutdown(suspend)");
+    let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
+    crate::println!(
+        "suspend: devices quiet, SCHEDOP_shutdown(suspend); heap {} KiB in {} allocations, {} of {} frames used",
+        h.allocated / 1024,
+        h.allocations,
+        f.used,
+        f.total
+    );
     let resumed = match xen::suspend::suspend() {
         Ok(Outcome::Cancelled) => {
             crate::println!(
@@ -348,6 +355,11 @@ fn suspend_resume(
         resumed.timer_port,
         resumed.store_port,
         resumed.console_port
+    );
+    crate::println!(
+        "resume: pvclock (version, tsc_timestamp, system_time, mul, shift, tsc) {:?}, uptime {} ms",
+        crate::time::pvclock_record(),
+        crate::time::now_ms()
     );
     // Drop every old frontend before a new one opens a port: their void port numbers may be
     // handed out again, and KernelEvents ignores closes of ports it has not opened since resume.
@@ -397,10 +409,15 @@ fn suspend_resume(
         }
     }
     let t2 = crate::time::now_ms();
+    let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
     crate::println!(
-        "resume: serving again; {} ms from the suspend call to the platform back (the toolstack's save and restore), devices reconnected in {} ms",
+        "resume: serving again; {} ms from the suspend call to the platform back (the toolstack's save and restore), devices reconnected in {} ms; heap {} KiB in {} allocations, {} of {} frames used",
         t1.saturating_sub(t0),
-        t2.saturating_sub(t1)
+        t2.saturating_sub(t1),
+        h.allocated / 1024,
+        h.allocations,
+        f.used,
+        f.total
     );
 }
 
@@ -422,7 +439,10 @@ fn retry<T, E: core::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Resul
 
 /// Sends a gratuitous ARP request (sender and target address both `ip`, broadcast) on `n`, so that
 /// the bridge and the neighbours learn where our MAC is after a migration.
-fn gratuitous_arp(n: &mut XenNet, ip: smoltcp::wire::Ipv4Address) -> Result<(), xen_netfront::NetError> {
+fn gratuitous_arp(
+    n: &mut XenNet,
+    ip: smoltcp::wire::Ipv4Address,
+) -> Result<(), xen_netfront::NetError> {
     use smoltcp::wire::{
         ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
         EthernetRepr,

@@ -74,6 +74,8 @@ const XEN_BINARIES: &[&str] = &[
     "usr/lib/xen-4.17/bin/xen-init-dom0",
     "usr/lib/xen-4.17/bin/libxl-save-helper",
     "usr/lib/xen-4.17/bin/xenstore-control",
+    // vCPU registers of a stuck guest (the HA scenario's diagnosis).
+    "usr/lib/xen-4.17/bin/xenctx",
     "usr/bin/xenstore",
     "usr/bin/xenstore-chmod",
     "usr/bin/xenstore-exists",

@@ -123,7 +123,8 @@ pub fn resume() -> Result<u32, ConsoleError> {
     let port = h
         .hvm_get_param(hvm::HVM_PARAM_CONSOLE_EVTCHN)
         .map_err(ConsoleError::Param)?;
-    let port = u32::try_from(port).map_err(|_| ConsoleError::Param(xen_hypercall::Errno::EINVAL))?;
+    let port =
+        u32::try_from(port).map_err(|_| ConsoleError::Param(xen_hypercall::Errno::EINVAL))?;
     PORT.store(port, Ordering::Release);
     Ok(port)
 }

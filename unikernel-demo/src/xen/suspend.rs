@@ -87,12 +87,10 @@ impl core::fmt::Display for SuspendError {
 pub fn suspend() -> Result<Outcome, SuspendError> {
     let h = *hyp().ok_or(SuspendError::NotXen)?;
     let before = crate::time::now_ns();
-    let r = crate::arch::without_interrupts(|| {
-        match h.sched_suspend(None) {
-            Ok(SuspendOutcome::Cancelled) => Ok(Outcome::Cancelled),
-            Ok(SuspendOutcome::Resumed) => resume_platform(before).map(Outcome::Resumed),
-            Err(e) => Err(SuspendError::Refused(e)),
-        }
+    let r = crate::arch::without_interrupts(|| match h.sched_suspend(None) {
+        Ok(SuspendOutcome::Cancelled) => Ok(Outcome::Cancelled),
+        Ok(SuspendOutcome::Resumed) => resume_platform(before).map(Outcome::Resumed),
+        Err(e) => Err(SuspendError::Refused(e)),
     });
     // Whatever the drivers saw before is stale: make the main loop look at everything once.
     GENERATION.fetch_add(1, Ordering::Release);
@@ -125,7 +123,9 @@ fn resume_platform(before_ns: u64) -> Result<Resumed, SuspendError> {
     TIMER_PORT.store(timer_port as u64, Ordering::Release);
     let store = STORE
         .get()
-        .ok_or(SuspendError::Store(xen_store::XsError::Hypercall(Errno::ENOSYS)))?;
+        .ok_or(SuspendError::Store(xen_store::XsError::Hypercall(
+            Errno::ENOSYS,
+        )))?;
     // SAFETY: the store client is the only user of the xenstore ring page, which is identity
     // mapped for the kernel's life (the same frame as before the suspend).
     unsafe { store.resume_from_hypercall(&h) }.map_err(SuspendError::Store)?;
