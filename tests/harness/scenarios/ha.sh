@@ -226,18 +226,27 @@ verify_acked ha-uk-acked-writes-intact
 figure ha_uk_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
 figure ha_uk_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
 
-# A 1 MiB PUT in flight across xl save + xl restore.
+# A 1 MiB PUT in flight across xl save + xl restore (the guest suspends with half the body read).
 begin ha-uk-big-put-across-save
 random_file $W/big 1048576
 rm -f $W/bigres $W/saved-at
+# The client sends half the body, pauses 6 s, then the rest: `xl save` starts 2 s in, so the
+# request is half received when the guest suspends.
 (
-	code=$(HTTP_RESP_FILE=$W/bigresp HTTP_TIMEOUT=120 http_put ha-big $W/big)
-	echo "$(uptime_s) ${code:-none}" >$W/bigres
+	{
+		printf 'PUT /kv/ha-big HTTP/1.1\r\nHost: %s\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n' "$GUEST_IP"
+		head -c 524288 $W/big
+		sleep 6
+		tail -c +524289 $W/big
+	} | timeout 180 nc "$GUEST_IP" "$HTTP_PORT" >$W/bigresp 2>/dev/null
+	echo "$(uptime_s) $(head -n 1 $W/bigresp | awk '{ print $2 }')" >$W/bigres
 ) &
 BIG=$!
+sleep 2
 if save_restore $W/saved-at >/var/log/xen/ha-big-save.log 2>&1; then
 	wait $BIG
 	read -r ta code <$W/bigres
+	code=${code:-none}
 	read -r tsaved <$W/saved-at
 	when=$(awk -v a="$ta" -v s="$tsaved" 'BEGIN { if (a < s) print "before xl save returned (not in flight across the suspend)"; else print "after the restore: in flight across the suspend" }')
 	if check ha-big $W/big; then got=intact; elif [ -s $W/got ]; then got="$(wc -c <$W/got)-bytes"; else got=absent; fi
