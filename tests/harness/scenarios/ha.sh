@@ -12,7 +12,8 @@
 #
 # Save images go to a tmpfs of their own (dom0's root is small). Knobs: HA_LINUX=0 skips the Linux
 # baseline, HA_BASELINE_S (load before the first operation, default 5), HA_SETTLE_S (load after
-# each operation, default 4).
+# each operation, default 4), HA_OPS (default "checkpoint save_restore migrate"), HA_LOAD_S (extra
+# seconds of load after the operations; with HA_OPS="" a control run without any operation).
 . /payload/lib.sh
 rc=0
 W=/tmp/ha
@@ -142,9 +143,11 @@ run_ops() {
 	_load=$!
 	sleep "${HA_BASELINE_S:-5}"
 	figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)")" s
-	op "ha-$P-checkpoint" checkpoint checkpoint
-	op "ha-$P-save-restore" save_restore save_restore
-	op "ha-$P-migrate" migrate migrate
+	for _o in ${HA_OPS-checkpoint save_restore migrate}; do
+		op "ha-$P-$(echo $_o | tr _ -)" "$_o" "$_o"
+	done
+	# HA_OPS="" with HA_LOAD_S: the same load for that long without any operation (a control run).
+	[ -n "${HA_LOAD_S:-}" ] && sleep "$HA_LOAD_S"
 	# The unikernel: a first check right after the operations, while the load still runs.
 	[ $P = uk ] && verify_acked ha-uk-acked-writes-after-migrate
 	touch $W/stop
