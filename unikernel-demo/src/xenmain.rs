@@ -3,7 +3,8 @@
 
 use crate::app::{App, NetCounters};
 use crate::cmdline::Config;
-use crate::disk::Disk;
+use crate::disk::{Disk, XenBlk};
+use crate::xen::suspend::Outcome;
 use crate::xen::{self, KernelClock, KernelEvents};
 use alloc::boxed::Box;
 use alloc::format;
@@ -77,14 +78,7 @@ pub fn run(cfg: &Config) -> ! {
     );
 
     // Tell the toolstack we handle control/shutdown, then watch it.
-    for k in ["control/feature-poweroff", "control/feature-reboot"] {
-        if let Err(e) = store.write(TxId::NONE, k, b"1") {
-            crate::println!("xen: cannot write {k}: {e}");
-        }
-    }
-    if let Err(e) = store.watch("control/shutdown", SHUTDOWN_TOKEN) {
-        crate::println!("xen: cannot watch control/shutdown: {e}; xl shutdown will not work");
-    }
+    control_setup(store);
 
     let vifs = xenbus::list_devices(store, "vif").unwrap_or_default();
     let vbds = xenbus::list_devices(store, "vbd").unwrap_or_default();
@@ -94,9 +88,7 @@ pub fn run(cfg: &Config) -> ! {
     let mut nets: Vec<(String, XenNet)> = Vec::new();
     for id in &vifs {
         let t0 = crate::time::now_ms();
-        let r = Netfront::new(grants, KernelEvents, store, clock.clone(), id, net_config())
-            .and_then(|mut n| n.connect().map(|_| n));
-        match r {
+        match connect_net(grants, store, &clock, id) {
             Ok(n) => {
                 let m = n.mac();
                 crate::println!(
@@ -116,16 +108,7 @@ pub fn run(cfg: &Config) -> ! {
     let mut disks: Vec<(String, Disk)> = Vec::new();
     for id in &vbds {
         let t0 = crate::time::now_ms();
-        let r = xen_blkfront::BlkFront::new(
-            grants,
-            KernelEvents,
-            store,
-            clock.clone(),
-            id,
-            blk_config(),
-        )
-        .and_then(|mut b| b.connect().map(|_| b));
-        match r {
+        match connect_blk(grants, store, &clock, id) {
             Ok(b) => {
                 let info = *b.info();
                 crate::println!(
@@ -205,8 +188,12 @@ pub fn run(cfg: &Config) -> ! {
         // token (never blocking); a blkfront's events stay queued for its own blocking calls.
         let now = xen_store::Deadline::now(&KernelClock);
         while let Ok(Some(_)) = store.wait_watch_until(SHUTDOWN_TOKEN, now) {
-            if let Some(reason) = shutdown_request(store) {
-                shutdown(reason, &mut app, &mut nets, disks);
+            match shutdown_request(store) {
+                Some(ShutdownReason::Suspend) => suspend_resume(
+                    grants, store, &clock, &mut app, &mut nets, &mut disks, &disk_name,
+                ),
+                Some(reason) => shutdown(reason, &mut app, &mut nets, disks),
+                None => {}
             }
         }
         for (name, n) in nets.iter_mut() {
@@ -290,6 +277,47 @@ fn gauges(
     out
 }
 
+/// Connects netfront `vif/<id>` (new + connect).
+fn connect_net(
+    grants: &'static xen::Grants,
+    store: &'static xen::XenStore,
+    clock: &xen_store::xenbus::SharedClock,
+    id: &str,
+) -> Result<XenNet, xen_netfront::NetError> {
+    Netfront::new(grants, KernelEvents, store, clock.clone(), id, net_config()).and_then(|mut n| {
+        n.connect()?;
+        Ok(n)
+    })
+}
+
+/// Connects blkfront `vbd/<id>`.
+fn connect_blk(
+    grants: &'static xen::Grants,
+    store: &'static xen::XenStore,
+    clock: &xen_store::xenbus::SharedClock,
+    id: &str,
+) -> Result<XenBlk, xen_blkfront::BlkError> {
+    xen_blkfront::BlkFront::new(grants, KernelEvents, store, clock.clone(), id, blk_config())
+        .and_then(|mut b| b.connect().map(|_| b))
+}
+
+/// Advertises the control/shutdown requests we handle and watches the node (at boot, and again
+/// after a resume: the new domain's xenstore has neither our keys nor our watches).
+fn control_setup(store: &xen::XenStore) {
+    let suspend = (!crate::platform::is_pv()).then_some("control/feature-suspend");
+    for k in ["control/feature-poweroff", "control/feature-reboot"]
+        .into_iter()
+        .chain(suspend)
+    {
+        if let Err(e) = store.write(TxId::NONE, k, b"1") {
+            crate::println!("xen: cannot write {k}: {e}");
+        }
+    }
+    if let Err(e) = store.watch("control/shutdown", SHUTDOWN_TOKEN) {
+        crate::println!("xen: cannot watch control/shutdown: {e}; xl shutdown will not work");
+    }
+}
+
 /// Reads control/shutdown; acknowledges a request by clearing it (as Linux does).
 fn shutdown_request(store: &xen::XenStore) -> Option<ShutdownReason> {
     let v = store.read(TxId::NONE, "control/shutdown").ok()?;
@@ -298,6 +326,8 @@ fn shutdown_request(store: &xen::XenStore) -> Option<ShutdownReason> {
         "" => return None,
         "poweroff" | "halt" => ShutdownReason::Poweroff,
         "reboot" => ShutdownReason::Reboot,
+        // Suspend is implemented for PVH only (a PV guest resumes with a new start_info in rsi).
+        "suspend" if !crate::platform::is_pv() => ShutdownReason::Suspend,
         other => {
             crate::println!("control/shutdown: `{other}` is not supported; ignoring it");
             let _ = store.write(TxId::NONE, "control/shutdown", b"");
@@ -351,4 +381,179 @@ fn shutdown(
     );
     xen::shutdown(reason);
     panic!("SCHEDOP_shutdown({}) returned", reason.name());
+}
+
+/// Longest time a frontend may take to reconnect after a resume (the toolstack sets the new
+/// backends up before it unpauses the domain, so this only bounds a broken backend).
+const RECONNECT_DEADLINE_MS: u64 = 30_000;
+
+/// Handles `control/shutdown = suspend` (already acknowledged): between two polls of the main loop,
+/// so no request is half done (blkfront's requests are synchronous: none is in flight here; frames
+/// in netfront's TX ring may be lost across a resume, which TCP retransmits).
+///
+/// The store's disk is flushed first, so every acknowledged write is on the backend before the
+/// memory image is taken. Then `SCHEDOP_shutdown(SHUTDOWN_suspend)`:
+/// - cancelled (`xl save -c`): everything goes on as it was;
+/// - resumed in a new domain: the platform is back (see [`xen::suspend`]); the old frontends are
+///   dropped (their grants and ports are void: dropping frees memory only), the control node set
+///   up again, and every vif and vbd connected anew through the normal connect path. The store's
+///   disk is swapped inside the store and the first vif under smoltcp's interface, whose sockets
+///   (TCP state) stay: clients see a pause. A gratuitous ARP then tells the bridge where we are.
+fn suspend_resume(
+    grants: &'static xen::Grants,
+    store: &'static xen::XenStore,
+    clock: &xen_store::xenbus::SharedClock,
+    app: &mut Option<App<Disk>>,
+    nets: &mut Vec<(String, XenNet)>,
+    disks: &mut Vec<(String, Disk)>,
+    disk_name: &str,
+) {
+    let t0 = crate::time::now_ms();
+    if let Some(a) = app.as_mut() {
+        if let Err(e) = a.flush() {
+            crate::println!("suspend: store flush failed: {e}");
+        }
+    }
+    let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
+    crate::println!(
+        "suspend: devices quiet, SCHEDOP_shutdown(suspend); heap {} KiB in {} allocations, {} of {} frames used",
+        h.allocated / 1024,
+        h.allocations,
+        f.used,
+        f.total
+    );
+    let resumed = match xen::suspend::suspend() {
+        Ok(Outcome::Cancelled) => {
+            crate::println!(
+                "suspend: cancelled (checkpoint); continuing after {} ms",
+                crate::time::now_ms().saturating_sub(t0)
+            );
+            return;
+        }
+        Ok(Outcome::Resumed(r)) => r,
+        Err(xen::suspend::SuspendError::Refused(e)) => {
+            crate::println!("suspend: Xen refused: {e}; continuing");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let t1 = crate::time::now_ms();
+    crate::println!(
+        "resume: in a new domain; shared_info, grant table, VIRQ_TIMER (port {}), xenstore (port {}), console ({:?}) back",
+        resumed.timer_port,
+        resumed.store_port,
+        resumed.console_port
+    );
+    crate::println!(
+        "resume: pvclock (version, tsc_timestamp, system_time, mul, shift, tsc) {:?}, uptime {} ms",
+        crate::time::pvclock_record(),
+        crate::time::now_ms()
+    );
+    // Drop every old frontend before a new one opens a port: their void port numbers may be
+    // handed out again, and KernelEvents ignores closes of ports it has not opened since resume.
+    // Names are `vif<id>` / `vbd<id>`.
+    let vif_ids: Vec<String> = nets.drain(..).map(|(n, _)| n[3..].into()).collect();
+    let other_vbds: Vec<String> = disks.drain(..).map(|(n, _)| n[3..].into()).collect();
+    let store_vbd = disk_name.strip_prefix("vbd");
+    if let Some(a) = app.as_mut() {
+        if matches!(a.store.device().inner, Disk::Xen(_)) {
+            let old = core::mem::replace(
+                &mut a.store.device_mut().inner,
+                Disk::Mem(kv_app::MemDisk::new(512, 0)),
+            );
+            drop(old);
+        }
+    }
+    crate::println!(
+        "resume: old frontends dropped; {} port(s) open",
+        xen::suspend::open_ports()
+    );
+    control_setup(store);
+
+    if let (Some(id), Some(a)) = (store_vbd, app.as_mut()) {
+        match retry(|| connect_blk(grants, store, clock, id)) {
+            Ok(b) => {
+                a.store.device_mut().inner = Disk::Xen(Box::new(b));
+                crate::println!("resume: blkfront vbd/{id} (the store's disk) reconnected");
+            }
+            Err(e) => panic!("resume: the store's disk vbd/{id} did not come back: {e}"),
+        }
+    }
+    for id in other_vbds {
+        match retry(|| connect_blk(grants, store, clock, &id)) {
+            Ok(b) => disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b)))),
+            Err(e) => crate::println!("resume: blkfront vbd/{id}: {e}"),
+        }
+    }
+    for id in vif_ids {
+        match retry(|| connect_net(grants, store, clock, &id)) {
+            Ok(n) => nets.push((format!("vif{id}"), n)),
+            Err(e) => crate::println!("resume: netfront vif/{id}: {e}"),
+        }
+    }
+    if let (Some((id, n)), Some(a)) = (nets.first_mut(), app.as_ref()) {
+        match a.ipv4().map(|ip| gratuitous_arp(n, ip)) {
+            Some(Ok(())) => crate::println!("resume: {id} reconnected, gratuitous ARP sent"),
+            Some(Err(e)) => crate::println!("resume: {id} reconnected; gratuitous ARP: {e}"),
+            None => crate::println!("resume: {id} reconnected (no address to announce yet)"),
+        }
+    }
+    let t2 = crate::time::now_ms();
+    let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
+    crate::println!(
+        "resume: serving again; {} ms from the suspend call to the platform back (the toolstack's save and restore), devices reconnected in {} ms; heap {} KiB in {} allocations, {} of {} frames used",
+        t1.saturating_sub(t0),
+        t2.saturating_sub(t1),
+        h.allocated / 1024,
+        h.allocations,
+        f.used,
+        f.total
+    );
+}
+
+/// Runs `f` until it succeeds or [`RECONNECT_DEADLINE_MS`] passes (one try per 500 ms).
+fn retry<T, E: core::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let deadline = crate::time::now_ms() + RECONNECT_DEADLINE_MS;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if crate::time::now_ms() >= deadline => return Err(e),
+            Err(e) => {
+                crate::println!("resume: {e}; retrying");
+                let g = xen::event_generation();
+                xen::block_until(Some(crate::time::now_ns() + 500_000_000), g);
+            }
+        }
+    }
+}
+
+/// Sends a gratuitous ARP request (sender and target address both `ip`, broadcast) on `n`, so that
+/// the bridge and the neighbours learn where our MAC is after a migration.
+fn gratuitous_arp(
+    n: &mut XenNet,
+    ip: smoltcp::wire::Ipv4Address,
+) -> Result<(), xen_netfront::NetError> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr,
+    };
+    let mac = EthernetAddress(n.mac());
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr {
+        src_addr: mac,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    // Ethernet header + ARP, padded to the 60-byte minimum frame.
+    let mut buf = [0u8; 60];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    eth.emit(&mut frame);
+    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    n.transmit(0, &buf, xen_netfront::TxMeta::default())
 }
