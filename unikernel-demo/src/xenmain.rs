@@ -13,6 +13,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use xen_hypercall::abi::sched::ShutdownReason;
 use xen_netfront::{DeviceState, Netfront, NetfrontConfig};
+use xen_store::xenbus::Resume;
 use xen_store::{xenbus, Store, TxId};
 
 /// The netfront type of the kernel.
@@ -190,7 +191,13 @@ pub fn run(cfg: &Config) -> ! {
         while let Ok(Some(_)) = store.wait_watch_until(SHUTDOWN_TOKEN, now) {
             match shutdown_request(store) {
                 Some(ShutdownReason::Suspend) => suspend_resume(
-                    grants, store, &clock, &mut app, &mut nets, &mut disks, &disk_name,
+                    store,
+                    &mut app,
+                    &mut nets,
+                    &mut disks,
+                    &disk_name,
+                    &mut watchdog,
+                    cfg.watchdog,
                 ),
                 Some(reason) => shutdown(reason, &mut app, &mut nets, disks),
                 None => {}
@@ -383,30 +390,76 @@ fn shutdown(
     panic!("SCHEDOP_shutdown({}) returned", reason.name());
 }
 
-/// Longest time a frontend may take to reconnect after a resume (the toolstack sets the new
-/// backends up before it unpauses the domain, so this only bounds a broken backend).
-const RECONNECT_DEADLINE_MS: u64 = 30_000;
+/// A frontend of the kernel, as the suspend path sees it.
+enum Front<'a> {
+    Net(&'a mut XenNet),
+    Blk(&'a mut XenBlk),
+}
 
-/// Handles `control/shutdown = suspend` (already acknowledged): between two polls of the main loop,
-/// so no request is half done (blkfront's requests are synchronous: none is in flight here; frames
-/// in netfront's TX ring may be lost across a resume, which TCP retransmits).
+impl Front<'_> {
+    fn suspend(&mut self) -> Result<(), String> {
+        match self {
+            Front::Net(n) => n.suspend().map_err(|e| format!("{e}")),
+            Front::Blk(b) => b.suspend().map_err(|e| format!("{e}")),
+        }
+    }
+
+    fn resume(&mut self, how: Resume) -> Result<(), String> {
+        match self {
+            Front::Net(n) => n.resume(how).map_err(|e| format!("{e}")),
+            Front::Blk(b) => b.resume(how).map_err(|e| format!("{e}")),
+        }
+    }
+}
+
+/// Every frontend, the store's disk first (so the store is back before the network is).
+fn fronts<'a>(
+    app: &'a mut Option<App<Disk>>,
+    nets: &'a mut [(String, XenNet)],
+    disks: &'a mut [(String, Disk)],
+    disk_name: &str,
+) -> Vec<(String, Front<'a>)> {
+    let mut out = Vec::new();
+    if let Some(a) = app.as_mut() {
+        if let Disk::Xen(b) = &mut a.store.device_mut().inner {
+            out.push((String::from(disk_name), Front::Blk(b)));
+        }
+    }
+    for (name, d) in disks.iter_mut() {
+        if let Disk::Xen(b) = d {
+            out.push((name.clone(), Front::Blk(b)));
+        }
+    }
+    for (name, n) in nets.iter_mut() {
+        out.push((name.clone(), Front::Net(n)));
+    }
+    out
+}
+
+/// Handles `control/shutdown = suspend` (already acknowledged), between two polls of the main
+/// loop, so no HTTP request is half done.
 ///
 /// The store's disk is flushed first, so every acknowledged write is on the backend before the
-/// memory image is taken. Then `SCHEDOP_shutdown(SHUTDOWN_suspend)`:
-/// - cancelled (`xl save -c`): everything goes on as it was;
-/// - resumed in a new domain: the platform is back (see [`xen::suspend`]); the old frontends are
-///   dropped (their grants and ports are void: dropping frees memory only), the control node set
-///   up again, and every vif and vbd connected anew through the normal connect path. The store's
-///   disk is swapped inside the store and the first vif under smoltcp's interface, whose sockets
-///   (TCP state) stay: clients see a pause. A gratuitous ARP then tells the bridge where we are.
+/// memory image is taken, and every frontend is quiesced through its lifecycle (`suspend()`:
+/// blkfront keeps unfinished requests, netfront stops its data path). Then
+/// `SCHEDOP_shutdown(SHUTDOWN_suspend)`:
+/// - cancelled (`xl save -c`): every frontend goes on with its rings (`Resume::Cancelled`);
+/// - resumed in a new domain: the platform is back (see [`xen::suspend`]: shared_info, the FIFO
+///   ABI, grant frames, VIRQ_TIMER, xenstore, console), the control node is set up again and the
+///   watchdog re-armed; then the *same* frontend objects reconnect (`Resume::NewDomain`): they
+///   forget their void ports without closing them, their old grant regions are freed without
+///   touching entries (the grant table's epoch), new rings and persistent grants are granted and
+///   blkfront re-issues its unfinished requests in order. smoltcp's interface and sockets (TCP
+///   state) never see a new device: clients see a pause. A gratuitous ARP then tells the bridge
+///   where we are. Frames still in netfront's TX ring at the suspend are lost; TCP retransmits.
 fn suspend_resume(
-    grants: &'static xen::Grants,
     store: &'static xen::XenStore,
-    clock: &xen_store::xenbus::SharedClock,
     app: &mut Option<App<Disk>>,
-    nets: &mut Vec<(String, XenNet)>,
-    disks: &mut Vec<(String, Disk)>,
+    nets: &mut [(String, XenNet)],
+    disks: &mut [(String, Disk)],
     disk_name: &str,
+    watchdog: &mut Option<crate::watchdog::Watchdog>,
+    watchdog_s: Option<u32>,
 ) {
     let t0 = crate::time::now_ms();
     if let Some(a) = app.as_mut() {
@@ -414,117 +467,102 @@ fn suspend_resume(
             crate::println!("suspend: store flush failed: {e}");
         }
     }
+    // Only the frontends that were quiesced are resumed (a device that was down stays with its
+    // own watch-driven reconnect).
+    let mut suspended = Vec::new();
+    for (name, mut f) in fronts(app, nets, disks, disk_name) {
+        match f.suspend() {
+            Ok(()) => suspended.push(name),
+            Err(e) => crate::println!("suspend: {name}: {e}; left as it is"),
+        }
+    }
     let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
     crate::println!(
-        "suspend: devices quiet, SCHEDOP_shutdown(suspend); heap {} KiB in {} allocations, {} of {} frames used",
+        "suspend: {} device(s) quiesced, SCHEDOP_shutdown(suspend); heap {} KiB in {} allocations, {} of {} frames used",
+        suspended.len(),
         h.allocated / 1024,
         h.allocations,
         f.used,
         f.total
     );
-    let resumed = match xen::suspend::suspend() {
-        Ok(Outcome::Cancelled) => {
+    let how = match xen::suspend::suspend() {
+        Ok(Outcome::Cancelled) => Resume::Cancelled,
+        Ok(Outcome::Resumed(r)) => {
             crate::println!(
-                "suspend: cancelled (checkpoint); continuing after {} ms",
-                crate::time::now_ms().saturating_sub(t0)
+                "resume: in a new domain; shared_info, grant table, VIRQ_TIMER (port {}), xenstore (port {}), console ({:?}) back",
+                r.timer_port,
+                r.store_port,
+                r.console_port
             );
-            return;
+            crate::println!(
+                "resume: pvclock (version, tsc_timestamp, system_time, mul, shift, tsc) {:?}, uptime {} ms",
+                crate::time::pvclock_record(),
+                crate::time::now_ms()
+            );
+            Resume::NewDomain
         }
-        Ok(Outcome::Resumed(r)) => r,
         Err(xen::suspend::SuspendError::Refused(e)) => {
             crate::println!("suspend: Xen refused: {e}; continuing");
-            return;
+            Resume::Cancelled
         }
         Err(e) => panic!("{e}"),
     };
     let t1 = crate::time::now_ms();
-    crate::println!(
-        "resume: in a new domain; shared_info, grant table, VIRQ_TIMER (port {}), xenstore (port {}), console ({:?}) back",
-        resumed.timer_port,
-        resumed.store_port,
-        resumed.console_port
-    );
-    crate::println!(
-        "resume: pvclock (version, tsc_timestamp, system_time, mul, shift, tsc) {:?}, uptime {} ms",
-        crate::time::pvclock_record(),
-        crate::time::now_ms()
-    );
-    // Drop every old frontend before a new one opens a port: their void port numbers may be
-    // handed out again, and KernelEvents ignores closes of ports it has not opened since resume.
-    // Names are `vif<id>` / `vbd<id>`.
-    let vif_ids: Vec<String> = nets.drain(..).map(|(n, _)| n[3..].into()).collect();
-    let other_vbds: Vec<String> = disks.drain(..).map(|(n, _)| n[3..].into()).collect();
-    let store_vbd = disk_name.strip_prefix("vbd");
-    if let Some(a) = app.as_mut() {
-        if matches!(a.store.device().inner, Disk::Xen(_)) {
-            let old = core::mem::replace(
-                &mut a.store.device_mut().inner,
-                Disk::Mem(kv_app::MemDisk::new(512, 0)),
-            );
-            drop(old);
+    if how == Resume::NewDomain {
+        // xenstored of the new domain has neither our control keys nor our watches, and Xen
+        // forgot the domain's watchdog.
+        control_setup(store);
+        if let Some(s) = watchdog_s {
+            *watchdog = match crate::watchdog::Watchdog::arm(s) {
+                Ok(w) => {
+                    crate::println!("resume: watchdog armed again (id {}, {s} s)", w.id());
+                    Some(w)
+                }
+                Err(e) => {
+                    log::error!("resume: SCHEDOP_watchdog({s} s) failed: {e}; running without it");
+                    None
+                }
+            };
         }
     }
-    crate::println!(
-        "resume: old frontends dropped; {} port(s) open",
-        xen::suspend::open_ports()
-    );
-    control_setup(store);
-
-    if let (Some(id), Some(a)) = (store_vbd, app.as_mut()) {
-        match retry(|| connect_blk(grants, store, clock, id)) {
-            Ok(b) => {
-                a.store.device_mut().inner = Disk::Xen(Box::new(b));
-                crate::println!("resume: blkfront vbd/{id} (the store's disk) reconnected");
+    let mut lost_disk = None;
+    for (name, mut f) in fronts(app, nets, disks, disk_name) {
+        if !suspended.contains(&name) {
+            continue;
+        }
+        if let Err(e) = f.resume(how) {
+            crate::println!("resume: {name}: {e}");
+            if name == disk_name {
+                lost_disk = Some(format!("disk {name} did not come back: {e}"));
             }
-            Err(e) => panic!("resume: the store's disk vbd/{id} did not come back: {e}"),
         }
     }
-    for id in other_vbds {
-        match retry(|| connect_blk(grants, store, clock, &id)) {
-            Ok(b) => disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b)))),
-            Err(e) => crate::println!("resume: blkfront vbd/{id}: {e}"),
-        }
+    if let (Some(p), Some(a)) = (lost_disk, app.as_mut()) {
+        a.stats.problem = Some(p);
     }
-    for id in vif_ids {
-        match retry(|| connect_net(grants, store, clock, &id)) {
-            Ok(n) => nets.push((format!("vif{id}"), n)),
-            Err(e) => crate::println!("resume: netfront vif/{id}: {e}"),
-        }
-    }
-    if let (Some((id, n)), Some(a)) = (nets.first_mut(), app.as_ref()) {
-        match a.ipv4().map(|ip| gratuitous_arp(n, ip)) {
-            Some(Ok(())) => crate::println!("resume: {id} reconnected, gratuitous ARP sent"),
-            Some(Err(e)) => crate::println!("resume: {id} reconnected; gratuitous ARP: {e}"),
-            None => crate::println!("resume: {id} reconnected (no address to announce yet)"),
+    if how == Resume::NewDomain {
+        if let (Some((name, n)), Some(a)) = (nets.first_mut(), app.as_ref()) {
+            match a.ipv4().map(|ip| gratuitous_arp(n, ip)) {
+                Some(Ok(())) => crate::println!("resume: {name} reconnected, gratuitous ARP sent"),
+                Some(Err(e)) => crate::println!("resume: {name} reconnected; gratuitous ARP: {e}"),
+                None => {
+                    crate::println!("resume: {name} reconnected (no address to announce yet)")
+                }
+            }
         }
     }
     let t2 = crate::time::now_ms();
     let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
     crate::println!(
-        "resume: serving again; {} ms from the suspend call to the platform back (the toolstack's save and restore), devices reconnected in {} ms; heap {} KiB in {} allocations, {} of {} frames used",
+        "resume ({how:?}): serving again; {} ms from the suspend call to the platform back, devices back in {} ms; {} port(s) open; heap {} KiB in {} allocations, {} of {} frames used",
         t1.saturating_sub(t0),
         t2.saturating_sub(t1),
+        xen::suspend::open_ports(),
         h.allocated / 1024,
         h.allocations,
         f.used,
         f.total
     );
-}
-
-/// Runs `f` until it succeeds or [`RECONNECT_DEADLINE_MS`] passes (one try per 500 ms).
-fn retry<T, E: core::fmt::Display>(mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let deadline = crate::time::now_ms() + RECONNECT_DEADLINE_MS;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if crate::time::now_ms() >= deadline => return Err(e),
-            Err(e) => {
-                crate::println!("resume: {e}; retrying");
-                let g = xen::event_generation();
-                xen::block_until(Some(crate::time::now_ns() + 500_000_000), g);
-            }
-        }
-    }
 }
 
 /// Sends a gratuitous ARP request (sender and target address both `ip`, broadcast) on `n`, so that
