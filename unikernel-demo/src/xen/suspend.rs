@@ -16,11 +16,12 @@
 //!   shared_info and the callback vector, grant table, event channels and VIRQs, then xenstore and
 //!   the console), before it returns.
 //!
-//! Frontend objects made before a resume hold void grant references and port numbers that the new
-//! domain may hand out again. They are dropped, never used: their regions go back to the grant
-//! table, which frees the pages of an older epoch without touching entries
-//! ([`GrantTable::resume`](xen_grant_table::GrantTable::resume)), and [`KernelEvents`]'s `close`
-//! ignores ports not opened since the resume, so no stale hypercall reaches a new object.
+//! Frontends made before a resume hold void grant references and port numbers that the new domain
+//! may hand out again. `xenmain.rs` resumes them with `Resume::NewDomain`, whose teardown
+//! (`Teardown::NewDomain`) forgets their ports without closing them; their regions go back to the
+//! grant table, which frees the pages of an older epoch without touching entries
+//! ([`GrantTable::resume`](xen_grant_table::GrantTable::resume)); and [`KernelEvents`]'s `close`
+//! also refuses ports not opened since the resume, so no stale hypercall reaches a new object.
 //!
 //! [`KernelEvents`]: super::KernelEvents
 
@@ -144,8 +145,8 @@ fn resume_platform(before_ns: u64) -> Result<Resumed, SuspendError> {
     })
 }
 
-/// Ports opened (and not closed) through the kernel's event-channel service: with the frontends
-/// dropped after a resume, the timer and nothing else (the xenstore port is the toolstack's).
+/// Ports opened (and not closed) through the kernel's event-channel service: after a resume, the
+/// timer and the reconnected frontends' ports (the xenstore port is the toolstack's).
 pub fn open_ports() -> usize {
     KernelEvents.open_ports()
 }
