@@ -80,6 +80,8 @@ pub(crate) struct Queue<R> {
     pub(crate) ring: FrontRing<BlkifRequest, BlkifResponse>,
     pub(crate) ids: IdTable<Shadow<R>>,
     pub(crate) port: EvtchnPort,
+    /// `port` is void (the domain was resumed in a new one): released without `close`.
+    pub(crate) port_void: bool,
     /// The ring pages; declared after `ring`, which points into them.
     pub(crate) pages: Option<R>,
 }
@@ -122,6 +124,9 @@ pub(crate) struct Io<G: GrantAccess, E: EventChannels> {
     pub(crate) reissued: u64,
     /// Suspending: new requests stay in the backlog, nothing new goes onto the rings.
     pub(crate) quiesced: bool,
+    /// The next [`reissue`](Self::reissue) runs in a new domain (after a resume): the grants of
+    /// the caller's zero-copy buffers are void too, so their requests get fresh pages as well.
+    pub(crate) regrant_buffers: bool,
 }
 
 /// The whole discard extents inside `count` 512-byte sectors from `first` (both in 512-byte
@@ -185,6 +190,7 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
             scratch: Vec::new(),
             reissued: 0,
             quiesced: false,
+            regrant_buffers: false,
         }
     }
 
@@ -621,8 +627,11 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
     /// After a reconnect: every request that had not finished goes to the new rings again, in the
     /// order it was submitted (Linux: `blkif_recover`), split for the new features. Requests whose
     /// pages are ours get fresh pages (write data copied over), so nothing the old backend may
-    /// still map is reused; buffer requests keep the caller's pages.
+    /// still map is reused; buffer requests keep the caller's pages, except in a new domain
+    /// ([`regrant_buffers`](Self::regrant_buffers)), where their grants are void: they get fresh
+    /// pages too, which the caller receives back in place of its own.
     pub(crate) fn reissue(&mut self) -> Result<(), BlkError> {
+        let regrant_buffers = core::mem::take(&mut self.regrant_buffers);
         // Parts queued while the rings were down are rebuilt below with the rest.
         for part in core::mem::take(&mut self.backlog) {
             self.recycle_all(part.indirect);
@@ -637,7 +646,7 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
             let Some(mut op) = self.ops.remove(&tag) else {
                 continue;
             };
-            if !op.buffer && !op.pages.is_empty() {
+            if (!op.buffer || regrant_buffers) && !op.pages.is_empty() {
                 let access = if op.kind == OpKind::Read {
                     Access::ReadWrite
                 } else {
@@ -664,6 +673,7 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
                         Err(e) => {
                             self.recycle_all(fresh);
                             self.ops.insert(tag, op);
+                            self.regrant_buffers = regrant_buffers;
                             return Err(e);
                         }
                     }
@@ -1059,11 +1069,17 @@ pub(crate) fn release_queue<G: GrantAccess, E: EventChannels>(
     q: Queue<G::Region>,
 ) {
     let Queue {
-        ring, pages, port, ..
+        ring,
+        pages,
+        port,
+        port_void,
+        ..
     } = q;
     drop(ring);
-    if let Err(e) = evtchn.close(port) {
-        log::warn!("blkfront: closing port {port}: {e}");
+    if !port_void {
+        if let Err(e) = evtchn.close(port) {
+            log::warn!("blkfront: closing port {port}: {e}");
+        }
     }
     if let Some(p) = pages {
         grants.release(p);

@@ -129,6 +129,19 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for Io<G, E> {
                 self.release(None);
                 self.status = Status::Down { keep: true };
             }
+            Teardown::NewDomain => {
+                // The ports are void: forget them instead of closing whatever they name now.
+                for q in &mut self.queues {
+                    q.port_void = true;
+                }
+                if failed {
+                    self.release(Some(IoError::DeviceFailed));
+                } else {
+                    self.release(None);
+                    self.regrant_buffers = true;
+                    self.status = Status::Down { keep: true };
+                }
+            }
             Teardown::Failed => {
                 self.release(Some(IoError::DeviceFailed));
                 if !failed {
@@ -195,6 +208,7 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
                 ring,
                 ids,
                 port,
+                port_void: false,
                 pages: Some(region),
             });
             evtchn.unmask(port)?;

@@ -66,6 +66,9 @@ pub struct NativeEventChannels<H: Hypercall> {
     /// Address of vCPU 0's vcpu_info.
     vcpu: usize,
     unmask_mode: UnmaskMode,
+    /// Whether [`new_pvh`](Self::new_pvh) mapped shared_info (so [`resume`](Self::resume) maps it
+    /// again).
+    mapped_by_us: bool,
     state: spin::Mutex<State>,
     /// Next scan position (port number) of the fair scan.
     scan_pos: AtomicUsize,
@@ -103,7 +106,9 @@ impl<H: Hypercall> NativeEventChannels<H> {
         let addr = page.as_ptr() as usize;
         core::mem::forget(page);
         // SAFETY: `addr` is now the shared_info page, mapped for the rest of the program.
-        Ok(unsafe { Self::from_raw(hyp, addr as *mut SharedInfo, UnmaskMode::Hypercall) })
+        let mut e = unsafe { Self::from_raw(hyp, addr as *mut SharedInfo, UnmaskMode::Hypercall) };
+        e.mapped_by_us = true;
+        Ok(e)
     }
 
     /// PV set-up (or any other case where shared_info is already mapped).
@@ -127,6 +132,7 @@ impl<H: Hypercall> NativeEventChannels<H> {
             shared,
             vcpu: shared + core::mem::offset_of!(SharedInfo, vcpu_info),
             unmask_mode,
+            mapped_by_us: false,
             state: spin::Mutex::new(State {
                 handlers: BTreeMap::new(),
                 open: BTreeMap::new(),
@@ -672,6 +678,48 @@ impl<H: Hypercall> NativeEventChannels<H> {
     /// Number of ports bound or allocated through this object and not closed.
     pub fn open_port_count(&self) -> usize {
         self.state.lock().open.len()
+    }
+
+    /// Whether `port` was bound or allocated through this object (since the last
+    /// [`resume`](Self::resume)) and not closed.
+    pub fn is_open(&self, port: EvtchnPort) -> bool {
+        self.state.lock().open.contains_key(&port)
+    }
+
+    /// Starts over after the domain was resumed in a new domain (`xl restore`, `xl migrate`), where
+    /// every port is gone: maps shared_info again at the same frame (when
+    /// [`new_pvh`](Self::new_pvh) mapped it; a PV kernel remaps it itself before calling this),
+    /// masks every port, and forgets every open port, handler and latched event. The caller binds
+    /// what it needs again (VIRQs, the xenstore and console ports) and re-registers its upcall
+    /// delivery (`HVM_PARAM_CALLBACK_IRQ`). Old port numbers must not be closed afterwards: the
+    /// same numbers may name new channels ([`is_open`](Self::is_open) tells them apart).
+    pub fn resume(&self) -> Result<(), EvtchnError> {
+        if self.mapped_by_us {
+            let gfn = self.hyp.virt_to_gfn(self.shared as *const u8);
+            let mut xatp = XenAddToPhysmap {
+                domid: DOMID_SELF,
+                size: 0,
+                space: XENMAPSPACE_SHARED_INFO,
+                idx: 0,
+                gpfn: gfn.0,
+            };
+            // SAFETY: the frame is the one `new_pvh` set aside for shared_info (leaked, never
+            // reused); mapping the new domain's shared_info there again is what it is kept for.
+            unsafe { self.hyp.add_to_physmap(&mut xatp) }.map_err(EvtchnError::Hypercall)?;
+        }
+        self.mask_all();
+        let old = {
+            let mut st = self.state.lock();
+            st.open.clear();
+            st.generation += 1;
+            core::mem::take(&mut st.handlers)
+        };
+        drop(old);
+        for w in &self.latched {
+            w.store(0, Ordering::SeqCst);
+        }
+        self.scan_pos.store(0, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -87,6 +87,9 @@ struct Inner {
     deferred: VecDeque<Deferred>,
     /// Number of references in `deferred`.
     deferred_refs: usize,
+    /// Bumped by [`GrantTable::resume`]: regions of an older epoch name references of a table
+    /// that no longer exists.
+    epoch: u64,
 }
 
 /// Source of table identities, so a region released to the wrong table is detected.
@@ -413,6 +416,7 @@ impl<H: Hypercall> GrantTable<H> {
             owners: Vec::new(),
             deferred: VecDeque::new(),
             deferred_refs: 0,
+            epoch: 0,
         };
         inner.map_frames(&hc, initial)?;
         Ok(GrantTable {
@@ -549,6 +553,69 @@ impl<H: Hypercall> GrantTable<H> {
         self.inner.lock().process_deferred()
     }
 
+    /// Re-establishes the table after the domain was resumed in a new domain (`xl restore`,
+    /// `xl migrate`; not after a cancelled suspend, where nothing changed).
+    ///
+    /// The new domain's grant table is empty and every old reference is void: the frames are
+    /// mapped again ([`FrameMapping::AddToPhysmap`]: at the same guest frames, through
+    /// `XENMEM_add_to_physmap`; [`FrameMapping::SetupTable`]: `GNTTABOP_setup_table`, the frame
+    /// numbers may change), every reference becomes free and the deferred-revoke queue is emptied
+    /// (its pages are freed: no backend of the new domain maps them). Regions granted before the
+    /// resume may still be [`release`](GrantAccess::release)d: that frees their pages without
+    /// touching the entries their stale references name. References handed out by
+    /// [`grant_access`](Self::grant_access) before the resume must be forgotten by their owners
+    /// (ending them would end whatever the same number grants now).
+    pub fn resume(&self) -> Result<(), GrantError> {
+        let mut inner = self.inner.lock();
+        inner.epoch = inner.epoch.wrapping_add(1);
+        match inner.mapping {
+            FrameMapping::AddToPhysmap => {
+                for (idx, page) in inner.owned_frames.iter().enumerate() {
+                    let gfn = self.hc.virt_to_gfn(page.as_ptr());
+                    let xatp = XenAddToPhysmap {
+                        domid: DOMID_SELF,
+                        size: 0,
+                        space: XENMAPSPACE_GRANT_TABLE,
+                        idx: idx as u64,
+                        gpfn: gfn.0,
+                    };
+                    // SAFETY: `xatp` is a valid xen_add_to_physmap for the whole call; `gpfn` is
+                    // the frame this table already used for frame `idx` (kept in `owned_frames`,
+                    // never freed), so nothing else refers to it.
+                    let ret = unsafe {
+                        self.hc.hypercall(
+                            op::MEMORY_OP,
+                            [
+                                XENMEM_ADD_TO_PHYSMAP as u64,
+                                &xatp as *const _ as u64,
+                                0,
+                                0,
+                                0,
+                            ],
+                        )
+                    };
+                    check(ret)?;
+                }
+            }
+            FrameMapping::SetupTable => {
+                let nr = inner.frames.len() as u32;
+                inner.frames.clear();
+                inner.map_frames(&self.hc, nr)?;
+            }
+        }
+        // Every entry of the new table is clear; rebuild the allocator over the same capacity.
+        inner.deferred.clear();
+        inner.deferred_refs = 0;
+        let cap = inner.frames.len() as u32 * PER_FRAME;
+        let mut refs = RefAllocator::new(GNTTAB_NR_RESERVED_ENTRIES);
+        refs.grow(cap)?;
+        inner.refs = refs;
+        for o in inner.owners.iter_mut() {
+            *o = Owner::None;
+        }
+        Ok(())
+    }
+
     /// Runs `GNTTABOP_copy` on `ops`. Every op's `status` is written back; the first failing op
     /// is reported as [`GrantError::CopyStatus`] (the others may still have been done).
     pub fn copy(&self, ops: &mut [GnttabCopy]) -> Result<(), GrantError> {
@@ -628,6 +695,8 @@ pub struct GrantedPages {
     domid: DomId,
     access: Access,
     table: usize,
+    /// The table's [`resume`](GrantTable::resume) epoch when the region was granted.
+    epoch: u64,
 }
 
 impl GrantedPages {
@@ -711,12 +780,14 @@ impl<H: Hypercall> GrantAccess for GrantTable<H> {
         for (&r, &f) in refs.iter().zip(&frames) {
             inner.write_entry(r, domid, f, access);
         }
+        let epoch = inner.epoch;
         Ok(GrantedPages {
             buf: Some(buf),
             refs,
             domid,
             access,
             table: self.id,
+            epoch,
         })
     }
 
@@ -730,6 +801,13 @@ impl<H: Hypercall> GrantAccess for GrantTable<H> {
             return;
         }
         let mut inner = self.inner.lock();
+        if region.epoch != inner.epoch {
+            // Granted before a resume: its references belong to a table that no longer exists
+            // (the domain was restored and no backend of the new domain maps the pages), and the
+            // same numbers may be granted again by now. Free the memory, touch no entry.
+            drop(buf);
+            return;
+        }
         let mut pending = Vec::new();
         for &r in &region.refs {
             if inner.owner(r) != Owner::Region {

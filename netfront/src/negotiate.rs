@@ -89,12 +89,18 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for NetDriver<'_, G, E> {
     /// maps a page) and event channels. Frames in flight are dropped; a reconnect re-creates the
     /// queues and posts fresh RX buffers.
     fn teardown(&mut self, why: Teardown) {
+        if why == Teardown::NewDomain {
+            // The ports are void: forget them instead of closing whatever they name now.
+            self.forget_ports();
+        }
         self.release_queues();
         *self.frame = Vec::new();
         self.inner.state = match why {
             Teardown::Failed => DeviceState::Failed,
             Teardown::Reconnect if self.inner.state == DeviceState::Failed => DeviceState::Failed,
             Teardown::Reconnect => DeviceState::Reconnecting,
+            Teardown::NewDomain if self.inner.state == DeviceState::Failed => DeviceState::Failed,
+            Teardown::NewDomain => DeviceState::Reconnecting,
             Teardown::Close if self.inner.state == DeviceState::Failed => DeviceState::Failed,
             Teardown::Close => DeviceState::Closed,
         };
@@ -119,6 +125,14 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for NetDriver<'_, G, E> {
 }
 
 impl<G: GrantAccess, E: EventChannels> NetDriver<'_, G, E> {
+    /// Marks every queue's event channels void (after a resume in a new domain), so that
+    /// [`release_queues`](Self::release_queues) does not close them.
+    fn forget_ports(&mut self) {
+        for q in &mut self.inner.queues {
+            q.ports_void = true;
+        }
+    }
+
     fn release_queues(&mut self) {
         for q in self.inner.queues.drain(..) {
             q.release(&self.inner.grants, self.evtchn);

@@ -57,6 +57,8 @@ pub(crate) struct Queue<R> {
     asm: Assembly,
     /// TX requests written but not yet published (`TxMeta::more`).
     tx_unpushed: bool,
+    /// The ports are void (the domain was resumed in a new one): released without `close`.
+    pub(crate) ports_void: bool,
     pub(crate) stats: QueueStats,
 }
 
@@ -217,6 +219,7 @@ impl<R: GrantedRegion> Queue<R> {
                 ..Assembly::default()
             },
             tx_unpushed: false,
+            ports_void: false,
             stats: QueueStats::default(),
         };
         q.refill();
@@ -235,6 +238,7 @@ impl<R: GrantedRegion> Queue<R> {
             rx,
             tx_port,
             rx_port,
+            ports_void,
             ..
         } = self;
         // The rings point into the ring regions: drop them first.
@@ -242,6 +246,9 @@ impl<R: GrantedRegion> Queue<R> {
         drop(rx);
         for region in regions.into_iter().flatten() {
             grants.release(region);
+        }
+        if ports_void {
+            return;
         }
         let _ = evtchn.close(tx_port);
         if rx_port != tx_port {

@@ -131,3 +131,68 @@ fn suspend_stops_the_data_path_and_resume_goes_on_or_reconnects() {
     assert_eq!(nf.connections(), 2);
     exchange(&env, &mut nf, 5);
 }
+
+#[test]
+fn a_hundred_resumes_in_new_domains_reconnect_the_same_netfront_without_leaks() {
+    use xen_event_channel::VIRQ_TIMER;
+    use xen_hypercall::{HypercallExt, SuspendOutcome};
+    use xen_sim::SuspendMode;
+    let env = Env::new(|c| c.max_queues = 2);
+    let d = env.guest.domid();
+    let mut nf = env.connected(NetfrontConfig::default());
+    exchange(&env, &mut nf, 1);
+    let mut steady = None;
+    for i in 0..100u32 {
+        nf.suspend().unwrap();
+        env.sim.arm_suspend(d, SuspendMode::Resume);
+        assert_eq!(
+            env.guest.sched_suspend(None).unwrap(),
+            SuspendOutcome::Resumed
+        );
+        // The platform half, in the unikernel's order; then ports other code opens before the
+        // device resumes, taking the low numbers (the old queue ports' among them).
+        env.ev.resume().unwrap();
+        env.gt.resume().unwrap();
+        let timer = env.ev.bind_virq(VIRQ_TIMER).unwrap();
+        env.ev.unmask(timer).unwrap();
+        // SAFETY: the only xenstore client of the domain; the sim keeps the ring page mapped.
+        unsafe { env.xs.resume_from_hypercall(&env.guest) }.unwrap();
+        let others: Vec<u32> = (0..16).map(|_| env.ev.alloc_unbound(0).unwrap()).collect();
+        // The new domain's backend.
+        env.nb.restart();
+        env.sim.run_until_idle();
+        nf.resume(Resume::NewDomain).unwrap();
+        assert_eq!(nf.state(), DeviceState::Connected, "resume {i}");
+        exchange(&env, &mut nf, 10 + 2 * i);
+        // The void queue ports were forgotten, not closed: the ports opened since the resume are
+        // still open and were not handed to the new queues (as they would be once closed).
+        let new: Vec<u32> = (0..nf.num_queues())
+            .filter_map(|q| nf.ports(q))
+            .flat_map(|(t, r)| [t, r])
+            .collect();
+        assert!(env.ev.is_open(timer), "resume {i}: timer port closed");
+        assert!(!new.contains(&timer), "resume {i}: timer port reused");
+        for p in others {
+            assert!(env.ev.is_open(p), "resume {i}: port {p} closed");
+            assert!(!new.contains(&p), "resume {i}: port {p} closed and reused");
+            env.ev.close(p).unwrap();
+        }
+        env.gt.process_deferred();
+        let now = (env.refs_in_use(), env.ev.open_port_count());
+        assert_eq!(*steady.get_or_insert(now), now, "resume {i}: leak");
+    }
+    assert_eq!(env.sim.resumes(d), 100);
+    assert_eq!(nf.connections(), 101);
+    nf.disconnect().unwrap();
+    env.sim.run_until_idle();
+    env.gt.process_deferred();
+    assert_eq!(env.refs_in_use(), 0);
+    // Only the last resume's timer is left.
+    assert_eq!(env.ev.open_port_count(), 1);
+    assert_eq!(env.sim.dom0().mapped_grants(d), 0);
+    assert!(
+        env.sim.violations().is_empty(),
+        "{:?}",
+        env.sim.violations()
+    );
+}

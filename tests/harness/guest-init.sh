@@ -37,8 +37,23 @@ while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 md5=$(dd if=/dev/xvda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)
 echo "@@GUEST-READY ip=$ip disk-md5=$md5"
 
-# Serve a trivial HTTP page so dom0 can measure a TCP round trip against the baseline guest.
-mkdir -p /www && echo "linux-guest" >/www/index.html
+# Serve a trivial HTTP page so dom0 can measure a TCP round trip against the baseline guest, and
+# /cgi-bin/w?N, which writes the request body into 4 KiB block N of /dev/xvda (fsync'd before the
+# answer): the write load of the HA scenario (tests/harness/scenarios/ha.sh).
+mkdir -p /www/cgi-bin && echo "linux-guest" >/www/index.html
+cat >/www/cgi-bin/w <<'EOF'
+#!/bin/sh
+n=$QUERY_STRING
+case "$n" in '' | *[!0-9]*) printf 'Status: 400 Bad Request\r\n\r\nbad block\n'; exit 0 ;; esac
+head -c "${CONTENT_LENGTH:-0}" >/tmp/body.$$
+if dd if=/tmp/body.$$ of=/dev/xvda bs=4096 seek="$n" count=1 conv=notrunc,fsync 2>/dev/null; then
+	printf 'Content-Type: text/plain\r\n\r\nok\n'
+else
+	printf 'Status: 500 Internal Server Error\r\n\r\ndd failed\n'
+fi
+rm -f /tmp/body.$$
+EOF
+chmod +x /www/cgi-bin/w
 # Optional additions (cargo xtask bench --xen adds tests/harness/tools/guest-hook.sh here).
 [ -f /etc/guest-hook.sh ] && . /etc/guest-hook.sh
 httpd -p 80 -h /www

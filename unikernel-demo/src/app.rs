@@ -562,6 +562,11 @@ where
         [a, b, c].into_iter().flatten().min()
     }
 
+    /// The interface's first IPv4 address (announced by a gratuitous ARP after a resume).
+    pub fn ipv4(&self) -> Option<Ipv4Address> {
+        self.iface.ipv4_addr()
+    }
+
     /// Flushes the store's device (before shutdown).
     pub fn flush(&mut self) -> Result<(), B::Error> {
         self.store.device_mut().flush()

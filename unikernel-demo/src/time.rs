@@ -98,6 +98,49 @@ pub unsafe fn use_pvclock(info: *mut VcpuTimeInfo) {
     MODE.store(PVCLOCK, Ordering::Release);
 }
 
+/// After the domain was resumed in a new domain (`xl restore`, `xl migrate`): keeps uptime
+/// monotonic. `before_ns` is the uptime read just before suspending.
+///
+/// The pvclock record itself needs no re-reading of constants: every [`now_ns`] reads
+/// `tsc_to_system_mul`/`tsc_shift` afresh, so a TSC frequency that changed with the host is
+/// followed from the first read on. What may change is Xen's system time: on another host it can
+/// be behind the old one. Then the base moves so that uptime continues from `before_ns` (the time
+/// spent suspended is not counted, as no clock common to both hosts tells it). On the same host
+/// system time went on while the domain was saved, and uptime includes that pause.
+pub fn resume(before_ns: u64) {
+    if MODE.load(Ordering::Acquire) != PVCLOCK {
+        return;
+    }
+    let p = PVCLOCK_INFO.load(Ordering::Relaxed);
+    // SAFETY: `use_pvclock` stored a pointer into the shared_info page, which the caller has
+    // mapped again at the same address before calling this.
+    let sys = unsafe { read_pvclock(p) };
+    if sys.saturating_sub(PVCLOCK_BASE.load(Ordering::Relaxed)) < before_ns {
+        PVCLOCK_BASE.store(sys.saturating_sub(before_ns), Ordering::Relaxed);
+    }
+}
+
+/// The pvclock record as last published by Xen (for the resume log): version, tsc_timestamp,
+/// system_time, tsc_to_system_mul, tsc_shift, and the current TSC. `None` without pvclock.
+pub fn pvclock_record() -> Option<(u32, u64, u64, u32, i8, u64)> {
+    if MODE.load(Ordering::Acquire) != PVCLOCK {
+        return None;
+    }
+    let p = PVCLOCK_INFO.load(Ordering::Relaxed);
+    // SAFETY: `use_pvclock` stored a pointer into the mapped shared_info page; plain volatile
+    // reads of fields Xen may be updating (a torn snapshot only affects the log line).
+    unsafe {
+        Some((
+            core::ptr::read_volatile(&raw const (*p).version),
+            core::ptr::read_volatile(&raw const (*p).tsc_timestamp),
+            core::ptr::read_volatile(&raw const (*p).system_time),
+            core::ptr::read_volatile(&raw const (*p).tsc_to_system_mul),
+            core::ptr::read_volatile(&raw const (*p).tsc_shift),
+            crate::arch::rdtsc(),
+        ))
+    }
+}
+
 /// Calibrates the TSC against PIT channel 0 over ~10 ms and makes it the time source. Returns the
 /// TSC frequency in kHz, or `None` (and a 1 GHz guess) when no PIT answers.
 pub fn calibrate_tsc_with_pit() -> Option<u64> {

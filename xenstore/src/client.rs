@@ -7,6 +7,7 @@ use crate::{Deadline, Store, TxId, WatchEvent, XsError};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
 use xen_event_channel::{EventChannels, EvtchnPort};
 use xen_hypercall::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
 use xen_hypercall::abi::xs_wire::{
@@ -44,7 +45,8 @@ enum Slot {
 /// With callers on several CPUs, a reply may be read by another caller's progress; the waiting
 /// caller then relies on [`EventChannels::wait`] waking every waiter, as it does on a single vCPU.
 pub struct XenStore<E: EventChannels> {
-    port: EvtchnPort,
+    /// The store event channel (changes on [`resume`](XenStore::resume)).
+    port: AtomicU32,
     evtchn: E,
     inner: spin::Mutex<Inner>,
 }
@@ -70,7 +72,7 @@ unsafe impl<E: EventChannels + Sync> Sync for XenStore<E> {}
 impl<E: EventChannels> core::fmt::Debug for XenStore<E> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("XenStore")
-            .field("port", &self.port)
+            .field("port", &self.port())
             .finish_non_exhaustive()
     }
 }
@@ -99,7 +101,7 @@ impl<E: EventChannels> XenStore<E> {
         let page = unsafe { RingPage::new(ring) };
         evtchn.unmask(port).map_err(XsError::Evtchn)?;
         Ok(XenStore {
-            port,
+            port: AtomicU32::new(port),
             evtchn,
             inner: spin::Mutex::new(Inner {
                 ring: page,
@@ -125,32 +127,65 @@ impl<E: EventChannels> XenStore<E> {
         hyp: &H,
         evtchn: E,
     ) -> Result<XenStore<E>, XsError> {
-        let pfn = hyp
-            .hvm_get_param(HVM_PARAM_STORE_PFN)
-            .map_err(XsError::Hypercall)?;
-        let port = hyp
-            .hvm_get_param(HVM_PARAM_STORE_EVTCHN)
-            .map_err(XsError::Hypercall)?;
-        if pfn == 0 {
-            return Err(XsError::InvalidArgument("HVM_PARAM_STORE_PFN is not set"));
-        }
-        let port = EvtchnPort::try_from(port)
-            .map_err(|_| XsError::InvalidArgument("HVM_PARAM_STORE_EVTCHN out of range"))?;
-        let page = hyp.gfn_to_virt(Gfn(pfn)).ok_or(XsError::InvalidArgument(
-            "xenstore ring frame is not mapped",
-        ))?;
-        if (page as usize) % PAGE_SIZE != 0 {
-            return Err(XsError::InvalidArgument(
-                "xenstore ring frame is not page aligned",
-            ));
-        }
+        let (page, port) = hvm_ring(hyp)?;
         // SAFETY: `page` is the mapped, page-aligned ring frame; exclusivity is the caller's promise.
-        unsafe { XenStore::new(page.cast(), port, evtchn) }
+        unsafe { XenStore::new(page, port, evtchn) }
     }
 
     /// The store event channel port.
     pub fn port(&self) -> EvtchnPort {
-        self.port
+        self.port.load(Ordering::Acquire)
+    }
+
+    /// Reconnects after the domain was resumed in a new domain (`xl restore`, `xl migrate`): the
+    /// toolstack introduced the new domain to xenstored with a fresh event channel (and a cleared
+    /// ring page). The client takes over the ring at `ring` from its current indices, forgets every
+    /// outstanding request, unsent byte, partial reply and queued watch event of the old
+    /// connection, clears a broken state, and unmasks `port`. xenstored knows no watch of the new
+    /// domain: the caller registers its watches again.
+    ///
+    /// # Safety
+    ///
+    /// As for [`new`](Self::new): `ring` must be the mapped ring page of this domain, valid for the
+    /// life of the client, accessed by no other code.
+    pub unsafe fn resume(
+        &self,
+        ring: *mut XenstoreDomainInterface,
+        port: EvtchnPort,
+    ) -> Result<(), XsError> {
+        if ring.is_null() || (ring as usize) % core::mem::align_of::<XenstoreDomainInterface>() != 0
+        {
+            return Err(XsError::InvalidArgument(
+                "ring pointer is null or misaligned",
+            ));
+        }
+        {
+            let mut inner = self.inner.lock();
+            // SAFETY: forwarded from the caller's guarantees.
+            inner.ring = unsafe { RingPage::new(ring) };
+            inner.out.clear();
+            inner.decoder = Decoder::new();
+            inner.outstanding.clear();
+            inner.events.clear();
+            inner.broken = None;
+            self.port.store(port, Ordering::Release);
+        }
+        self.evtchn.unmask(port).map_err(XsError::Evtchn)
+    }
+
+    /// [`resume`](Self::resume) with the ring frame and port read again from
+    /// `HVM_PARAM_STORE_PFN` / `HVM_PARAM_STORE_EVTCHN` (PVH/HVM).
+    ///
+    /// # Safety
+    ///
+    /// As for [`from_hypercall`](Self::from_hypercall).
+    pub unsafe fn resume_from_hypercall<H: Hypercall + ?Sized>(
+        &self,
+        hyp: &H,
+    ) -> Result<(), XsError> {
+        let (page, port) = hvm_ring(hyp)?;
+        // SAFETY: `page` is the mapped, page-aligned ring frame; exclusivity is the caller's promise.
+        unsafe { self.resume(page, port) }
     }
 
     /// The event-channel service this client blocks on.
@@ -201,7 +236,7 @@ impl<E: EventChannels> XenStore<E> {
             if !moved {
                 return Ok(());
             }
-            self.evtchn.notify(self.port).map_err(XsError::Evtchn)?;
+            self.evtchn.notify(self.port()).map_err(XsError::Evtchn)?;
         }
     }
 
@@ -317,6 +352,33 @@ impl<E: EventChannels> XenStore<E> {
     pub fn queued_watch_events(&self) -> usize {
         self.inner.lock().events.len()
     }
+}
+
+/// The xenstore ring page and port of a PVH/HVM guest: `HVM_PARAM_STORE_PFN` (mapped with
+/// [`Hypercall::gfn_to_virt`]) and `HVM_PARAM_STORE_EVTCHN`, checked.
+fn hvm_ring<H: Hypercall + ?Sized>(
+    hyp: &H,
+) -> Result<(*mut XenstoreDomainInterface, EvtchnPort), XsError> {
+    let pfn = hyp
+        .hvm_get_param(HVM_PARAM_STORE_PFN)
+        .map_err(XsError::Hypercall)?;
+    let port = hyp
+        .hvm_get_param(HVM_PARAM_STORE_EVTCHN)
+        .map_err(XsError::Hypercall)?;
+    if pfn == 0 {
+        return Err(XsError::InvalidArgument("HVM_PARAM_STORE_PFN is not set"));
+    }
+    let port = EvtchnPort::try_from(port)
+        .map_err(|_| XsError::InvalidArgument("HVM_PARAM_STORE_EVTCHN out of range"))?;
+    let page = hyp.gfn_to_virt(Gfn(pfn)).ok_or(XsError::InvalidArgument(
+        "xenstore ring frame is not mapped",
+    ))?;
+    if (page as usize) % PAGE_SIZE != 0 {
+        return Err(XsError::InvalidArgument(
+            "xenstore ring frame is not page aligned",
+        ));
+    }
+    Ok((page.cast(), port))
 }
 
 impl<E: EventChannels> ops::Requester for XenStore<E> {

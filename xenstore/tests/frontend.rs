@@ -374,7 +374,8 @@ fn suspend_and_resume() {
     assert_eq!(drv.calls, ["suspend", "resume Cancelled"]);
     assert_eq!(fe.state(), DeviceState::Connected);
     drv.calls.clear();
-    // In a new domain everything is set up again, with a new backend.
+    // In a new domain everything is set up again, with a new backend; the teardown tells the
+    // driver its grants and ports are void (`Teardown::NewDomain`, not a plain reconnect).
     fe.suspend(&mut drv).unwrap();
     env.script.lock().unwrap().fresh = true;
     env.sim.run_until_idle();
@@ -383,7 +384,7 @@ fn suspend_and_resume() {
         drv.calls,
         [
             "suspend",
-            "teardown Reconnect",
+            "teardown NewDomain",
             "negotiate",
             "connected",
             "resume NewDomain"

@@ -252,7 +252,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  options:\n  \
                  --kernel ELF       the unikernel (default: $XEN_RS_KERNEL, else `cargo xtask kernel build`)\n  \
                  --memory MIB       the unikernel's memory= (default 16)\n  \
-                 --scenario NAME    a script of tests/harness/scenarios (repeatable)\n  \
+                 --scenario NAME    a script of tests/harness/scenarios (repeatable): unikernel,\n                     \
+                    ha (save -c, save/restore, migrate under load), min-memory, demo\n  \
                  --with-linux       also run the Linux guest scenario in the same boot\n  \
                  --type pv|pvh      the unikernel's domain type (default pvh; pv with --no-hvm)\n  \
                  --no-hvm           QEMU CPU without SVM: Xen offers PV only\n  \

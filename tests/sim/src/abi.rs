@@ -77,6 +77,8 @@ pub const SCHEDOP_SHUTDOWN: u64 = 2;
 pub const SCHEDOP_POLL: u64 = 3;
 /// `SCHEDOP_shutdown_code`.
 pub const SCHEDOP_SHUTDOWN_CODE: u64 = 5;
+/// `SHUTDOWN_suspend`.
+pub const SHUTDOWN_SUSPEND: u32 = 2;
 /// `SHUTDOWN_MAX`.
 pub const SHUTDOWN_MAX: u32 = 5;
 

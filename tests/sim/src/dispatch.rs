@@ -129,7 +129,13 @@ impl SimGuest {
                 if s.reason > abi::SHUTDOWN_MAX {
                     return Err(Errno::EINVAL);
                 }
-                self.sim.lock().dom_mut(me)?.shutdown = Some(s.reason);
+                let mut w = self.sim.lock();
+                if s.reason == abi::SHUTDOWN_SUSPEND {
+                    if let Some(r) = crate::suspend::on_suspend(&mut w, me) {
+                        return Ok(r);
+                    }
+                }
+                w.dom_mut(me)?.shutdown = Some(s.reason);
                 Ok(0)
             }
             abi::SCHEDOP_SHUTDOWN_CODE => {

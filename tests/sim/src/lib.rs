@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub mod blkback;
 pub mod clock;
 pub mod netback;
+pub mod suspend;
 pub mod xenstored;
 
 mod abi;
@@ -52,6 +53,7 @@ mod world;
 pub use clock::SimClock;
 pub use dom0::{Dom0, GrantMapping};
 pub use grant::gntst_to_errno;
+pub use suspend::SuspendMode;
 pub use xen_hypercall::abi::grant_table::GnttabCopy;
 pub use xen_hypercall::abi::{DomId, EvtchnPort, GrantRef};
 pub use xen_hypercall::{Errno, Gfn, Hypercall};

@@ -360,6 +360,10 @@ pub struct World {
     pub store: Store,
     /// Protocol violations the simulator detected (e.g. a grant revoked while mapped).
     pub violations: Vec<String>,
+    /// What the next suspend of a domain does ([`crate::suspend`]).
+    pub suspend_plans: BTreeMap<DomId, crate::suspend::SuspendMode>,
+    /// Resumes as a new domain, per domain.
+    pub resumes: BTreeMap<DomId, u64>,
 }
 
 impl World {
@@ -373,6 +377,8 @@ impl World {
             next_handle: 1,
             store: Store::new(),
             violations: Vec::new(),
+            suspend_plans: BTreeMap::new(),
+            resumes: BTreeMap::new(),
         };
         w.domains.insert(0, Domain::new(0));
         w
@@ -410,6 +416,14 @@ impl World {
         d.hvm_params.insert(abi::HVM_PARAM_STORE_PFN, store_gfn);
         d.hvm_params.insert(abi::HVM_PARAM_CONSOLE_PFN, cons_gfn);
         self.domains.insert(id, d);
+        self.new_service_channels(id);
+        self.store.introduce(id);
+        id
+    }
+
+    /// Gives domain `id` fresh xenstore and console channels and publishes them in its HVM params
+    /// (at creation, and when it resumes as a new domain).
+    pub(crate) fn new_service_channels(&mut self, id: DomId) {
         let store_port = self.service_channel(id, Service::Store(id));
         let cons_port = self.service_channel(id, Service::Console(id));
         if let Some(d) = self.domains.get_mut(&id) {
@@ -420,8 +434,6 @@ impl World {
             d.hvm_params
                 .insert(abi::HVM_PARAM_CONSOLE_EVTCHN, u64::from(cons_port));
         }
-        self.store.introduce(id);
-        id
     }
 
     /// An interdomain channel between a fresh port of `guest` and a dom0 port owned by `service`,

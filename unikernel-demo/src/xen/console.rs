@@ -6,10 +6,13 @@ use xen_hypercall::abi::console::{XenconsInterface, XENCONS_OUT_SIZE};
 use xen_hypercall::abi::hvm;
 use xen_hypercall::HypercallExt;
 
+/// The console's event channel: set by [`PvConsole::connect`], read again by [`resume`] (a domain
+/// resumed by `xl restore` / `xl migrate` gets a new one; the ring page stays where it was).
+static PORT: AtomicU32 = AtomicU32::new(0);
+
 /// The guest side of the console ring.
 pub struct PvConsole {
     ring: *mut XenconsInterface,
-    port: u32,
 }
 
 // SAFETY: the ring pointer refers to the shared console page, which lives for the kernel's life; all
@@ -47,9 +50,9 @@ impl PvConsole {
         if pfn == 0 || pfn >= crate::boot::IDENTITY_MAPPED >> 12 {
             return Err(ConsoleError::NoPage);
         }
+        PORT.store(port as u32, Ordering::Release);
         Ok(PvConsole {
             ring: (pfn << 12) as *mut XenconsInterface,
-            port: port as u32,
         })
     }
 
@@ -60,12 +63,13 @@ impl PvConsole {
     /// `ring` must be this domain's console page, mapped for the kernel's life and used by no one
     /// else.
     pub unsafe fn from_ring(ring: *mut XenconsInterface, port: u32) -> PvConsole {
-        PvConsole { ring, port }
+        PORT.store(port, Ordering::Release);
+        PvConsole { ring }
     }
 
     /// The console's event channel.
     pub fn port(&self) -> u32 {
-        self.port
+        PORT.load(Ordering::Acquire)
     }
 
     fn idx(ring: *mut XenconsInterface) -> (&'static AtomicU32, &'static AtomicU32) {
@@ -94,7 +98,7 @@ impl crate::console::Sink for PvConsole {
                 if used > XENCONS_OUT_SIZE {
                     return;
                 }
-                super::notify_raw(self.port);
+                super::notify_raw(PORT.load(Ordering::Acquire));
                 stalls += 1;
                 if stalls > 10_000 {
                     return;
@@ -117,7 +121,21 @@ impl crate::console::Sink for PvConsole {
             fence(Ordering::Release);
             prod_a.store(prod.wrapping_add(n as u32), Ordering::Release);
             sent += n;
-            super::notify_raw(self.port);
+            super::notify_raw(PORT.load(Ordering::Acquire));
         }
     }
+}
+
+/// After a resume in a new domain: reads the console's new event channel from
+/// `HVM_PARAM_CONSOLE_EVTCHN` (the ring stays at the same frame; the toolstack cleared it, and the
+/// writer keeps no index of its own). Returns the port.
+pub fn resume() -> Result<u32, ConsoleError> {
+    let h = super::hyp().ok_or(ConsoleError::Param(xen_hypercall::Errno::ENOSYS))?;
+    let port = h
+        .hvm_get_param(hvm::HVM_PARAM_CONSOLE_EVTCHN)
+        .map_err(ConsoleError::Param)?;
+    let port =
+        u32::try_from(port).map_err(|_| ConsoleError::Param(xen_hypercall::Errno::EINVAL))?;
+    PORT.store(port, Ordering::Release);
+    Ok(port)
 }

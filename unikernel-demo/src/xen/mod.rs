@@ -14,6 +14,7 @@
 //! at once).
 
 pub mod console;
+pub mod suspend;
 
 use crate::arch::idt::{self, TrapFrame};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -197,7 +198,16 @@ impl EventChannels for KernelEvents {
         Self::with(|e| e.unmask(port))
     }
     fn close(&self, port: EvtchnPort) -> Result<(), EvtchnError> {
-        Self::with(|e| e.close(port))
+        // A port not opened through the service since the last resume is a void number from the
+        // old domain (a frontend dropped after `xl restore`): closing it would close whatever the
+        // number names now.
+        Self::with(|e| {
+            if e.is_open(port) {
+                e.close(port)
+            } else {
+                Err(EvtchnError::BadPort(port))
+            }
+        })
     }
     fn wait(&self) {
         let seen = WAIT_SEEN.load(Ordering::Acquire);

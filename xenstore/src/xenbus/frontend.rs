@@ -114,6 +114,13 @@ pub enum Teardown {
     /// The device will connect again (backend restart, resume in a new domain): keep outstanding
     /// work and re-issue it from [`XenbusDriver::connected`].
     Reconnect,
+    /// As [`Reconnect`](Self::Reconnect), after a resume in a new domain
+    /// ([`Resume::NewDomain`]): every grant reference and event channel the driver holds is void
+    /// (the numbers may already name something new, such as a port the kernel bound since), so
+    /// the driver forgets its ports without closing them and must not end its old grants through
+    /// a hypercall (a grant table that knows the resume, such as `GrantTable::resume`'s epoch,
+    /// frees their pages without touching the entries).
+    NewDomain,
     /// The device closes: outstanding work (kept work too) fails as disconnected.
     Close,
     /// The backend broke the protocol: outstanding work fails as a device failure.
@@ -739,7 +746,7 @@ impl<S: Store> XenbusFrontend<S> {
             self.phase = Phase::Connected;
             return drv.resume(how);
         }
-        drv.teardown(Teardown::Reconnect);
+        drv.teardown(Teardown::NewDomain);
         self.reconnecting = true;
         // A new xenstored knows none of our watches (removing the old one is a no-op there).
         self.watching = true;

@@ -1,0 +1,329 @@
+# High availability (issue 7 step 5), the unikernel and a Linux baseline (PVH) side by side. Under
+# a continuous write load from dom0, `xl save -c` (checkpoint), `xl save` + `xl restore`, and
+# `xl migrate` to localhost (ssh replaced by a local stand-in). After the operations every
+# acknowledged write must read back intact; the longest gap between two acknowledged writes
+# around each operation (the downtime a client sees) is a FIGURE, with the unikernel/Linux ratio.
+# Also a 1 MiB PUT in flight across a save/restore of the unikernel: acknowledged means stored,
+# otherwise absent, never partial.
+#
+# Load: the unikernel gets PUT /kv/ha-N; the Linux guest gets POST /cgi-bin/w?N, which writes the
+# body into 4 KiB block N of its disk with fsync before answering (guest-init.sh). Each value is
+# "ha-N\n" followed by the same random KiB, so every key can be checked.
+#
+# Save images go to a tmpfs of their own (dom0's root is small). Knobs: HA_LINUX=0 skips the Linux
+# baseline, HA_BASELINE_S (load before the first operation, default 5), HA_SETTLE_S (load after
+# each operation, default 4), HA_OPS (default "checkpoint save_restore migrate"), HA_LOAD_S (extra
+# seconds of load after the operations; with HA_OPS="" a control run without any operation).
+. /payload/lib.sh
+rc=0
+W=/tmp/ha
+IMG=$HARNESS_STATE/ha-images
+mkdir -p $W $IMG "$HARNESS_STATE" "$XL_CONFIG_DIR"
+mountpoint -q $IMG || mount -t tmpfs -o size=200m tmpfs $IMG
+
+# The ssh stand-in for xl migrate: xl runs `STANDIN localhost xl migrate-receive ...`.
+STANDIN=$W/ssh-standin
+printf '#!/bin/sh\nshift\nexec sh -c "$*"\n' >$STANDIN
+chmod +x $STANDIN
+
+random_file $W/base 1024
+value_of() { { echo "$1"; cat $W/base; }; }
+
+# ---- per-guest hooks (set by use_unikernel / use_linux) ----
+# G: domain name; P: figure prefix; put KEY FILE -> status; check KEY WANT_FILE -> 0 if intact.
+use_unikernel() {
+	G=$UK_NAME P=uk GUEST_IP=$UNIKERNEL_IP
+	put() { HTTP_RESP_FILE=$W/lresp-uk HTTP_TIMEOUT=60 http_put "$1" "$2"; }
+	check() { HTTP_TIMEOUT=30 http_get "/kv/$1" $W/got && cmp -s "$2" $W/got; }
+}
+LX_NAME=ha-linux
+LX_IP=10.0.0.4
+LX_DISK=$HARNESS_STATE/ha-linux-disk.img
+use_linux() {
+	G=$LX_NAME P=linux GUEST_IP=$LX_IP
+	put() { HTTP_RESP_FILE=$W/lresp-lx HTTP_TIMEOUT=60 http_req POST "/cgi-bin/w?${1#ha-}" "$2"; }
+	check() {
+		dd if=$LX_DISK bs=4096 skip="${1#ha-}" count=1 2>/dev/null | head -c "$(wc -c <"$2")" >$W/got
+		cmp -s "$2" $W/got
+	}
+}
+
+# load: PUTs ha-1, ha-2, ... back to back until $W/stop exists; one line per PUT in $W/acks-$P:
+# "<uptime at answer> <key> <status>".
+load() {
+	n=0
+	: >$W/acks-$P
+	while [ ! -f $W/stop ]; do
+		n=$((n + 1))
+		value_of "ha-$n" >$W/lv-$P
+		code=$(put "ha-$n" $W/lv-$P)
+		echo "$(uptime_s) ha-$n ${code:-none}" >>$W/acks-$P
+	done
+}
+
+# gap START END: the longest time between two consecutive acknowledged writes among those
+# around [START, END] (from the last ack before START to the first ack after END).
+gap() {
+	awk -v s="$1" -v e="$2" '
+		$3 ~ /^2/ { t[n++] = $1 }
+		END {
+			first = 0; last = n - 1
+			for (i = 0; i < n; i++) { if (t[i] <= s) first = i; }
+			for (i = n - 1; i >= 0; i--) { if (t[i] >= e) last = i; }
+			m = 0
+			for (i = first; i < last; i++) { d = t[i + 1] - t[i]; if (d > m) m = d }
+			printf "%.2f", m
+		}' $W/acks-$P
+}
+
+# wait_acks_after T: waits (60 s at most) until the load has an acknowledged write after T.
+acked_after() { [ "$(awk -v t="$1" '$3 ~ /^2/ && $1 > t { c++ } END { print c + 0 }' $W/acks-$P)" -gt 0 ]; }
+wait_acks_after() { wait_until 60 acked_after "$1"; }
+
+# console_lines N: the last N suspend/resume lines of the guest's consoles (a migrated domain
+# logs as NAME--incoming first).
+console_lines() {
+	cat "$(console_log "$G")" "$(console_log "$G--incoming")" 2>/dev/null |
+		grep -E 'suspend:|resume:' | tail -n "$1" | tr '\n' '|' | cut -c1-700
+}
+
+# op STEP OP_NAME CMD...: runs CMD under the load; FIGURE ha_<P>_<OP_NAME>_max_gap_s.
+op() {
+	_step=$1 _op=$2
+	shift 2
+	begin "$_step"
+	_t0=$(uptime_s)
+	if ! "$@" >"/var/log/xen/$_step.log" 2>&1; then
+		fail "$_step" "'$*' failed after $(elapsed "$_t0") s: $(tail -n 5 "/var/log/xen/$_step.log" | tr '\n' ' ')"
+		diagnose
+		rc=1
+		return 1
+	fi
+	_t1=$(uptime_s)
+	_d=$(elapsed "$_t0")
+	if ! wait_acks_after "$_t1"; then
+		fail "$_step" "'$*' took $_d s, but no write was acknowledged in the 60 s after it; console: $(console_lines 6)"
+		diagnose
+		rc=1
+		return 1
+	fi
+	sleep "${HA_SETTLE_S:-4}"
+	_g=$(gap "$_t0" "$_t1")
+	echo "$_op $_g" >>$W/gaps-$P
+	figure "ha_${P}_${_op}_max_gap_s" "$_g" s
+	figure "ha_${P}_${_op}_xl_s" "$_d" s
+	pass "$_step" "'$*' took $_d s; longest gap between acknowledged writes $_g s; console: $(console_lines 5)"
+}
+
+checkpoint() {
+	rm -f $IMG/ckpt.img
+	xl save -c "$G" $IMG/ckpt.img
+	_r=$?
+	rm -f $IMG/ckpt.img
+	return $_r
+}
+
+# save_restore [TIME_FILE]: xl save + xl restore; writes the uptime after xl save into TIME_FILE.
+save_restore() {
+	rm -f $IMG/save.img
+	xl save "$G" $IMG/save.img || return 1
+	[ -n "$1" ] && uptime_s >"$1"
+	xl restore $IMG/save.img
+	_r=$?
+	rm -f $IMG/save.img
+	return $_r
+}
+
+migrate() { xl migrate -s $STANDIN "$G" localhost; }
+
+# run_ops: baseline load, the three operations, then the check of every acknowledged write.
+run_ops() {
+	rm -f $W/stop $W/gaps-$P
+	load &
+	_load=$!
+	sleep "${HA_BASELINE_S:-5}"
+	figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)")" s
+	for _o in ${HA_OPS-checkpoint save_restore migrate}; do
+		op "ha-$P-$(echo $_o | tr _ -)" "$_o" "$_o"
+	done
+	# HA_OPS="" with HA_LOAD_S: the same load for that long without any operation (a control run).
+	[ -n "${HA_LOAD_S:-}" ] && sleep "$HA_LOAD_S"
+	# The unikernel: a first check right after the operations, while the load still runs.
+	[ $P = uk ] && verify_acked ha-uk-acked-writes-after-migrate
+	touch $W/stop
+	wait $_load
+	rm -f $W/stop
+}
+
+# verify_acked STEP [FROM]: every acknowledged key from the FROM-th acknowledged one on reads back
+# intact. Failures name the key, and for the unikernel the GET status and length.
+verify_acked() {
+	begin "$1"
+	_bad=
+	_nbad=0
+	_n=0
+	_i=0
+	_dead=0
+	for k in $(awk '$3 ~ /^2/ { print $2 }' $W/acks-$P); do
+		_i=$((_i + 1))
+		[ "$_i" -gt "${2:-0}" ] || continue
+		value_of "$k" >$W/want
+		_n=$((_n + 1))
+		if ! check "$k" $W/want; then
+			_nbad=$((_nbad + 1))
+			if [ $P = uk ]; then
+				_c=$(HTTP_RESP_FILE=$W/vresp HTTP_TIMEOUT=30 http_req GET "/kv/$k")
+				_bad="$_bad $k(GET=${_c:-none},$(wc -c <$W/vresp)B)"
+				if [ -z "$_c" ]; then
+					_dead=$((_dead + 1))
+					if [ $_dead -ge 3 ]; then
+						_bad="$_bad (guest stopped answering; rest not checked)"
+						break
+					fi
+				fi
+			else
+				_bad="$_bad $k"
+			fi
+		else
+			_dead=0
+		fi
+	done
+	_failed=$(awk '$3 !~ /^2/ { printf " %s@%s=%s", $2, $1, $3 }' $W/acks-$P | cut -c1-300)
+	if [ -z "$_bad" ] && [ "$_n" -gt 0 ]; then
+		pass "$1" "all $_n acknowledged writes read back intact (unacknowledged:${_failed:- none})"
+	else
+		fail "$1" "$_nbad of $_n acknowledged writes checked were not read back intact:$(echo "$_bad" | cut -c1-500)"
+		diagnose
+		rc=1
+	fi
+}
+
+# diagnose: state of a guest that stopped answering: `xl list` (CPU seconds) around five samples
+# of its vCPU registers (xenctx; map RIP with `nm` on the kernel ELF), Xen's domain and event
+# channel dumps, and /stats if it still answers.
+diagnose() {
+	_d=$(domid_of "$G")
+	_f=/var/log/xen/ha-diag-$P.log
+	xl list >$_f 2>&1
+	for _i in 1 2 3 4 5; do
+		[ -n "$_d" ] && /usr/lib/xen-4.17/bin/xenctx -a "$_d" 0 >>$_f 2>&1
+		sleep 0.5
+	done
+	xl list >>$_f 2>&1
+	xl debug-keys q >/dev/null 2>&1
+	xl debug-keys e >/dev/null 2>&1
+	xl dmesg 2>/dev/null | tail -n 120 >>$_f
+	HTTP_TIMEOUT=15 http_get /stats $W/diag-stats 2>/dev/null && head -c 1500 $W/diag-stats >>$_f
+	dump_file "ha-diag-$P" $_f
+}
+
+# ---- the unikernel ----
+use_unikernel
+uk_prepare
+# The guest also logs to port 0xE9 (Xen's console, in serial.log with host timestamps).
+sed -i 's/^extra = "\(.*\)"/extra = "\1 debugcon"/' "$UK_CFG"
+if ! uk_start ha-uk-create; then
+	xl destroy "$UK_NAME" >/dev/null 2>&1
+	exit 1
+fi
+run_ops
+verify_acked ha-uk-acked-writes-intact
+figure ha_uk_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
+figure ha_uk_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
+
+# A 1 MiB PUT in flight across xl save + xl restore (the guest suspends with half the body read).
+begin ha-uk-big-put-across-save
+random_file $W/big 1048576
+rm -f $W/bigres $W/saved-at
+# The client sends half the body, pauses 6 s, then the rest: `xl save` starts 2 s in, so the
+# request is half received when the guest suspends.
+(
+	{
+		printf 'PUT /kv/ha-big HTTP/1.1\r\nHost: %s\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n' "$GUEST_IP"
+		head -c 524288 $W/big
+		sleep 6
+		tail -c +524289 $W/big
+	} | timeout 180 nc "$GUEST_IP" "$HTTP_PORT" >$W/bigresp 2>/dev/null
+	echo "$(uptime_s) $(head -n 1 $W/bigresp | awk '{ print $2 }')" >$W/bigres
+) &
+BIG=$!
+sleep 2
+if save_restore $W/saved-at >/var/log/xen/ha-big-save.log 2>&1; then
+	wait $BIG
+	read -r ta code <$W/bigres
+	code=${code:-none}
+	read -r tsaved <$W/saved-at
+	when=$(awk -v a="$ta" -v s="$tsaved" 'BEGIN { if (a < s) print "before xl save returned (not in flight across the suspend)"; else print "after the restore: in flight across the suspend" }')
+	if check ha-big $W/big; then got=intact; elif [ -s $W/got ]; then got="$(wc -c <$W/got)-bytes"; else got=absent; fi
+	if is_2xx "$code"; then
+		if [ "$got" = intact ]; then
+			pass ha-uk-big-put-across-save "PUT acknowledged ($code) $when; the value reads back intact (1 MiB, sha256 $(sha $W/got))"
+		else
+			fail ha-uk-big-put-across-save "PUT acknowledged ($code) $when but the value is $got"
+			rc=1
+		fi
+	elif [ "$got" = absent ]; then
+		pass ha-uk-big-put-across-save "PUT not acknowledged ($code, $when) and the key is absent"
+	elif [ "$got" = intact ]; then
+		pass ha-uk-big-put-across-save "PUT not acknowledged ($code, $when) but stored whole (not partial)"
+	else
+		fail ha-uk-big-put-across-save "PUT not acknowledged ($code) and a PARTIAL value ($got) is stored"
+		rc=1
+	fi
+else
+	fail ha-uk-big-put-across-save "save/restore failed: $(tail -n 5 /var/log/xen/ha-big-save.log | tr '\n' ' ')"
+	kill $BIG 2>/dev/null
+	rc=1
+fi
+
+begin ha-uk-shutdown
+if xl_shutdown_wait "$UK_NAME" 60; then
+	pass ha-uk-shutdown "clean xl shutdown after the HA operations"
+else
+	fail ha-uk-shutdown "domain not gone after xl shutdown -w"
+	xl destroy "$UK_NAME" >/dev/null 2>&1
+	rc=1
+fi
+
+# ---- the Linux baseline (Debian's 6.1 kernel as a PVH guest, the harness's guest initramfs) ----
+[ "${HA_LINUX:-1}" = 1 ] || exit $rc
+use_linux
+rm -f $LX_DISK
+make_disk $LX_DISK 64
+install_cfg /payload/xl/linux-pv.cfg $W/lx.cfg $LX_DISK
+# PVH like the unikernel: a PV guest cannot be live-migrated here (log-dirty mode for PV needs
+# shadow paging, which Debian's Xen lacks: "Failed to enable logdirty: 95").
+sed "s/^name = .*/name = \"$LX_NAME\"/; s/^type = .*/type = \"pvh\"/; s/ip=10.0.0.3/ip=$LX_IP/; s/00:16:3e:00:00:03/00:16:3e:00:00:04/" \
+	$W/lx.cfg >"$XL_CONFIG_DIR/$LX_NAME.cfg"
+begin ha-linux-create
+t0=$(uptime_s)
+if xl_create_logged "$LX_NAME" "$XL_CONFIG_DIR/$LX_NAME.cfg" &&
+	wait_until 120 console_has "$LX_NAME" '@@GUEST-READY' &&
+	wait_until 30 sh -c "timeout 5 wget -q -O /dev/null http://$LX_IP/"; then
+	pass ha-linux-create "Linux PVH guest (Debian 6.1, memory 128 MiB) serving after $(elapsed "$t0") s"
+else
+	fail ha-linux-create "Linux guest not serving after $(elapsed "$t0") s"
+	xl destroy "$LX_NAME" >/dev/null 2>&1
+	exit 1
+fi
+run_ops
+begin ha-linux-shutdown
+if xl_shutdown_wait "$LX_NAME" 60; then
+	pass ha-linux-shutdown "clean xl shutdown"
+else
+	fail ha-linux-shutdown "domain not gone after xl shutdown -w"
+	xl destroy "$LX_NAME" >/dev/null 2>&1
+	rc=1
+fi
+verify_acked ha-linux-acked-writes-intact
+figure ha_linux_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
+figure ha_linux_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
+
+# The ratios: unikernel downtime / Linux downtime per operation (goal: at most 1).
+for o in checkpoint save_restore migrate; do
+	u=$(awk -v o=$o '$1 == o { print $2 }' $W/gaps-uk)
+	l=$(awk -v o=$o '$1 == o { print $2 }' $W/gaps-linux)
+	[ -n "$u" ] && [ -n "$l" ] &&
+		figure "ha_${o}_downtime_ratio_uk_to_linux" "$(awk -v u="$u" -v l="$l" 'BEGIN { printf "%.2f", (l > 0 ? u / l : 0) }')" x
+done
+exit $rc
