@@ -46,6 +46,7 @@ fn put_get_delete_list_stats() {
         "\"uptime_ms\":",
         "\"memory\":{\"used_bytes\":1234,\"total_bytes\":8388608}",
         "\"evtchn_abi\":\"fifo\"",
+        "\"boot\":\"pvh\"",
         "\"keys\":2",
         "\"devices\":[{\"name\":\"vif0\",\"rx_packets\":5,\"tx_packets\":6},{\"name\":\"vbd\\\"768\",\"reads\":7}]",
         "\"status_4xx\":2",
@@ -67,6 +68,7 @@ fn stats_without_source() {
     let json = String::from_utf8(r.body.clone()).unwrap();
     assert!(json.contains("\"memory\":null"), "{json}");
     assert!(json.contains("\"evtchn_abi\":null"), "{json}");
+    assert!(json.contains("\"boot\":null"), "{json}");
     assert!(json.contains("\"devices\":[]"), "{json}");
 }
 

@@ -149,6 +149,10 @@ impl StatsSource for Stats {
         crate::xen::evtchn_abi().map(|a| a.name())
     }
 
+    fn boot(&self) -> Option<&str> {
+        Some(crate::platform::boot_mode())
+    }
+
     fn for_each_device(&self, f: &mut dyn FnMut(&str, kv_app::Counters<'_>)) {
         for (name, c) in &self.nets {
             f(

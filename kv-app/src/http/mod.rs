@@ -167,6 +167,11 @@ pub trait StatsSource {
     fn evtchn_abi(&self) -> Option<&str> {
         None
     }
+
+    /// How the platform booted (`"pvh"`, `"pv"`, `"qemu"`), if it knows.
+    fn boot(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A [`StatsSource`] with nothing to add.

@@ -273,7 +273,12 @@ impl HttpServer {
             }
             None => out.push_str("\"memory\":null,"),
         }
-        out.push_str("\"evtchn_abi\":");
+        out.push_str("\"boot\":");
+        match stats.boot() {
+            Some(b) => json_string(&mut out, b),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"evtchn_abi\":");
         match stats.evtchn_abi() {
             Some(abi) => json_string(&mut out, abi),
             None => out.push_str("null"),

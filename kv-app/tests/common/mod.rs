@@ -39,6 +39,9 @@ impl StatsSource for Stats {
     fn evtchn_abi(&self) -> Option<&str> {
         Some("fifo")
     }
+    fn boot(&self) -> Option<&str> {
+        Some("pvh")
+    }
 }
 
 /// A parsed response.

@@ -25,6 +25,9 @@ if ! http_get /stats $W/stats.json || ! grep -q '{' $W/stats.json; then
 elif ! grep -q "\"evtchn_abi\":\"$want_abi\"" $W/stats.json; then
 	fail uk-stats "expected \"evtchn_abi\":\"$want_abi\": $(head -c 300 $W/stats.json | tr '\n' ' ')"
 	rc=1
+elif ! grep -q "\"boot\":\"$UK_TYPE\"" $W/stats.json; then
+	fail uk-stats "expected \"boot\":\"$UK_TYPE\": $(head -c 300 $W/stats.json | tr '\n' ' ')"
+	rc=1
 else
 	pass uk-stats "$(head -c 300 $W/stats.json | tr '\n' ' ')"
 fi
