@@ -4,33 +4,15 @@
 mod common;
 
 use common::{checksum, pattern, Env};
-use std::sync::Arc;
 use xen_blkfront::{BlockDevice, Config, DeviceState, GrantAccess};
-use xen_event_channel::{AbiChoice, EvtchnAbi, NativeEventChannels};
-use xen_grant_table::{FrameMapping, GrantTable};
+use xen_event_channel::{AbiChoice, EvtchnAbi};
 use xen_sim::blkback::BlkbackConfig;
-use xen_sim::{Sim, SimClock};
-use xen_store::XenStore;
 
 /// The shared test environment, with the event channels on FIFO.
 fn fifo_env() -> Env {
-    let sim = Sim::new();
-    let guest = sim.create_domain();
-    let grants = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
-    let evtchn =
-        Arc::new(NativeEventChannels::new_pvh_with_abi(guest.clone(), AbiChoice::Fifo).unwrap());
-    assert_eq!(evtchn.abi(), EvtchnAbi::Fifo);
-    // SAFETY: one xenstore client for this domain, and the sim keeps the ring page mapped.
-    let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
-    let clock = Arc::new(SimClock::new(guest.clone(), &evtchn).unwrap());
-    Env {
-        sim,
-        guest,
-        grants,
-        evtchn,
-        store,
-        clock,
-    }
+    let env = Env::with_abi(AbiChoice::Fifo);
+    assert_eq!(env.evtchn.abi(), EvtchnAbi::Fifo);
+    env
 }
 
 #[test]

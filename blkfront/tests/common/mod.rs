@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use xen_blkfront::{BlkFront, Config};
-use xen_event_channel::NativeEventChannels;
+use xen_event_channel::{AbiChoice, NativeEventChannels};
 use xen_grant_table::{FrameMapping, GrantTable};
 use xen_sim::blkback::{Blkback, BlkbackConfig, BlkbackHandle};
 use xen_sim::{Sim, SimClock, SimGuest};
@@ -29,10 +29,15 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        Env::with_abi(AbiChoice::TwoLevel)
+    }
+
+    /// Like [`Env::new`], with the guest's event channels on the ABI `abi` selects.
+    pub fn with_abi(abi: AbiChoice) -> Env {
         let sim = Sim::new();
         let guest = sim.create_domain();
         let grants = Arc::new(GrantTable::new(guest.clone(), FrameMapping::AddToPhysmap).unwrap());
-        let evtchn = Arc::new(NativeEventChannels::new_pvh(guest.clone()).unwrap());
+        let evtchn = Arc::new(NativeEventChannels::new_pvh_with_abi(guest.clone(), abi).unwrap());
         // SAFETY: one xenstore client for this domain, and the sim keeps the ring page mapped.
         let store = Arc::new(unsafe { XenStore::from_hypercall(&guest, evtchn.clone()) }.unwrap());
         let clock = Arc::new(SimClock::new(guest.clone(), &evtchn).unwrap());
