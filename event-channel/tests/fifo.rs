@@ -257,6 +257,65 @@ fn timer_is_not_delayed_by_a_device_flood() {
     assert_eq!(log.lock().unwrap()[0], timer);
 }
 
+/// The same with the flood where a vif's comes from: interdomain ports that a backend in dom0
+/// keeps notifying (a 4-queue vif with split event channels: 8 ports, as netfront binds them,
+/// guest-allocated and bound by dom0). dom0 notifies every vif port again from each handler (a
+/// receive flood that never drains) and fires VIRQ_TIMER once, while the first handler runs: the
+/// timer is the next event dispatched, before the 7 vif ports that were already queued.
+#[test]
+fn timer_is_not_delayed_by_a_vif_flood_from_dom0() {
+    let (sim, g, ev) = setup();
+    let ev = Arc::new(ev);
+    let dom0 = sim.dom0();
+    let timer = ev.bind_virq(VIRQ_TIMER).unwrap();
+    ev.set_priority(timer, EVTCHN_FIFO_PRIORITY_MAX).unwrap();
+    ev.unmask(timer).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    recorder(&ev, timer, &log);
+    let vif: Vec<(u32, u32)> = (0..8)
+        .map(|_| {
+            let port = ev.alloc_unbound(0).unwrap();
+            let backend = dom0.bind_interdomain(g.domid(), port).unwrap();
+            ev.unmask(port).unwrap();
+            (port, backend)
+        })
+        .collect();
+    let backends: Vec<u32> = vif.iter().map(|&(_, b)| b).collect();
+    let fired = Arc::new(Mutex::new(false));
+    for &(port, _) in &vif {
+        let (l, s, f, b) = (log.clone(), sim.clone(), fired.clone(), backends.clone());
+        let dom = g.domid();
+        ev.on(port, move |p| {
+            l.lock().unwrap().push(p);
+            let d0 = s.dom0();
+            for &bp in &b {
+                d0.notify(bp).unwrap();
+            }
+            let mut f = f.lock().unwrap();
+            if !*f {
+                *f = true;
+                assert!(s.raise_virq(dom, VIRQ_TIMER));
+            }
+        })
+        .unwrap();
+    }
+    for &b in &backends {
+        dom0.notify(b).unwrap();
+    }
+    ev.handle_upcall();
+    let seen = log.lock().unwrap().clone();
+    assert_eq!(seen[0], vif[0].0);
+    assert_eq!(seen[1], timer, "the timer jumps the 7 queued vif ports");
+    assert_eq!(seen.len(), 9, "each vif port once per round, the timer once");
+    // The backend keeps the vif busy; the next timer event again comes first.
+    assert!(ev.upcall_pending());
+    log.lock().unwrap().clear();
+    assert!(sim.raise_virq(g.domid(), VIRQ_TIMER));
+    ev.handle_upcall();
+    assert_eq!(log.lock().unwrap()[0], timer);
+    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+}
+
 #[test]
 fn expand_array_across_a_page_boundary() {
     let (sim, g, ev) = setup();
