@@ -257,7 +257,7 @@ const CASES: &[Case] = &[
             "cmdline: bad value in `evtchn=3l`: expected auto, 2l or fifo; using the default",
             "config: port=80",
             "config: loglevel=info",
-            "config: evtchn=2l",
+            "config: evtchn=auto",
             "net config: DHCP",
             "SELFTEST PASS",
         ],

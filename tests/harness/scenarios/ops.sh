@@ -17,12 +17,17 @@ LL6=fe80::216:3eff:fe00:2
 IPROUTE=/usr/bin/ip
 [ -x $IPROUTE ] || IPROUTE=/usr/sbin/ip
 
+# The event-channel ABI of both runs (OPS_EVTCHN, default 2l: `cargo xtask test` runs the PVH
+# unikernel over 2-level here and over FIFO in the unikernel scenario); ops-metrics checks /stats.
+OPS_EVTCHN=${OPS_EVTCHN:-2l}
+if [ "$OPS_EVTCHN" = 2l ]; then OPS_ABI=2l; else OPS_ABI=fifo; fi
+
 # ops_cfg EXTRA: the ops xl config with the kernel command line EXTRA.
 ops_cfg() {
 	mkdir -p "$HARNESS_STATE" "$XL_CONFIG_DIR"
 	make_disk "$UK_DISK" "${UNIKERNEL_DISK_MIB:-64}"
 	install_cfg /payload/xl/unikernel-ops.cfg "$UK_CFG.in" "$UK_DISK"
-	sed "s|@EXTRA@|$1|" "$UK_CFG.in" >"$UK_CFG"
+	sed "s|@EXTRA@|$1 evtchn=$OPS_EVTCHN|" "$UK_CFG.in" >"$UK_CFG"
 }
 
 # cons_mark: the console log's size now; cons_new MARK: what was logged since.
@@ -161,8 +166,9 @@ p2=$(put_count $W/m2.txt)
 http_get /stats $W/stats.json || bad="$bad GET-/stats-failed"
 k=$(metric $W/m2.txt kv_store_keys)
 grep -q "\"keys\":$k," $W/stats.json || bad="$bad /stats-keys-differ-from-kv_store_keys=$k"
+grep -q "\"evtchn_abi\":\"$OPS_ABI\"" $W/stats.json || bad="$bad /stats-evtchn_abi-not-$OPS_ABI:$(grep -o '"evtchn_abi":"[^"]*"' $W/stats.json)"
 if [ -z "$bad" ]; then
-	pass ops-metrics "$(grep -c '^kv_' $W/m2.txt) samples in $(grep -c '^# TYPE' $W/m2.txt) families, valid exposition format; PUT count $p1 -> $p2; kv_store_keys $k = /stats keys; uptime $(metric $W/m2.txt kv_uptime_seconds) s"
+	pass ops-metrics "$(grep -c '^kv_' $W/m2.txt) samples in $(grep -c '^# TYPE' $W/m2.txt) families, valid exposition format; PUT count $p1 -> $p2; kv_store_keys $k = /stats keys; uptime $(metric $W/m2.txt kv_uptime_seconds) s; evtchn_abi $OPS_ABI (evtchn=$OPS_EVTCHN)"
 else
 	fail ops-metrics "$bad"
 	dump_file ops-metrics $W/m1.txt

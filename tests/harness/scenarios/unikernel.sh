@@ -1,12 +1,35 @@
 # Unikernel scenarios (issue 4 item 3): the HTTP key-value store on netfront + blkfront.
 # PUT/GET of random values 1 B..1 MiB compared byte for byte (cmp), bad requests, 16 concurrent
 # clients, persistence across xl destroy/create, xenstore states, idle CPU, clean xl shutdown.
+# EVTCHN=2l|fifo|auto: the event-channel ABI asked for on the kernel command line (`evtchn=`;
+# unset: the kernel's default, auto); uk-stats checks the ABI /stats reports: 2-level for `2l`,
+# FIFO otherwise (Xen 4.17 offers FIFO), or UK_EXPECT_EVTCHN when set.
 . /payload/lib.sh
 GUEST_IP=$UNIKERNEL_IP
 rc=0
 W=/tmp/uk
 mkdir -p $W
 
+# The PV pass's own ABI (unikernel-pv.sh; PV_EVTCHN, e.g. 2l beside a PVH pass on the default).
+if [ "$UK_TYPE" = pv ] && [ -n "${PV_EVTCHN:-}" ]; then
+	EVTCHN=$PV_EVTCHN
+fi
+case "${EVTCHN:-}" in
+'') ;;
+2l | fifo | auto) UK_EXTRA="$UK_EXTRA evtchn=$EVTCHN" ;;
+*)
+	echo "unikernel.sh: EVTCHN=$EVTCHN: expected 2l, fifo or auto" >&2
+	exit 1
+	;;
+esac
+if [ "${EVTCHN:-}" = 2l ]; then
+	want_abi=${UK_EXPECT_EVTCHN:-2l}
+else
+	want_abi=${UK_EXPECT_EVTCHN:-fifo}
+fi
+
+# A config of its own per ABI asked for (uk_prepare writes it once per boot).
+UK_CFG=$XL_CONFIG_DIR/unikernel-$UK_TYPE${EVTCHN:+-$EVTCHN}.cfg
 uk_prepare
 if ! uk_start uk-create; then
 	xl destroy "$UK_NAME" >/dev/null 2>&1
@@ -16,9 +39,6 @@ fi
 check_states uk-xenstore-connected "$UK_NAME" || rc=1
 
 begin uk-stats
-# The event-channel ABI: 2-level (the kernel's default) unless the run asks otherwise, e.g.
-# `--env UK_EXTRA=evtchn=fifo --env UK_EXPECT_EVTCHN=fifo` (Xen 4.17 offers FIFO).
-want_abi=${UK_EXPECT_EVTCHN:-2l}
 if ! http_get /stats $W/stats.json || ! grep -q '{' $W/stats.json; then
 	fail uk-stats "GET /stats gave no JSON"
 	rc=1
