@@ -306,7 +306,11 @@ fn timer_is_not_delayed_by_a_vif_flood_from_dom0() {
     let seen = log.lock().unwrap().clone();
     assert_eq!(seen[0], vif[0].0);
     assert_eq!(seen[1], timer, "the timer jumps the 7 queued vif ports");
-    assert_eq!(seen.len(), 9, "each vif port once per round, the timer once");
+    assert_eq!(
+        seen.len(),
+        9,
+        "each vif port once per round, the timer once"
+    );
     // The backend keeps the vif busy; the next timer event again comes first.
     assert!(ev.upcall_pending());
     log.lock().unwrap().clear();

@@ -17,7 +17,8 @@
 
 use core::arch::global_asm;
 
-/// Bytes of identity-mapped address space set up by the boot code (4 GiB of 2 MiB pages).
+/// Bytes of identity-mapped address space set up by the boot code (4 GiB of 2 MiB pages). RAM
+/// above it is mapped later from the memory map (`mem::init_high`, `arch::paging::map_large`).
 pub const IDENTITY_MAPPED: u64 = 4 << 30;
 
 /// Size of the boot (main) stack. An unmapped guard page sits below it (see `arch::paging`).
@@ -200,6 +201,7 @@ hypercall_page:
     .global boot_pml4
 boot_pml4:
     .skip 4096
+    .global boot_pdpt
 boot_pdpt:
     .skip 4096
     .global boot_pd

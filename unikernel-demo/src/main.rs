@@ -94,7 +94,14 @@ pub extern "C" fn kmain(start_info_pa: u32) -> ! {
             }
         );
     }
-    let m = mem::init(info.memmap(), &[]);
+    let mut m = mem::init(info.memmap(), &[], boot::IDENTITY_MAPPED);
+    mem::init_high(
+        &mut m,
+        info.memmap(),
+        boot::IDENTITY_MAPPED,
+        arch::paging::LARGE_PAGE,
+        arch::paging::map_large,
+    );
     boot_common(info, m)
 }
 
@@ -106,9 +113,10 @@ pub(crate) fn boot_common(info: BootInfo, m: mem::MemInit) -> ! {
     let guards = arch::paging::install_guards();
     let (ks, ke) = mem::kernel_range();
     println!(
-        "memory: {} KiB RAM, {} KiB for frames and heap; kernel image {:#x}-{:#x} ({} KiB incl. bss)",
+        "memory: {} KiB RAM, {} KiB for frames and heap ({} KiB of it above 4 GiB); kernel image {:#x}-{:#x} ({} KiB incl. bss)",
         m.ram / 1024,
         m.usable / 1024,
+        m.high / 1024,
         ks,
         ke,
         (ke - ks) / 1024
@@ -119,8 +127,9 @@ pub(crate) fn boot_common(info: BootInfo, m: mem::MemInit) -> ! {
     );
     if m.ignored_high > 0 {
         println!(
-            "memory: {} KiB above 4 GiB not mapped, unused",
-            m.ignored_high / 1024
+            "memory: {} KiB of RAM not mapped, unused (above {} GiB, or high pieces smaller than a large page)",
+            m.ignored_high / 1024,
+            mem::MAX_MAPPED >> 30
         );
     }
 
@@ -171,9 +180,9 @@ pub(crate) fn boot_common(info: BootInfo, m: mem::MemInit) -> ! {
     }
     if cfg.fault {
         println!("fault requested on the kernel command line: reading an unmapped address");
-        // SAFETY: deliberately faults: the address is above the identity-mapped range, so the read
-        // raises a page fault whose handler reports it and ends the kernel; it never returns.
-        let v = unsafe { core::ptr::read_volatile((boot::IDENTITY_MAPPED + 0x1000) as *const u64) };
+        // SAFETY: deliberately faults: no mapping covers the address, so the read raises a page
+        // fault whose handler reports it and ends the kernel; it never returns.
+        let v = unsafe { core::ptr::read_volatile(mem::unmapped_probe_address() as *const u64) };
         panic!("read of an unmapped address returned {v:#x}");
     }
     if cfg.overflow {

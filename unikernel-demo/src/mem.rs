@@ -4,6 +4,7 @@
 use crate::start_info::{MemEntry, MEMMAP_TYPE_RAM};
 use core::alloc::Layout;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 use talc::base::binning::Binning;
 use talc::base::Talc;
@@ -121,6 +122,13 @@ impl FrameAllocator {
         self.used_frames -= 1;
     }
 
+    /// The not yet allocated part `[next, end)` of the highest region (the self-test probes it:
+    /// the highest RAM the kernel mapped), `None` when it is used up.
+    pub fn highest_free_range(&self) -> Option<(u64, u64)> {
+        let r = self.regions[..self.count].iter().max_by_key(|r| r.end)?;
+        (r.next < r.end).then_some((r.next, r.end))
+    }
+
     /// Statistics.
     pub fn stats(&self) -> FrameStats {
         FrameStats {
@@ -146,31 +154,63 @@ pub fn kernel_range() -> (u64, u64) {
     )
 }
 
-/// Result of [`init`].
+/// Result of [`init`] and [`init_high`].
 #[derive(Debug, Clone, Copy)]
 pub struct MemInit {
     /// Bytes of RAM in the map.
     pub ram: u64,
     /// Bytes handed to the frame allocator.
     pub usable: u64,
-    /// Bytes of RAM above the identity-mapped range, not used.
+    /// Bytes of RAM above 4 GiB among `usable`.
+    pub high: u64,
+    /// Bytes of RAM not mapped, so not used: above [`MAX_MAPPED`], or the parts of high regions
+    /// that do not fill a whole large page, or what a page table could not be found for.
     pub ignored_high: u64,
 }
 
-/// Feeds the RAM entries of `map` to the frame allocator, keeping out the first MiB, the kernel
-/// image, the `extra` ranges (a PV boot's bootstrap region) and everything above the
-/// identity-mapped range.
-pub fn init(map: &[MemEntry], extra: &[(u64, u64)]) -> MemInit {
+/// RAM is mapped at virtual = physical address below this (PVH: one page-directory-pointer table
+/// under the first PML4 entry; classic PV: the foreign-frame window starts here).
+pub const MAX_MAPPED: u64 = 512 << 30;
+
+/// Bytes above 4 GiB.
+const FOUR_GIB: u64 = 4 << 30;
+
+/// End of the highest RAM mapped so far (see [`unmapped_probe_address`]).
+static MAPPED_END: AtomicU64 = AtomicU64::new(0);
+
+/// The RAM entries of `map` clipped to `[lo, hi)`, each rounded inwards to `align` (a power of
+/// two): the pieces that pages of that size can map. Empty pieces are left out.
+pub fn ram_pieces(
+    map: &[MemEntry],
+    lo: u64,
+    hi: u64,
+    align: u64,
+) -> impl Iterator<Item = (u64, u64)> + '_ {
+    let mask = !(align - 1);
+    map.iter()
+        .filter(|e| e.kind == MEMMAP_TYPE_RAM && e.size > 0)
+        .filter_map(move |e| {
+            let start = e.addr.max(lo).checked_add(align - 1)? & mask;
+            let end = e.addr.saturating_add(e.size).min(hi) & mask;
+            (start < end).then_some((start, end))
+        })
+}
+
+/// Feeds the RAM entries of `map` below `limit` (mapped at virtual = physical address already:
+/// PVH's boot identity map, or all a PV domain's pages) to the frame allocator, keeping out the
+/// first MiB, the kernel image and the `extra` ranges (a PV boot's bootstrap region). RAM at or
+/// above `limit` is counted in `ignored_high` until [`init_high`] maps it.
+pub fn init(map: &[MemEntry], extra: &[(u64, u64)], limit: u64) -> MemInit {
     let (ks, ke) = kernel_range();
     let mut reserved = [(0, 0x10_0000), (ks, ke), (0, 0), (0, 0)];
     for (r, &e) in reserved[2..].iter_mut().zip(extra) {
         *r = e;
     }
-    let limit = crate::boot::IDENTITY_MAPPED;
     let mut fa = FRAMES.lock();
     let mut res = MemInit {
         ram: 0,
         usable: 0,
+        high: 0,
         ignored_high: 0,
     };
     for e in map
@@ -184,10 +224,50 @@ pub fn init(map: &[MemEntry], extra: &[(u64, u64)]) -> MemInit {
         }
         if e.addr < limit {
             fa.add(e.addr, end.min(limit), &reserved);
+            MAPPED_END.fetch_max(end.min(limit), Ordering::Relaxed);
         }
     }
     res.usable = fa.total_frames * PAGE;
+    res.high = ram_pieces(map, FOUR_GIB, limit, PAGE)
+        .map(|(s, e)| e - s)
+        .sum();
     res
+}
+
+/// Maps and adds the RAM of `map` between `from` (where [`init`] stopped) and [`MAX_MAPPED`], in
+/// pieces of `align` bytes: `map_range(start, end)` maps one piece at virtual = physical address
+/// (it may take page-table frames from [`FRAMES`]) and returns false when it cannot; such a
+/// piece stays unused. Updates `m`.
+pub fn init_high(
+    m: &mut MemInit,
+    map: &[MemEntry],
+    from: u64,
+    align: u64,
+    mut map_range: impl FnMut(u64, u64) -> bool,
+) {
+    for (s, e) in ram_pieces(map, from, MAX_MAPPED, align) {
+        if !map_range(s, e) {
+            continue;
+        }
+        let mut fa = FRAMES.lock();
+        let before = fa.total_frames;
+        fa.add(s, e, &[]);
+        let added = (fa.total_frames - before) * PAGE;
+        drop(fa);
+        MAPPED_END.fetch_max(e, Ordering::Relaxed);
+        m.usable += added;
+        m.high += added;
+        m.ignored_high = m.ignored_high.saturating_sub(added);
+    }
+}
+
+/// An address no RAM mapping covers, for the deliberate page fault of `fault` on the command
+/// line: 4 KiB past the 4 GiB boot identity map or past the highest RAM mapped above it.
+pub fn unmapped_probe_address() -> u64 {
+    MAPPED_END
+        .load(Ordering::Relaxed)
+        .max(crate::boot::IDENTITY_MAPPED)
+        + 0x1000
 }
 
 /// Frame statistics.

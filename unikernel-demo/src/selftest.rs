@@ -115,12 +115,48 @@ fn frames() -> TestResult {
     check(crate::mem::frame_stats().used == stats0.used, || {
         "frames leaked".into()
     })?;
+    let high = high_ram()?;
     crate::println!(
-        "selftest: frames ok ({} of {} frames in use)",
+        "selftest: frames ok ({} of {} frames in use){high}",
         crate::mem::frame_stats().used,
         crate::mem::frame_stats().total
     );
     Ok(())
+}
+
+/// RAM above 4 GiB, when there is some: writes and reads back the last word of the free part of
+/// the highest region and one word in each GiB below it (each GiB has a page directory of its
+/// own; a fault here means a missing mapping). Few words: every page touched costs the host RAM.
+/// Returns what it checked.
+fn high_ram() -> Result<String, String> {
+    const GIB: u64 = 1 << 30;
+    let Some((next, end)) = crate::mem::FRAMES.lock().highest_free_range() else {
+        return Ok(String::new());
+    };
+    if end <= 4 * GIB {
+        return Ok(String::new());
+    }
+    let start = next.max(4 * GIB);
+    let mut a = end - 8;
+    let mut n = 0u64;
+    loop {
+        let v = a ^ 0xa5a5_5a5a;
+        // SAFETY: free RAM of the allocator that nothing uses (the self-tests run alone at boot,
+        // and the bump pointer of this region has not reached it), mapped by `mem::init_high`.
+        let back = unsafe {
+            core::ptr::write_volatile(a as *mut u64, v);
+            core::ptr::read_volatile(a as *const u64)
+        };
+        check(back == v, || format!("RAM at {a:#x} reads back {back:#x}"))?;
+        n += 1;
+        match a.checked_sub(GIB) {
+            Some(b) if b >= start => a = b,
+            _ => break,
+        }
+    }
+    Ok(format!(
+        "; RAM above 4 GiB: {n} words written and read back in {start:#x}-{end:#x}"
+    ))
 }
 
 fn breakpoint() -> TestResult {

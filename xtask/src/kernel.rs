@@ -157,8 +157,12 @@ struct Boot {
 }
 
 fn boot(elf: &Path, cmdline: &str, machine: Machine) -> Result<Boot, String> {
+    boot_cmd(qemu_command(elf, cmdline, machine))
+}
+
+fn boot_cmd(mut cmd: Command) -> Result<Boot, String> {
     let start = Instant::now();
-    let mut child = qemu_command(elf, cmdline, machine)
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -376,6 +380,16 @@ pub fn test() -> Result<(), String> {
             }
         }
     }
+    match high_memory_test(&elf) {
+        Ok(detail) => {
+            passed += 1;
+            println!("kernel boot test RAM above 4 GiB (q35, -m 5G): ok: {detail}");
+        }
+        Err(e) => {
+            failed += 1;
+            println!("kernel boot test RAM above 4 GiB (q35, -m 5G): FAILED: {e}");
+        }
+    }
     let t = Instant::now();
     match app_test(&elf) {
         Ok(detail) => {
@@ -408,6 +422,70 @@ pub fn test() -> Result<(), String> {
     } else {
         Err(format!("{failed} kernel boot test(s) failed"))
     }
+}
+
+/// The kernel's memory line "memory: R KiB RAM, U KiB for frames and heap (H KiB of it above
+/// 4 GiB); ...": (R, U, H).
+fn memory_line(console: &str) -> Option<(u64, u64, u64)> {
+    let l = console
+        .lines()
+        .find(|l| l.contains("KiB for frames and heap"))?;
+    let after = &l[l.find("memory:")?..];
+    let nums: Vec<u64> = after
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match nums.as_slice() {
+        [ram, usable, high, ..] => Some((*ram, *usable, *high)),
+        _ => None,
+    }
+}
+
+/// RAM above 4 GiB: q35 with `-m 5G` (QEMU puts 2 GiB below the PCI hole and 3 GiB from 4 GiB
+/// on); the self-tests must pass with more than 4 GiB handed to the frame allocator, 3 GiB of it
+/// above 4 GiB, and RAM there written and read back. Then `fault` must still fault, past the
+/// highest RAM mapped.
+fn high_memory_test(elf: &Path) -> Result<String, String> {
+    const GIB_KIB: u64 = 1 << 20;
+    let mut cmd = qemu_command(elf, "selftest", Machine::Q35);
+    cmd.args(["-m", "5G"]); // the last -m wins
+    let b = boot_cmd(cmd)?;
+    let case = Case {
+        name: "selftest with 5 GiB",
+        machine: Machine::Q35,
+        cmdline: "selftest",
+        status: QEMU_SUCCESS_STATUS,
+        expect: &[
+            "SELFTEST PASS",
+            "RAM above 4 GiB: ",
+            "words written and read back in 0x100000000-",
+        ],
+        reject: &["PANIC", "EXCEPTION", "not mapped, unused"],
+    };
+    check(&case, &b).map_err(|e| format!("{e}\n--- console ---\n{}\n---", b.console))?;
+    let (ram, usable, high) = memory_line(&b.console).ok_or("no `memory: ... KiB RAM` line")?;
+    if usable <= 4 * GIB_KIB || high < 3 * GIB_KIB {
+        return Err(format!(
+            "{usable} KiB for frames and heap, {high} KiB above 4 GiB (RAM {ram} KiB): want > 4 GiB and >= 3 GiB"
+        ));
+    }
+    let mut cmd = qemu_command(elf, "fault", Machine::Q35);
+    cmd.args(["-m", "5G"]);
+    let f = boot_cmd(cmd)?;
+    let fault = Case {
+        name: "fault with 5 GiB",
+        machine: Machine::Q35,
+        cmdline: "fault",
+        status: QEMU_FAILURE_STATUS,
+        // 4 KiB past the highest RAM (7 GiB).
+        expect: &["CPU EXCEPTION 14: page fault", "cr2=0x1c0001000"],
+        reject: &["SELFTEST PASS"],
+    };
+    check(&fault, &f).map_err(|e| format!("{e}\n--- console ---\n{}\n---", f.console))?;
+    Ok(format!(
+        "{usable} KiB for frames and heap of {ram} KiB RAM, {high} KiB above 4 GiB, written and read back; `fault` faults at 0x1c0001000 ({:.2} s + {:.2} s)",
+        b.secs, f.secs
+    ))
 }
 
 /// A QEMU run of the application path, killed on drop.

@@ -6,6 +6,7 @@
 use core::arch::asm;
 
 extern "C" {
+    static mut boot_pdpt: [u64; 512];
     static mut boot_pd: [u64; 2048];
     static boot_stack_guard: u8;
     static boot_stack: u8;
@@ -58,6 +59,47 @@ pub fn unmap_page(addr: u64) -> bool {
         };
         pt.add(((addr >> 12) & 511) as usize).write(0);
         asm!("invlpg [{}]", in(reg) addr, options(nostack));
+        true
+    })
+}
+
+/// Bytes one large page maps (a page-directory entry with PS set).
+pub const LARGE_PAGE: u64 = 2 << 20;
+
+/// Maps `[start, end)` (2 MiB aligned, below [`crate::mem::MAX_MAPPED`]) at virtual = physical
+/// address with 2 MiB pages: RAM above the boot code's 4 GiB identity map (PVH and plain QEMU).
+/// Page directories for new GiB slots come from the frame allocator. Returns false (mapping
+/// nothing more) on a misaligned or out-of-range request, or when no frame is left for a page
+/// directory; the pages mapped before stay mapped.
+pub fn map_large(start: u64, end: u64) -> bool {
+    if !start.is_multiple_of(LARGE_PAGE)
+        || !end.is_multiple_of(LARGE_PAGE)
+        || end > crate::mem::MAX_MAPPED
+    {
+        return false;
+    }
+    let pdpt = &raw mut boot_pdpt;
+    // SAFETY: single CPU at boot, before anything runs in the range: the PDPT and the page
+    // directories are ours and only changed here, with interrupts off. New entries replace
+    // not-present ones, which the TLB never caches.
+    crate::arch::without_interrupts(|| unsafe {
+        let mut a = start;
+        while a < end {
+            let slot = (a >> 30) as usize;
+            let mut pdpte = (*pdpt)[slot];
+            if pdpte & 1 == 0 {
+                let Some(frame) = crate::mem::FRAMES.lock().alloc_contiguous(1) else {
+                    return false;
+                };
+                core::ptr::write_bytes(frame as *mut u8, 0, 4096);
+                pdpte = frame | PRESENT_WRITABLE;
+                (*pdpt)[slot] = pdpte;
+            }
+            let pd = (pdpte & 0x000F_FFFF_FFFF_F000) as *mut u64;
+            pd.add(((a >> 21) & 511) as usize)
+                .write(a | HUGE | PRESENT_WRITABLE);
+            a += LARGE_PAGE;
+        }
         true
     })
 }

@@ -41,8 +41,9 @@ const TABLE: u64 = PTE_PRESENT | PTE_RW | PTE_USER | PTE_ACCESSED | PTE_DIRTY;
 /// Where Xen maps the read-only machine-to-phys table for 64-bit PV guests
 /// (`MACH2PHYS_VIRT_START`).
 const M2P_BASE: u64 = 0xFFFF_8000_0000_0000;
-/// Start of the window for foreign frames (512 GiB: L4 slot 1, far above any RAM we map).
+/// Start of the window for foreign frames (512 GiB: L4 slot 1, above any RAM we map).
 pub const WINDOW_BASE: u64 = 0x80_0000_0000;
+const _: () = assert!(WINDOW_BASE == crate::mem::MAX_MAPPED);
 /// Slots in the foreign window (one L1 table).
 pub const WINDOW_SLOTS: usize = 512;
 /// Requests per `mmu_update` batch.
@@ -114,6 +115,17 @@ pub unsafe fn init(p2m: u64, nr_pages: u64, pt_base: u64, max_mfn: u64, first_fr
 /// Pages the domain has (`start_info.nr_pages`).
 pub fn nr_pages() -> u64 {
     NR_PAGES.load(Ordering::Relaxed)
+}
+
+/// Pages [`map_ram`] maps: all of the domain's, up to the foreign window (pages from there on are
+/// left unmapped and unused).
+pub fn mapped_pages() -> u64 {
+    nr_pages().min(WINDOW_BASE >> 12)
+}
+
+/// Bytes [`map_ram`] maps at virtual = pseudo-physical address from 0.
+pub fn mapped_end() -> u64 {
+    mapped_pages() << 12
 }
 
 /// First PFN not used by the boot (bootstrap region and the page tables [`map_ram`] built).
@@ -304,11 +316,11 @@ fn l2_for(batch: &mut Batch, va: u64) -> Result<(*mut u64, u64), MmuError> {
     Ok((table, mfn))
 }
 
-/// Maps every page of the domain at virtual = pseudo-physical address (pages the builder already
-/// mapped are left alone) and prepares the foreign window's L1 table. Returns the number of
-/// `mmu_update` requests sent.
+/// Maps every page of the domain below the foreign window ([`mapped_pages`]) at virtual =
+/// pseudo-physical address (pages the builder already mapped are left alone) and prepares the
+/// foreign window's L1 table. Returns the number of `mmu_update` requests sent.
 pub fn map_ram() -> Result<u64, MmuError> {
-    let nr = nr_pages();
+    let nr = mapped_pages();
     let mut batch = Batch::new();
     let mut chunk = 0u64;
     while chunk < nr {

@@ -358,6 +358,6 @@ pub extern "C" fn pv_kmain(si: *const StartInfo, builder_rsp: u64) -> ! {
 
     let info = BootInfo::from_pv(si.cmd_line_bytes(), nr_pages, mmu::pfn_to_mfn);
     let reserved = [(0, mmu::first_free_pfn() << 12)];
-    let m = crate::mem::init(info.memmap(), &reserved);
+    let m = crate::mem::init(info.memmap(), &reserved, mmu::mapped_end());
     crate::boot_common(info, m)
 }
