@@ -9,6 +9,7 @@
 //! These are benchmarks, never tests: nothing here asserts on timing.
 
 mod blk;
+mod connect;
 mod net;
 mod ring;
 
@@ -108,6 +109,9 @@ fn main() {
     }
     if wanted("net") {
         net::run(&mut figures);
+    }
+    if wanted("connect") {
+        connect::run(&mut figures);
     }
     println!(
         "{:<34} {:>14} {:<8} {:>12}",
