@@ -220,7 +220,8 @@ pub fn run(figures: &mut Vec<Figure>) {
                         name: format!("blk {dname} {label} QD{qd}{zc}"),
                         value,
                         unit,
-                        memcpy_ratio: Some(ops / bound_ops),
+                        bound: "memcpy",
+                        ratio: Some(ops / bound_ops),
                     });
                 }
             }
@@ -234,7 +235,8 @@ pub fn run(figures: &mut Vec<Figure>) {
             name: format!("memcpy {}", if size == 4096 { "4KiB" } else { "1MiB" }),
             value: bound_value,
             unit,
-            memcpy_ratio: Some(1.0),
+            bound: "memcpy",
+            ratio: Some(1.0),
         });
     }
     dev.disconnect().expect("disconnect");

@@ -3,7 +3,7 @@
 use crate::ops;
 use crate::ring::RingPage;
 use crate::wire::{self, Decoder, Message};
-use crate::{Deadline, Store, TxId, WatchEvent, XsError};
+use crate::{BatchOp, Deadline, Store, TxId, WatchEvent, XsError};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -16,6 +16,10 @@ use xen_hypercall::abi::xs_wire::{
 use xen_hypercall::abi::DomId;
 use xen_hypercall::{Gfn, Hypercall, HypercallExt, PAGE_SIZE};
 
+/// Most requests [`XenStore`] has outstanding at once in a [`Store::batch`] (xenstored
+/// stops reading a domain's requests while it has 20 replies unread, its default quota).
+pub const MAX_BATCH: usize = 16;
+
 /// How often [`XenStore::directory_in_parts`] restarts a listing that changed meanwhile.
 pub const DIRECTORY_PART_RESTARTS: u32 = 8;
 
@@ -23,6 +27,9 @@ pub const DIRECTORY_PART_RESTARTS: u32 = 8;
 /// (a watcher re-reads the state anyway); beyond the cap new events are dropped with a warning, so
 /// a daemon flooding events cannot exhaust our memory.
 pub const MAX_QUEUED_WATCH_EVENTS: usize = 1024;
+
+/// One request of [`XenStore::request_batch`]: its type, transaction and payload.
+pub type BatchRequest = (XsdSockmsgType, TxId, Vec<u8>);
 
 /// The state of one outstanding request.
 enum Slot {
@@ -326,6 +333,82 @@ impl<E: EventChannels> XenStore<E> {
         }
     }
 
+    /// Sends up to [`MAX_BATCH`] requests at a time without waiting for each reply, then waits for
+    /// all their replies: one round trip per chunk. One result per request, in order.
+    pub fn request_batch(&self, reqs: &[BatchRequest]) -> Vec<Result<Vec<u8>, XsError>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        for chunk in reqs.chunks(MAX_BATCH) {
+            self.request_chunk(chunk, &mut out);
+        }
+        out
+    }
+
+    fn request_chunk(&self, reqs: &[BatchRequest], out: &mut Vec<Result<Vec<u8>, XsError>>) {
+        // Per request: its id once queued, or the error that kept it from being sent.
+        let mut ids: Vec<Result<u32, XsError>> = Vec::with_capacity(reqs.len());
+        {
+            let mut inner = self.inner.lock();
+            for (ty, tx, payload) in reqs {
+                if let Some(why) = inner.broken {
+                    ids.push(Err(XsError::Protocol(why)));
+                    continue;
+                }
+                let mut bytes = match wire::encode(*ty, 0, *tx, payload) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        ids.push(Err(e));
+                        continue;
+                    }
+                };
+                let mut id = inner.next_req_id;
+                while inner.outstanding.contains_key(&id) {
+                    id = id.wrapping_add(1);
+                }
+                inner.next_req_id = id.wrapping_add(1);
+                bytes[4..8].copy_from_slice(&id.to_le_bytes());
+                inner.out.extend(bytes);
+                inner.outstanding.insert(id, Slot::Waiting);
+                ids.push(Ok(id));
+            }
+        }
+        let mut replies: Vec<Option<Message>> = ids.iter().map(|_| None).collect();
+        let waited = self.wait_until(|inner| {
+            for (i, id) in ids.iter().enumerate() {
+                let Ok(id) = id else { continue };
+                if replies[i].is_none() {
+                    match inner.outstanding.remove(id) {
+                        Some(Slot::Replied(msg)) => replies[i] = Some(msg),
+                        Some(other) => {
+                            inner.outstanding.insert(*id, other);
+                        }
+                        None => {}
+                    }
+                }
+            }
+            let done = ids
+                .iter()
+                .zip(&replies)
+                .all(|(id, r)| id.is_err() || r.is_some());
+            done.then_some(())
+        });
+        for ((id, reply), (ty, _, _)) in ids.into_iter().zip(replies).zip(reqs) {
+            out.push(match (id, reply, &waited) {
+                (Err(e), _, _) => Err(e),
+                (Ok(_), Some(msg), _) => wire::check_reply(msg, *ty),
+                (Ok(id), None, waited) => {
+                    // The request may be in the ring already: drop its reply when it comes.
+                    if let Some(slot) = self.inner.lock().outstanding.get_mut(&id) {
+                        *slot = Slot::Abandoned;
+                    }
+                    Err(waited
+                        .clone()
+                        .err()
+                        .unwrap_or(XsError::Protocol("no reply")))
+                }
+            });
+        }
+    }
+
     /// Reads the permissions of `path` (owner entry first).
     pub fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>, XsError> {
         ops::get_perms(self, tx, path)
@@ -406,6 +489,47 @@ impl<E: EventChannels> Store for XenStore<E> {
 
     fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
         ops::directory(self, tx, path)
+    }
+
+    fn batch(&self, tx: TxId, batch: &[BatchOp<'_>]) -> Vec<Result<Vec<u8>, XsError>> {
+        // Payloads that cannot be built fail alone; the others go out together.
+        let built: Vec<Result<BatchRequest, XsError>> = batch
+            .iter()
+            .map(|op| {
+                Ok(match *op {
+                    BatchOp::Read(p) => {
+                        wire::check_path(p)?;
+                        (XsdSockmsgType::Read, tx, wire::strings_payload(&[p])?)
+                    }
+                    BatchOp::Write(p, v) => (XsdSockmsgType::Write, tx, wire::write_payload(p, v)?),
+                    BatchOp::Rm(p) => {
+                        wire::check_path(p)?;
+                        (XsdSockmsgType::Rm, tx, wire::strings_payload(&[p])?)
+                    }
+                })
+            })
+            .collect();
+        let reqs: Vec<BatchRequest> = built
+            .iter()
+            .filter_map(|b| b.as_ref().ok().cloned())
+            .collect();
+        let mut replies = self.request_batch(&reqs).into_iter();
+        built
+            .into_iter()
+            .zip(batch)
+            .map(|(b, op)| {
+                b?;
+                let reply = replies
+                    .next()
+                    .unwrap_or(Err(XsError::Protocol("no reply")))?;
+                match op {
+                    BatchOp::Read(_) => Ok(reply),
+                    BatchOp::Write(..) | BatchOp::Rm(_) => {
+                        wire::parse_ok(&reply).map(|()| Vec::new())
+                    }
+                }
+            })
+            .collect()
     }
 
     fn transaction_start(&self) -> Result<TxId, XsError> {

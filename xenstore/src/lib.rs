@@ -19,6 +19,7 @@
 
 extern crate alloc;
 
+pub mod batch;
 mod client;
 pub mod clock;
 pub mod ops;
@@ -26,7 +27,10 @@ mod ring;
 pub mod wire;
 pub mod xenbus;
 
-pub use client::{XenStore, DIRECTORY_PART_RESTARTS, MAX_QUEUED_WATCH_EVENTS};
+pub use batch::{BatchOp, Deferred, Prefetched};
+pub use client::{
+    BatchRequest, XenStore, DIRECTORY_PART_RESTARTS, MAX_BATCH, MAX_QUEUED_WATCH_EVENTS,
+};
 pub use clock::{Clock, Deadline};
 pub use xen_hypercall::abi::xs_wire::{Perm, PermKind, EQUOTA_RAW};
 
@@ -139,6 +143,14 @@ pub trait Store {
         token: &str,
         deadline: Deadline<'_>,
     ) -> Result<Option<WatchEvent>, XsError>;
+    /// Runs several reads, writes and removals in transaction `tx` and returns one result per
+    /// operation, in order (a read's value; an empty vector for a write or removal). A store that
+    /// can send the requests without waiting for each reply overrides this ([`XenStore`] sends
+    /// them together: one round trip to xenstored instead of one per operation); this default
+    /// runs them one after the other.
+    fn batch(&self, tx: TxId, ops: &[BatchOp<'_>]) -> Vec<Result<Vec<u8>, XsError>> {
+        ops.iter().map(|op| batch::run_one(self, tx, op)).collect()
+    }
 }
 
 macro_rules! forward_store {
@@ -186,6 +198,9 @@ macro_rules! forward_store {
                 deadline: Deadline<'_>,
             ) -> Result<Option<WatchEvent>, XsError> {
                 (**self).wait_watch_until(token, deadline)
+            }
+            fn batch(&self, tx: TxId, ops: &[BatchOp<'_>]) -> Vec<Result<Vec<u8>, XsError>> {
+                (**self).batch(tx, ops)
             }
         }
     )*};
