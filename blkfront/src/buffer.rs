@@ -3,16 +3,18 @@
 
 use crate::IoError;
 use alloc::vec::Vec;
-use xen_grant_table::GrantedRegion;
+use xen_grant_table::{shared, GrantedRegion};
 use xen_hypercall::PAGE_SIZE;
 
 /// Pages granted to the backend that the caller fills or reads in place: I/O without a copy in the
 /// frontend ([`submit_read_buffer`](crate::BlkFront::submit_read_buffer),
 /// [`submit_write_buffer`](crate::BlkFront::submit_write_buffer)).
 ///
-/// The memory is shared with the backend: it is reached through raw pointers and copies, never
-/// through Rust references, and while a request using the buffer is in flight the buffer belongs to
-/// the device.
+/// The memory is shared with the backend, which may write it (the pages of a read request are
+/// granted writable): the API hands out no slice of it, only copies in and out
+/// ([`write_at`](Self::write_at), [`read_at`](Self::read_at), volatile: each byte is read once,
+/// so what the caller checks is what it keeps), and while a request using the buffer is in flight
+/// the buffer belongs to the device.
 pub struct IoBuffer<R> {
     pub(crate) pages: Vec<R>,
     pub(crate) len: usize,
@@ -53,10 +55,9 @@ impl<R: GrantedRegion> IoBuffer<R> {
             let (page, within) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
             let n = (PAGE_SIZE - within).min(data.len() - done);
             if let Some(p) = self.pages.get(page) {
-                // SAFETY: within + n <= PAGE_SIZE inside a page we own; raw copy into shared memory.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(data[done..].as_ptr(), p.as_ptr().add(within), n)
-                };
+                // SAFETY: within + n <= PAGE_SIZE inside a page we own, never referenced;
+                // volatile copy into shared memory.
+                unsafe { shared::copy_to_shared(&data[done..done + n], p.as_ptr().add(within)) };
             }
             done += n;
         }
@@ -77,13 +78,11 @@ impl<R: GrantedRegion> IoBuffer<R> {
             let (page, within) = (pos / PAGE_SIZE, pos % PAGE_SIZE);
             let n = (PAGE_SIZE - within).min(out.len() - done);
             if let Some(p) = self.pages.get(page) {
-                // SAFETY: within + n <= PAGE_SIZE inside a page we own; raw copy out of shared memory.
+                // SAFETY: within + n <= PAGE_SIZE inside a page we own, never referenced; the
+                // backend may write it (a read request's page), so each byte is read once,
+                // volatile, into the caller's private buffer.
                 unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        p.as_ptr().add(within),
-                        out[done..].as_mut_ptr(),
-                        n,
-                    )
+                    shared::copy_from_shared(p.as_ptr().add(within), &mut out[done..done + n])
                 };
             }
             done += n;
@@ -110,8 +109,9 @@ pub(crate) fn copy_out<R: GrantedRegion>(pages: &[R], out: &mut [u8]) {
         if let Some(p) = pages.get(i) {
             // SAFETY: each region is one page we own; `chunk` is at most PAGE_SIZE bytes. The
             // backend has answered the request, so it no longer writes the page (a hostile backend
-            // may, which only changes the bytes we copy). Raw copy: no reference to shared memory.
-            unsafe { core::ptr::copy_nonoverlapping(p.as_ptr(), chunk.as_mut_ptr(), chunk.len()) };
+            // may): a volatile copy reads each byte once into private memory, and no reference to
+            // the shared page is formed.
+            unsafe { shared::copy_from_shared(p.as_ptr(), chunk) };
         }
     }
 }
@@ -123,10 +123,8 @@ pub(crate) fn copy_out_uninit<R: GrantedRegion>(
 ) {
     for (i, chunk) in out.chunks_mut(PAGE_SIZE).enumerate() {
         if let Some(p) = pages.get(i) {
-            // SAFETY: as in `copy_out`; MaybeUninit<u8> has u8's layout and writing initialises it.
-            unsafe {
-                core::ptr::copy_nonoverlapping(p.as_ptr(), chunk.as_mut_ptr().cast(), chunk.len())
-            };
+            // SAFETY: as in `copy_out`; the copy initialises `chunk`.
+            unsafe { shared::copy_from_shared_uninit(p.as_ptr(), chunk) };
         }
     }
 }

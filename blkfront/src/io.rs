@@ -13,7 +13,7 @@ use crate::{
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use xen_event_channel::{EventChannels, EvtchnPort};
-use xen_grant_table::{Access, GrantAccess, GrantedRegion};
+use xen_grant_table::{shared, Access, GrantAccess, GrantedRegion};
 use xen_hypercall::abi::blkif::{
     BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse,
     BLKIF_DISCARD_SECURE, BLKIF_MAX_SEGMENTS_PER_REQUEST, BLKIF_OP_DISCARD,
@@ -505,10 +505,8 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
                 let len = (bytes - start).min(PAGE_SIZE);
                 // SAFETY: `page` is one page we own (granted to the backend, which does not access
                 // it before the request is pushed); `data[start..start + len]` is in bounds and
-                // len <= PAGE_SIZE. Raw copy: no reference to the shared page is created.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(data[start..].as_ptr(), page.as_ptr(), len)
-                };
+                // len <= PAGE_SIZE. Volatile copy: no reference to the shared page is created.
+                unsafe { shared::copy_to_shared(&data[start..start + len], page.as_ptr()) };
             }
             pages.push(page);
         }
@@ -658,14 +656,10 @@ impl<G: GrantAccess, E: EventChannels> Io<G, E> {
                         Ok(page) => {
                             if op.kind != OpKind::Read {
                                 // SAFETY: both are whole pages we own (granted to a backend, which
-                                // only reads the old one and does not see the new one yet); raw
-                                // copy, no reference to shared memory.
+                                // only reads the old one and does not see the new one yet);
+                                // volatile copy, no reference to shared memory.
                                 unsafe {
-                                    core::ptr::copy_nonoverlapping(
-                                        old.as_ptr(),
-                                        page.as_ptr(),
-                                        PAGE_SIZE,
-                                    )
+                                    shared::volatile_copy(old.as_ptr(), page.as_ptr(), PAGE_SIZE)
                                 };
                             }
                             fresh.push(page);

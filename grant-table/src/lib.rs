@@ -17,12 +17,14 @@
 //! - `GNTTABOP_copy` with per-segment status ([`GrantTable::copy`]).
 //!
 //! The grant table entries are shared memory: they are only accessed with atomics and volatile
-//! writes.
+//! writes. The granted pages are shared memory too: [`shared`] has the volatile copies that
+//! frontends use to move data in and out of them.
 #![no_std]
 
 extern crate alloc;
 
 mod refs;
+pub mod shared;
 mod table;
 
 pub use refs::RefAllocator;

@@ -183,6 +183,10 @@ pub enum ProtocolError {
     /// A TX response status outside `NETIF_RSP_*`.
     #[error("bad TX response status {0}")]
     BadTxStatus(i16),
+    /// A `NETIF_RSP_NULL` TX response while no extra-info slot awaits one: it answers a data
+    /// slot, whose id would otherwise never be freed.
+    #[error("NETIF_RSP_NULL TX response for a data slot")]
+    UnexpectedTxNull,
     /// An RX response not in the slot of its request.
     #[error("RX response id {got} in slot expecting {expected}")]
     BadRxId {

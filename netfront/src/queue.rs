@@ -6,7 +6,7 @@ use crate::{
 };
 use alloc::vec::Vec;
 use xen_event_channel::{EventChannels, EvtchnPort};
-use xen_grant_table::{Access, DomId, GrantAccess, GrantRef, GrantedRegion};
+use xen_grant_table::{shared, Access, DomId, GrantAccess, GrantRef, GrantedRegion};
 use xen_hypercall::abi::netif::*;
 use xen_hypercall::PAGE_SIZE;
 use xen_ring::{FrontRing, IdTable};
@@ -47,6 +47,10 @@ pub(crate) struct Queue<R> {
     tx: TxRing,
     rx: RxRing,
     tx_ids: IdTable<()>,
+    /// Extra-info TX slots pushed and not yet answered (each by one `NETIF_RSP_NULL`). With the
+    /// ids in flight it accounts for every TX slot in flight: `tx_ids.in_flight() + tx_extras ==
+    /// tx.in_flight()`, so a response can neither leak an id nor free a slot twice.
+    tx_extras: u32,
     tx_grefs: Vec<GrantRef>,
     tx_base: *mut u8,
     rx_grefs: Vec<GrantRef>,
@@ -207,6 +211,7 @@ impl<R: GrantedRegion> Queue<R> {
             tx,
             rx,
             tx_ids: IdTable::new(tx_slots),
+            tx_extras: 0,
             tx_grefs,
             tx_base,
             rx_grefs,
@@ -297,12 +302,23 @@ impl<R: GrantedRegion> Queue<R> {
     pub(crate) fn reap_tx(&mut self) -> Result<(), NetError> {
         loop {
             let Queue {
-                tx, tx_ids, stats, ..
+                tx,
+                tx_ids,
+                tx_extras,
+                stats,
+                ..
             } = self;
             for rsp in tx.poll_responses()? {
                 match rsp.status {
-                    // An extra-info slot: no id to complete.
-                    NETIF_RSP_NULL => continue,
+                    // An extra-info slot: no id to complete, but one must be awaiting its
+                    // answer; otherwise the backend answered a data slot with NULL and that
+                    // slot's id would never be freed.
+                    NETIF_RSP_NULL => {
+                        *tx_extras = tx_extras
+                            .checked_sub(1)
+                            .ok_or(ProtocolError::UnexpectedTxNull)?;
+                        continue;
+                    }
                     NETIF_RSP_OKAY => {}
                     NETIF_RSP_ERROR => stats.tx_errors += 1,
                     NETIF_RSP_DROPPED => stats.tx_dropped += 1,
@@ -394,8 +410,11 @@ impl<R: GrantedRegion> Queue<R> {
         } = plan;
         let out = if slots == 1 {
             // SAFETY: buffer `ids[0]` is a page of the TX pool this queue owns; its id was just
-            // allocated, so no request refers to it, and the backend's grant is read-only: nothing
-            // else writes it, and no other reference to it exists while `fill` runs.
+            // allocated, so no request refers to it, and the backend's grant is read-only (Xen
+            // enforces it): nothing else writes the page, so handing `fill` a plain slice cannot
+            // let it observe bytes changing under it (no double fetch), and no other reference to
+            // it exists while `fill` runs. The backend reading a stale copy of the page meanwhile
+            // (a hostile one may) only reads.
             let page = unsafe {
                 core::slice::from_raw_parts_mut(
                     self.tx_base.add(usize::from(ids[0]) * PAGE_SIZE),
@@ -410,11 +429,7 @@ impl<R: GrantedRegion> Queue<R> {
             for (i, chunk) in scratch.chunks(PAGE_SIZE).enumerate() {
                 // SAFETY: as above for buffer `ids[i]`; `chunk` is at most one page.
                 unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        chunk.as_ptr(),
-                        self.tx_base.add(usize::from(ids[i]) * PAGE_SIZE),
-                        chunk.len(),
-                    )
+                    shared::copy_to_shared(chunk, self.tx_base.add(usize::from(ids[i]) * PAGE_SIZE))
                 };
             }
             out
@@ -481,6 +496,7 @@ impl<R: GrantedRegion> Queue<R> {
                         },
                     );
                     self.tx.push_request_as(&extra)?;
+                    self.tx_extras += 1;
                 }
             }
         }
@@ -634,16 +650,16 @@ impl<R: GrantedRegion> Queue<R> {
                             let page = usize::from(expected);
                             let start = asm.buf.len();
                             asm.buf.reserve(len);
+                            let spare = &mut asm.buf.spare_capacity_mut()[..len];
                             // SAFETY: the source is inside RX pool page `page` (< rx_buffers,
-                            // masked) at offset+len <= PAGE_SIZE (checked); the destination has
-                            // `len` bytes of reserved capacity past `start`. The bytes are
-                            // untrusted data copied with a raw copy: no reference to the shared
-                            // page is formed.
+                            // masked) at offset+len <= PAGE_SIZE (checked), memory we own and
+                            // never reference; the backend may still write it (a hostile one
+                            // after answering), so it is read once, volatile, into our private
+                            // buffer (`spare`, `len` bytes of reserved capacity).
                             unsafe {
-                                core::ptr::copy_nonoverlapping(
+                                shared::copy_from_shared_uninit(
                                     rx_base.add(page * PAGE_SIZE + offset),
-                                    asm.buf.as_mut_ptr().add(start),
-                                    len,
+                                    spare,
                                 );
                                 asm.buf.set_len(start + len);
                             }

@@ -163,3 +163,71 @@ fn mostly_hostile_backend_fails_the_device() {
         "only {failed}/20 devices noticed a mostly hostile backend"
     );
 }
+
+/// A backend that answers a TX data slot with `NETIF_RSP_NULL` (the status of extra-info slots)
+/// would leak that slot's id: after `tx_buffers` of them every transmit is `Busy` for good. The
+/// frontend accounts for its extra-info slots, so the first such response is a typed protocol
+/// error instead.
+#[test]
+fn tx_null_status_on_a_data_slot_is_an_error_not_a_leaked_id() {
+    let env = Env::new(|_| {});
+    let mut nf = env.connected(NetfrontConfig {
+        tx_buffers: 8,
+        rx_buffers: 8,
+        max_queues: 1,
+        ..NetfrontConfig::default()
+    });
+    let mut busy = 0;
+    for r in 0..32u32 {
+        // Bytes in the order the backend consumes them: the batch's keep-grant strike (no), the
+        // response's strike (yes) and its kind (3: status NETIF_RSP_NULL); then benign.
+        env.nb.set_hostility(Some(Hostility {
+            source: HostileSource::Bytes(vec![0, 1, 3]),
+            rate: 255,
+        }));
+        match nf.transmit(0, &udp_frame(60, r, false), TxMeta::default()) {
+            Ok(()) => {}
+            Err(NetError::Busy) => busy += 1,
+            Err(_) => break,
+        }
+        env.settle(&mut nf);
+        if nf.state() != DeviceState::Connected {
+            break;
+        }
+    }
+    assert_eq!(busy, 0, "TX stalled: ids leaked");
+    assert_eq!(nf.state(), DeviceState::Failed);
+    assert_eq!(
+        nf.failure(),
+        Some(&NetError::Protocol(
+            xen_netfront::ProtocolError::UnexpectedTxNull
+        ))
+    );
+}
+
+/// The `NETIF_RSP_NULL` answers of real extra-info slots (GSO frames) free nothing and leak
+/// nothing: far more GSO frames than ids go through, and the ring drains completely.
+#[test]
+fn gso_extra_slot_null_responses_leak_no_id() {
+    let env = Env::new(|_| {});
+    let mut nf = env.connected(NetfrontConfig {
+        tx_buffers: 8,
+        rx_buffers: 8,
+        max_queues: 1,
+        ..NetfrontConfig::default()
+    });
+    assert!(nf.features().gso_tcpv4);
+    for r in 0..100u32 {
+        let meta = TxMeta {
+            gso_mss: Some(1448),
+            csum_blank: true,
+            ..TxMeta::default()
+        };
+        nf.transmit(0, &udp_frame(3000, r, true), meta)
+            .expect("transmit");
+        env.settle(&mut nf);
+    }
+    assert_eq!(nf.state(), DeviceState::Connected);
+    assert_eq!(nf.ring_in_flight().0, 0);
+    assert_eq!(env.nb.take_tx().len(), 100);
+}

@@ -2,6 +2,7 @@
 
 use crate::ops;
 use crate::ring::RingPage;
+use crate::watchq::WatchQueue;
 use crate::wire::{self, Decoder, Message};
 use crate::{BatchOp, Deadline, Store, TxId, WatchEvent, XsError};
 use alloc::collections::{BTreeMap, VecDeque};
@@ -23,10 +24,16 @@ pub const MAX_BATCH: usize = 16;
 /// How often [`XenStore::directory_in_parts`] restarts a listing that changed meanwhile.
 pub const DIRECTORY_PART_RESTARTS: u32 = 8;
 
-/// Most watch events queued at once. An event equal to one already queued is not queued again
-/// (a watcher re-reads the state anyway); beyond the cap new events are dropped with a warning, so
-/// a daemon flooding events cannot exhaust our memory.
-pub const MAX_QUEUED_WATCH_EVENTS: usize = 1024;
+/// Most `XS_DIRECTORY_PART` replies [`XenStore::directory_in_parts`] accumulates for one listing
+/// (per attempt); a daemon that keeps answering "more to come" gets [`XsError::LimitExceeded`].
+pub const MAX_DIRECTORY_PARTS: usize = 256;
+
+/// Most bytes of child names [`XenStore::directory_in_parts`] accumulates for one listing.
+pub const MAX_DIRECTORY_BYTES: usize = 256 * 1024;
+
+/// Ring reads (of up to a ring's worth of bytes each) one round of progress makes before
+/// returning, so that a daemon that keeps writing cannot keep a call looping.
+pub const MAX_READS_PER_PROGRESS: usize = 8;
 
 /// One request of [`XenStore::request_batch`]: its type, transaction and payload.
 pub type BatchRequest = (XsdSockmsgType, TxId, Vec<u8>);
@@ -65,7 +72,7 @@ struct Inner {
     decoder: Decoder,
     /// Outstanding requests by id.
     outstanding: BTreeMap<u32, Slot>,
-    events: VecDeque<WatchEvent>,
+    events: WatchQueue,
     next_req_id: u32,
     broken: Option<&'static str>,
 }
@@ -115,7 +122,7 @@ impl<E: EventChannels> XenStore<E> {
                 out: VecDeque::new(),
                 decoder: Decoder::new(),
                 outstanding: BTreeMap::new(),
-                events: VecDeque::new(),
+                events: WatchQueue::new(),
                 next_req_id: 1,
                 broken: None,
             }),
@@ -200,8 +207,10 @@ impl<E: EventChannels> XenStore<E> {
         &self.evtchn
     }
 
-    /// Moves bytes both ways until nothing more moves; notifies the daemon when anything moved.
-    fn progress(&self, inner: &mut Inner) -> Result<(), XsError> {
+    /// Moves bytes both ways until nothing more moves, or [`MAX_READS_PER_PROGRESS`] ring reads
+    /// were made; notifies the daemon when anything moved. Returns true when it stopped at that
+    /// bound (more bytes may wait: call again before blocking).
+    fn progress(&self, inner: &mut Inner) -> Result<bool, XsError> {
         if let Some(why) = inner.broken {
             return Err(XsError::Protocol(why));
         }
@@ -212,12 +221,12 @@ impl<E: EventChannels> XenStore<E> {
         r
     }
 
-    fn progress_inner(&self, inner: &mut Inner) -> Result<(), XsError> {
+    fn progress_inner(&self, inner: &mut Inner) -> Result<bool, XsError> {
         if let Some(code) = inner.ring.server_error() {
             log::warn!("xenstore: daemon reports ring error {code}");
             return Err(XsError::Protocol("xenstored reported a ring error"));
         }
-        loop {
+        for _ in 0..MAX_READS_PER_PROGRESS {
             let mut moved = false;
             while !inner.out.is_empty() {
                 let n = {
@@ -241,23 +250,17 @@ impl<E: EventChannels> XenStore<E> {
                 }
             }
             if !moved {
-                return Ok(());
+                return Ok(false);
             }
             self.evtchn.notify(self.port()).map_err(XsError::Evtchn)?;
         }
+        Ok(true)
     }
 
     fn dispatch(inner: &mut Inner, msg: Message) -> Result<(), XsError> {
         if msg.msg_type() == Some(XsdSockmsgType::WatchEvent) {
             let ev = wire::parse_watch_event(&msg.payload)?;
-            if inner.events.contains(&ev) {
-                return Ok(());
-            }
-            if inner.events.len() >= MAX_QUEUED_WATCH_EVENTS {
-                log::warn!("xenstore: watch event queue full, dropping {ev:?}");
-                return Ok(());
-            }
-            inner.events.push_back(ev);
+            inner.events.push(ev);
             return Ok(());
         }
         let id = msg.header.req_id;
@@ -275,17 +278,20 @@ impl<E: EventChannels> XenStore<E> {
     }
 
     /// Runs `f` after each round of ring progress until it yields a value, blocking on the event
-    /// channel in between.
+    /// channel in between (not after a round that stopped at its bound with bytes still waiting).
     fn wait_until<T>(&self, mut f: impl FnMut(&mut Inner) -> Option<T>) -> Result<T, XsError> {
         loop {
-            {
+            let more = {
                 let mut inner = self.inner.lock();
-                self.progress(&mut inner)?;
+                let more = self.progress(&mut inner)?;
                 if let Some(v) = f(&mut inner) {
                     return Ok(v);
                 }
+                more
+            };
+            if !more {
+                self.evtchn.wait();
             }
-            self.evtchn.wait();
         }
     }
 
@@ -426,7 +432,9 @@ impl<E: EventChannels> XenStore<E> {
 
     /// Lists the children of `path` with `XS_DIRECTORY_PART`, for directories whose listing
     /// exceeds one payload. Restarts when the directory changes in between (its generation
-    /// moves), at most [`DIRECTORY_PART_RESTARTS`] times, then fails with `EAGAIN`.
+    /// moves), at most [`DIRECTORY_PART_RESTARTS`] times, then fails with `EAGAIN`; a listing of
+    /// more than [`MAX_DIRECTORY_PARTS`] parts or [`MAX_DIRECTORY_BYTES`] bytes fails with
+    /// [`XsError::LimitExceeded`].
     pub fn directory_in_parts(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
         ops::directory_in_parts(self, tx, path)
     }
@@ -434,6 +442,12 @@ impl<E: EventChannels> XenStore<E> {
     /// Number of watch events received and not yet taken.
     pub fn queued_watch_events(&self) -> usize {
         self.inner.lock().events.len()
+    }
+
+    /// Watch events dropped so far because the queue was full for their token or in total (see
+    /// [`WatchQueue`]): the watchers concerned should re-read the state they watch.
+    pub fn dropped_watch_events(&self) -> u64 {
+        self.inner.lock().events.dropped()
     }
 }
 
@@ -550,10 +564,12 @@ impl<E: EventChannels> Store for XenStore<E> {
         self.inner
             .lock()
             .events
-            .retain(|e| !(e.token == token && ops::at_or_under(&e.path, path)));
+            .remove_where(|e| e.token == token && ops::at_or_under(&e.path, path));
         Ok(())
     }
 
+    /// One bounded round of progress ([`MAX_READS_PER_PROGRESS`] ring reads at most), then the
+    /// oldest queued event.
     fn poll_watch(&self) -> Result<Option<WatchEvent>, XsError> {
         let mut inner = self.inner.lock();
         self.progress(&mut inner)?;
@@ -565,10 +581,7 @@ impl<E: EventChannels> Store for XenStore<E> {
     }
 
     fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
-        self.wait_until(|inner| {
-            let i = inner.events.iter().position(|e| e.token == token)?;
-            inner.events.remove(i)
-        })
+        self.wait_until(|inner| inner.events.take_for(token))
     }
 
     fn wait_watch_until(
@@ -577,19 +590,22 @@ impl<E: EventChannels> Store for XenStore<E> {
         deadline: Deadline<'_>,
     ) -> Result<Option<WatchEvent>, XsError> {
         loop {
-            {
+            let more = {
                 let mut inner = self.inner.lock();
-                self.progress(&mut inner)?;
-                if let Some(i) = inner.events.iter().position(|e| e.token == token) {
-                    return Ok(inner.events.remove(i));
+                let more = self.progress(&mut inner)?;
+                if let Some(ev) = inner.events.take_for(token) {
+                    return Ok(Some(ev));
                 }
-            }
+                more
+            };
             if deadline.passed() {
                 return Ok(None);
             }
-            // The clock's wake-up ends the block below even when xenstored stays silent.
-            deadline.arm();
-            self.evtchn.wait();
+            if !more {
+                // The clock's wake-up ends the block below even when xenstored stays silent.
+                deadline.arm();
+                self.evtchn.wait();
+            }
         }
     }
 }

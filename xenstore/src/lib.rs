@@ -24,14 +24,17 @@ mod client;
 pub mod clock;
 pub mod ops;
 mod ring;
+pub mod watchq;
 pub mod wire;
 pub mod xenbus;
 
 pub use batch::{BatchOp, Deferred, Prefetched};
 pub use client::{
-    BatchRequest, XenStore, DIRECTORY_PART_RESTARTS, MAX_BATCH, MAX_QUEUED_WATCH_EVENTS,
+    BatchRequest, XenStore, DIRECTORY_PART_RESTARTS, MAX_BATCH, MAX_DIRECTORY_BYTES,
+    MAX_DIRECTORY_PARTS, MAX_READS_PER_PROGRESS,
 };
 pub use clock::{Clock, Deadline};
+pub use watchq::{WatchQueue, MAX_QUEUED_WATCH_EVENTS, MAX_QUEUED_WATCH_EVENTS_PER_TOKEN};
 pub use xen_hypercall::abi::xs_wire::{Perm, PermKind, EQUOTA_RAW};
 
 use alloc::string::String;
@@ -95,6 +98,10 @@ pub enum XsError {
     /// [`transaction()`] gave up: every attempt's commit conflicted (`EAGAIN`).
     #[error("transaction still conflicting after {0} attempts")]
     TransactionConflict(u32),
+    /// The daemon's answers exceed a bound this client keeps (e.g. a directory listed in more
+    /// than [`MAX_DIRECTORY_PARTS`] parts or [`MAX_DIRECTORY_BYTES`] bytes).
+    #[error("xenstore answer exceeds a limit: {0}")]
+    LimitExceeded(&'static str),
 }
 
 /// The xenstore service a frontend needs. Paths are absolute or relative to the domain's home.

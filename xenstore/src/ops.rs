@@ -4,7 +4,7 @@
 //! the ring page; other transports (the Linux `/dev/xen/xenbus` device, xenstored's socket) use
 //! them to implement [`crate::Store`] the same way.
 
-use crate::client::DIRECTORY_PART_RESTARTS;
+use crate::client::{DIRECTORY_PART_RESTARTS, MAX_DIRECTORY_BYTES, MAX_DIRECTORY_PARTS};
 use crate::{wire, TxId, XsError};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -77,7 +77,9 @@ pub fn directory<R: Requester + ?Sized>(
 }
 
 /// `XS_DIRECTORY_PART` loop; restarts when the generation changes (at most
-/// [`crate::DIRECTORY_PART_RESTARTS`] times, then `EAGAIN`).
+/// [`crate::DIRECTORY_PART_RESTARTS`] times, then `EAGAIN`). An attempt that takes more than
+/// [`crate::MAX_DIRECTORY_PARTS`] parts or [`crate::MAX_DIRECTORY_BYTES`] bytes of names fails
+/// with [`XsError::LimitExceeded`]: memory and round trips stay bounded whatever the daemon says.
 pub fn directory_in_parts<R: Requester + ?Sized>(
     r: &R,
     tx: TxId,
@@ -89,7 +91,7 @@ pub fn directory_in_parts<R: Requester + ?Sized>(
         let mut names = Vec::new();
         let mut generation: Option<Vec<u8>> = None;
         let mut offset = 0usize;
-        loop {
+        for _ in 0..MAX_DIRECTORY_PARTS {
             let off = alloc::format!("{offset}");
             let payload = wire::strings_payload(&[path, &off])?;
             let reply = r.request(XsdSockmsgType::DirectoryPart, tx, &payload)?;
@@ -105,11 +107,19 @@ pub fn directory_in_parts<R: Requester + ?Sized>(
                 _ => generation = Some(part.generation),
             }
             offset += part.consumed;
+            if offset > MAX_DIRECTORY_BYTES {
+                return Err(XsError::LimitExceeded(
+                    "directory listing larger than MAX_DIRECTORY_BYTES",
+                ));
+            }
             names.extend(part.names);
             if part.last {
                 return Ok(names);
             }
         }
+        return Err(XsError::LimitExceeded(
+            "directory listing in more than MAX_DIRECTORY_PARTS parts",
+        ));
     }
 }
 

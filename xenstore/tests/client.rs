@@ -660,7 +660,7 @@ fn directory_parts_restart_when_the_directory_changes() {
 }
 
 #[test]
-fn watch_event_floods_are_bounded_and_duplicates_coalesce() {
+fn watch_event_floods_are_bounded_per_token_and_counted() {
     let pending: Arc<Mutex<std::collections::VecDeque<Vec<u8>>>> = Arc::default();
     let p = pending.clone();
     let d = Scripted::new(0, move |r| {
@@ -687,9 +687,177 @@ fn watch_event_floods_are_bounded_and_duplicates_coalesce() {
     });
     let xs = d.client();
     xs.write(TxId::NONE, "k", b"v").unwrap();
-    assert_eq!(xs.queued_watch_events(), xen_store::MAX_QUEUED_WATCH_EVENTS);
+    // The flooding token keeps its bound; the other token still got its (coalesced) event.
+    let per_token = xen_store::MAX_QUEUED_WATCH_EVENTS_PER_TOKEN;
+    assert_eq!(xs.queued_watch_events(), per_token + 1);
+    assert_eq!(xs.dropped_watch_events(), (3000 - per_token) as u64);
+    assert_eq!(xs.wait_watch_for("other").unwrap(), ev("dup", "other"));
     assert_eq!(xs.poll_watch().unwrap(), Some(ev("p/0", "tok")));
     assert!(pending.lock().unwrap().is_empty());
+}
+
+/// A daemon that writes new events whenever it is notified, i.e. as fast as the client reads:
+/// each `poll_watch` makes a bounded amount of progress and returns (before the fix, `progress`
+/// looped for as long as bytes kept coming: here the script gives up after 10,000 rounds).
+#[test]
+fn a_daemon_that_never_stops_writing_cannot_keep_poll_looping() {
+    let d = Scripted::new(0, |_| true);
+    let n = Arc::new(AtomicU32::new(0));
+    let n2 = n.clone();
+    d.set_on_notify(move |r| {
+        let k = n2.fetch_add(1, Ordering::SeqCst);
+        assert!(k < 10_000, "the client never stopped reading");
+        while r.rsp_prod.wrapping_sub(r.rsp_cons) as usize + 64 <= XENSTORE_RING_SIZE {
+            let i = r.rsp_prod;
+            raw::put_response(
+                r,
+                &msg(T::WatchEvent, 0, format!("p/{i}\0t{}\0", i % 7).as_bytes()),
+            );
+        }
+        true
+    });
+    let xs = d.client();
+    // Start the flood.
+    raw_notify(&d);
+    for _ in 0..20 {
+        let before = d.notifies.load(Ordering::SeqCst);
+        assert!(xs.poll_watch().unwrap().is_some());
+        let rounds = d.notifies.load(Ordering::SeqCst) - before;
+        assert!(
+            rounds <= xen_store::MAX_READS_PER_PROGRESS,
+            "{rounds} rounds in one poll"
+        );
+    }
+    assert!(xs.queued_watch_events() <= xen_store::MAX_QUEUED_WATCH_EVENTS);
+    assert!(xs.dropped_watch_events() > 0);
+}
+
+fn raw_notify(d: &Arc<Scripted>) {
+    use xen_event_channel::EventChannels;
+    d.notify(common::PORT).unwrap();
+}
+
+/// A daemon that answers every `XS_DIRECTORY_PART` with "more to come" (same generation) would
+/// grow the listing without end; the client stops at its bound with a typed error.
+#[test]
+fn endless_directory_parts_are_a_typed_error() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let d = Scripted::new(0, move |r| {
+        let req = raw::take_requests(r);
+        if req.is_empty() {
+            return false;
+        }
+        let k = c.fetch_add(1, Ordering::SeqCst);
+        assert!(k < 10_000, "the client keeps asking for more parts");
+        let ty = u32::from_le_bytes(req[0..4].try_into().unwrap());
+        let reply = if ty == T::Directory as u32 {
+            msg(T::Error, req_id(&req), b"E2BIG\0")
+        } else {
+            let mut body = b"1\0".to_vec();
+            for i in 0..25 {
+                body.extend_from_slice(format!("child-with-a-long-name-{k}-{i}\0").as_bytes());
+            }
+            msg(T::DirectoryPart, req_id(&req), &body)
+        };
+        raw::put_response(r, &reply);
+        true
+    });
+    let xs = d.client();
+    let e = xs.directory(TxId::NONE, "dir").unwrap_err();
+    assert!(matches!(e, XsError::LimitExceeded(_)), "{e:?}");
+    let asked = calls.load(Ordering::SeqCst) as usize;
+    assert!(asked <= xen_store::MAX_DIRECTORY_PARTS + 1, "{asked}");
+    // The connection still works.
+    assert!(matches!(
+        xs.directory_in_parts(TxId::NONE, "dir"),
+        Err(XsError::LimitExceeded(_))
+    ));
+}
+
+/// A directory whose listing exceeds the byte bound (full 4 KiB parts from the sim's xenstored):
+/// a typed error after at most `MAX_DIRECTORY_BYTES` of names, not an unbounded vector.
+#[test]
+fn directory_listings_stop_at_the_byte_bound() {
+    let w = World::new(1, 0);
+    let xs = w.client();
+    let n = xen_store::MAX_DIRECTORY_BYTES / 30 + 100;
+    w.dom0(|x| {
+        for i in 0..n {
+            x.mkdir(
+                0,
+                0,
+                &format!("/local/domain/1/huge/a-child-with-a-long-name-{i:08}"),
+            )
+            .unwrap();
+        }
+    });
+    assert_eq!(
+        xs.directory(TxId::NONE, "huge").unwrap_err(),
+        XsError::LimitExceeded("directory listing larger than MAX_DIRECTORY_BYTES")
+    );
+    // Below the bound the same daemon lists fine.
+    w.dom0(|x| {
+        for i in 0..300 {
+            x.mkdir(
+                0,
+                0,
+                &format!("/local/domain/1/big/a-child-with-a-long-name-{i:08}"),
+            )
+            .unwrap();
+        }
+    });
+    assert_eq!(xs.directory(TxId::NONE, "big").unwrap().len(), 300);
+}
+
+/// One-byte parts: the number of parts is bounded too (not only their bytes).
+#[test]
+fn directory_parts_that_barely_progress_are_bounded() {
+    let mut k = 0;
+    let d = Scripted::new(0, move |r| {
+        let req = raw::take_requests(r);
+        if req.is_empty() {
+            return false;
+        }
+        k += 1;
+        assert!(k < 10_000, "the client keeps asking for more parts");
+        raw::put_response(r, &msg(T::DirectoryPart, req_id(&req), b"1\0a\0"));
+        true
+    });
+    let xs = d.client();
+    assert_eq!(
+        xs.directory_in_parts(TxId::NONE, "dir").unwrap_err(),
+        XsError::LimitExceeded("directory listing in more than MAX_DIRECTORY_PARTS parts")
+    );
+}
+
+/// A generation that changes at every part: EAGAIN after the bounded restarts.
+#[test]
+fn directory_generation_churn_is_eagain() {
+    let n = Arc::new(AtomicU32::new(0));
+    let n2 = n.clone();
+    let d = Scripted::new(0, move |r| {
+        let req = raw::take_requests(r);
+        if req.is_empty() {
+            return false;
+        }
+        let g = n2.fetch_add(1, Ordering::SeqCst);
+        raw::put_response(
+            r,
+            &msg(
+                T::DirectoryPart,
+                req_id(&req),
+                format!("{g}\0a\0").as_bytes(),
+            ),
+        );
+        true
+    });
+    let xs = d.client();
+    assert_eq!(
+        xs.directory_in_parts(TxId::NONE, "dir").unwrap_err(),
+        XsError::Errno(Errno::EAGAIN)
+    );
+    assert!(n.load(Ordering::SeqCst) <= 2 * (xen_store::DIRECTORY_PART_RESTARTS + 1));
 }
 
 #[test]

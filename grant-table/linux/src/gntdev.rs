@@ -54,11 +54,9 @@ impl ForeignMapping {
         if offset.checked_add(out.len()).is_none_or(|e| e > self.len()) {
             return false;
         }
-        // SAFETY: in range (checked); the mapping lives as long as `self`; raw copy, because the
-        // granting domain may write the page concurrently.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), out.as_mut_ptr(), out.len())
-        };
+        // SAFETY: in range (checked); the mapping lives as long as `self` and is never
+        // referenced; volatile copy, because the granting domain may write the page concurrently.
+        unsafe { xen_grant_table::shared::copy_from_shared(self.as_ptr().add(offset), out) };
         true
     }
 
@@ -71,10 +69,8 @@ impl ForeignMapping {
         {
             return false;
         }
-        // SAFETY: in range (checked); raw copy into shared memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len())
-        };
+        // SAFETY: in range (checked); volatile copy into shared memory.
+        unsafe { xen_grant_table::shared::copy_to_shared(data, self.as_ptr().add(offset)) };
         true
     }
 }

@@ -369,6 +369,16 @@ pub mod tracking {
         }
     }
 
+    /// Page-aligned allocations live now (count them from a test binary with one test, or the
+    /// other tests' allocations race with it).
+    pub fn live_page_allocations() -> usize {
+        with_lock(|| {
+            LIVE.iter()
+                .filter(|a| a.load(Ordering::Relaxed) != 0)
+                .count()
+        })
+    }
+
     /// True when the page-aligned allocation starting at `p` is live.
     pub fn is_live(p: *const u8) -> bool {
         with_lock(|| {

@@ -18,7 +18,7 @@ use xen_hypercall::abi::xs_wire::{Perm, XsdSockmsgType};
 use xen_hypercall::abi::DomId;
 use xen_store::ops::{self, Requester};
 use xen_store::wire::{self, Decoder, Message};
-use xen_store::{Deadline, Store, TxId, WatchEvent, XsError, MAX_QUEUED_WATCH_EVENTS};
+use xen_store::{Deadline, Store, TxId, WatchEvent, WatchQueue, XsError};
 
 /// The xenbus device of a Linux domain.
 pub const XENBUS_DEVICE: &str = "/dev/xen/xenbus";
@@ -43,7 +43,7 @@ struct Inner<T> {
     decoder: Decoder,
     /// Decoded messages not yet handled.
     messages: VecDeque<Message>,
-    events: VecDeque<WatchEvent>,
+    events: WatchQueue,
     next_req_id: u32,
     broken: Option<&'static str>,
 }
@@ -119,14 +119,7 @@ impl<T: Read + Write> Inner<T> {
 
     fn queue_event(&mut self, msg: &Message) -> Result<(), XsError> {
         let ev = wire::parse_watch_event(&msg.payload)?;
-        if self.events.contains(&ev) {
-            return Ok(());
-        }
-        if self.events.len() >= MAX_QUEUED_WATCH_EVENTS {
-            log::warn!("xenstore: watch event queue full, dropping {ev:?}");
-            return Ok(());
-        }
-        self.events.push_back(ev);
+        self.events.push(ev);
         Ok(())
     }
 
@@ -159,7 +152,7 @@ impl<T: Read + Write> StreamStore<T> {
                 io,
                 decoder: Decoder::new(),
                 messages: VecDeque::new(),
-                events: VecDeque::new(),
+                events: WatchQueue::new(),
                 next_req_id: 1,
                 broken: None,
             }),
@@ -248,7 +241,7 @@ impl<T: Read + Write> Store for StreamStore<T> {
         ops::unwatch(self, path, token)?;
         self.lock()?
             .events
-            .retain(|e| !(e.token == token && ops::at_or_under(&e.path, path)));
+            .remove_where(|e| e.token == token && ops::at_or_under(&e.path, path));
         Ok(())
     }
     /// Returns an event already received (with an earlier reply); does not read the stream.
@@ -282,8 +275,8 @@ impl<T: Read + Write> Store for StreamStore<T> {
     ) -> Result<Option<WatchEvent>, XsError> {
         let mut inner = self.lock()?;
         loop {
-            if let Some(i) = inner.events.iter().position(|e| e.token == token) {
-                return Ok(inner.events.remove(i));
+            if let Some(ev) = inner.events.take_for(token) {
+                return Ok(Some(ev));
             }
             if deadline.passed() {
                 return Ok(None);
@@ -306,10 +299,8 @@ impl<T: Read + Write> Store for StreamStore<T> {
     fn wait_watch_for(&self, token: &str) -> Result<WatchEvent, XsError> {
         let mut inner = self.lock()?;
         loop {
-            if let Some(i) = inner.events.iter().position(|e| e.token == token) {
-                if let Some(e) = inner.events.remove(i) {
-                    return Ok(e);
-                }
+            if let Some(e) = inner.events.take_for(token) {
+                return Ok(e);
             }
             let m = inner.next_message();
             let m = inner.check(m)?;

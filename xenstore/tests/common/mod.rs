@@ -154,8 +154,12 @@ pub type Script = Box<dyn FnMut(&mut XenstoreDomainInterface) -> bool + Send>;
 pub struct Scripted {
     /// When set, the next `notify` fails (once).
     pub fail_notify: std::sync::atomic::AtomicBool,
+    /// Calls of `notify` so far.
+    pub notifies: std::sync::atomic::AtomicUsize,
     ring: *mut XenstoreDomainInterface,
     script: Mutex<Script>,
+    /// Run at every `notify` too (a daemon that answers at once, even while the client reads).
+    on_notify: Mutex<Option<Script>>,
     _page: Mutex<Box<Page>>,
 }
 
@@ -181,10 +185,20 @@ impl Scripted {
         }
         Arc::new(Scripted {
             fail_notify: std::sync::atomic::AtomicBool::new(false),
+            notifies: std::sync::atomic::AtomicUsize::new(0),
             ring,
             script: Mutex::new(Box::new(script)),
+            on_notify: Mutex::new(None),
             _page: Mutex::new(page),
         })
+    }
+
+    /// Also runs `script` at every `notify` (its return value is ignored).
+    pub fn set_on_notify(
+        &self,
+        script: impl FnMut(&mut XenstoreDomainInterface) -> bool + Send + 'static,
+    ) {
+        *self.on_notify.lock().unwrap() = Some(Box::new(script));
     }
 
     /// A client on this ring.
@@ -204,6 +218,14 @@ impl EventChannels for Scripted {
             .swap(false, std::sync::atomic::Ordering::SeqCst)
         {
             return Err(EvtchnError::BadPort(port));
+        }
+        self.notifies
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(script) = self.on_notify.lock().unwrap().as_mut() {
+            // SAFETY: the client notifies between its accesses to the page, never during one;
+            // the script has it exclusively for the call (tests are single-threaded).
+            let page = unsafe { &mut *self.ring };
+            script(page);
         }
         Ok(())
     }
