@@ -178,7 +178,11 @@ impl Env {
             "{:?}",
             self.sim.violations()
         );
-        assert_eq!(self.in_use(), self.expected(), "grants or ports not back to baseline");
+        assert_eq!(
+            self.in_use(),
+            self.expected(),
+            "grants or ports not back to baseline"
+        );
     }
 }
 
@@ -294,7 +298,10 @@ fuzz_target!(|data: &[u8]| {
             panic!("fewer grants or ports in use than the connected devices hold");
         };
         assert_eq!(np, idle.1, "event channels changed while connected");
-        assert!(nr <= MAX_IDLE_REFS, "{nr} grant references held by an idle device");
+        assert!(
+            nr <= MAX_IDLE_REFS,
+            "{nr} grant references held by an idle device"
+        );
         env.slots[f].idle = (nr, np);
     } else {
         // Failed, or something is still in flight (a response the backend never sent): start

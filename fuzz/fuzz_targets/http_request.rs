@@ -32,7 +32,10 @@ fn decode(
         match d.feed(&body[pos..end], &mut |b| out.extend_from_slice(b)) {
             Ok(used) => {
                 assert!(used <= end - pos);
-                assert!(used == end - pos || d.is_done(), "stopped early without the end");
+                assert!(
+                    used == end - pos || d.is_done(),
+                    "stopped early without the end"
+                );
                 pos += used;
             }
             Err(e) => return (out, pos, false, Some(e)),

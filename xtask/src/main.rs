@@ -109,7 +109,11 @@ fn host_test() -> Result<(), String> {
     util::phase("host tests (cargo test --workspace)", || {
         util::cargo(&["test", "--workspace", "--all-targets"])?;
         util::cargo(&["test", "--workspace", "--doc"])
-    })
+    })?;
+    util::phase(
+        "fuzz targets type-check (cargo +nightly check in fuzz/)",
+        fuzz::check,
+    )
 }
 
 /// Runs every test tier in order, stopping at the first failure.
