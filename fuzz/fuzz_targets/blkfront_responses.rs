@@ -2,10 +2,17 @@
 //! and values (ids, operations, statuses, `rsp_prod` jumps, slots) come from the input, on top of a
 //! random mix of requests (sizes, directions, FUA, flush) and backend features.
 //!
+//! Devices connect once per process (one per backend feature set) and stay connected across
+//! inputs: after an input the backend behaves again, the ring is drained and the grants the backend
+//! kept are checked and let go. A device still connected with nothing outstanding and its grant
+//! references and event channels at the level of a fresh connection serves the next input; one
+//! that failed (or holds more) is disconnected, checked against the baseline and connects again on
+//! its next use, so the xenbus handshake runs only after inputs that broke the device.
+//!
 //! Invariants per input: no panic; the device ends Connected or Failed with a typed protocol/ring
-//! error; grants the backend keeps mapped are never revoked while mapped; after disconnect and the
-//! backend letting go, grant references and event channels are back at baseline and the simulator
-//! saw no grant rewritten while mapped.
+//! error (nothing in flight once failed); grants the backend keeps mapped are never revoked while
+//! mapped; after a disconnect, grant references and event channels are back at baseline and the
+//! simulator saw no grant rewritten while mapped.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,6 +31,22 @@ type Evt = NativeEventChannels<SimGuest>;
 type Ev = Arc<Evt>;
 type Gt = Arc<GrantTable<SimGuest>>;
 type Xs = Arc<XenStore<Ev>>;
+type Dev = BlkFront<Gt, Ev, Xs>;
+
+/// Backend feature sets (one device each).
+const FEATURE_SETS: usize = 16;
+/// Most grant references an idle connected device may hold: rings, and persistent grants
+/// (bounded by the ring slots times the segments per request).
+const MAX_IDLE_REFS: usize = 16 * 1024;
+
+/// One device: its backend (attached on first use) and its frontend while connected, with the
+/// grant references and event channels it holds when idle.
+#[derive(Default)]
+struct Slot {
+    be: Option<BlkbackHandle>,
+    dev: Option<Dev>,
+    idle: (usize, usize),
+}
 
 struct Env {
     sim: Sim,
@@ -32,8 +55,9 @@ struct Env {
     gt: Gt,
     xs: Xs,
     clock: xen_blkfront::SharedClock,
-    /// One backend per feature set, attached on first use (device ids 1..).
-    backends: Vec<(u8, BlkbackHandle)>,
+    slots: Vec<Slot>,
+    /// Grant references and event channels in use with no device connected.
+    base: (usize, usize),
 }
 
 // SAFETY: the fuzzer runs inputs one at a time; the environment is only used under the mutex.
@@ -51,6 +75,7 @@ fn env() -> &'static Mutex<Env> {
         let xs =
             Arc::new(unsafe { XenStore::from_hypercall(&guest, ev.clone()) }.expect("xenstore"));
         let clock = Arc::new(xen_sim::SimClock::new(guest.clone(), &ev).expect("clock"));
+        let base = (gt.refs_in_use(), ev.open_port_count());
         Mutex::new(Env {
             sim,
             guest,
@@ -58,9 +83,107 @@ fn env() -> &'static Mutex<Env> {
             gt,
             xs,
             clock,
-            backends: Vec::new(),
+            slots: (0..FEATURE_SETS).map(|_| Slot::default()).collect(),
+            base,
         })
     })
+}
+
+impl Env {
+    fn in_use(&self) -> (usize, usize) {
+        (self.gt.refs_in_use(), self.ev.open_port_count())
+    }
+
+    /// What must be in use with the connected devices idle.
+    fn expected(&self) -> (usize, usize) {
+        self.slots
+            .iter()
+            .filter(|s| s.dev.is_some())
+            .fold(self.base, |(r, p), s| (r + s.idle.0, p + s.idle.1))
+    }
+
+    /// The backend of feature set `f`, attached on first use.
+    fn backend(&mut self, f: usize) -> BlkbackHandle {
+        if let Some(be) = &self.slots[f].be {
+            return be.clone();
+        }
+        let features = f as u8;
+        let cfg = BlkbackConfig {
+            sectors: 4096,
+            persistent: features & 1 != 0,
+            max_indirect_segments: (features & 2 != 0).then_some(64),
+            max_ring_page_order: u32::from(features >> 2 & 1),
+            max_queues: if features & 8 != 0 { 2 } else { 1 },
+            barrier: features & 4 != 0,
+            ..Default::default()
+        };
+        let h = Blkback::attach(&self.sim, self.guest.domid(), f as u32 + 1, cfg);
+        self.slots[f].be = Some(h.clone());
+        h
+    }
+
+    /// Connects device `f` if it is not connected (the slow path).
+    fn ensure_connected(&mut self, f: usize) {
+        if self.slots[f].dev.is_some() {
+            return;
+        }
+        let be = self.backend(f);
+        be.set_hostile(None);
+        be.set_script(None);
+        let before = self.in_use();
+        assert_eq!(before, self.expected(), "leak before connecting device {f}");
+        let mut dev = BlkFront::new(
+            self.gt.clone(),
+            self.ev.clone(),
+            self.xs.clone(),
+            self.clock.clone(),
+            &(f + 1).to_string(),
+            Config::default(),
+        )
+        .expect("probe");
+        dev.connect().expect("connect to a well-behaved backend");
+        self.sim.run_until_idle();
+        let after = self.in_use();
+        self.slots[f].idle = (after.0 - before.0, after.1 - before.1);
+        self.slots[f].dev = Some(dev);
+    }
+
+    /// Checks that the grants backend `f` keeps mapped are still granted, then lets it drop them.
+    fn release_kept(&mut self, be: &BlkbackHandle) {
+        let dom0 = self.sim.dom0();
+        for (dom, gref) in be.kept_grefs() {
+            let flags = dom0.grant_entry_flags(dom, gref).unwrap_or(0);
+            assert_eq!(
+                flags & 3,
+                1,
+                "grant {gref} revoked while the backend maps it"
+            );
+        }
+        be.release_kept_mappings();
+        self.sim.run_until_idle();
+        self.gt.process_deferred();
+    }
+
+    /// Disconnects device `f` and checks that everything came back.
+    fn teardown(&mut self, f: usize, be: &BlkbackHandle) {
+        let Some(mut dev) = self.slots[f].dev.take() else {
+            return;
+        };
+        let _ = dev.disconnect();
+        drop(dev);
+        self.sim.run_until_idle();
+        self.release_kept(be);
+        assert!(
+            self.sim.violations().is_empty(),
+            "{:?}",
+            self.sim.violations()
+        );
+        assert_eq!(
+            self.in_use(),
+            self.expected(),
+            "grants or ports not back to baseline"
+        );
+    }
 }
 
 fn typed(e: &BlkError) -> bool {
@@ -78,7 +201,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (head, rest) = data.split_at(4);
-    let features = head[0] % 16;
+    let f = usize::from(head[0]) % FEATURE_SETS;
     let rate = head[1];
     let keep = head[2] & 1 != 0;
     let n_ops = usize::from(head[3] % 24) + 1;
@@ -86,38 +209,8 @@ fuzz_target!(|data: &[u8]| {
 
     let mut guard = env().lock().unwrap_or_else(|e| e.into_inner());
     let env = &mut *guard;
-    let devid = u32::from(features) + 1;
-    let be = match env.backends.iter().find(|(f, _)| *f == features) {
-        Some((_, h)) => h.clone(),
-        None => {
-            let cfg = BlkbackConfig {
-                sectors: 4096,
-                persistent: features & 1 != 0,
-                max_indirect_segments: (features & 2 != 0).then_some(64),
-                max_ring_page_order: u32::from(features >> 2 & 1),
-                max_queues: if features & 8 != 0 { 2 } else { 1 },
-                barrier: features & 4 != 0,
-                ..Default::default()
-            };
-            let h = Blkback::attach(&env.sim, env.guest.domid(), devid, cfg);
-            env.backends.push((features, h.clone()));
-            h
-        }
-    };
-    be.set_hostile(None);
-    be.set_script(None);
-    let refs0 = env.gt.refs_in_use();
-    let ports0 = env.ev.open_port_count();
-    let mut dev = BlkFront::new(
-        env.gt.clone(),
-        env.ev.clone(),
-        env.xs.clone(),
-        env.clock.clone(),
-        &devid.to_string(),
-        Config::default(),
-    )
-    .expect("probe");
-    dev.connect().expect("connect to a well-behaved backend");
+    env.ensure_connected(f);
+    let be = env.backend(f);
     be.set_script(Some(script));
     be.set_hostile(Some(Hostile {
         only: None,
@@ -125,6 +218,7 @@ fuzz_target!(|data: &[u8]| {
         rate,
         keep_mappings: keep,
     }));
+    let mut dev = env.slots[f].dev.take().expect("connected");
 
     let blocks = dev.blocks();
     for op in ops.chunks(3) {
@@ -168,36 +262,55 @@ fuzz_target!(|data: &[u8]| {
         }
         while dev.next_completion().is_some() {}
     }
-    match dev.state() {
-        DeviceState::Connected => {}
+    // The backend behaves again: drain the ring.
+    be.set_hostile(None);
+    be.set_script(None);
+    env.sim.run_until_idle();
+    if let Err(e) = dev.poll() {
+        let inner = match e {
+            BlkError::Failed(inner) => *inner,
+            e => e,
+        };
+        assert!(typed(&inner), "{inner:?}");
+    }
+    while dev.next_completion().is_some() {}
+    let alive = match dev.state() {
+        DeviceState::Connected => true,
         DeviceState::Failed => {
             let e = dev.failure().expect("failed without an error");
             assert!(typed(e), "{e:?}");
             assert_eq!(dev.ring_requests_in_flight(), 0);
+            false
         }
         other => panic!("{other:?} without being asked"),
-    }
-    let dom0 = env.sim.dom0();
-    for (dom, gref) in be.kept_grefs() {
-        let flags = dom0.grant_entry_flags(dom, gref).unwrap_or(0);
-        assert_eq!(
-            flags & 3,
-            1,
-            "grant {gref} revoked while the backend maps it"
+    };
+    let quiet = dev.outstanding() == 0;
+    env.slots[f].dev = Some(dev);
+    env.release_kept(&be);
+    if alive && quiet {
+        // Persistent grants stay granted for reuse: the idle level may grow, within the
+        // frontend's bound (checked again, down to zero, when the device disconnects).
+        let (r, p) = env.in_use();
+        let (er, ep) = env.expected();
+        let idle = env.slots[f].idle;
+        let now = ((r + idle.0).checked_sub(er), (p + idle.1).checked_sub(ep));
+        let (Some(nr), Some(np)) = now else {
+            panic!("fewer grants or ports in use than the connected devices hold");
+        };
+        assert_eq!(np, idle.1, "event channels changed while connected");
+        assert!(
+            nr <= MAX_IDLE_REFS,
+            "{nr} grant references held by an idle device"
         );
+        env.slots[f].idle = (nr, np);
+    } else {
+        // Failed, or something is still in flight (a response the backend never sent): start
+        // this device afresh, checking that nothing leaked.
+        env.teardown(f, &be);
     }
-    be.set_hostile(None);
-    env.sim.run_until_idle();
-    let _ = dev.disconnect();
-    drop(dev);
-    env.sim.run_until_idle();
-    be.release_kept_mappings();
-    env.gt.process_deferred();
     assert!(
         env.sim.violations().is_empty(),
         "{:?}",
         env.sim.violations()
     );
-    assert_eq!(env.gt.refs_in_use(), refs0, "grants not back to baseline");
-    assert_eq!(env.ev.open_port_count(), ports0, "ports not back to baseline");
 });

@@ -14,11 +14,11 @@ use harness::*;
 use xen_sim::netback::RxFrame;
 
 fuzz_target!(|data: &[u8]| {
-    run_input(data, |env, nf, round| {
+    run_input(data, |env, nb, nf, round| {
         for k in 0..3usize {
             let len = [60, 1514, 5000, 9000][(round + k) % 4];
             let gso_mss = (k == 2 && round % 2 == 1).then_some(1448);
-            env.nb.inject(RxFrame {
+            nb.inject(RxFrame {
                 data: frame(len, round as u8),
                 queue: k as u16,
                 data_validated: k == 0,

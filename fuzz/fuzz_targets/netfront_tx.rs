@@ -13,7 +13,7 @@ use harness::*;
 use xen_netfront::TxMeta;
 
 fuzz_target!(|data: &[u8]| {
-    run_input(data, |env, nf, round| {
+    run_input(data, |env, nb, nf, round| {
         let nq = nf.num_queues().max(1);
         for k in 0..4usize {
             let len = [60, 1514, 5000, 9000][(round + k) % 4];
@@ -32,6 +32,6 @@ fuzz_target!(|data: &[u8]| {
         env.sim.run_until_idle();
         let _ = nf.poll();
         // The backend keeps what it received; drop it so memory stays flat across inputs.
-        let _ = env.nb.take_tx();
+        let _ = nb.take_tx();
     });
 });

@@ -45,7 +45,8 @@ impl Daemon {
             0 | 1 => {
                 r.req_cons = r.req_prod;
                 let want = usize::from(input.first().copied().unwrap_or(0)) + 1;
-                let room = XENSTORE_RING_SIZE.saturating_sub(r.rsp_prod.wrapping_sub(r.rsp_cons) as usize);
+                let room =
+                    XENSTORE_RING_SIZE.saturating_sub(r.rsp_prod.wrapping_sub(r.rsp_cons) as usize);
                 let n = want.min(room).min(input.len().saturating_sub(1));
                 let end = (n + 1).min(input.len());
                 let bytes: Vec<u8> = input.drain(..end).skip(1).collect();
@@ -101,7 +102,10 @@ impl EventChannels for Daemon {
 fuzz_target!(|data: &[u8]| {
     let mut page = Box::new(Page([0; 4096]));
     let ring = page.0.as_mut_ptr().cast::<XenstoreDomainInterface>();
-    let daemon = Daemon { ring, input: Mutex::new(data.to_vec()) };
+    let daemon = Daemon {
+        ring,
+        input: Mutex::new(data.to_vec()),
+    };
     // SAFETY: `ring` is a zeroed, page-aligned page that outlives the client.
     let Ok(xs) = (unsafe { XenStore::new(ring, 1, &daemon) }) else {
         return;

@@ -3,7 +3,8 @@
 //! - `cargo xtask test`: every test tier (host tests, plain-QEMU kernel boots, nested Xen scenarios).
 //! - `cargo xtask demo [--dom0-script FILE]`: boots the unikernel on Xen in nested QEMU and talks to it.
 //! - `cargo xtask bench`: benchmarks; `cargo xtask bench --xen`: unikernel vs Linux PV on nested Xen.
-//! - `cargo xtask fuzz [SECONDS]`: runs each fuzz target.
+//! - `cargo xtask fuzz [SECONDS] [TARGET...]`: runs each fuzz target (`--long`: the long run,
+//!   `--check`: type-check only); prints execs/s and CPU time per exec.
 //! - `cargo xtask serve [--port N] [--disk FILE]`: runs the unikernel under QEMU (virtio), serving
 //!   on a host port, with a persistent disk image.
 
@@ -108,7 +109,11 @@ fn host_test() -> Result<(), String> {
     util::phase("host tests (cargo test --workspace)", || {
         util::cargo(&["test", "--workspace", "--all-targets"])?;
         util::cargo(&["test", "--workspace", "--doc"])
-    })
+    })?;
+    util::phase(
+        "fuzz targets type-check (cargo +nightly check in fuzz/)",
+        fuzz::check,
+    )
 }
 
 /// Runs every test tier in order, stopping at the first failure.
