@@ -162,6 +162,10 @@ pub struct QueueStats {
     pub tx_errors: u64,
     /// TX slots the backend answered with `NETIF_RSP_DROPPED`.
     pub tx_dropped: u64,
+    /// TX slots still without a response when the queue was released (the backend went away,
+    /// or the domain was resumed in a new one after a suspend): those frames are dropped, not
+    /// sent again, as Linux's netfront does on resume; the protocols above retransmit.
+    pub tx_lost: u64,
     /// Frames delivered to the caller.
     pub rx_packets: u64,
     /// Bytes delivered to the caller.
@@ -171,6 +175,23 @@ pub struct QueueStats {
     pub rx_errors: u64,
     /// Frames dropped because the caller could not take them (none so far; reserved).
     pub rx_dropped: u64,
+}
+
+impl QueueStats {
+    /// The field-wise sum of two sets of counters (wrapping, as counters do).
+    pub fn plus(&self, o: &QueueStats) -> QueueStats {
+        QueueStats {
+            tx_packets: self.tx_packets.wrapping_add(o.tx_packets),
+            tx_bytes: self.tx_bytes.wrapping_add(o.tx_bytes),
+            tx_errors: self.tx_errors.wrapping_add(o.tx_errors),
+            tx_dropped: self.tx_dropped.wrapping_add(o.tx_dropped),
+            tx_lost: self.tx_lost.wrapping_add(o.tx_lost),
+            rx_packets: self.rx_packets.wrapping_add(o.rx_packets),
+            rx_bytes: self.rx_bytes.wrapping_add(o.rx_bytes),
+            rx_errors: self.rx_errors.wrapping_add(o.rx_errors),
+            rx_dropped: self.rx_dropped.wrapping_add(o.rx_dropped),
+        }
+    }
 }
 
 /// A backend protocol violation.
@@ -345,6 +366,9 @@ pub(crate) struct Inner<G: GrantAccess> {
     pub(crate) rx_next: usize,
     /// Assembly space for multi-page TX frames.
     pub(crate) tx_scratch: Vec<u8>,
+    /// The counters of queues released so far (earlier connections), so that
+    /// [`Netfront::total_stats`] never goes backwards across a reconnect or a resume.
+    pub(crate) retired: QueueStats,
 }
 
 /// One paravirtual network device.
@@ -411,6 +435,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
                 failure: None,
                 rx_next: 0,
                 tx_scratch: Vec::new(),
+                retired: QueueStats::default(),
             },
             evtchn,
             xenbus,
@@ -488,21 +513,13 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
             .fold((0, 0), |(a, b), (t, r)| (a + t, b + r))
     }
 
-    /// The sum of every queue's counters.
+    /// The device's counters since [`new`](Self::new): every queue's, including the queues of
+    /// earlier connections (released on a backend restart or a resume in a new domain).
     pub fn total_stats(&self) -> QueueStats {
-        let mut t = QueueStats::default();
-        for q in &self.inner.queues {
-            let s = q.stats;
-            t.tx_packets += s.tx_packets;
-            t.tx_bytes += s.tx_bytes;
-            t.tx_errors += s.tx_errors;
-            t.tx_dropped += s.tx_dropped;
-            t.rx_packets += s.rx_packets;
-            t.rx_bytes += s.rx_bytes;
-            t.rx_errors += s.rx_errors;
-            t.rx_dropped += s.rx_dropped;
-        }
-        t
+        self.inner
+            .queues
+            .iter()
+            .fold(self.inner.retired, |t, q| t.plus(&q.stats))
     }
 
     /// The event-channel ports of queue `q` as (tx, rx); equal without split event channels.

@@ -107,8 +107,17 @@ impl<G: GrantAccess, E: EventChannels> XenbusDriver for NetDriver<'_, G, E> {
     }
 
     /// Stops the data path: sends and receives report [`NetError::NotConnected`] until resume.
+    /// Written but unpublished TX requests are published and the responses already there reaped,
+    /// so that only frames the backend has not answered are left in the ring (kept across a
+    /// cancelled suspend; dropped and counted as [`QueueStats::tx_lost`] by a resume in a new
+    /// domain).
+    ///
+    /// [`QueueStats::tx_lost`]: crate::QueueStats::tx_lost
     fn suspend(&mut self) -> Result<(), NetError> {
         if self.inner.state == DeviceState::Connected {
+            for q in &mut self.inner.queues {
+                q.quiesce(self.evtchn)?;
+            }
             self.inner.state = DeviceState::Suspended;
         }
         Ok(())
@@ -133,9 +142,12 @@ impl<G: GrantAccess, E: EventChannels> NetDriver<'_, G, E> {
         }
     }
 
+    /// Releases every queue; their counters (frames still in the TX ring counted as lost) go to
+    /// the device's retired totals.
     fn release_queues(&mut self) {
         for q in self.inner.queues.drain(..) {
-            q.release(&self.inner.grants, self.evtchn);
+            let s = q.release(&self.inner.grants, self.evtchn);
+            self.inner.retired = self.inner.retired.plus(&s);
         }
     }
 }

@@ -232,11 +232,13 @@ impl<R: GrantedRegion> Queue<R> {
     }
 
     /// Gives every grant back through [`GrantAccess::release`] and closes the event channel(s).
+    /// Returns the queue's final counters, TX slots still without a response counted as
+    /// [`QueueStats::tx_lost`] (their frames are dropped).
     pub(crate) fn release<G: GrantAccess<Region = R>, E: EventChannels>(
         self,
         grants: &G,
         evtchn: &E,
-    ) {
+    ) -> QueueStats {
         let Queue {
             regions,
             tx,
@@ -244,21 +246,24 @@ impl<R: GrantedRegion> Queue<R> {
             tx_port,
             rx_port,
             ports_void,
+            tx_ids,
+            mut stats,
             ..
         } = self;
+        stats.tx_lost += tx_ids.in_flight() as u64;
         // The rings point into the ring regions: drop them first.
         drop(tx);
         drop(rx);
         for region in regions.into_iter().flatten() {
             grants.release(region);
         }
-        if ports_void {
-            return;
+        if !ports_void {
+            let _ = evtchn.close(tx_port);
+            if rx_port != tx_port {
+                let _ = evtchn.close(rx_port);
+            }
         }
-        let _ = evtchn.close(tx_port);
-        if rx_port != tx_port {
-            let _ = evtchn.close(rx_port);
-        }
+        stats
     }
 
     /// Notifies the backend on every port of this queue (after connecting).
@@ -675,6 +680,15 @@ impl<R: GrantedRegion> Queue<R> {
             }
         }
         Ok(None)
+    }
+
+    /// Before a suspend: publishes written TX requests (notifying the backend) and reaps the TX
+    /// responses already there. What stays in flight has not been answered yet.
+    pub(crate) fn quiesce<E: EventChannels>(&mut self, evtchn: &E) -> Result<(), NetError> {
+        if self.tx_unpushed {
+            self.tx_flush(evtchn)?;
+        }
+        self.reap_tx()
     }
 
     /// Reaps TX, reposts RX buffers, and re-arms notifications; true when RX responses wait.

@@ -132,6 +132,102 @@ fn suspend_stops_the_data_path_and_resume_goes_on_or_reconnects() {
     exchange(&env, &mut nf, 5);
 }
 
+/// The unikernel's platform half of a resume in a new domain (as `xen::suspend` does it): the
+/// simulator resets the domain, then event channels, grant table, timer VIRQ and xenstore come
+/// back; the new domain's backend is the restarted one.
+fn suspend_into_new_domain(env: &Env) {
+    use xen_event_channel::VIRQ_TIMER;
+    use xen_hypercall::{HypercallExt, SuspendOutcome};
+    env.sim
+        .arm_suspend(env.guest.domid(), xen_sim::SuspendMode::Resume);
+    assert_eq!(
+        env.guest.sched_suspend(None).unwrap(),
+        SuspendOutcome::Resumed
+    );
+    env.ev.resume().unwrap();
+    env.gt.resume().unwrap();
+    let timer = env.ev.bind_virq(VIRQ_TIMER).unwrap();
+    env.ev.unmask(timer).unwrap();
+    // SAFETY: the only xenstore client of the domain; the sim keeps the ring page mapped.
+    unsafe { env.xs.resume_from_hypercall(&env.guest) }.unwrap();
+    env.nb.restart();
+    env.sim.run_until_idle();
+}
+
+#[test]
+fn tx_frames_unanswered_at_a_suspend_go_on_when_cancelled_and_are_counted_lost_in_a_new_domain() {
+    let env = Env::new(|c| c.max_queues = 1);
+    let mut nf = env.connected(NetfrontConfig::default());
+    exchange(&env, &mut nf, 1);
+    let before = nf.total_stats();
+    assert_eq!(before.tx_lost, 0);
+
+    // Checkpoint: three frames the backend has not seen yet (the simulator has not run) stay in
+    // the ring across a cancelled suspend and are sent afterwards.
+    let frames: Vec<Vec<u8>> = (0..3)
+        .map(|i| udp_frame(200 + i, 40 + i as u32, false))
+        .collect();
+    for f in &frames {
+        nf.transmit(0, f, TxMeta::default()).unwrap();
+    }
+    nf.suspend().unwrap();
+    env.sim
+        .arm_suspend(env.guest.domid(), xen_sim::SuspendMode::Cancel);
+    use xen_hypercall::{HypercallExt, SuspendOutcome};
+    assert_eq!(
+        env.guest.sched_suspend(None).unwrap(),
+        SuspendOutcome::Cancelled
+    );
+    nf.resume(Resume::Cancelled).unwrap();
+    env.settle(&mut nf);
+    let sent: Vec<Vec<u8>> = env.nb.take_tx().into_iter().map(|t| t.data).collect();
+    assert!(sent == frames, "{} frames after the checkpoint", sent.len());
+    assert_eq!(nf.total_stats().tx_lost, 0);
+    assert_eq!(nf.ring_in_flight().0, 0);
+
+    // Answered frames are reaped at the suspend, so they are not counted lost.
+    nf.transmit(0, &udp_frame(90, 7, false), TxMeta::default())
+        .unwrap();
+    env.sim.run_until_idle();
+    env.nb.take_tx();
+    // Two frames, one of two pages (three slots), the backend never answers: the domain
+    // resumes in a new one, with a new backend.
+    let stuck = [udp_frame(100, 8, false), udp_frame(5000, 9, false)];
+    assert!(nf.features().sg, "the two-page frame needs feature-sg");
+    for f in &stuck {
+        nf.transmit(0, f, TxMeta::default()).unwrap();
+    }
+    let slots = 3;
+    let mid = nf.total_stats();
+    nf.suspend().unwrap();
+    suspend_into_new_domain(&env);
+    nf.resume(Resume::NewDomain).unwrap();
+    assert_eq!(nf.state(), DeviceState::Connected);
+    assert_eq!(nf.connections(), 2);
+    let after = nf.total_stats();
+    assert_eq!(after.tx_lost, slots, "TX slots dropped at the resume");
+    // The new backend never sees the dropped frames; the counters of the first connection are
+    // kept (they never go backwards).
+    assert!(env.nb.take_tx().is_empty());
+    assert_eq!(after.tx_packets, mid.tx_packets);
+    assert_eq!(after.tx_bytes, mid.tx_bytes);
+    assert!(after.rx_packets >= before.rx_packets);
+    assert_eq!(
+        nf.stats(0).unwrap().tx_packets,
+        0,
+        "per-queue counters are per connection"
+    );
+    exchange(&env, &mut nf, 20);
+    assert_eq!(nf.total_stats().tx_packets, mid.tx_packets + 1);
+    assert_eq!(nf.total_stats().tx_lost, slots);
+    assert!(env.nb.errors().is_empty(), "{:?}", env.nb.errors());
+    assert!(
+        env.sim.violations().is_empty(),
+        "{:?}",
+        env.sim.violations()
+    );
+}
+
 #[test]
 fn a_hundred_resumes_in_new_domains_reconnect_the_same_netfront_without_leaks() {
     use xen_event_channel::VIRQ_TIMER;

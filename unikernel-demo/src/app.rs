@@ -96,6 +96,9 @@ pub struct NetCounters {
     pub rx_bytes: u64,
     /// Errors (both directions).
     pub errors: u64,
+    /// TX slots dropped unanswered when the device reconnected (backend restart, resume in a new
+    /// domain).
+    pub tx_lost: u64,
 }
 
 /// A DHCP lease (for `/stats` and `/metrics`).
@@ -163,6 +166,7 @@ impl StatsSource for Stats {
                     ("rx_packets", c.rx_packets),
                     ("rx_bytes", c.rx_bytes),
                     ("errors", c.errors),
+                    ("tx_lost", c.tx_lost),
                 ],
             );
         }

@@ -47,6 +47,7 @@ fn counters(n: &XenNet) -> NetCounters {
         rx_packets: s.rx_packets,
         rx_bytes: s.rx_bytes,
         errors: s.tx_errors + s.rx_errors,
+        tx_lost: s.tx_lost,
     }
 }
 

@@ -346,6 +346,14 @@ pub fn test() -> Result<(), String> {
         // booted as classic PV over 2-level here (PV_EVTCHN) and over FIFO in the no-HVM boot.
         spec.scenarios.push("unikernel".into());
         spec.scenarios.push("ops".into());
+        // High availability (issue 7): checkpoint, save + restore and migration under load, the
+        // unikernel and the Linux PVH baseline, with the shortest load windows (adds ~5 min).
+        spec.scenarios.push("ha".into());
+        spec.env.extend([
+            ("HA_BASELINE_S".to_string(), "2".to_string()),
+            ("HA_SETTLE_S".to_string(), "1".to_string()),
+        ]);
+        spec.timeout += Duration::from_secs(600);
         spec.scenarios.push("unikernel-pv".into());
         spec.env.push(("PV_EVTCHN".into(), "2l".into()));
         spec.scenarios.push("pv-boot".into());

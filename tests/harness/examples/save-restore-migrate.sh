@@ -11,8 +11,10 @@ mountpoint -q /tmp/srm || mount -t tmpfs -o size=160m tmpfs /tmp/srm
 printf '#!/bin/sh\nshift\nexec sh -c "$*"\n' >/tmp/srm-ssh
 chmod +x /tmp/srm-ssh
 printf 'survives save, restore and migration\n' >/tmp/value
-{ printf 'PUT /kv/note HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
-	"$(wc -c </tmp/value)"; cat /tmp/value; } | nc "$GUEST_IP" 80 | head -n 1
+status=$({ printf 'PUT /kv/note HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
+	"$(wc -c </tmp/value)"; cat /tmp/value; } | timeout 60 nc "$GUEST_IP" 80 | head -n 1 | tr -d '\r')
+echo "PUT /kv/note: $status"
+case "$status" in *" 20"[01]" "*) ;; *) echo "PUT not stored"; exit 1 ;; esac
 
 serving() {
 	i=0
@@ -25,12 +27,19 @@ serving() {
 	echo "after $1: serving, value intact (domain id $(xl domid "$GUEST_NAME"))"
 }
 
-xl save -c "$GUEST_NAME" /tmp/srm/ckpt.img >/dev/null 2>&1
+# run WHAT CMD...: runs an xl command quietly; on failure prints its output and stops.
+run() {
+	what=$1
+	shift
+	"$@" >/tmp/srm/xl.log 2>&1 || { echo "$what failed:"; cat /tmp/srm/xl.log; exit 1; }
+}
+
+run "xl save -c" xl save -c "$GUEST_NAME" /tmp/srm/ckpt.img
 rm -f /tmp/srm/ckpt.img
 serving "xl save -c"
-xl save "$GUEST_NAME" /tmp/srm/save.img >/dev/null 2>&1
-xl restore /tmp/srm/save.img >/dev/null 2>&1
+run "xl save" xl save "$GUEST_NAME" /tmp/srm/save.img
+run "xl restore" xl restore /tmp/srm/save.img
 rm -f /tmp/srm/save.img
 serving "xl save + xl restore"
-xl migrate -s /tmp/srm-ssh "$GUEST_NAME" localhost >/dev/null 2>&1
+run "xl migrate" xl migrate -s /tmp/srm-ssh "$GUEST_NAME" localhost
 serving "xl migrate to localhost"
