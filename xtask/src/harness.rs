@@ -508,22 +508,35 @@ impl Opts {
     }
 }
 
-/// Builds the userspace programs of `harness userspace` (release): xen-blk, xen-dev-check, and
-/// the C ABI demo compiled with gcc against the cbindgen header and the static library.
+/// Builds the userspace programs of `harness userspace` (release): xen-blk, xen-net,
+/// xen-dev-check, and the C ABI demo compiled with gcc against the cbindgen header and the static
+/// library.
 fn userspace_tools() -> Result<Vec<PathBuf>, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| util::root().join("target"));
     let release = target.join("release");
     let include = release.join("xenblk-include");
-    util::phase("build xen-blk, xen-dev-check, libxenblk (release)", || {
-        util::run(
-            Command::new(env!("CARGO"))
-                .args(["build", "--release", "-p", "xen-blk", "-p", "xen-blk-capi"])
-                .env("XENBLK_HEADER_DIR", &include)
-                .current_dir(util::root()),
-        )
-    })?;
+    util::phase(
+        "build xen-blk, xen-net, xen-dev-check, libxenblk (release)",
+        || {
+            util::run(
+                Command::new(env!("CARGO"))
+                    .args([
+                        "build",
+                        "--release",
+                        "-p",
+                        "xen-blk",
+                        "-p",
+                        "xen-net",
+                        "-p",
+                        "xen-blk-capi",
+                    ])
+                    .env("XENBLK_HEADER_DIR", &include)
+                    .current_dir(util::root()),
+            )
+        },
+    )?;
     let demo = release.join("xenblk-demo");
     util::phase("build xenblk-demo (C, gcc)", || {
         util::run(
@@ -547,6 +560,7 @@ fn userspace_tools() -> Result<Vec<PathBuf>, String> {
     })?;
     Ok(vec![
         release.join("xen-blk"),
+        release.join("xen-net"),
         release.join("xen-dev-check"),
         demo,
     ])

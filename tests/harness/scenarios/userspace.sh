@@ -14,6 +14,8 @@
 #                       flush, discard (the range reads back as zeros from the file), bench figures,
 #                       and after detach no grant (Xen's 'g' key) or event channel ('e' key) of
 #                       dom0 is left, and the vbd is gone from xenstore.
+#   userspace-netfront  xen-net on a vif of dom0: ping both ways, TCP both ways (sha256), a server,
+#                       and after detach no grant or event channel of dom0 is left.
 #   c-abi               the C ABI (libxenblk.a + cbindgen header) from a gcc-built program on xvdc.
 #   blkfront-kernel-vs-userspace   QD1 figures of xen-blk and of the kernel's xen-blkfront.
 . /payload/lib.sh
@@ -193,6 +195,112 @@ done
 pass userspace-blkfront "$(tr '\n' ';' <$W/steps.log)"
 drop_disk "$DISK"
 rm -f $W/a $W/b $W/*.back $W/b.read $W/a1 $W/zero
+
+# userspace-netfront: a vif attached to dom0 itself (`xl network-attach 0`, bridge xenbr0, as for
+# the vbds above: dom0 has every /dev/xen device, and the harness dom0 never loads the kernel's
+# xen-netfront, so no driver claims the vif; checked below). netback's vif0.N joins xenbr0, so
+# the userspace netfront (xen-net, smoltcp at 10.0.0.50) talks to dom0's 10.0.0.1 over the real
+# netback: xen-net pings dom0; dom0 pings xen-net; TCP 4 MiB each way (xen-net as a client in
+# both directions against busybox nc, and as a server), sha256-checked; after detach no grant or
+# event channel of dom0 is left and the vif is gone from xenstore.
+NET_IP=10.0.0.50
+NET_MAC=00:16:3e:5e:00:01
+begin userspace-netfront
+: >$W/net-steps.log
+nnote() { echo "$*" >>$W/net-steps.log; }
+nfail() {
+	fail userspace-netfront "$*"
+	dump_file xen-net-steps $W/net-steps.log
+	for f in $W/net-*.log; do dump_file "$(basename "$f" .log)" "$f" 40; done
+	[ -n "$VIF" ] && timeout 120 xl network-detach 0 "$VIF" >/dev/null 2>&1
+	exit 1
+}
+[ -d /sys/module/xen_netfront ] && nfail "the kernel's xen-netfront is loaded in dom0; it would claim the vif"
+VIF=
+ng0=$(d0_grants)
+np0=$(d0_ports)
+t0=$(uptime_s)
+xl network-attach 0 bridge=xenbr0 mac=$NET_MAC >$W/net-attach.log 2>&1 ||
+	nfail "xl network-attach 0 failed: $(tail -n 3 $W/net-attach.log)"
+VIF=$(xenstore-list /local/domain/0/device/vif 2>/dev/null | tail -n 1)
+[ -n "$VIF" ] || nfail "no vif in dom0's xenstore home after network-attach"
+NFRONT=/local/domain/0/device/vif/$VIF
+NBACK=/local/domain/0/backend/vif/0/$VIF
+wait_until 30 sh -c "[ \"\$(xenstore-read $NBACK/state 2>/dev/null)\" = 2 ]" ||
+	nfail "backend not in InitWait: $(xenstore-read $NBACK/state 2>&1)"
+nnote "attached vif $VIF in $(elapsed "$t0") s: front state $(xenstore-read $NFRONT/state) back state $(xenstore-read $NBACK/state)"
+[ -e /sys/bus/xen/devices/vif-$VIF/driver ] &&
+	nfail "a kernel driver claimed vif-$VIF: $(readlink /sys/bus/xen/devices/vif-$VIF/driver)"
+nnote "no kernel driver bound to vif-$VIF"
+XN="timeout 300 $B/xen-net --vif $VIF --timeout 120 -v"
+net() { # net NAME ARGS...: runs xen-net, its output in $W/net-NAME.log
+	_n=$1
+	shift
+	$XN "$@" >$W/net-$_n.log 2>&1
+}
+net info info || nfail "xen-net info: $(tail -n 3 $W/net-info.log)"
+grep -q "^mac $NET_MAC" $W/net-info.log || nfail "xen-net info shows another MAC: $(grep mac $W/net-info.log)"
+nnote "info: $(grep -v '^xen-net' $W/net-info.log | tr '\n' ';')"
+
+# 1. xen-net pings dom0 (every request answered).
+net ping ping --ip $NET_IP/24 $DOM0_IP --count 5 || nfail "xen-net ping: $(tail -n 3 $W/net-ping.log)"
+grep -q 'ping: sent 5 received 5 ' $W/net-ping.log || nfail "xen-net ping: $(grep 'ping:' $W/net-ping.log)"
+nnote "$(grep 'ping:' $W/net-ping.log)"
+
+# 2. xen-net uploads 4 MiB to dom0 (busybox nc -l saves it; it exits when xen-net closes).
+random_file $W/n1 4194304
+nc -l -p 7001 >$W/n1.got 2>$W/net-nc1.log &
+ncpid=$!
+wait_until 10 sh -c "netstat -ltn 2>/dev/null | grep -q ':7001 '" || nfail "nc -l -p 7001 is not listening"
+net upload tcp --ip $NET_IP/24 --connect $DOM0_IP:7001 --send $W/n1 || nfail "xen-net upload: $(tail -n 3 $W/net-upload.log)"
+wait $ncpid
+[ "$(sha $W/n1)" = "$(sha $W/n1.got)" ] || nfail "uploaded through the userspace netfront, dom0 got other data ($(wc -c <$W/n1.got) bytes)"
+nnote "upload 4 MiB, sha256 equal: $(grep '^tcp:' $W/net-upload.log)"
+
+# 3. dom0 sends 4 MiB to xen-net (nc -l sends the file and closes).
+random_file $W/n2 4194304
+nc -l -p 7002 <$W/n2 2>$W/net-nc2.log &
+ncpid=$!
+wait_until 10 sh -c "netstat -ltn 2>/dev/null | grep -q ':7002 '" || nfail "nc -l -p 7002 is not listening"
+net download tcp --ip $NET_IP/24 --connect $DOM0_IP:7002 --recv $W/n2.got || nfail "xen-net download: $(tail -n 3 $W/net-download.log)"
+wait $ncpid
+[ "$(sha $W/n2)" = "$(sha $W/n2.got)" ] || nfail "sent by dom0, xen-net saved other data ($(wc -c <$W/n2.got) bytes)"
+nnote "download 4 MiB, sha256 equal: $(grep '^tcp:' $W/net-download.log)"
+
+# 4. xen-net as a server: dom0 pings it (smoltcp answers), then fetches a file from it with nc.
+random_file $W/n3 1048576
+$XN tcp --ip $NET_IP/24 --listen 7003 --send $W/n3 >$W/net-server.log 2>&1 &
+srvpid=$!
+ping -c 3 -w 60 $NET_IP >$W/net-dom0ping.log 2>&1 || nfail "dom0 could not ping xen-net: $(tail -n 2 $W/net-dom0ping.log)"
+nnote "dom0 pinged xen-net: $(grep -E 'transmitted|round-trip' $W/net-dom0ping.log | tr '\n' ' ')"
+nc $NET_IP 7003 </dev/null >$W/n3.got 2>$W/net-nc3.log || nfail "nc to xen-net's server: $(cat $W/net-nc3.log)"
+wait $srvpid || nfail "xen-net server (status $?): $(tail -n 3 $W/net-server.log)"
+[ "$(sha $W/n3)" = "$(sha $W/n3.got)" ] || nfail "fetched from xen-net's server, dom0 got other data ($(wc -c <$W/n3.got) bytes)"
+nnote "server: dom0 fetched 1 MiB, sha256 equal: $(grep '^tcp:' $W/net-server.log)"
+
+# 5. Nothing left behind: every run's own counts, Xen's view of dom0, then detach.
+grep -h 'still held' $W/net-*.log | sed 's/;.*//' | sort | uniq -c >$W/net-held.txt
+ng1=$(d0_grants)
+np1=$(d0_ports)
+timeout 120 xl network-detach 0 $VIF >$W/net-detach.log 2>&1 || nnote "xl network-detach: $(tail -n 2 $W/net-detach.log | tr '\n' ' ')"
+wait_until 30 sh -c "! xenstore-exists $NFRONT 2>/dev/null && ! xenstore-exists $NBACK 2>/dev/null" ||
+	nfail "the vif is still in xenstore after detach: front $(xenstore-read $NFRONT/state 2>&1) back $(xenstore-read $NBACK/state 2>&1)"
+VIF=
+ng2=$(d0_grants)
+np2=$(d0_ports)
+nnote "dom0 active grants before $ng0, after the runs $ng1, after detach $ng2; event channels $np0, $np1, $np2"
+nnote "xen-net's own counts at detach: $(tr '\n' ' ' <$W/net-held.txt)"
+[ "$ng1" = "$ng0" ] && [ "$ng2" = "$ng0" ] || nfail "dom0 grants before $ng0, after runs $ng1, after detach $ng2"
+[ "$np1" = "$np0" ] && [ "$np2" = "$np0" ] || nfail "dom0 event channels before $np0, after runs $np1, after detach $np2"
+grep -q . $W/net-held.txt || nfail "no xen-net run reported its counts at detach"
+grep -v ' 0 grant(s), 0 event channel(s) still held' $W/net-held.txt | grep -q . &&
+	nfail "a xen-net run held grants or ports at detach: $(cat $W/net-held.txt)"
+mibs() { sed -n 's/.* mib_s \([0-9.]*\).*/\1/p' "$1"; }
+figure userspace_net_tcp_upload_mib_s "$(mibs $W/net-upload.log)" MiB/s
+figure userspace_net_tcp_download_mib_s "$(mibs $W/net-download.log)" MiB/s
+figure userspace_net_ping_avg_rtt_ms "$(sed -n 's/.*avg_rtt_ms \([0-9.]*\).*/\1/p' $W/net-ping.log)" ms
+pass userspace-netfront "$(tr '\n' ';' <$W/net-steps.log)"
+rm -f $W/n1 $W/n2 $W/n3 $W/n1.got $W/n2.got $W/n3.got
 
 # c-abi: a C program (tools/xen-blk-capi/c/xenblk-demo.c, gcc, static libxenblk.a) on a second
 # vbd of dom0: writes 1 MiB at 2 MiB, flushes, reads back, discards, detaches; dom0 compares the

@@ -109,19 +109,32 @@ pub fn connect<G: GrantAccess, E: EventChannels, S: xen_blkfront::Store>(
     Ok(dev)
 }
 
-/// A frontend left `Connected` (or half-way) by a process that died: the backend still has its
-/// ring mapped and ignores a new `Initialising`. Take the frontend through `Closing` and `Closed`
-/// so that blkback disconnects (and unmaps our old pages, which the kernel kept for it) and goes
-/// `Closed`; from there it accepts a new connection. Nothing to do in `Initialising`, `Closed` or
-/// when the node is missing (connect reports that). Each wait ends after `timeout_ns`.
+/// A frontend left `Connected` (or half-way) by a process that died: see
+/// [`reset_stale_frontend`] (for `device/vbd/<id>`).
 fn reset_stale(
     store: &Store,
     clock: &dyn xen_store::Clock,
     id: &str,
     timeout_ns: u64,
 ) -> Result<(), BlkError> {
-    let node = format!("device/vbd/{id}");
-    let xs = |e: XsError| BlkError::Xenbus(XenbusError::Store(e));
+    reset_stale_frontend(store, clock, "vbd", id, timeout_ns).map_err(BlkError::Xenbus)
+}
+
+/// A frontend `device/<kind>/<id>` left `Connected` (or half-way) by a process that died: the
+/// backend still has its ring mapped and ignores a new `Initialising`. Take the frontend through
+/// `Closing` and `Closed` so that the backend disconnects (and unmaps our old pages, which the
+/// kernel kept for it) and goes `Closed`; from there it accepts a new connection. Nothing to do in
+/// `Initialising`, `Closed` or when the node is missing (connect reports that). Each wait ends
+/// after `timeout_ns`.
+pub fn reset_stale_frontend(
+    store: &Store,
+    clock: &dyn xen_store::Clock,
+    kind: &str,
+    id: &str,
+    timeout_ns: u64,
+) -> Result<(), XenbusError> {
+    let node = format!("device/{kind}/{id}");
+    let xs = |e: XsError| XenbusError::Store(e);
     let state = match xenbus::read_state(store, TxId::NONE, &node) {
         Ok(s) => s,
         Err(XsError::Errno(Errno::ENOENT)) => return Ok(()),
@@ -142,7 +155,7 @@ fn reset_stale(
         "{node}: frontend left in state {state:?} (a previous user died?): closing it first"
     );
     let path = xenbus::join(&backend.path, "state");
-    let token = format!("xen-blk:reset:{node}");
+    let token = format!("xen-rs:reset:{node}");
     store.watch(&path, &token).map_err(xs)?;
     let steps = [
         (XenbusState::Closing, XenbusState::Closing),
@@ -163,7 +176,7 @@ fn reset_stale(
     if let Err(e) = store.unwatch(&path, &token) {
         log::debug!("{node}: unwatch: {e}");
     }
-    r.map_err(BlkError::Xenbus)
+    r
 }
 
 /// Waits, on the watch `token`, until the backend at `backend` is `awaited` (`Closing` also
