@@ -167,6 +167,32 @@ fn sixteen_concurrent_connections() {
     assert!(net.server.stats().connections >= 16);
 }
 
+/// `wide_conns` sockets with large buffers come first and take the first clients; the others
+/// keep the small default buffers.
+#[test]
+fn wide_sockets_take_the_first_clients() {
+    let mut cfg = ServerConfig::new(PORT);
+    cfg.max_conns = 8;
+    cfg.wide_conns = 2;
+    cfg.wide_buffer = 32 * 1024;
+    let mut net = Net::new(cfg, MemDisk::new(512, 32 * 1024));
+    let handles: Vec<_> = net.server.handles().collect();
+    let caps: Vec<usize> = handles
+        .iter()
+        .map(|&h| net.sockets.get::<tcp::Socket>(h).recv_capacity())
+        .collect();
+    assert_eq!(caps, [32768, 32768, 4096, 4096, 4096, 4096, 4096, 4096]);
+    let v = value(7, 200_000);
+    let c = net.connect();
+    net.send(c, &put("big", &v));
+    net.run_until(1000, |net| net.server.active_connections() == 1);
+    // The first listening socket in order took the client: a wide one.
+    assert!(!net.sockets.get::<tcp::Socket>(handles[0]).is_listening());
+    assert!(net.sockets.get::<tcp::Socket>(handles[2]).is_listening());
+    net.run_until(200_000, |net| net.clients[c].responses.len() == 1);
+    assert_eq!(net.clients[c].responses[0].status, 201);
+}
+
 #[test]
 fn malformed_and_refused_requests_get_4xx() {
     let mut net = Net::default();

@@ -273,10 +273,19 @@ fn memory_budget() -> usize {
     (free_bytes() / 3).clamp(1 << 20, 4 << 20)
 }
 
-/// Chooses how many connections to serve: socket buffers take at most a sixth of the free
-/// memory (16 at least, `max` at most).
-fn connection_slots(per_conn: usize, max: usize) -> usize {
-    (free_bytes() / 6 / per_conn.max(1)).clamp(16, max.max(16))
+/// Most connections served without `max_conns=`: 256 clients, kv-app's 4 spare slots, and room
+/// for sockets still in TIME_WAIT after closing.
+const AUTO_MAX_CONNS: usize = 272;
+/// Connections with 16 KiB windows (bulk transfers); the rest get 4 KiB buffers each way.
+const WIDE_CONNS: usize = 16;
+
+/// Chooses how many connections to serve: socket buffers take at most a quarter of the free
+/// memory (16 connections at least, `max` at most), the first [`WIDE_CONNS`] of them wide.
+fn connection_slots(s: &ServerConfig, max: usize) -> usize {
+    let budget = free_bytes() / 4;
+    let wide = s.wide_conns * 2 * s.wide_buffer;
+    let narrow = (s.rx_buffer + s.tx_buffer).max(1);
+    (s.wide_conns + budget.saturating_sub(wide) / narrow).clamp(16, max.max(16))
 }
 
 /// Chooses the store's index cache (the index itself is on the disk) from the free memory.
@@ -289,16 +298,19 @@ fn index_budget() -> usize {
 /// admitted), and request records for the access log only at `loglevel=info` or more.
 pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
     let mut s = ServerConfig::new(cfg.port);
-    // kv-app's default (260 sockets of 4 KiB) stalled this guest on Xen during a 1 MiB upload in
-    // the nested harness (not under QEMU virtio; not understood yet): without `max_conns=` serve
-    // at most 24 connections of 16 KiB buffers, fewer when memory is short.
-    s.rx_buffer = 16 * 1024;
-    s.tx_buffer = 16 * 1024;
+    // kv-app's 4 KiB buffers for most connections (272 of them fit a `memory=16` guest), and 16
+    // KiB windows for the first few, which new clients get while they are free (a 4 KiB window
+    // would make bulk transfers over Xen's tens-of-ms round trips crawl). An earlier stall with
+    // 260 connections on Xen was the callback-vector/IST bug (fixed), together with GSO frames
+    // larger than the windows (GSO is off now, see `xenmain::net_config`).
+    s.wide_conns = WIDE_CONNS;
+    s.wide_buffer = 16 * 1024;
     s.memory_budget = memory_budget();
     s.max_conns = match cfg.max_conns {
         Some(n) => n,
-        None => connection_slots(s.rx_buffer + s.tx_buffer, 24),
+        None => connection_slots(&s, AUTO_MAX_CONNS),
     };
+    s.wide_conns = s.wide_conns.min(s.max_conns);
     if let Some(v) = cfg.max_value {
         s.max_body_bytes = v.min(s.memory_budget);
     }

@@ -27,6 +27,10 @@ fn net_config() -> NetfrontConfig {
         max_queues: 1,
         tx_buffers: 64,
         rx_buffers: 64,
+        // No GSO: with `feature-gso-tcpv4` netback may hand us TCP segments of up to 64 KiB,
+        // far more than smoltcp's 4-16 KiB receive windows (dropped, then retransmitted one MSS
+        // at a time); smoltcp never sends GSO frames either.
+        gso_tcpv4: false,
         ..NetfrontConfig::default()
     }
 }

@@ -78,6 +78,14 @@ pub struct ServerConfig {
     pub rx_buffer: usize,
     /// Send buffer per socket in bytes (default 4 KiB).
     pub tx_buffer: usize,
+    /// How many of the sockets get [`wide_buffer`](Self::wide_buffer) bytes each way instead
+    /// (default 0). They are added first, and smoltcp hands a new connection to the first
+    /// listening socket in that order, so a few clients get large TCP windows (bulk transfers)
+    /// while the many others cost [`rx_buffer`](Self::rx_buffer) + [`tx_buffer`](Self::tx_buffer).
+    pub wide_conns: usize,
+    /// Receive and send buffer of each of the [`wide_conns`](Self::wide_conns) sockets (default
+    /// 16 KiB).
+    pub wide_buffer: usize,
     /// Largest request head (request line and headers) in bytes (default 8 KiB) -> 431.
     pub max_header_bytes: usize,
     /// Largest request body, i.e. value, in bytes (default 1 MiB + 64 KiB) -> 413.
@@ -111,6 +119,8 @@ impl ServerConfig {
             max_conns: 260,
             rx_buffer: 4 * 1024,
             tx_buffer: 4 * 1024,
+            wide_conns: 0,
+            wide_buffer: 16 * 1024,
             max_header_bytes: 8 * 1024,
             max_body_bytes: (1 << 20) + 64 * 1024,
             memory_budget: 3 << 20,
@@ -276,9 +286,14 @@ impl HttpServer {
     pub fn new(sockets: &mut SocketSet<'_>, cfg: ServerConfig) -> Self {
         let n = cfg.max_conns.max(1);
         let conns = (0..n)
-            .map(|_| {
-                let rx = tcp::SocketBuffer::new(vec![0u8; cfg.rx_buffer.max(1)]);
-                let tx = tcp::SocketBuffer::new(vec![0u8; cfg.tx_buffer.max(1)]);
+            .map(|i| {
+                let (rx, tx) = if i < cfg.wide_conns {
+                    (cfg.wide_buffer, cfg.wide_buffer)
+                } else {
+                    (cfg.rx_buffer, cfg.tx_buffer)
+                };
+                let rx = tcp::SocketBuffer::new(vec![0u8; rx.max(1)]);
+                let tx = tcp::SocketBuffer::new(vec![0u8; tx.max(1)]);
                 let mut sock = tcp::Socket::new(rx, tx);
                 // A backstop for peers that vanish; the server's own deadlines come first.
                 sock.set_timeout(Some(cfg.idle_timeout * 2));
