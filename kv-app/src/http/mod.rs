@@ -57,10 +57,10 @@ use xen_blkfront::BlockDevice;
 
 use crate::metrics::HttpMetrics;
 use crate::store::Store;
-use conn::{Conn, Phase};
-pub use parse::{parse_request_head, Framing, HeadError, Method, RequestHead, MAX_HEADERS};
 /// The chunked body decoder, public for the fuzz targets and other transports.
 pub use chunked::{ChunkError, ChunkedDecoder};
+use conn::{Conn, Phase};
+pub use parse::{parse_request_head, Framing, HeadError, Method, RequestHead, MAX_HEADERS};
 pub use response::Reply;
 pub(crate) use response::{json_named_counters, json_string};
 pub use routes::{valid_key, MAX_HTTP_KEY_LEN, MAX_LIST_LIMIT};
