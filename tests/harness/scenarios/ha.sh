@@ -292,6 +292,8 @@ if save_restore $W/saved-at >/var/log/xen/ha-big-save.log 2>&1; then
 	code=${code:-none}
 	read -r tsaved <$W/saved-at
 	when=$(awk -v a="$ta" -v s="$tsaved" 'BEGIN { if (a < s) print "before xl save returned (not in flight across the suspend)"; else print "after the restore: in flight across the suspend" }')
+	# No stale file from an earlier read may count as a partial value.
+	rm -f $W/got
 	if check ha-big $W/big; then got=intact; elif [ -s $W/got ]; then got="$(wc -c <$W/got)-bytes"; else got=absent; fi
 	if is_2xx "$code"; then
 		if [ "$got" = intact ]; then
