@@ -115,6 +115,19 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         self.xenbus.resume(&mut self.io, how)
     }
 
+    /// The non-blocking first half of [`resume`](Self::resume) in a new domain (see
+    /// `XenbusFrontend::resume_begin`): the device offers new rings to a backend that already
+    /// waits, so that the domain's devices begun one after the other connect at the same time.
+    pub fn resume_begin(&mut self) -> Result<(), BlkError> {
+        self.xenbus.resume_begin(&mut self.io)
+    }
+
+    /// Blocks until the device begun with [`resume_begin`](Self::resume_begin) is connected
+    /// again (its kept requests re-issued in order).
+    pub fn resume_finish(&mut self) -> Result<(), BlkError> {
+        self.xenbus.resume_finish(&mut self.io)
+    }
+
     /// The token of the watch on the backend's `state`: route watch events with it to
     /// [`handle_backend_change`](Self::handle_backend_change).
     pub fn watch_token(&self) -> &str {

@@ -606,6 +606,22 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         xb.resume(&mut drv, how)
     }
 
+    /// The non-blocking first half of [`resume`](Self::resume) in a new domain: the old queues go
+    /// (their unanswered TX frames counted as [`QueueStats::tx_lost`]), and new ones are offered
+    /// to a backend that already waits. Finish with [`resume_finish`](Self::resume_finish), after
+    /// beginning the domain's other devices, so that their backends connect at the same time.
+    pub fn resume_begin(&mut self) -> Result<(), NetError> {
+        let (xb, mut drv) = self.parts();
+        xb.resume_begin(&mut drv)
+    }
+
+    /// Blocks (at most [`Timeouts::connect_ns`] from [`resume_begin`](Self::resume_begin)) until
+    /// the device resumed in a new domain is connected again.
+    pub fn resume_finish(&mut self) -> Result<(), NetError> {
+        let (xb, mut drv) = self.parts();
+        xb.resume_finish(&mut drv)
+    }
+
     /// After a data-path error: a device the backend broke tells the lifecycle (our end goes
     /// `Closing`, everything is released).
     fn check_failed<T>(&mut self, r: Result<T, NetError>) -> Result<T, NetError> {

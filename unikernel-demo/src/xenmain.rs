@@ -419,6 +419,20 @@ impl Front<'_> {
             Front::Blk(b) => b.resume(how).map_err(|e| format!("{e}")),
         }
     }
+
+    fn resume_begin(&mut self) -> Result<(), String> {
+        match self {
+            Front::Net(n) => n.resume_begin().map_err(|e| format!("{e}")),
+            Front::Blk(b) => b.resume_begin().map_err(|e| format!("{e}")),
+        }
+    }
+
+    fn resume_finish(&mut self) -> Result<(), String> {
+        match self {
+            Front::Net(n) => n.resume_finish().map_err(|e| format!("{e}")),
+            Front::Blk(b) => b.resume_finish().map_err(|e| format!("{e}")),
+        }
+    }
 }
 
 /// Every frontend, the store's disk first (so the store is back before the network is).
@@ -454,13 +468,15 @@ fn fronts<'a>(
 /// `SCHEDOP_shutdown(SHUTDOWN_suspend)`:
 /// - cancelled (`xl save -c`): every frontend goes on with its rings (`Resume::Cancelled`);
 /// - resumed in a new domain: the platform is back (see [`xen::suspend`]: shared_info, the FIFO
-///   ABI, grant frames, VIRQ_TIMER, xenstore, console), the control node is set up again and the
-///   watchdog re-armed; then the *same* frontend objects reconnect (`Resume::NewDomain`): they
-///   forget their void ports without closing them, their old grant regions are freed without
-///   touching entries (the grant table's epoch), new rings and persistent grants are granted and
-///   blkfront re-issues its unfinished requests in order. smoltcp's interface and sockets (TCP
-///   state) never see a new device: clients see a pause. A gratuitous ARP then tells the bridge
-///   where we are. Frames still in netfront's TX ring at the suspend are lost; TCP retransmits.
+///   ABI, grant frames, VIRQ_TIMER, xenstore, console); then the *same* frontend objects
+///   reconnect (`Resume::NewDomain`), all begun before any is waited for (`resume_begin` /
+///   `resume_finish`), so their backends connect at the same time: they forget their void ports
+///   without closing them, their old grant regions are freed without touching entries (the grant
+///   table's epoch), new rings and persistent grants are granted and blkfront re-issues its
+///   unfinished requests in order. smoltcp's interface and sockets (TCP state) never see a new
+///   device: clients see a pause. A gratuitous ARP then tells the bridge where we are. Frames
+///   still unanswered in netfront's TX ring are dropped and counted (`tx_lost` in `/metrics`);
+///   TCP retransmits. Last, the control node is set up again and the watchdog re-armed.
 fn suspend_resume(
     store: &'static xen::XenStore,
     app: &mut Option<App<Disk>>,
@@ -517,32 +533,39 @@ fn suspend_resume(
         Err(e) => panic!("{e}"),
     };
     let t1 = crate::time::now_ms();
-    if how == Resume::NewDomain {
-        // xenstored of the new domain has neither our control keys nor our watches, and Xen
-        // forgot the domain's watchdog.
-        control_setup(store);
-        if let Some(s) = watchdog_s {
-            *watchdog = match crate::watchdog::Watchdog::arm(s) {
-                Ok(w) => {
-                    crate::println!("resume: watchdog armed again (id {}, {s} s)", w.id());
-                    Some(w)
-                }
-                Err(e) => {
-                    log::error!("resume: SCHEDOP_watchdog({s} s) failed: {e}; running without it");
-                    None
-                }
-            };
-        }
-    }
     let mut lost_disk = None;
-    for (name, mut f) in fronts(app, nets, disks, disk_name) {
-        if !suspended.contains(&name) {
-            continue;
+    let mut failed = |name: &str, e: String| {
+        crate::println!("resume: {name}: {e}");
+        if name == disk_name {
+            lost_disk = Some(format!("disk {name} did not come back: {e}"));
         }
-        if let Err(e) = f.resume(how) {
-            crate::println!("resume: {name}: {e}");
-            if name == disk_name {
-                lost_disk = Some(format!("disk {name} did not come back: {e}"));
+    };
+    if how == Resume::NewDomain {
+        // Every device asks for its new connection before any waits for one, so that their
+        // backends connect at the same time (one after the other, each device's xenstore round
+        // trips and its backend's work added up).
+        let mut begun = Vec::new();
+        for (name, mut f) in fronts(app, nets, disks, disk_name) {
+            if suspended.contains(&name) {
+                match f.resume_begin() {
+                    Ok(()) => begun.push(name),
+                    Err(e) => failed(&name, e),
+                }
+            }
+        }
+        for (name, mut f) in fronts(app, nets, disks, disk_name) {
+            if begun.contains(&name) {
+                if let Err(e) = f.resume_finish() {
+                    failed(&name, e);
+                }
+            }
+        }
+    } else {
+        for (name, mut f) in fronts(app, nets, disks, disk_name) {
+            if suspended.contains(&name) {
+                if let Err(e) = f.resume(how) {
+                    failed(&name, e);
+                }
             }
         }
     }
@@ -561,11 +584,29 @@ fn suspend_resume(
         }
     }
     let t2 = crate::time::now_ms();
+    if how == Resume::NewDomain {
+        // xenstored of the new domain has neither our control keys nor our watches, and Xen
+        // forgot the domain's watchdog (after the devices: serving comes first).
+        control_setup(store);
+        if let Some(s) = watchdog_s {
+            *watchdog = match crate::watchdog::Watchdog::arm(s) {
+                Ok(w) => {
+                    crate::println!("resume: watchdog armed again (id {}, {s} s)", w.id());
+                    Some(w)
+                }
+                Err(e) => {
+                    log::error!("resume: SCHEDOP_watchdog({s} s) failed: {e}; running without it");
+                    None
+                }
+            };
+        }
+    }
     let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
     crate::println!(
-        "resume ({how:?}): serving again; {} ms from the suspend call to the platform back, devices back in {} ms; {} port(s) open; heap {} KiB in {} allocations, {} of {} frames used",
+        "resume ({how:?}): serving again; {} ms from the suspend call to the platform back, devices back in {} ms; {} TX frame slot(s) dropped so far; {} port(s) open; heap {} KiB in {} allocations, {} of {} frames used",
         t1.saturating_sub(t0),
         t2.saturating_sub(t1),
+        nets.iter().map(|(_, n)| n.total_stats().tx_lost).sum::<u64>(),
         xen::suspend::open_ports(),
         h.allocated / 1024,
         h.allocations,

@@ -395,6 +395,44 @@ fn suspend_and_resume() {
 }
 
 #[test]
+fn a_resume_begun_publishes_at_once_to_a_waiting_backend_and_finishes_later() {
+    let env = Env::new();
+    let mut fe = env.frontend();
+    let mut drv = Recorder::default();
+    fe.connect(&mut drv).unwrap();
+    fe.suspend(&mut drv).unwrap();
+    // Not suspended: nothing to begin.
+    let mut other = env.frontend();
+    assert_eq!(
+        other.resume_begin(&mut Recorder::default()),
+        Err(XenbusError::BadState(DeviceState::Closed))
+    );
+    drv.calls.clear();
+    // The restored domain's new backend waits in InitWait before the domain runs.
+    env.script.lock().unwrap().fresh = true;
+    env.sim.run_until_idle();
+    fe.resume_begin(&mut drv).unwrap();
+    // Without the backend running in between, our details are published and we are Connected
+    // on our side: the backend can connect while the caller begins its other devices.
+    assert_eq!(drv.calls, ["teardown NewDomain", "negotiate"]);
+    assert_eq!(env.fe_state(), b"4");
+    assert_eq!(fe.state(), DeviceState::Reconnecting);
+    fe.resume_finish(&mut drv).unwrap();
+    assert_eq!(
+        drv.calls,
+        [
+            "teardown NewDomain",
+            "negotiate",
+            "connected",
+            "resume NewDomain"
+        ]
+    );
+    assert_eq!(fe.state(), DeviceState::Connected);
+    assert_eq!(fe.connections(), 2);
+    assert_eq!(env.script.lock().unwrap().connected_with, ["1", "2"]);
+}
+
+#[test]
 fn a_missing_device_is_a_typed_error() {
     let env = Env::new();
     assert_eq!(

@@ -7,7 +7,7 @@
 set -e
 echo "guest $GUEST_NAME at $GUEST_IP"
 mkdir -p /tmp/srm
-mountpoint -q /tmp/srm || mount -t tmpfs -o size=160m tmpfs /tmp/srm
+grep -q " /tmp/srm " /proc/mounts || mount -t tmpfs -o size=160m tmpfs /tmp/srm
 printf '#!/bin/sh\nshift\nexec sh -c "$*"\n' >/tmp/srm-ssh
 chmod +x /tmp/srm-ssh
 printf 'survives save, restore and migration\n' >/tmp/value

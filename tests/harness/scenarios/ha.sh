@@ -128,7 +128,7 @@ op() {
 	_t1=$(uptime_s)
 	_d=$(elapsed "$_t0")
 	if ! wait_acks_after "$_t1"; then
-		fail "$_step" "'$*' took $_d s, but no write was acknowledged in the 60 s after it; console: $(console_lines 6)"
+		fail "$_step" "'$*' took $_d s, but no write was acknowledged in the 60 s after it; last attempts: $(tail -n 4 $W/acks-$P | tr '\n' ' '); last answer: $(head -c 160 $W/lresp-* 2>/dev/null | tr '\r\n' '  '); console: $(console_lines 6)"
 		diagnose
 		rc=1
 		return 1
@@ -292,6 +292,8 @@ if save_restore $W/saved-at >/var/log/xen/ha-big-save.log 2>&1; then
 	code=${code:-none}
 	read -r tsaved <$W/saved-at
 	when=$(awk -v a="$ta" -v s="$tsaved" 'BEGIN { if (a < s) print "before xl save returned (not in flight across the suspend)"; else print "after the restore: in flight across the suspend" }')
+	# No stale file from an earlier read may count as a partial value.
+	rm -f $W/got
 	if check ha-big $W/big; then got=intact; elif [ -s $W/got ]; then got="$(wc -c <$W/got)-bytes"; else got=absent; fi
 	if is_2xx "$code"; then
 		if [ "$got" = intact ]; then
@@ -337,10 +339,11 @@ begin ha-linux-create
 t0=$(uptime_s)
 if xl_create_logged "$LX_NAME" "$XL_CONFIG_DIR/$LX_NAME.cfg" &&
 	wait_until 120 console_has "$LX_NAME" '@@GUEST-READY' &&
-	wait_until 30 sh -c "timeout 5 wget -q -O /dev/null http://$LX_IP/"; then
-	pass ha-linux-create "Linux PVH guest (Debian 6.1, memory 128 MiB) serving after $(elapsed "$t0") s"
+	wait_until 30 sh -c "timeout 5 wget -q -O /dev/null http://$LX_IP/" &&
+	t1=$(uptime_s) && value_of ha-0 >$W/lv0 && is_2xx "$(HA_ATTEMPT_S=60 put ha-0 $W/lv0)"; then
+	pass ha-linux-create "Linux PVH guest (Debian 6.1, memory 128 MiB) serving after $(elapsed "$t0") s; a first block write took $(elapsed "$t1") s"
 else
-	fail ha-linux-create "Linux guest not serving after $(elapsed "$t0") s"
+	fail ha-linux-create "Linux guest not serving (or not writing) after $(elapsed "$t0") s; last answer: $(head -c 160 $W/lresp-lx 2>/dev/null | tr '\r\n' '  ')"
 	xl destroy "$LX_NAME" >/dev/null 2>&1
 	exit 1
 fi

@@ -759,12 +759,25 @@ impl<S: Store> XenbusFrontend<S> {
     /// `Initialising` (blocking, [`Timeouts::connect_ns`]); kept work is re-issued from
     /// [`XenbusDriver::connected`], then [`XenbusDriver::resume`] runs.
     pub fn resume<D: XenbusDriver>(&mut self, drv: &mut D, how: Resume) -> Result<(), D::Error> {
-        if self.phase != Phase::Suspended {
-            return Err(XenbusError::BadState(self.state()).into());
-        }
         if how == Resume::Cancelled {
+            if self.phase != Phase::Suspended {
+                return Err(XenbusError::BadState(self.state()).into());
+            }
             self.phase = Phase::Connected;
             return drv.resume(how);
+        }
+        self.resume_begin(drv)?;
+        self.resume_finish(drv)
+    }
+
+    /// The first, non-blocking half of a [`Resume::NewDomain`] resume: the driver tears down
+    /// keeping its work, the watch is registered again, the backend location re-read, our state
+    /// goes `Initialising`, and a backend already waiting (`InitWait`, as a restored domain's new
+    /// backends are) gets our new details at once. Several devices begun one after the other
+    /// then connect at the same time; [`resume_finish`](Self::resume_finish) each.
+    pub fn resume_begin<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
+        if self.phase != Phase::Suspended {
+            return Err(XenbusError::BadState(self.state()).into());
         }
         drv.teardown(Teardown::NewDomain);
         self.reconnecting = true;
@@ -782,8 +795,20 @@ impl<S: Store> XenbusFrontend<S> {
             return Err(XenbusError::from(e).into());
         }
         self.enter(Phase::AwaitInitWait, self.timeouts.connect_ns);
+        if let Err(e) = self.step_now(drv) {
+            self.abort(drv);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// The second half of a [`Resume::NewDomain`] resume begun with
+    /// [`resume_begin`](Self::resume_begin): blocks (on the backend's `state` watch, until the
+    /// connect deadline set by `resume_begin`) until the device is connected again, then
+    /// [`XenbusDriver::resume`] runs.
+    pub fn resume_finish<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
         match self.settle(drv)? {
-            DeviceState::Connected => drv.resume(how),
+            DeviceState::Connected => drv.resume(Resume::NewDomain),
             other => Err(XenbusError::BadState(other).into()),
         }
     }
