@@ -253,7 +253,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  --kernel ELF       the unikernel (default: $XEN_RS_KERNEL, else `cargo xtask kernel build`)\n  \
                  --memory MIB       the unikernel's memory= (default 16)\n  \
                  --scenario NAME    a script of tests/harness/scenarios (repeatable): unikernel,\n                     \
-                    ha (save -c, save/restore, migrate under load), min-memory, demo\n  \
+                    ha (save -c, save/restore, migrate under load), min-memory, demo,\n                     \
+                    vifs (two vifs, network-detach/attach, a new vif)\n  \
                  --with-linux       also run the Linux guest scenario in the same boot\n  \
                  --type pv|pvh      the unikernel's domain type (default pvh; pv with --no-hvm)\n  \
                  --no-hvm           QEMU CPU without SVM: Xen offers PV only\n  \
@@ -345,6 +346,8 @@ pub fn test() -> Result<(), String> {
         // operator checks, and the same image booted as classic PV.
         spec.scenarios.push("unikernel".into());
         spec.scenarios.push("ops".into());
+        // Every vif serves; vif detach/attach and a new vif while serving (~1 min).
+        spec.scenarios.push("vifs".into());
         spec.scenarios.push("unikernel-pv".into());
         spec.scenarios.push("pv-boot".into());
     }
