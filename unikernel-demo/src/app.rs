@@ -436,10 +436,16 @@ where
         let mut info = Vec::new();
         for s in &self.stacks {
             for (k, v) in &s.info {
+                // `ipv4_vif1`, `ipv4_virtio_net1`: valid Prometheus label names.
                 let key = if s.index == 0 {
                     String::from(*k)
                 } else {
-                    format!("{k}_{}", s.name)
+                    let name: String = s
+                        .name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    format!("{k}_{name}")
                 };
                 info.push((key, v.clone()));
             }
