@@ -57,15 +57,17 @@ pub trait Connector<M: Member> {
 /// What happened to the set, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Device `id` is new and connected (its interface can be set up).
+    /// Device `id` is new: connected, or connecting (then [`Change::Up`] follows) when the
+    /// connector starts connects without blocking.
     Added(u32),
     /// Device `id` is gone: its node was removed (or replaced by another device).
     Removed(u32),
-    /// Device `id` is connected again after its backend came back.
+    /// Device `id` is connected: a non-blocking connect finished, or its backend came back.
     Up(u32),
     /// Device `id` lost its backend (or its reconnect failed); it is not usable.
     Down(u32),
-    /// Device `id` could not be connected; it is not retried until its node changes.
+    /// Device `id` could not be probed or connected (it is not a member); it is not retried
+    /// until its node changes.
     Failed(u32, String),
 }
 
@@ -76,6 +78,8 @@ pub struct Entry<M> {
     /// The device.
     pub dev: M,
     up: bool,
+    /// Was up at least once (a later error is a lost backend, not a failed connect).
+    ever_up: bool,
 }
 
 impl<M> Entry<M> {
@@ -153,14 +157,31 @@ impl<S: Store, M: Member> DeviceSet<S, M> {
     pub fn handle_events<C: Connector<M>>(&mut self, connector: &mut C) -> Vec<Change> {
         let now = Deadline::now(&*self.clock);
         let mut changes = Vec::new();
+        let mut failed = Vec::new();
         for e in &mut self.members {
             let mut changed = false;
             while let Ok(Some(_)) = self.store.wait_watch_until(e.dev.watch_token(), now) {
                 changed = true;
             }
             if changed {
-                follow_backend(&self.class, e, &mut changes);
+                if let Err(why) = follow_backend(&self.class, e, &mut changes) {
+                    failed.push((e.id, why));
+                }
             }
+        }
+        // A connect that failed (it never came up): dropped and remembered like a device that
+        // failed to probe, so it is retried only when its node changes.
+        for (id, why) in failed {
+            self.members.retain(|e| e.id != id);
+            let fp = self
+                .store
+                .read(
+                    TxId::NONE,
+                    &format!("{}/{id}/{}", self.dir, self.fingerprint_key),
+                )
+                .unwrap_or_default();
+            self.failed.push((id, fp));
+            changes.push(Change::Failed(id, why));
         }
         let mut dir_changed = false;
         while let Ok(Some(_)) = self.store.wait_watch_until(&self.token, now) {
@@ -234,7 +255,15 @@ impl<S: Store, M: Member> DeviceSet<S, M> {
                 Ok(dev) => {
                     let up = dev.state() == DeviceState::Connected;
                     let pos = self.members.partition_point(|e| e.id < id);
-                    self.members.insert(pos, Entry { id, dev, up });
+                    self.members.insert(
+                        pos,
+                        Entry {
+                            id,
+                            dev,
+                            up,
+                            ever_up: up,
+                        },
+                    );
                     changes.push(Change::Added(id));
                 }
                 Err(e) => {
@@ -255,20 +284,33 @@ impl<S: Store, M: Member> Drop for DeviceSet<S, M> {
     }
 }
 
-/// One lifecycle step of `e` after its backend's state changed.
-fn follow_backend<M: Member>(class: &str, e: &mut Entry<M>, changes: &mut Vec<Change>) {
+/// One lifecycle step of `e` after its backend's state changed. An error on a device that was
+/// never up (its first connect failed) is returned for the caller to drop it; a device that was up
+/// goes [`Change::Down`].
+fn follow_backend<M: Member>(
+    class: &str,
+    e: &mut Entry<M>,
+    changes: &mut Vec<Change>,
+) -> Result<(), String> {
     let was_up = e.up;
-    e.up = match e.dev.handle_backend_change() {
-        Ok(s) => s == DeviceState::Connected,
-        Err(err) => {
-            log::warn!("devset {class}/{}: {err}", e.id);
-            false
-        }
-    };
+    let step = e.dev.handle_backend_change();
+    e.up = matches!(step, Ok(DeviceState::Connected));
+    e.ever_up |= e.up;
     match (was_up, e.up) {
         (true, false) => changes.push(Change::Down(e.id)),
         (false, true) => changes.push(Change::Up(e.id)),
         _ => {}
+    }
+    match step {
+        Err(err) if !e.ever_up && e.dev.state() == DeviceState::Closed => {
+            log::warn!("devset {class}/{}: connect failed: {err}", e.id);
+            Err(format!("{err}"))
+        }
+        Err(err) => {
+            log::warn!("devset {class}/{}: {err}", e.id);
+            Ok(())
+        }
+        Ok(_) => Ok(()),
     }
 }
 

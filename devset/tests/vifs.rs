@@ -45,6 +45,26 @@ impl Connector<Nf> for Make<'_> {
     }
 }
 
+/// Makes netfronts without blocking: `start_connect`, the rest through the set's events.
+struct Start<'a>(&'a Env);
+
+impl Connector<Nf> for Start<'_> {
+    type Error = NetError;
+    fn connect(&mut self, id: u32) -> Result<Nf, NetError> {
+        let e = self.0;
+        let mut n = Netfront::new(
+            e.gt.clone(),
+            e.ev.clone(),
+            e.xs.clone(),
+            e.clock.clone(),
+            &id.to_string(),
+            NetfrontConfig::default(),
+        )?;
+        n.start_connect()?;
+        Ok(n)
+    }
+}
+
 fn mac(id: u32) -> String {
     format!("00:16:3e:00:01:{id:02x}")
 }
@@ -262,4 +282,56 @@ fn the_set_keeps_at_most_max_devices() {
         "{seen:?}"
     );
     assert_eq!(set.members().len(), 1);
+}
+
+#[test]
+fn a_non_blocking_connect_reports_added_then_up() {
+    let env = Env::new();
+    let mut set: DeviceSet<Xs, Nf> =
+        DeviceSet::new(env.xs.clone(), env.clock.clone(), "vif", "mac", 8).expect("set");
+    assert_eq!(set.reconcile(&mut Start(&env)), vec![]);
+    // The vif appears; its backend is not running yet (as while dom0's hotplug script runs).
+    let dom0 = env.sim.dom0();
+    netback::create_vif(&dom0, env.guest.domid(), 0, &mac(0)).expect("create vif");
+    let mut seen = set.handle_events(&mut Start(&env));
+    assert_eq!(seen, vec![Change::Added(0)]);
+    assert_eq!(
+        set.get_mut(0).map(|e| e.dev.state()),
+        Some(DeviceState::Connecting)
+    );
+    assert_eq!(set.get_mut(0).map(|e| e.is_up()), Some(false));
+    // The backend comes up: the events finish the connect.
+    let (model, nb) = Netback::new(&dom0, NetbackConfig::minimal(env.guest.domid(), 0));
+    env.sim.add_device_model(Box::new(model));
+    seen.clear();
+    for _ in 0..10 {
+        seen.extend(set.handle_events(&mut Start(&env)));
+        env.sim.run_until_idle();
+        if seen.contains(&Change::Up(0)) {
+            break;
+        }
+    }
+    assert_eq!(seen, vec![Change::Up(0)]);
+    traffic(&env, &mut set, 0, &nb, 1);
+}
+
+#[test]
+fn a_connect_that_times_out_is_dropped_and_reported() {
+    let env = Env::new();
+    let mut set: DeviceSet<Xs, Nf> =
+        DeviceSet::new(env.xs.clone(), env.clock.clone(), "vif", "mac", 8).expect("set");
+    let dom0 = env.sim.dom0();
+    netback::create_vif(&dom0, env.guest.domid(), 0, &mac(0)).expect("create vif");
+    assert_eq!(set.handle_events(&mut Start(&env)), vec![Change::Added(0)]);
+    // The backend never answers: past the connect deadline, its next event fails the connect.
+    env.sim
+        .advance_time(NetfrontConfig::default().timeouts.connect_ns + 1);
+    let be = netback::backend_path(env.guest.domid(), 0);
+    dom0.xs_write(&format!("{be}/state"), b"1").expect("poke");
+    let seen = env.events(&mut set);
+    assert!(
+        matches!(seen.as_slice(), [Change::Failed(0, why)] if why.contains("timed out")),
+        "{seen:?}"
+    );
+    assert!(set.members().is_empty());
 }

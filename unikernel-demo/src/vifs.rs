@@ -10,9 +10,9 @@
 //!
 //! | change                  | interface                                                      |
 //! |-------------------------|----------------------------------------------------------------|
-//! | `Added(K)`              | created (addresses from `ipK=`), addresses announced           |
+//! | `Added(K)`              | created (addresses from `ipK=`), down while the vif connects   |
 //! | `Down(K)`               | down: not polled (the netfront has no rings)                   |
-//! | `Up(K)`                 | up again, addresses announced again (gratuitous ARP, NA)       |
+//! | `Up(K)`                 | up (connected, or back), addresses announced (gratuitous ARP, NA) |
 //! | `Removed(K)`            | removed with its sockets; the other vifs keep serving          |
 //! | `Failed(K, why)`        | none; printed once, retried when the vif's node changes        |
 
@@ -37,9 +37,9 @@ struct Make {
 impl Connector<XenNet> for Make {
     type Error = xen_netfront::NetError;
 
-    /// Probes and connects vif `id` (blocking, at most the lifecycle's connect deadline).
+    /// Probes vif `id` and starts connecting it without blocking (the other vifs keep serving
+    /// while the backend's hotplug runs); its backend's events finish the connect (`Up`).
     fn connect(&mut self, id: u32) -> Result<XenNet, Self::Error> {
-        let t0 = crate::time::now_ms();
         let mut n = Netfront::new(
             self.grants,
             KernelEvents,
@@ -48,15 +48,17 @@ impl Connector<XenNet> for Make {
             &format!("{id}"),
             self.config,
         )?;
-        n.connect()?;
+        let s = n.start_connect()?;
         let m = n.mac();
         crate::println!(
-            "netfront vif/{id}: connected in {} ms, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {} queue(s), features {:?}",
-            crate::time::now_ms() - t0,
-            m[0], m[1], m[2], m[3], m[4], m[5],
+            "netfront vif/{id}: mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}: {s:?}",
+            m[0],
+            m[1],
+            m[2],
+            m[3],
+            m[4],
+            m[5],
             n.mtu(),
-            n.num_queues(),
-            n.features()
         );
         Ok(n)
     }
@@ -156,7 +158,14 @@ impl Vifs {
                     }
                 }
                 Change::Up(id) => {
-                    crate::println!("netfront vif{id}: connected again; interface vif{id} up");
+                    if let Some(e) = set.get_mut(id) {
+                        crate::println!(
+                            "netfront vif{id}: connected (connection {}, {} queue(s), features {:?}); interface vif{id} up",
+                            e.dev.connections(),
+                            e.dev.num_queues(),
+                            e.dev.features()
+                        );
+                    }
                     if let Some(a) = a {
                         a.set_link(id, true);
                     }

@@ -29,6 +29,12 @@ fn net_config() -> NetfrontConfig {
         max_queues: 1,
         tx_buffers: 64,
         rx_buffers: 64,
+        // Connects do not block the main loop (see `vifs`): give the backend's hotplug script
+        // time (it took ~30 s in the nested harness under load).
+        timeouts: xen_store::xenbus::Timeouts {
+            connect_ns: 120_000_000_000,
+            ..xen_store::xenbus::Timeouts::default()
+        },
         ..NetfrontConfig::default()
     }
 }

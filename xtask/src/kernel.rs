@@ -447,19 +447,21 @@ impl AppVm {
     /// Like [`start`](Self::start) with `nets` virtio-net devices (each its own user network
     /// and forwarded port); waits until every one serves.
     fn start_nets(elf: &Path, disk: &Path, console: PathBuf, nets: usize) -> Result<AppVm, String> {
-        let mut ports = Vec::new();
+        let mut listeners = Vec::new();
         for _ in 0..nets.max(1) {
             // Keep each listener until all are chosen, so the ports differ.
-            ports.push(
+            listeners.push(
                 std::net::TcpListener::bind("127.0.0.1:0")
                     .map_err(|e| format!("no free loopback port: {e}"))?,
             );
         }
-        let ports: Vec<u16> = ports
+        let ports: Vec<u16> = listeners
             .iter()
             .map(|l| l.local_addr().map(|a| a.port()))
             .collect::<Result<_, _>>()
             .map_err(|e| format!("no free loopback port: {e}"))?;
+        // Free the ports for QEMU's hostfwd.
+        drop(listeners);
         let port = ports[0];
         let _ = std::fs::remove_file(&console);
         let mut cmd = qemu_command(elf, "", Machine::Microvm);
