@@ -108,7 +108,7 @@ begin vifs-attach
 bad=
 $IPROUTE neigh flush dev xenbr1 2>/dev/null
 t0=$(uptime_s)
-timeout 90 xl network-attach "$NAME" bridge=xenbr1,mac=$MAC1 >$W/attach.log 2>&1 || bad="$bad xl-network-attach-failed:$(tail -n 2 $W/attach.log | tr '\n' ' ')"
+timeout 90 xl network-attach "$NAME" bridge=xenbr1 mac=$MAC1 >$W/attach.log 2>&1 || bad="$bad xl-network-attach-failed:$(tail -n 2 $W/attach.log | tr '\n' ' ')"
 ta=$(elapsed "$t0")
 # Nothing in dom0 talked to $IP1 since the flush: an entry comes from the guest's gratuitous ARP.
 wait_until 60 neigh_is $IP1 $MAC1 || bad="$bad no-gratuitous-ARP-for-$IP1"
@@ -127,7 +127,7 @@ fi
 begin vifs-new
 bad=
 t0=$(uptime_s)
-timeout 90 xl network-attach "$NAME" bridge=xenbr2,mac=$MAC2 >$W/attach2.log 2>&1 || bad="$bad xl-network-attach-failed:$(tail -n 2 $W/attach2.log | tr '\n' ' ')"
+timeout 90 xl network-attach "$NAME" bridge=xenbr2 mac=$MAC2 >$W/attach2.log 2>&1 || bad="$bad xl-network-attach-failed:$(tail -n 2 $W/attach2.log | tr '\n' ' ')"
 wait_until 60 answers $IP2 || bad="$bad no-HTTP-on-$IP2"
 tn=$(elapsed "$t0")
 pings $IP2 || bad="$bad ping-$IP2"
