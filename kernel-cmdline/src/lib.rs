@@ -6,9 +6,11 @@
 //!
 //! | option                | meaning                                                              |
 //! |-----------------------|----------------------------------------------------------------------|
-//! | `ip=A.B.C.D/N`        | static IPv4 address and prefix length (DHCP when absent)             |
-//! | `gw=A.B.C.D`          | IPv4 default gateway (only with `ip=`)                               |
-//! | `ip6=ADDR/N`          | static IPv6 address (besides the link-local one from the MAC)        |
+//! | `ip=A.B.C.D/N`        | static IPv4 address and prefix length of interface 0 (DHCP when absent; `ip=dhcp` says so) |
+//! | `gw=A.B.C.D`          | IPv4 default gateway of interface 0 (only with `ip=`)               |
+//! | `ipK=A.B.C.D/N\|dhcp` | the same for interface K (1..=7; `ip0=` is `ip=`; interface 6 is `ip06=` since `ip6=` is IPv6): Xen vif K (`device/vif/K`), the K-th virtio-net device |
+//! | `gwK=A.B.C.D`         | default gateway of interface K (only with `ipK=`)                    |
+//! | `ip6=ADDR/N`          | static IPv6 address of interface 0 (besides each interface's link-local one from its MAC) |
 //! | `dns=A[,B[,C]]`       | DNS servers (IPv4 or IPv6), reported in `/stats`                     |
 //! | `port=N`              | TCP port of the HTTP server (1..=65535, default 80)                  |
 //! | `max_conns=N`         | connections served at once (1..=256)                                 |
@@ -41,6 +43,8 @@ pub const WATCHDOG_LIMIT_S: u32 = 3600;
 pub const MAX_DNS: usize = 3;
 /// Default TCP port.
 pub const DEFAULT_PORT: u16 = 80;
+/// Interfaces that can be given an address (`ip0=` .. `ip7=`); interface K is Xen's vif K.
+pub const MAX_IFACES: u8 = 8;
 
 /// An IPv4 address with prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,13 +129,40 @@ impl EvtchnAbi {
     }
 }
 
+/// The IPv4 settings of one interface (`ipK=`, `gwK=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Setting {
+    /// Ask DHCP on this interface (no `ipK=`, or `ipK=dhcp`).
+    Dhcp,
+    /// A static address.
+    Static {
+        /// Address and prefix length: the interface's on-link route.
+        cidr: Ipv4Cidr,
+        /// Default gateway through this interface.
+        gw: Option<Ipv4Addr>,
+    },
+}
+
+/// `ipK=`/`gwK=` of one interface K >= 1 (interface 0 is [`Config::ip`] and [`Config::gw`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfaceConfig {
+    /// The interface number K (1..[`MAX_IFACES`]).
+    pub index: u8,
+    /// `ipK=`: `None` is DHCP.
+    pub ip: Option<Ipv4Cidr>,
+    /// `gwK=`.
+    pub gw: Option<Ipv4Addr>,
+}
+
 /// Parsed options (defaults where an option is absent or bad).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Static address (`ip=`); `None` means DHCP.
+    /// Static address of interface 0 (`ip=`, `ip0=`); `None` means DHCP.
     pub ip: Option<Ipv4Cidr>,
-    /// Gateway (`gw=`).
+    /// Gateway of interface 0 (`gw=`, `gw0=`).
     pub gw: Option<Ipv4Addr>,
+    /// `ipK=`/`gwK=` of the other interfaces, in order of K (only those given).
+    pub ifaces: Vec<IfaceConfig>,
     /// Static IPv6 address (`ip6=`).
     pub ip6: Option<Ipv6Cidr>,
     /// DNS servers (`dns=`), at most [`MAX_DNS`].
@@ -169,6 +200,7 @@ impl Default for Config {
         Self {
             ip: None,
             gw: None,
+            ifaces: Vec::new(),
             ip6: None,
             dns: Vec::new(),
             port: DEFAULT_PORT,
@@ -292,6 +324,16 @@ pub enum OptionError {
     },
     /// `gw=` without a valid `ip=`.
     GatewayWithoutIp,
+    /// `gwK=` without a valid `ipK=` (K >= 1).
+    GatewayWithoutIpOn {
+        /// The interface number K.
+        iface: u8,
+    },
+    /// `ipK=`/`gwK=` names an interface beyond [`MAX_IFACES`].
+    IfaceIndex {
+        /// The token.
+        token: String,
+    },
 }
 
 impl fmt::Display for OptionError {
@@ -346,6 +388,15 @@ impl fmt::Display for OptionError {
             OptionError::GatewayWithoutIp => write!(
                 f,
                 "gw= given without a valid ip=; the gateway comes from DHCP instead"
+            ),
+            OptionError::GatewayWithoutIpOn { iface } => write!(
+                f,
+                "gw{iface}= given without a valid ip{iface}=; interface {iface} takes its gateway from DHCP instead"
+            ),
+            OptionError::IfaceIndex { token } => write!(
+                f,
+                "`{token}`: interfaces are numbered 0..={}; ignoring it",
+                MAX_IFACES - 1
             ),
         }
     }
@@ -494,6 +545,12 @@ pub fn parse(cmdline: &str) -> (Config, Vec<OptionError>) {
         errors.push(OptionError::GatewayWithoutIp);
         c.gw = None;
     }
+    for i in c.ifaces.iter_mut() {
+        if i.gw.is_some() && i.ip.is_none() {
+            errors.push(OptionError::GatewayWithoutIpOn { iface: i.index });
+            i.gw = None;
+        }
+    }
     (c, errors)
 }
 
@@ -524,21 +581,23 @@ fn apply(c: &mut Config, tok: &str) -> Result<(), OptionError> {
             "fault" => &mut c.fault,
             "overflow" => &mut c.overflow,
             "debugcon" => &mut c.debugcon,
-            _ if VALUED.contains(&k) => return Err(OptionError::MissingValue { key: k.into() }),
+            _ if VALUED.contains(&k) || numbered(k).is_some() => {
+                return Err(OptionError::MissingValue { key: k.into() })
+            }
             _ => return Err(OptionError::Unknown { token: tok.into() }),
         };
         *flag = true;
         return Ok(());
     };
+    if let Some((key, index)) = numbered(k) {
+        let Some(index) = index.filter(|&i| i < MAX_IFACES) else {
+            return Err(OptionError::IfaceIndex { token: tok.into() });
+        };
+        return apply_iface(c, key, index, v);
+    }
     match k {
-        "ip" => {
-            c.ip = Some(parse_cidr(v).map_err(addr_err(
-                "ip",
-                v,
-                "ip=A.B.C.D/N, e.g. ip=10.0.0.2/24; falling back to DHCP",
-            ))?)
-        }
-        "gw" => c.gw = Some(parse_ipv4(v).map_err(addr_err("gw", v, "gw=A.B.C.D"))?),
+        "ip" => return apply_iface(c, "ip", 0, v),
+        "gw" => return apply_iface(c, "gw", 0, v),
         "ip6" => {
             c.ip6 = Some(parse_cidr6(v).map_err(addr_err(
                 "ip6",
@@ -601,7 +660,94 @@ fn apply(c: &mut Config, tok: &str) -> Result<(), OptionError> {
     Ok(())
 }
 
+/// Splits `ipK`/`gwK` into the option and K (`None` when K is not a small decimal number);
+/// `None` for every other key.
+fn numbered(k: &str) -> Option<(&'static str, Option<u8>)> {
+    let (key, digits) = if let Some(d) = k.strip_prefix("ip") {
+        ("ip", d)
+    } else if let Some(d) = k.strip_prefix("gw") {
+        ("gw", d)
+    } else {
+        return None;
+    };
+    // `ip6=` is its own option; `ip` and `gw` alone are interface 0.
+    if digits.is_empty()
+        || (key == "ip" && digits == "6")
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    Some((key, digits.parse::<u8>().ok()))
+}
+
+/// Applies `ipK=v` or `gwK=v` (`key` is `ip` or `gw`).
+fn apply_iface(c: &mut Config, key: &'static str, index: u8, v: &str) -> Result<(), OptionError> {
+    const IP: [&str; MAX_IFACES as usize] =
+        ["ip", "ip1", "ip2", "ip3", "ip4", "ip5", "ip06", "ip7"];
+    const GW: [&str; MAX_IFACES as usize] = ["gw", "gw1", "gw2", "gw3", "gw4", "gw5", "gw6", "gw7"];
+    let (ip_key, gw_key) = (IP[usize::from(index)], GW[usize::from(index)]);
+    if key == "ip" {
+        let ip = if v.eq_ignore_ascii_case("dhcp") {
+            None
+        } else {
+            Some(parse_cidr(v).map_err(addr_err(
+                ip_key,
+                v,
+                "ipK=A.B.C.D/N or ipK=dhcp, e.g. ip=10.0.0.2/24; falling back to DHCP",
+            ))?)
+        };
+        if index == 0 {
+            c.ip = ip;
+        } else {
+            iface_entry(c, index).ip = ip;
+        }
+    } else {
+        let gw = parse_ipv4(v).map_err(addr_err(gw_key, v, "gwK=A.B.C.D"))?;
+        if index == 0 {
+            c.gw = Some(gw);
+        } else {
+            iface_entry(c, index).gw = Some(gw);
+        }
+    }
+    Ok(())
+}
+
+/// The entry of interface `index` (>= 1), created in order of K when missing.
+fn iface_entry(c: &mut Config, index: u8) -> &mut IfaceConfig {
+    let pos = match c.ifaces.binary_search_by_key(&index, |i| i.index) {
+        Ok(p) => p,
+        Err(p) => {
+            c.ifaces.insert(
+                p,
+                IfaceConfig {
+                    index,
+                    ip: None,
+                    gw: None,
+                },
+            );
+            p
+        }
+    };
+    &mut c.ifaces[pos]
+}
+
 impl Config {
+    /// The IPv4 settings of interface `index` (0 is `ip=`/`gw=`).
+    pub fn ipv4(&self, index: u32) -> Ipv4Setting {
+        let (ip, gw) = if index == 0 {
+            (self.ip, self.gw)
+        } else {
+            match self.ifaces.iter().find(|i| u32::from(i.index) == index) {
+                Some(i) => (i.ip, i.gw),
+                None => (None, None),
+            }
+        };
+        match ip {
+            Some(cidr) => Ipv4Setting::Static { cidr, gw },
+            None => Ipv4Setting::Dhcp,
+        }
+    }
+
     /// The effective settings, one `key=value` line each, for the boot log. `max_value` is the
     /// value the server will use (`server_max_value`); without `max_conns=` the server chooses
     /// the connection count from the memory free when it starts (`max_conns=auto`).
@@ -612,6 +758,15 @@ impl Config {
             (Some(ip), None) => format!("ip={ip} gw=none"),
             (None, _) => "ip=dhcp".into(),
         });
+        for i in &self.ifaces {
+            let k = i.index;
+            out.push(match (i.ip, i.gw) {
+                (Some(ip), Some(gw)) => format!("ip{k}={ip} gw{k}={gw}"),
+                (Some(ip), None) => format!("ip{k}={ip} gw{k}=none"),
+                (None, _) => format!("ip{k}=dhcp"),
+            });
+        }
+        out.push("ipK=dhcp on every other interface".into());
         out.push(match self.ip6 {
             Some(a) => format!("ip6={a} (plus link-local)"),
             None => "ip6=link-local only".into(),
@@ -865,6 +1020,121 @@ mod tests {
     }
 
     #[test]
+    fn per_interface_addresses() {
+        let (c, e) = parse("ip=10.0.0.2/24 gw=10.0.0.1 ip1=10.0.1.2/24 gw2=10.0.2.1 ip2=10.0.2.2/24 ip3=dhcp ip06=10.0.6.2/24 gw6=10.0.6.1");
+        assert!(e.is_empty(), "{e:?}");
+        let cidr = |a, b, c, d, prefix| Ipv4Cidr {
+            addr: Ipv4Addr::new(a, b, c, d),
+            prefix,
+        };
+        assert_eq!(
+            c.ipv4(0),
+            Ipv4Setting::Static {
+                cidr: cidr(10, 0, 0, 2, 24),
+                gw: Some(Ipv4Addr::new(10, 0, 0, 1))
+            }
+        );
+        assert_eq!(
+            c.ipv4(1),
+            Ipv4Setting::Static {
+                cidr: cidr(10, 0, 1, 2, 24),
+                gw: None
+            }
+        );
+        // gw2= before ip2= is fine: the order of tokens does not matter.
+        assert_eq!(
+            c.ipv4(2),
+            Ipv4Setting::Static {
+                cidr: cidr(10, 0, 2, 2, 24),
+                gw: Some(Ipv4Addr::new(10, 0, 2, 1))
+            }
+        );
+        assert_eq!(c.ipv4(3), Ipv4Setting::Dhcp);
+        assert_eq!(c.ipv4(4), Ipv4Setting::Dhcp);
+        assert_eq!(c.ipv4(99), Ipv4Setting::Dhcp);
+        assert_eq!(
+            c.ipv4(6),
+            Ipv4Setting::Static {
+                cidr: cidr(10, 0, 6, 2, 24),
+                gw: Some(Ipv4Addr::new(10, 0, 6, 1))
+            }
+        );
+        // The interfaces are kept in order of K, one entry each.
+        let order: Vec<u8> = c.ifaces.iter().map(|i| i.index).collect();
+        assert_eq!(order, vec![1, 2, 3, 6]);
+        let eff = c.effective(1).join(" | ");
+        assert!(eff.contains("ip=10.0.0.2/24 gw=10.0.0.1"), "{eff}");
+        assert!(eff.contains("ip1=10.0.1.2/24 gw1=none"), "{eff}");
+        assert!(eff.contains("ip2=10.0.2.2/24 gw2=10.0.2.1"), "{eff}");
+        assert!(eff.contains("ip3=dhcp"), "{eff}");
+        assert!(eff.contains("ipK=dhcp on every other interface"), "{eff}");
+        // ip0= is ip=, ip=dhcp says DHCP explicitly, and ip6= stays IPv6.
+        let (c, e) = parse("ip0=10.0.0.9/8 gw0=10.0.0.1 ip6=fd00::2/64");
+        assert!(e.is_empty(), "{e:?}");
+        assert_eq!(
+            (c.ip, c.gw),
+            (Some(cidr(10, 0, 0, 9, 8)), Some(Ipv4Addr::new(10, 0, 0, 1)))
+        );
+        assert!(c.ifaces.is_empty());
+        assert!(c.ip6.is_some());
+        assert_eq!(parse("ip=10.0.0.2/24 ip=dhcp").0.ip, None);
+    }
+
+    #[test]
+    fn per_interface_errors() {
+        assert_eq!(
+            one_error("ip8=10.0.8.2/24"),
+            OptionError::IfaceIndex {
+                token: "ip8=10.0.8.2/24".into()
+            }
+        );
+        assert!(matches!(
+            one_error("gw300=1.2.3.4"),
+            OptionError::IfaceIndex { .. }
+        ));
+        assert!(matches!(
+            one_error("ip99999999999999999999=1.2.3.4/8"),
+            OptionError::IfaceIndex { .. }
+        ));
+        let msg = format!("{}", one_error("ip9=1.2.3.4/8"));
+        assert!(msg.contains("0..=7"), "{msg}");
+        match one_error("ip1=10.0.1.2") {
+            OptionError::Address { key, error, .. } => {
+                assert_eq!((key, error), ("ip1", AddrError::MissingPrefix))
+            }
+            other => panic!("{other:?}"),
+        }
+        match one_error("ip06=10.0.6.300/24") {
+            OptionError::Address { key, error, .. } => {
+                assert_eq!((key, error), ("ip06", AddrError::OctetRange(300)))
+            }
+            other => panic!("{other:?}"),
+        }
+        match one_error("gw2=x") {
+            OptionError::Address { key, .. } => assert_eq!(key, "gw2"),
+            other => panic!("{other:?}"),
+        }
+        // A gateway without an address on the same interface is dropped with its own error.
+        let (c, e) = parse("ip=10.0.0.2/24 gw3=10.0.3.1");
+        assert_eq!(e, vec![OptionError::GatewayWithoutIpOn { iface: 3 }]);
+        assert_eq!(c.ipv4(3), Ipv4Setting::Dhcp);
+        assert!(format!("{}", e[0]).contains("gw3= given without a valid ip3="));
+        // A bad value keeps the earlier good one.
+        let (c, _) = parse("ip2=10.0.2.2/24 ip2=bogus");
+        assert!(matches!(c.ipv4(2), Ipv4Setting::Static { .. }));
+        assert_eq!(
+            one_error("ip1"),
+            OptionError::MissingValue { key: "ip1".into() }
+        );
+        // Not interface options: unknown tokens.
+        assert!(matches!(one_error("ipx=1"), OptionError::Unknown { .. }));
+        assert!(matches!(
+            one_error("ip-1=1.2.3.4/8"),
+            OptionError::Unknown { .. }
+        ));
+    }
+
+    #[test]
     fn never_panics_on_odd_input() {
         for s in [
             "=",
@@ -878,6 +1148,12 @@ mod tests {
             "port=\u{0661}",
             "\u{00e9}=\u{00e9}",
             "max_value=18446744073709551615M",
+            "ip1=",
+            "gw7=",
+            "ip255=",
+            "ip256=",
+            "ip6=",
+            "ip0=dhcp",
         ] {
             let _ = parse(s);
         }

@@ -564,6 +564,19 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         xb.connect(&mut drv)
     }
 
+    /// Starts connecting without blocking (see `XenbusFrontend::start_connect`): route the
+    /// watch events with [`watch_token`](Self::watch_token) to
+    /// [`handle_backend_change`](Self::handle_backend_change) until it says
+    /// [`DeviceState::Connected`].
+    pub fn start_connect(&mut self) -> Result<DeviceState, NetError> {
+        if self.inner.state == DeviceState::Failed {
+            return Err(self.inner.failure.clone().unwrap_or(NetError::NotConnected));
+        }
+        let (xb, mut drv) = self.parts();
+        xb.start_connect(&mut drv)?;
+        Ok(self.state())
+    }
+
     /// Follows the backend after a watch event with [`watch_token`](Self::watch_token) (one
     /// non-blocking step): a backend that closes makes the device release its queues and go
     /// [`DeviceState::Reconnecting`]; once it offers the device again the next events connect it

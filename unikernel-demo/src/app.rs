@@ -4,7 +4,7 @@
 //! it returns.
 
 use crate::announce;
-use crate::cmdline::{Config as CmdConfig, LogLevel};
+use crate::cmdline::{Config as CmdConfig, Ipv4Setting, LogLevel};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -132,8 +132,10 @@ pub struct Stats {
     pub gauges: Vec<Gauges>,
     /// Why the service is unhealthy (a device missing), for `/healthz`.
     pub problem: Option<String>,
-    /// Addresses and settings, for the info metric and `/stats`.
-    pub info: Vec<(&'static str, String)>,
+    /// Addresses and settings, for the info metric and `/stats`: interface 0's as `ipv4`,
+    /// `ipv6`, `dns`; interface K's as `ipv4_vifK`, ... (refreshed from the interfaces before
+    /// each server poll).
+    pub info: Vec<(String, String)>,
     /// The DHCP lease, if the address came from DHCP.
     pub lease: Option<Lease>,
 }
@@ -244,22 +246,46 @@ impl StatsSource for Stats {
     }
 }
 
-/// The network stack and the HTTP key-value server.
-pub struct App<B: BlockDevice> {
+/// One network interface: a smoltcp [`Interface`] with its own sockets and HTTP server on one
+/// device (a vif or a virtio-net device).
+///
+/// Each interface has a socket set of its own: smoltcp sends a socket's segments through
+/// whichever interface polls the set (and resets a TCP socket whose address that interface
+/// lacks), so a set shared by two interfaces would mix their traffic. Replies thus always leave
+/// through the interface the request came in on, and each interface routes by its own prefix
+/// and gateway.
+pub struct NetStack {
+    /// The interface number K (Xen: vif K; virtio: the K-th device): `ipK=` applies to it.
+    pub index: u32,
+    /// Its name in `/stats` and the log (`vif0`, `virtio-net1`).
+    pub name: String,
     iface: Interface,
     sockets: SocketSet<'static>,
     server: HttpServer,
-    /// The key-value store (owns the disk).
-    pub store: Store<Counted<B>>,
     dhcp: Option<SocketHandle>,
-    /// `/stats` figures.
-    pub stats: Stats,
     mac: EthernetAddress,
     port: u16,
     /// Addresses still to announce (gratuitous ARP / unsolicited NA) once the device has room.
     to_announce: Vec<IpAddress>,
     announced: bool,
+    /// Whether the device is up (connected); a down interface is not polled.
+    up: bool,
+    info: Vec<(&'static str, String)>,
+    lease: Option<Lease>,
 }
+
+/// The key-value store and the network interfaces that serve it.
+pub struct App<B: BlockDevice> {
+    /// The key-value store (owns the disk).
+    pub store: Store<Counted<B>>,
+    /// `/stats` figures.
+    pub stats: Stats,
+    stacks: Vec<NetStack>,
+    cfg: CmdConfig,
+}
+
+/// Most interfaces served at once (a bound on what a toolstack can make us allocate).
+pub const MAX_INTERFACES: usize = 8;
 
 /// Free memory in bytes now.
 fn free_bytes() -> usize {
@@ -327,13 +353,9 @@ impl<B: BlockDevice> App<B>
 where
     B::Error: core::fmt::Debug,
 {
-    /// Opens (or formats) the store on `disk` and sets up the interface on `dev`.
-    pub fn new<D: Device>(
-        dev: &mut D,
-        mac: [u8; 6],
-        disk: B,
-        cfg: &CmdConfig,
-    ) -> Result<Self, String> {
+    /// Opens (or formats) the store on `disk`; interfaces are added with
+    /// [`add_interface`](Self::add_interface).
+    pub fn new(disk: B, cfg: &CmdConfig) -> Result<Self, String> {
         let disk = Counted {
             inner: disk,
             counters: BlkCounters::default(),
@@ -359,22 +381,134 @@ where
         if let Some(reason) = store.read_only_reason() {
             crate::println!("kv: store is READ-ONLY: {reason}");
         }
+        Ok(App {
+            store,
+            stats: Stats::default(),
+            stacks: Vec::new(),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Sets up interface `index` (named `name`) on `dev` with MAC `mac`: its addresses from the
+    /// command line (`ipK=`, else DHCP; `ip6=` on interface 0), its own sockets and HTTP server.
+    /// An interface of the same index is replaced (a vif that came back as a new device).
+    pub fn add_interface<D: Device>(
+        &mut self,
+        index: u32,
+        name: &str,
+        dev: &mut D,
+        mac: [u8; 6],
+    ) -> Result<(), String> {
+        self.remove_interface(index);
+        if self.stacks.len() >= MAX_INTERFACES {
+            return Err(format!(
+                "{name}: {MAX_INTERFACES} interfaces are served already; not serving this one"
+            ));
+        }
+        let stack = NetStack::new(index, name, dev, mac, &self.cfg);
+        let pos = self.stacks.partition_point(|s| s.index < index);
+        self.stacks.insert(pos, stack);
+        self.refresh_info();
+        Ok(())
+    }
+
+    /// Drops interface `index` (its device is gone): its sockets and connections go with it.
+    pub fn remove_interface(&mut self, index: u32) -> bool {
+        let before = self.stacks.len();
+        self.stacks.retain(|s| s.index != index);
+        let removed = self.stacks.len() != before;
+        if removed {
+            self.refresh_info();
+        }
+        removed
+    }
+
+    /// Marks interface `index` up or down (its device connected or not). Coming up queues the
+    /// announcements of its addresses again (gratuitous ARP, unsolicited NA), so that the
+    /// bridge and the neighbours learn where it is (after a reconnect or a migration).
+    pub fn set_link(&mut self, index: u32, up: bool) {
+        if let Some(s) = self.stacks.iter_mut().find(|s| s.index == index) {
+            if up && !s.up {
+                s.reannounce();
+            }
+            s.up = up;
+        }
+    }
+
+    /// Queues the announcement of every interface's addresses again.
+    pub fn reannounce_all(&mut self) {
+        for s in &mut self.stacks {
+            s.reannounce();
+        }
+    }
+
+    /// Whether interface `index` exists.
+    pub fn has_interface(&self, index: u32) -> bool {
+        self.stacks.iter().any(|s| s.index == index)
+    }
+
+    /// Rebuilds the info of `/stats` and `/metrics` from the interfaces.
+    fn refresh_info(&mut self) {
+        let mut info = Vec::new();
+        for s in &self.stacks {
+            for (k, v) in &s.info {
+                // `ipv4_vif1`, `ipv4_virtio_net1`: valid Prometheus label names.
+                let key = if s.index == 0 {
+                    String::from(*k)
+                } else {
+                    let name: String = s
+                        .name
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                        .collect();
+                    format!("{k}_{name}")
+                };
+                info.push((key, v.clone()));
+            }
+        }
+        self.stats.info = info;
+        self.stats.lease = self.stacks.iter().find_map(|s| s.lease);
+    }
+
+    /// Runs interface `index` on `dev` and the server once; returns how long the caller may
+    /// sleep at most (`None` for an unknown or down interface).
+    pub fn poll_interface<D: Device>(&mut self, index: u32, dev: &mut D) -> Option<Duration> {
+        let s = self.stacks.iter_mut().find(|s| s.index == index)?;
+        if !s.up {
+            return None;
+        }
+        let (delay, changed) = s.poll(dev, &mut self.store, &self.stats);
+        if changed {
+            self.refresh_info();
+        }
+        delay
+    }
+
+    /// Flushes the store's device (before shutdown).
+    pub fn flush(&mut self) -> Result<(), B::Error> {
+        self.store.device_mut().flush()
+    }
+}
+
+impl NetStack {
+    /// Sets up the interface (see [`App::add_interface`]).
+    fn new<D: Device>(index: u32, name: &str, dev: &mut D, mac: [u8; 6], cfg: &CmdConfig) -> Self {
         let mac = EthernetAddress(mac);
         let mut iface = Interface::new(Config::new(mac.into()), dev, now());
         let mut sockets = SocketSet::new(Vec::new());
         let mut dhcp = None;
         let mut info = Vec::new();
         let mut to_announce = Vec::new();
-        // IPv6: the link-local address from the MAC, plus the static one from `ip6=`.
+        // IPv6: the link-local address from the MAC, plus the static one from `ip6=` (interface 0).
         let ll = announce::link_local(mac.0);
         let mut v6 = alloc::vec![Ipv6Cidr::new(ll, 64)];
-        if let Some(a) = cfg.ip6 {
+        if let (Some(a), 0) = (cfg.ip6, index) {
             v6.push(Ipv6Cidr::new(a.addr, a.prefix));
         }
         for a in v6 {
             iface.update_ip_addrs(|addrs| {
                 if addrs.push(IpCidr::Ipv6(a)).is_err() {
-                    log::warn!("net: no room for address {a}");
+                    log::warn!("net: {name}: no room for address {a}");
                 }
             });
             to_announce.push(IpAddress::Ipv6(a.address()));
@@ -389,20 +523,24 @@ where
                 .collect::<Vec<_>>()
                 .join(" "),
         ));
-        match cfg.ip {
-            Some(ip) => {
-                let a = Ipv4Cidr::new(ip.addr, ip.prefix);
+        match cfg.ipv4(index) {
+            Ipv4Setting::Static { cidr, gw } => {
+                let a = Ipv4Cidr::new(cidr.addr, cidr.prefix);
                 iface.update_ip_addrs(|addrs| {
                     let _ = addrs.push(IpCidr::Ipv4(a));
                 });
-                if let Some(gw) = cfg.gw {
+                if let Some(gw) = gw {
                     let _ = iface.routes_mut().add_default_ipv4_route(gw);
                 }
-                to_announce.push(IpAddress::Ipv4(ip.addr));
+                to_announce.push(IpAddress::Ipv4(cidr.addr));
                 info.push(("ipv4", format!("{a}")));
+                crate::println!(
+                    "net: {name}: static {a}, gateway {}",
+                    gw.map_or(String::from("none"), |g| format!("{g}"))
+                );
             }
-            None => {
-                crate::println!("net: no ip= on the command line; asking DHCP");
+            Ipv4Setting::Dhcp => {
+                crate::println!("net: {name}: no ip{index}= on the command line; asking DHCP");
                 let mut sock = dhcpv4::Socket::new();
                 let buf: &'static mut [u8] = alloc::boxed::Box::leak(
                     alloc::vec![0u8; DHCP_PACKET_BUFFER].into_boxed_slice(),
@@ -411,7 +549,7 @@ where
                 dhcp = Some(sockets.add(sock));
             }
         }
-        if !cfg.dns.is_empty() {
+        if !cfg.dns.is_empty() && index == 0 {
             let list: Vec<String> = cfg.dns.iter().map(|a| format!("{a}")).collect();
             info.push(("dns", list.join(" ")));
         }
@@ -426,38 +564,45 @@ where
         }
         server.set_clock(now);
         crate::println!(
-            "http: listening on port {} ({} connections, {} KiB memory budget, values up to {} bytes)",
+            "http: {name}: listening on port {} ({} connections, {} KiB memory budget, values up to {} bytes)",
             scfg.port,
             scfg.max_conns,
             scfg.memory_budget / 1024,
             scfg.max_body_bytes
         );
-        Ok(App {
+        NetStack {
+            index,
+            name: String::from(name),
             iface,
             sockets,
             server,
-            store,
             dhcp,
-            stats: Stats {
-                info,
-                ..Stats::default()
-            },
             mac,
             port: scfg.port,
             to_announce,
             announced: false,
-        })
-    }
-
-    fn set_info(&mut self, key: &'static str, value: Option<String>) {
-        self.stats.info.retain(|(k, _)| *k != key);
-        if let Some(v) = value {
-            self.stats.info.push((key, v));
+            up: true,
+            info,
+            lease: None,
         }
     }
 
-    fn dhcp_poll(&mut self) {
-        let Some(h) = self.dhcp else { return };
+    fn set_info(&mut self, key: &'static str, value: Option<String>) {
+        self.info.retain(|(k, _)| *k != key);
+        if let Some(v) = value {
+            self.info.push((key, v));
+        }
+    }
+
+    /// Queues the announcement of every address of the interface.
+    fn reannounce(&mut self) {
+        self.to_announce = self.iface.ip_addrs().iter().map(|a| a.address()).collect();
+    }
+
+    /// Follows the DHCP socket; true when the addresses or the lease changed.
+    fn dhcp_poll(&mut self) -> bool {
+        let Some(h) = self.dhcp else { return false };
+        let name = self.name.as_str();
         let event = match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
             Some(dhcpv4::Event::Configured(c)) => {
                 let seconds = c.packet.as_ref().and_then(lease_seconds).unwrap_or(0);
@@ -470,13 +615,13 @@ where
                 ))
             }
             Some(dhcpv4::Event::Deconfigured) => None,
-            None => return,
+            None => return false,
         };
         match event {
             Some((address, router, server, seconds, dns)) => {
-                let renewal = self.stats.lease.is_some_and(|l| l.address == address);
-                let acks = self.stats.lease.map_or(0, |l| l.acks) + 1;
-                self.stats.lease = Some(Lease {
+                let renewal = self.lease.is_some_and(|l| l.address == address);
+                let acks = self.lease.map_or(0, |l| l.acks) + 1;
+                self.lease = Some(Lease {
                     address,
                     server,
                     seconds,
@@ -485,12 +630,12 @@ where
                 });
                 if renewal {
                     log::info!(
-                        "net: DHCP lease of {address} renewed for {seconds} s (server {server})"
+                        "net: {name}: DHCP lease of {address} renewed for {seconds} s (server {server})"
                     );
-                    return;
+                    return true;
                 }
                 crate::println!(
-                    "net: DHCP address {address} gateway {router:?} lease {seconds} s (server {server})"
+                    "net: {name}: DHCP address {address} gateway {router:?} lease {seconds} s (server {server})"
                 );
                 self.iface.update_ip_addrs(|addrs| {
                     addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_)));
@@ -513,8 +658,8 @@ where
                 self.announced = false;
             }
             None => {
-                if self.stats.lease.take().is_some() {
-                    log::warn!("net: DHCP lease lost");
+                if self.lease.take().is_some() {
+                    log::warn!("net: {name}: DHCP lease lost");
                 }
                 self.iface
                     .update_ip_addrs(|addrs| addrs.retain(|a| !matches!(a, IpCidr::Ipv4(_))));
@@ -522,6 +667,7 @@ where
                 self.set_info("ipv4", None);
             }
         }
+        true
     }
 
     /// Sends the pending address announcements while the device has room.
@@ -535,21 +681,31 @@ where
                 return;
             }
             log::info!(
-                "net: announced {a} ({})",
+                "net: announced {a} ({}) on {}",
                 match a {
                     IpAddress::Ipv4(_) => "gratuitous ARP",
                     IpAddress::Ipv6(_) => "unsolicited neighbour advertisement",
-                }
+                },
+                self.name
             );
             self.to_announce.remove(0);
         }
     }
 
-    /// Runs the stack and the server once; returns how long the caller may sleep at most.
-    pub fn poll<D: Device>(&mut self, dev: &mut D) -> Option<Duration> {
+    /// Runs the stack and the server once: the delay until the next poll is needed, and whether
+    /// the addresses or the lease changed.
+    fn poll<D: Device, B: BlockDevice>(
+        &mut self,
+        dev: &mut D,
+        store: &mut Store<Counted<B>>,
+        stats: &Stats,
+    ) -> (Option<Duration>, bool)
+    where
+        B::Error: core::fmt::Debug,
+    {
         let t = now();
         self.iface.poll(t, dev, &mut self.sockets);
-        self.dhcp_poll();
+        let changed = self.dhcp_poll();
         self.announce(dev);
         if !self.announced {
             let v4 = self
@@ -559,16 +715,17 @@ where
                 .find(|a| matches!(a, IpCidr::Ipv4(_)))
                 .copied();
             if let Some(a) = v4 {
-                crate::println!("net: ready, serving http://{}:{}/", a.address(), self.port);
+                crate::println!(
+                    "net: ready, serving http://{}:{}/ on {}",
+                    a.address(),
+                    self.port,
+                    self.name
+                );
                 self.announced = true;
             }
         }
         let mut rounds = 0;
-        while self
-            .server
-            .poll(&mut self.sockets, &mut self.store, &self.stats, now())
-            && rounds < 64
-        {
+        while self.server.poll(&mut self.sockets, store, stats, now()) && rounds < 64 {
             self.iface.poll(now(), dev, &mut self.sockets);
             rounds += 1;
         }
@@ -579,17 +736,7 @@ where
         let a = self.iface.poll_delay(t, &self.sockets);
         let b = self.server.poll_delay(t);
         let c = (!self.to_announce.is_empty()).then_some(Duration::from_millis(10));
-        [a, b, c].into_iter().flatten().min()
-    }
-
-    /// The interface's first IPv4 address (announced by a gratuitous ARP after a resume).
-    pub fn ipv4(&self) -> Option<Ipv4Address> {
-        self.iface.ipv4_addr()
-    }
-
-    /// Flushes the store's device (before shutdown).
-    pub fn flush(&mut self) -> Result<(), B::Error> {
-        self.store.device_mut().flush()
+        ([a, b, c].into_iter().flatten().min(), changed)
     }
 }
 

@@ -25,6 +25,7 @@ mod rt;
 mod selftest;
 mod start_info;
 mod time;
+mod vifs;
 mod virtio;
 mod watchdog;
 mod xen;

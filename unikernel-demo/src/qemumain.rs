@@ -6,12 +6,13 @@ use crate::app::App;
 use crate::cmdline::Config;
 use crate::disk::Disk;
 use alloc::boxed::Box;
+use alloc::format;
 
 /// Longest sleep between device polls.
 const MAX_SLEEP_NS: u64 = 1_000_000;
 
-/// Runs the key-value server on the first virtio-net and virtio-blk device. Returns if there is no
-/// network device.
+/// Runs the key-value server on every virtio-net device (one interface each) with the first
+/// virtio-blk device as its disk. Returns if there is no network device.
 pub fn run(cfg: &Config) {
     match crate::arch::apic::init() {
         Some(t) => crate::println!("apic: timer {} ticks/ms; PICs masked", t),
@@ -23,30 +24,47 @@ pub fn run(cfg: &Config) {
         crate::println!("virtio: no network device; nothing to serve");
         return;
     }
-    let mut net = found.nets.remove(0);
     let (disk_name, disk) = if found.blks.is_empty() {
         crate::println!("kv: no disk; using a 4 MiB RAM disk (values will not persist)");
         ("ramdisk", Disk::Mem(kv_app::MemDisk::new(512, 8192)))
     } else {
         ("virtio-blk0", Disk::Virtio(Box::new(found.blks.remove(0))))
     };
-    let mac = net.mac();
-    let mut app = match App::new(&mut net, mac, disk, cfg) {
+    let mut app = match App::new(disk, cfg) {
         Ok(a) => a,
         Err(e) => panic!("kv: cannot start: {e}"),
     };
+    // Every virtio-net device serves: interface K is the K-th device found (`ipK=`).
+    let mut nets = found.nets;
+    for (i, net) in nets.iter_mut().enumerate() {
+        let mac = net.mac();
+        if let Err(e) = app.add_interface(i as u32, &format!("virtio-net{i}"), net, mac) {
+            crate::println!("net: {e}");
+        }
+    }
     loop {
         let generation = crate::arch::apic::timer_irqs();
-        app.stats.nets = alloc::vec![("virtio-net0".into(), net.counters)];
+        app.stats.nets = nets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("virtio-net{i}"), n.counters))
+            .collect();
         app.stats.blks = alloc::vec![(disk_name.into(), app.store.device().counters)];
         app.stats.events = generation;
-        let (rx0, tx0) = (net.counters.rx_packets, net.counters.tx_packets);
-        let delay = app
-            .poll(&mut net)
-            .map_or(MAX_SLEEP_NS, |d| d.total_micros() * 1000)
-            .min(MAX_SLEEP_NS);
+        let moved = |nets: &[crate::virtio::VirtioNet]| -> u64 {
+            nets.iter()
+                .map(|n| n.counters.rx_packets + n.counters.tx_packets)
+                .sum()
+        };
+        let before = moved(&nets);
+        let mut delay = MAX_SLEEP_NS;
+        for (i, net) in nets.iter_mut().enumerate() {
+            if let Some(d) = app.poll_interface(i as u32, net) {
+                delay = delay.min(d.total_micros() * 1000);
+            }
+        }
         // Frames moved: more are likely queued (no device interrupts tell us), so poll again at once.
-        if delay == 0 || net.counters.rx_packets != rx0 || net.counters.tx_packets != tx0 {
+        if delay == 0 || moved(&nets) != before {
             continue;
         }
         crate::arch::apic::arm(delay);

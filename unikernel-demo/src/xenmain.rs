@@ -1,9 +1,11 @@
 //! The Xen main loop: grant table and xenstore up, every vif and vbd connected (netfront,
-//! blkfront), the key-value server on the first vif and vbd, control/shutdown handled.
+//! blkfront), the key-value server on every vif (one interface each, see [`crate::vifs`]) with
+//! its store on the first vbd, control/shutdown handled.
 
 use crate::app::{App, NetCounters};
 use crate::cmdline::Config;
 use crate::disk::{Disk, XenBlk};
+use crate::vifs::Vifs;
 use crate::xen::suspend::Outcome;
 use crate::xen::{self, KernelClock, KernelEvents};
 use alloc::boxed::Box;
@@ -31,6 +33,12 @@ fn net_config() -> NetfrontConfig {
         // far more than smoltcp's 4-16 KiB receive windows (dropped, then retransmitted one MSS
         // at a time); smoltcp never sends GSO frames either.
         gso_tcpv4: false,
+        // Connects do not block the main loop (see `vifs`): give the backend's hotplug script
+        // time (it took ~30 s in the nested harness under load).
+        timeouts: xen_store::xenbus::Timeouts {
+            connect_ns: 120_000_000_000,
+            ..xen_store::xenbus::Timeouts::default()
+        },
         ..NetfrontConfig::default()
     }
 }
@@ -91,25 +99,7 @@ pub fn run(cfg: &Config) -> ! {
     crate::println!("xen: devices in xenstore: vif {vifs:?}, vbd {vbds:?}");
 
     let clock: xen_store::xenbus::SharedClock = Arc::new(KernelClock);
-    let mut nets: Vec<(String, XenNet)> = Vec::new();
-    for id in &vifs {
-        let t0 = crate::time::now_ms();
-        match connect_net(grants, store, &clock, id) {
-            Ok(n) => {
-                let m = n.mac();
-                crate::println!(
-                    "netfront vif/{id}: connected in {} ms, mac {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}, mtu {}, {} queue(s), features {:?}",
-                    crate::time::now_ms() - t0,
-                    m[0], m[1], m[2], m[3], m[4], m[5],
-                    n.mtu(),
-                    n.num_queues(),
-                    n.features()
-                );
-                nets.push((format!("vif{id}"), n));
-            }
-            Err(e) => crate::println!("netfront vif/{id}: failed: {e}"),
-        }
-    }
+    let mut vifs = Vifs::boot(grants, store, clock.clone(), net_config());
 
     let mut disks: Vec<(String, Disk)> = Vec::new();
     for id in &vbds {
@@ -143,18 +133,20 @@ pub fn run(cfg: &Config) -> ! {
         disks.remove(0)
     };
 
-    let mut app = if let Some((_, net0)) = nets.first_mut() {
-        let mac = net0.mac();
-        match App::new(net0, mac, disk.1, cfg) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                crate::println!("kv: cannot start: {e}");
-                None
+    let mut app = match App::new(disk.1, cfg) {
+        Ok(mut a) => {
+            vifs.attach_all(&mut a);
+            if vifs.members().next().is_none() {
+                crate::println!(
+                    "net: no network device yet; serving on every vif that gets attached"
+                );
             }
+            Some(a)
         }
-    } else {
-        crate::println!("net: no network device; nothing to serve (waiting for control/shutdown)");
-        None
+        Err(e) => {
+            crate::println!("kv: cannot start: {e}");
+            None
+        }
     };
     let disk_name = disk.0;
     if disk_name == "ramdisk" {
@@ -180,19 +172,16 @@ pub fn run(cfg: &Config) -> ! {
         let generation = xen::event_generation();
         let mut deadline = None;
         if let Some(a) = app.as_mut() {
-            a.stats.nets = nets.iter().map(|(n, d)| (n.clone(), counters(d))).collect();
+            a.stats.nets = vifs
+                .members()
+                .map(|(id, d)| (crate::vifs::name(id), counters(d)))
+                .collect();
             a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
             a.stats.events = xen::upcalls();
-            a.stats.gauges = gauges(&nets, a.store.device(), grants);
-            if let Some((_, net0)) = nets.first_mut() {
-                deadline = a
-                    .poll(net0)
-                    .map(|d| crate::time::now_ns() + d.total_micros() * 1000);
-            }
-        }
-        // Frames on the other vifs are dropped (the server listens on the first one).
-        for (_, n) in nets.iter_mut().skip(1) {
-            while let Ok(Some(_)) = n.receive() {}
+            a.stats.gauges = gauges(&vifs, a.store.device(), grants);
+            deadline = vifs
+                .poll(a)
+                .map(|d| crate::time::now_ns() + d.total_micros() * 1000);
         }
         // Watch events: shutdown requests and netfront backend state changes, each taken by its
         // token (never blocking); a blkfront's events stay queued for its own blocking calls.
@@ -202,24 +191,18 @@ pub fn run(cfg: &Config) -> ! {
                 Some(ShutdownReason::Suspend) => suspend_resume(
                     store,
                     &mut app,
-                    &mut nets,
+                    &mut vifs,
                     &mut disks,
                     &disk_name,
                     &mut watchdog,
                     cfg.watchdog,
                 ),
-                Some(reason) => shutdown(reason, &mut app, &mut nets, disks),
+                Some(reason) => shutdown(reason, &mut app, &mut vifs, disks),
                 None => {}
             }
         }
-        for (name, n) in nets.iter_mut() {
-            while let Ok(Some(_)) = store.wait_watch_until(n.watch_token(), now) {
-                match n.handle_backend_change() {
-                    Ok(s) => crate::println!("netfront {name}: {s:?}"),
-                    Err(e) => crate::println!("netfront {name}: {e}"),
-                }
-            }
-        }
+        // vifs attached or detached, and their backends' states: interfaces follow.
+        vifs.handle_events(app.as_mut());
         // The store's disk going away (xl block-detach) makes /healthz answer 503 until its
         // backend is back and the lifecycle has reconnected it.
         if let Some(a) = app.as_mut() {
@@ -253,15 +236,15 @@ pub fn run(cfg: &Config) -> ! {
 
 /// Ring occupancy per device, grants and event channels in use (gauges for `/metrics`).
 fn gauges(
-    nets: &[(String, XenNet)],
+    vifs: &Vifs,
     disk: &crate::app::Counted<Disk>,
     grants: &xen::Grants,
 ) -> Vec<crate::app::Gauges> {
     let mut out = Vec::new();
-    for (name, n) in nets {
-        let (tx, rx) = n.ring_in_flight();
+    for (id, d) in vifs.members() {
+        let (tx, rx) = d.ring_in_flight();
         out.push((
-            name.clone(),
+            crate::vifs::name(id),
             alloc::vec![
                 ("ring_tx_in_flight", u64::from(tx)),
                 ("ring_rx_posted", u64::from(rx))
@@ -291,19 +274,6 @@ fn gauges(
         ],
     ));
     out
-}
-
-/// Connects netfront `vif/<id>` (new + connect).
-fn connect_net(
-    grants: &'static xen::Grants,
-    store: &'static xen::XenStore,
-    clock: &xen_store::xenbus::SharedClock,
-    id: &str,
-) -> Result<XenNet, xen_netfront::NetError> {
-    Netfront::new(grants, KernelEvents, store, clock.clone(), id, net_config()).and_then(|mut n| {
-        n.connect()?;
-        Ok(n)
-    })
 }
 
 /// Connects blkfront `vbd/<id>`.
@@ -359,7 +329,7 @@ fn shutdown_request(store: &xen::XenStore) -> Option<ShutdownReason> {
 fn shutdown(
     reason: ShutdownReason,
     app: &mut Option<App<Disk>>,
-    nets: &mut Vec<(String, XenNet)>,
+    vifs: &mut Vifs,
     disks: Vec<(String, Disk)>,
 ) -> ! {
     if let Some(a) = app.as_mut() {
@@ -368,10 +338,10 @@ fn shutdown(
             Err(e) => crate::println!("shutdown: flush failed: {e}"),
         }
     }
-    for (name, n) in nets.iter_mut() {
-        match n.disconnect() {
-            Ok(()) => crate::println!("shutdown: {name} closed"),
-            Err(e) => crate::println!("shutdown: {name}: {e}"),
+    for (id, d) in vifs.members_mut() {
+        match d.disconnect() {
+            Ok(()) => crate::println!("shutdown: vif{id} closed"),
+            Err(e) => crate::println!("shutdown: vif{id}: {e}"),
         }
     }
     if let Some(a) = app.as_mut() {
@@ -438,7 +408,7 @@ impl Front<'_> {
 /// Every frontend, the store's disk first (so the store is back before the network is).
 fn fronts<'a>(
     app: &'a mut Option<App<Disk>>,
-    nets: &'a mut [(String, XenNet)],
+    vifs: impl Iterator<Item = (u32, &'a mut XenNet)>,
     disks: &'a mut [(String, Disk)],
     disk_name: &str,
 ) -> Vec<(String, Front<'a>)> {
@@ -453,8 +423,8 @@ fn fronts<'a>(
             out.push((name.clone(), Front::Blk(b)));
         }
     }
-    for (name, n) in nets.iter_mut() {
-        out.push((name.clone(), Front::Net(n)));
+    for (id, d) in vifs {
+        out.push((crate::vifs::name(id), Front::Net(d)));
     }
     out
 }
@@ -480,7 +450,7 @@ fn fronts<'a>(
 fn suspend_resume(
     store: &'static xen::XenStore,
     app: &mut Option<App<Disk>>,
-    nets: &mut [(String, XenNet)],
+    vifs: &mut Vifs,
     disks: &mut [(String, Disk)],
     disk_name: &str,
     watchdog: &mut Option<crate::watchdog::Watchdog>,
@@ -495,7 +465,7 @@ fn suspend_resume(
     // Only the frontends that were quiesced are resumed (a device that was down stays with its
     // own watch-driven reconnect).
     let mut suspended = Vec::new();
-    for (name, mut f) in fronts(app, nets, disks, disk_name) {
+    for (name, mut f) in fronts(app, vifs.members_mut(), disks, disk_name) {
         match f.suspend() {
             Ok(()) => suspended.push(name),
             Err(e) => crate::println!("suspend: {name}: {e}; left as it is"),
@@ -545,7 +515,7 @@ fn suspend_resume(
         // backends connect at the same time (one after the other, each device's xenstore round
         // trips and its backend's work added up).
         let mut begun = Vec::new();
-        for (name, mut f) in fronts(app, nets, disks, disk_name) {
+        for (name, mut f) in fronts(app, vifs.members_mut(), disks, disk_name) {
             if suspended.contains(&name) {
                 match f.resume_begin() {
                     Ok(()) => begun.push(name),
@@ -553,7 +523,7 @@ fn suspend_resume(
                 }
             }
         }
-        for (name, mut f) in fronts(app, nets, disks, disk_name) {
+        for (name, mut f) in fronts(app, vifs.members_mut(), disks, disk_name) {
             if begun.contains(&name) {
                 if let Err(e) = f.resume_finish() {
                     failed(&name, e);
@@ -561,7 +531,7 @@ fn suspend_resume(
             }
         }
     } else {
-        for (name, mut f) in fronts(app, nets, disks, disk_name) {
+        for (name, mut f) in fronts(app, vifs.members_mut(), disks, disk_name) {
             if suspended.contains(&name) {
                 if let Err(e) = f.resume(how) {
                     failed(&name, e);
@@ -573,14 +543,14 @@ fn suspend_resume(
         a.stats.problem = Some(p);
     }
     if how == Resume::NewDomain {
-        if let (Some((name, n)), Some(a)) = (nets.first_mut(), app.as_ref()) {
-            match a.ipv4().map(|ip| gratuitous_arp(n, ip)) {
-                Some(Ok(())) => crate::println!("resume: {name} reconnected, gratuitous ARP sent"),
-                Some(Err(e)) => crate::println!("resume: {name} reconnected; gratuitous ARP: {e}"),
-                None => {
-                    crate::println!("resume: {name} reconnected (no address to announce yet)")
-                }
-            }
+        // Every interface announces its addresses again (gratuitous ARP, unsolicited NA) at its
+        // next poll, so the bridge learns where the guest is now.
+        if let Some(a) = app.as_mut() {
+            a.reannounce_all();
+            crate::println!(
+                "resume: {} interface(s) reconnected, announcing their addresses",
+                vifs.members().count()
+            );
         }
     }
     let t2 = crate::time::now_ms();
@@ -588,6 +558,7 @@ fn suspend_resume(
         // xenstored of the new domain has neither our control keys nor our watches, and Xen
         // forgot the domain's watchdog (after the devices: serving comes first).
         control_setup(store);
+        vifs.rewatch();
         if let Some(s) = watchdog_s {
             *watchdog = match crate::watchdog::Watchdog::arm(s) {
                 Ok(w) => {
@@ -606,42 +577,11 @@ fn suspend_resume(
         "resume ({how:?}): serving again; {} ms from the suspend call to the platform back, devices back in {} ms; {} TX frame slot(s) dropped so far; {} port(s) open; heap {} KiB in {} allocations, {} of {} frames used",
         t1.saturating_sub(t0),
         t2.saturating_sub(t1),
-        nets.iter().map(|(_, n)| n.total_stats().tx_lost).sum::<u64>(),
+        vifs.members().map(|(_, n)| n.total_stats().tx_lost).sum::<u64>(),
         xen::suspend::open_ports(),
         h.allocated / 1024,
         h.allocations,
         f.used,
         f.total
     );
-}
-
-/// Sends a gratuitous ARP request (sender and target address both `ip`, broadcast) on `n`, so that
-/// the bridge and the neighbours learn where our MAC is after a migration.
-fn gratuitous_arp(
-    n: &mut XenNet,
-    ip: smoltcp::wire::Ipv4Address,
-) -> Result<(), xen_netfront::NetError> {
-    use smoltcp::wire::{
-        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-        EthernetRepr,
-    };
-    let mac = EthernetAddress(n.mac());
-    let arp = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: mac,
-        source_protocol_addr: ip,
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: ip,
-    };
-    let eth = EthernetRepr {
-        src_addr: mac,
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    };
-    // Ethernet header + ARP, padded to the 60-byte minimum frame.
-    let mut buf = [0u8; 60];
-    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
-    eth.emit(&mut frame);
-    arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-    n.transmit(0, &buf, xen_netfront::TxMeta::default())
 }

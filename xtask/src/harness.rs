@@ -253,7 +253,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  --kernel ELF       the unikernel (default: $XEN_RS_KERNEL, else `cargo xtask kernel build`)\n  \
                  --memory MIB       the unikernel's memory= (default 16)\n  \
                  --scenario NAME    a script of tests/harness/scenarios (repeatable): unikernel,\n                     \
-                    ha (save -c, save/restore, migrate under load), min-memory, demo\n  \
+                    ha (save -c, save/restore, migrate under load), min-memory, demo,\n                     \
+                    vifs (two vifs, network-detach/attach, a new vif)\n  \
                  --with-linux       also run the Linux guest scenario in the same boot\n  \
                  --type pv|pvh      the unikernel's domain type (default pvh; pv with --no-hvm)\n  \
                  --no-hvm           QEMU CPU without SVM: Xen offers PV only\n  \
@@ -346,6 +347,8 @@ pub fn test() -> Result<(), String> {
         // booted as classic PV over 2-level here (PV_EVTCHN) and over FIFO in the no-HVM boot.
         spec.scenarios.push("unikernel".into());
         spec.scenarios.push("ops".into());
+        // Every vif serves; vif detach/attach and a new vif while serving (~1 min).
+        spec.scenarios.push("vifs".into());
         // High availability (issue 7): checkpoint, save + restore and migration under load, the
         // unikernel and the Linux PVH baseline, with the shortest load windows. Opt-in with
         // XEN_RS_HARNESS_HA=1: on the loaded 2-core machine its runs took 20+ min and the

@@ -404,6 +404,17 @@ pub fn test() -> Result<(), String> {
         }
     }
     let t = Instant::now();
+    match two_nets_test(&elf) {
+        Ok(detail) => {
+            passed += 1;
+            println!("kernel boot test two virtio-net devices (one interface each): ok ({:.1} s): {detail}", t.elapsed().as_secs_f64());
+        }
+        Err(e) => {
+            failed += 1;
+            println!("kernel boot test two virtio-net devices (one interface each): FAILED: {e}");
+        }
+    }
+    let t = Instant::now();
     match crate::serve::real_client_test(&elf) {
         Ok(detail) => {
             passed += 1;
@@ -493,6 +504,8 @@ struct AppVm {
     child: std::process::Child,
     console: PathBuf,
     port: u16,
+    /// The forwarded port of every virtio-net device, in order (`port` is the first).
+    ports: Vec<u16>,
 }
 
 impl Drop for AppVm {
@@ -506,10 +519,28 @@ impl AppVm {
     /// Boots the kernel with a virtio-net (user networking, guest port 80 forwarded to a free
     /// loopback port) and a virtio-blk on `disk`, and waits until it serves.
     fn start(elf: &Path, disk: &Path, console: PathBuf) -> Result<AppVm, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free loopback port: {e}"))?
-            .port();
+        Self::start_nets(elf, disk, console, 1)
+    }
+
+    /// Like [`start`](Self::start) with `nets` virtio-net devices (each its own user network
+    /// and forwarded port); waits until every one serves.
+    fn start_nets(elf: &Path, disk: &Path, console: PathBuf, nets: usize) -> Result<AppVm, String> {
+        let mut listeners = Vec::new();
+        for _ in 0..nets.max(1) {
+            // Keep each listener until all are chosen, so the ports differ.
+            listeners.push(
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .map_err(|e| format!("no free loopback port: {e}"))?,
+            );
+        }
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("no free loopback port: {e}"))?;
+        // Free the ports for QEMU's hostfwd.
+        drop(listeners);
+        let port = ports[0];
         let _ = std::fs::remove_file(&console);
         let mut cmd = qemu_command(elf, "", Machine::Microvm);
         // qemu_command sends the console to stdio; a file keeps it readable while the VM runs.
@@ -533,25 +564,28 @@ impl AppVm {
             "-drive",
             &format!("file={},format=raw,if=none,id=d0", disk.display()),
         ])
-        .args(["-device", "virtio-blk-device,drive=d0"])
-        .args([
-            "-netdev",
-            &format!("user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:80"),
-        ])
-        .args(["-device", "virtio-net-device,netdev=n0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .args(["-device", "virtio-blk-device,drive=d0"]);
+        for (i, p) in ports.iter().enumerate() {
+            cmd.args([
+                "-netdev",
+                &format!("user,id=n{i},hostfwd=tcp:127.0.0.1:{p}-:80"),
+            ])
+            .args(["-device", &format!("virtio-net-device,netdev=n{i}")]);
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = cmd.spawn().map_err(|e| format!("cannot start qemu: {e}"))?;
         let vm = AppVm {
             child,
             console,
             port,
+            ports,
         };
         let start = Instant::now();
         loop {
             let text = std::fs::read_to_string(&vm.console).unwrap_or_default();
-            if text.contains("net: ready, serving") {
+            if text.matches("net: ready, serving").count() >= nets.max(1) {
                 return Ok(vm);
             }
             if text.contains("PANIC") || text.contains("EXCEPTION") {
@@ -566,8 +600,12 @@ impl AppVm {
 
     /// Sends one raw HTTP request (connection closed after it) and returns (status, body).
     fn request(&self, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
-        let mut s =
-            TcpStream::connect(("127.0.0.1", self.port)).map_err(|e| format!("connect: {e}"))?;
+        self.request_to(self.port, raw)
+    }
+
+    /// Like [`request`](Self::request), to forwarded port `port`.
+    fn request_to(&self, port: u16, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .map_err(|e| e.to_string())?;
         s.write_all(raw).map_err(|e| format!("send: {e}"))?;
@@ -598,6 +636,21 @@ impl AppVm {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), String> {
+        self.call_on(0, method, path, body)
+    }
+
+    /// Like [`call`](Self::call), through virtio-net device `net`.
+    fn call_on(
+        &self,
+        net: usize,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let port = *self
+            .ports
+            .get(net)
+            .ok_or_else(|| format!("no virtio-net device {net}"))?;
         let mut raw =
             format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n").into_bytes();
         if let Some(b) = body {
@@ -606,9 +659,56 @@ impl AppVm {
         } else {
             raw.extend_from_slice(b"\r\n");
         }
-        self.request(&raw)
-            .map_err(|e| format!("{method} {path}: {e}"))
+        self.request_to(port, &raw)
+            .map_err(|e| format!("{method} {path} (net {net}): {e}"))
     }
+}
+
+/// Two virtio-net devices (two QEMU user networks, both DHCP): each serves HTTP on its own
+/// interface, over one store.
+fn two_nets_test(elf: &Path) -> Result<String, String> {
+    let dir = target_dir().join("qemu-two-nets-test");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let disk = dir.join("disk.img");
+    let f = std::fs::File::create(&disk).map_err(|e| format!("{}: {e}", disk.display()))?;
+    f.set_len(16 << 20).map_err(|e| e.to_string())?;
+    drop(f);
+    let vm = AppVm::start_nets(elf, &disk, dir.join("console.log"), 2)?;
+    expect_status(
+        "PUT /kv/two via net 1",
+        vm.call_on(1, "PUT", "/kv/two", Some(b"nets"))?,
+        &[201],
+    )?;
+    let v = expect_status(
+        "GET /kv/two via net 0",
+        vm.call_on(0, "GET", "/kv/two", None)?,
+        &[200],
+    )?;
+    if v != b"nets" {
+        return Err(format!(
+            "GET via net 0 returned {:?}",
+            String::from_utf8_lossy(&v)
+        ));
+    }
+    let stats = expect_status(
+        "GET /stats via net 1",
+        vm.call_on(1, "GET", "/stats", None)?,
+        &[200],
+    )?;
+    let stats = String::from_utf8_lossy(&stats).into_owned();
+    for want in ["\"virtio-net0\"", "\"virtio-net1\"", "\"ipv4_virtio_net1\""] {
+        if !stats.contains(want) {
+            return Err(format!(
+                "/stats lacks {want}: {}",
+                &stats[..stats.len().min(400)]
+            ));
+        }
+    }
+    let console = std::fs::read_to_string(&vm.console).unwrap_or_default();
+    if !console.contains("on virtio-net1") {
+        return Err("no ready line for virtio-net1 on the console".into());
+    }
+    Ok("PUT through the second device read back through the first; both in /stats".into())
 }
 
 fn expect_status(what: &str, got: (u16, Vec<u8>), want: &[u16]) -> Result<Vec<u8>, String> {

@@ -349,6 +349,7 @@ struct Shared {
     release_kept: bool,
     new_hostility: Option<Option<Hostility>>,
     restart: bool,
+    unplugged: bool,
 }
 
 /// The test's side of a [`Netback`]: inject frames, collect transmitted ones, read counters.
@@ -432,6 +433,13 @@ impl NetbackHandle {
     /// in `InitWait` again (Linux netback's "prepare for reconnect").
     pub fn restart(&self) {
         self.lock().restart = true;
+    }
+
+    /// Removes the backend device for good, as dom0 does once `xl network-detach` is done: at
+    /// its next poll it releases what it still holds and then never touches xenstore again (a
+    /// vif created later under the same id gets a new backend model).
+    pub fn unplug(&self) {
+        self.lock().unplugged = true;
     }
 }
 
@@ -1501,6 +1509,14 @@ impl Netback {
 
 impl crate::DeviceModel for Netback {
     fn poll(&mut self, dom0: &Dom0) -> bool {
+        if self.lock().unplugged {
+            if !self.queues.is_empty() || !self.kept.is_empty() {
+                self.disconnect(dom0);
+                self.kept.clear();
+                return true;
+            }
+            return false;
+        }
         let mut progress = false;
         let (hostility, release) = {
             let mut s = self.lock();
