@@ -12,7 +12,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use xen_hypercall::abi::sched::ShutdownReason;
-use xen_netfront::{DeviceState, Netfront, NetfrontConfig};
+use xen_netfront::{Netfront, NetfrontConfig};
 use xen_store::xenbus::Resume;
 use xen_store::{xenbus, Store, TxId};
 
@@ -107,10 +107,12 @@ pub fn run(cfg: &Config) -> ! {
     }
 
     let mut disks: Vec<(String, Disk)> = Vec::new();
+    let mut connected_vbds = Vec::new();
     for id in &vbds {
         let t0 = crate::time::now_ms();
         match connect_blk(grants, store, &clock, id) {
             Ok(b) => {
+                connected_vbds.push(id.clone());
                 let info = *b.info();
                 crate::println!(
                     "blkfront vbd/{id}: connected in {} ms, {} sectors of {} bytes ({} MiB){}, features {:?}",
@@ -137,6 +139,18 @@ pub fn run(cfg: &Config) -> ! {
     } else {
         disks.remove(0)
     };
+    // From now on vbds come and go (xl block-attach / block-detach): see xen::vbds.
+    let mut vbd_set = crate::xen::vbds::Vbds::new(
+        grants,
+        store,
+        blk_config(),
+        &connected_vbds,
+        connected_vbds
+            .first()
+            .cloned()
+            .filter(|_| disk.0 != "ramdisk"),
+        disk.0.clone(),
+    );
 
     let mut app = if let Some((_, net0)) = nets.first_mut() {
         let mac = net0.mac();
@@ -151,8 +165,7 @@ pub fn run(cfg: &Config) -> ! {
         crate::println!("net: no network device; nothing to serve (waiting for control/shutdown)");
         None
     };
-    let disk_name = disk.0;
-    if disk_name == "ramdisk" {
+    if disk.0 == "ramdisk" {
         if let Some(a) = app.as_mut() {
             a.stats.problem = Some("no disk connected: values are on a RAM disk".into());
         }
@@ -176,7 +189,7 @@ pub fn run(cfg: &Config) -> ! {
         let mut deadline = None;
         if let Some(a) = app.as_mut() {
             a.stats.nets = nets.iter().map(|(n, d)| (n.clone(), counters(d))).collect();
-            a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
+            a.stats.blks = alloc::vec![(vbd_set.name().into(), a.store.device().counters)];
             a.stats.events = xen::upcalls();
             a.stats.gauges = gauges(&nets, a.store.device(), grants);
             if let Some((_, net0)) = nets.first_mut() {
@@ -199,7 +212,7 @@ pub fn run(cfg: &Config) -> ! {
                     &mut app,
                     &mut nets,
                     &mut disks,
-                    &disk_name,
+                    vbd_set.name(),
                     &mut watchdog,
                     cfg.watchdog,
                 ),
@@ -215,33 +228,17 @@ pub fn run(cfg: &Config) -> ! {
                 }
             }
         }
-        // The store's disk going away (xl block-detach) makes /healthz answer 503 until its
-        // backend is back and the lifecycle has reconnected it.
+        // The store's disk going away (xl block-detach) makes the store answer 503 until a disk
+        // is attached again; vbds attached at run time are noticed (xen::vbds).
         if let Some(a) = app.as_mut() {
-            if let Disk::Xen(b) = &mut a.store.device_mut().inner {
-                while let Ok(Some(_)) = store.wait_watch_until(b.watch_token(), now) {
-                    let node = String::from(b.node());
-                    match b.handle_backend_change() {
-                        Ok(DeviceState::Connected) => {
-                            if a.stats.problem.take().is_some() {
-                                crate::println!("blkfront {node}: connected again");
-                            }
-                        }
-                        Ok(s) => {
-                            log::warn!("blkfront {node}: {s:?}; the store is unavailable");
-                            a.stats.problem = Some(format!("disk {node} is {s:?}"));
-                        }
-                        Err(e) => {
-                            log::warn!("blkfront {node}: {e}; the store is unavailable");
-                            a.stats.problem = Some(format!("disk {node} is gone: {e}"));
-                        }
-                    }
-                }
-            }
+            vbd_set.poll(a);
         }
         let feed = watchdog.as_mut().map(|w| w.feed());
         let hang = crate::watchdog::hang_deadline(cfg.debug_hang_after);
-        let deadline = [deadline, feed, hang].into_iter().flatten().min();
+        let deadline = [deadline, feed, hang, vbd_set.deadline_ns()]
+            .into_iter()
+            .flatten()
+            .min();
         xen::block_until(deadline, generation);
     }
 }

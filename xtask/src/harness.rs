@@ -345,6 +345,9 @@ pub fn test() -> Result<(), String> {
         // operator checks, and the same image booted as classic PV.
         spec.scenarios.push("unikernel".into());
         spec.scenarios.push("ops".into());
+        // Detach/attach of the store's vbd while serving, a vbd hot-plugged at run time, and the
+        // same cycle for a Linux PV guest (issue 7 step 3).
+        spec.scenarios.push("hotplug".into());
         spec.scenarios.push("unikernel-pv".into());
         spec.scenarios.push("pv-boot".into());
     }
