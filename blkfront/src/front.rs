@@ -80,6 +80,27 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         self.xenbus.connect(&mut self.io)
     }
 
+    /// Starts connecting without blocking (for a device attached while the domain serves): the
+    /// next steps run from [`handle_backend_change`](Self::handle_backend_change) on watch events
+    /// with [`watch_token`](Self::watch_token), bounded by the connect deadline
+    /// ([`deadline_ns`](Self::deadline_ns)). Returns the device's state.
+    pub fn start_connect(&mut self) -> Result<DeviceState, BlkError> {
+        self.xenbus.start_connect(&mut self.io)?;
+        Ok(self.state())
+    }
+
+    /// When the connect or reconnect in progress gives up (clock nanoseconds): call
+    /// [`handle_backend_change`](Self::handle_backend_change) by then even without an event.
+    pub fn deadline_ns(&self) -> Option<u64> {
+        self.xenbus.deadline_ns()
+    }
+
+    /// True when the toolstack removed the device (`xl block-detach`): the device closed, its
+    /// unfinished requests failed with [`IoError::Disconnected`](crate::IoError::Disconnected).
+    pub fn removed(&self) -> bool {
+        self.xenbus.removed()
+    }
+
     /// Follows the backend after a watch event with [`watch_token`](Self::watch_token) (one
     /// non-blocking step): a backend that closes makes the device release its rings and go
     /// [`DeviceState::Reconnecting`], keeping unfinished requests; further events (or
@@ -397,5 +418,16 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlockDevice for BlkFront<G, E, 
             secure: false,
         })?;
         self.wait_and_take(tag, None)
+    }
+
+    fn unavailable(&self) -> Option<&'static str> {
+        match self.state() {
+            // Requests wait for the backend to come back (or for the resume).
+            DeviceState::Connected | DeviceState::Reconnecting | DeviceState::Suspended => None,
+            DeviceState::Connecting => Some("the disk is connecting"),
+            DeviceState::Closed if self.removed() => Some("the disk was detached"),
+            DeviceState::Closed => Some("the disk is disconnected"),
+            DeviceState::Failed => Some("the disk failed"),
+        }
     }
 }

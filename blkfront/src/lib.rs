@@ -40,12 +40,14 @@ extern crate alloc;
 
 mod buffer;
 mod front;
+pub mod hotplug;
 mod io;
 mod negotiate;
 mod types;
 
 pub use buffer::{BufferDone, IoBuffer};
 pub use front::{list_devices, BlkFront};
+pub use hotplug::{VbdEvent, VbdSet};
 pub use types::{Completion, Config, Discard, DiskInfo, Features, IoRequest, Tag};
 pub use xen_store::xenbus::{DeviceState, Resume, SharedClock, Timeouts, XenbusError};
 
@@ -81,6 +83,13 @@ pub trait BlockDevice {
     fn flush(&mut self) -> Result<(), Self::Error>;
     /// Tells the device that `blocks` blocks from `lba` are unused.
     fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), Self::Error>;
+
+    /// Why the device cannot take requests now (detached, failed, not connected yet), if so: a
+    /// user such as a server answers "unavailable" with it instead of trying. `None` (the
+    /// default) when requests are taken, also while they wait for a backend restart.
+    fn unavailable(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// Why one I/O request failed (the device itself may still be fine).

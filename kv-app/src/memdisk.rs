@@ -14,6 +14,9 @@ pub enum MemDiskError {
     /// A write or discard on a read-only disk.
     #[error("disk is read-only")]
     ReadOnly,
+    /// The disk was made unavailable ([`MemDisk::set_unavailable`]).
+    #[error("disk is unavailable")]
+    Unavailable,
 }
 
 /// Counters of a [`MemDisk`].
@@ -37,6 +40,7 @@ pub struct MemDisk {
     data: Vec<u8>,
     block_size: usize,
     read_only: bool,
+    unavailable: Option<&'static str>,
     /// Operation counters.
     pub counters: MemDiskCounters,
 }
@@ -55,6 +59,7 @@ impl MemDisk {
             data: image,
             block_size,
             read_only: false,
+            unavailable: None,
             counters: MemDiskCounters::default(),
         }
     }
@@ -62,6 +67,12 @@ impl MemDisk {
     /// Makes the disk refuse (or accept again) writes.
     pub fn set_read_only(&mut self, read_only: bool) {
         self.read_only = read_only;
+    }
+
+    /// Makes every request fail with [`MemDiskError::Unavailable`] and
+    /// [`BlockDevice::unavailable`] say `reason` (a detached disk), or (`None`) work again.
+    pub fn set_unavailable(&mut self, reason: Option<&'static str>) {
+        self.unavailable = reason;
     }
 
     /// The disk's contents.
@@ -75,6 +86,9 @@ impl MemDisk {
     }
 
     fn range(&self, lba: u64, len: usize) -> Result<core::ops::Range<usize>, MemDiskError> {
+        if self.unavailable.is_some() {
+            return Err(MemDiskError::Unavailable);
+        }
         if self.block_size == 0 || len % self.block_size != 0 {
             return Err(MemDiskError::OutOfRange);
         }
@@ -128,6 +142,9 @@ impl BlockDevice for MemDisk {
     }
 
     fn flush(&mut self) -> Result<(), MemDiskError> {
+        if self.unavailable.is_some() {
+            return Err(MemDiskError::Unavailable);
+        }
         if self.read_only {
             return Err(MemDiskError::ReadOnly);
         }
@@ -146,5 +163,9 @@ impl BlockDevice for MemDisk {
         let r = self.range(lba, len)?;
         self.data[r].fill(0);
         Ok(())
+    }
+
+    fn unavailable(&self) -> Option<&'static str> {
+        self.unavailable
     }
 }

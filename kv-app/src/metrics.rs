@@ -455,7 +455,8 @@ pub(crate) fn json_extra(out: &mut String, source: &dyn StatsSource) {
 }
 
 /// The `/healthz` answer: 200 `ok` when the store is writable (`read_only` is the store's
-/// reason when it is not) and the embedding reports no problem, else 503 with the reason.
+/// reason when it is not: a read-only store, or a disk that cannot take requests) and the
+/// embedding reports no problem, else 503 with the reason.
 pub(crate) fn health(read_only: Option<&str>, source: &dyn StatsSource) -> Reply {
     match source.problem().or(read_only) {
         Some(p) => Reply::text(503, Some(p)),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{get, put, Net, PORT};
+use common::{delete, get, put, Net, PORT};
 use kv_app::{MemDisk, MemoryStats, Method, ServerConfig, StatsSource, Store};
 use prometheus_parse::{LineInfo, Scrape, Value};
 use smoltcp::time::{Duration, Instant};
@@ -335,4 +335,42 @@ fn a_garbage_head_after_a_kept_alive_request_is_not_reported_as_that_request() {
         (r.method, r.path.as_str(), r.status, r.bytes_in),
         (Method::Other, "", 400, 0)
     );
+}
+
+#[test]
+fn a_detached_disk_makes_key_requests_503_while_the_rest_answers() {
+    let mut net = net(1024);
+    let src = Src::default();
+    let r = net.request_with(&put("a", b"kept"), &src);
+    assert_eq!(r.status, 201);
+    net.store
+        .device_mut()
+        .set_unavailable(Some("the disk was detached"));
+    // Key requests: 503 with the reason and Retry-After, without touching the disk.
+    let reads = net.store.device().counters.reads;
+    for raw in [put("b", b"new"), get("a"), get_path("/kv/"), delete("a")] {
+        let r = net.request_with(&raw, &src);
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&raw));
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            "the store is unavailable: the disk was detached\n"
+        );
+    }
+    assert_eq!(net.store.device().counters.reads, reads);
+    let (code, _, body) = request(&mut net, &get_path("/healthz"), &src);
+    assert_eq!(
+        (code, body.as_slice()),
+        (503, &b"the disk was detached\n"[..])
+    );
+    for path in ["/stats", "/metrics"] {
+        let (code, _, _) = request(&mut net, &get_path(path), &src);
+        assert_eq!(code, 200, "{path}");
+    }
+    // Back: everything as before, the acknowledged value intact.
+    net.store.device_mut().set_unavailable(None);
+    let r = net.request_with(&get("a"), &src);
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"kept"[..]));
+    let (code, _, _) = request(&mut net, &get_path("/healthz"), &src);
+    assert_eq!(code, 200);
 }

@@ -45,6 +45,8 @@ cat >/www/cgi-bin/w <<'EOF'
 #!/bin/sh
 n=$QUERY_STRING
 case "$n" in '' | *[!0-9]*) printf 'Status: 400 Bad Request\r\n\r\nbad block\n'; exit 0 ;; esac
+# No disk (detached, hotplug.sh): refuse, rather than let dd create a regular file /dev/xvda.
+[ -b /dev/xvda ] || { printf 'Status: 503 Service Unavailable\r\n\r\nno disk\n'; exit 0; }
 head -c "${CONTENT_LENGTH:-0}" >/tmp/body.$$
 if dd if=/tmp/body.$$ of=/dev/xvda bs=4096 seek="$n" count=1 conv=notrunc,fsync 2>/dev/null; then
 	printf 'Content-Type: text/plain\r\n\r\nok\n'

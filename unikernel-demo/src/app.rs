@@ -81,6 +81,9 @@ impl<B: BlockDevice> BlockDevice for Counted<B> {
     fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), Self::Error> {
         self.inner.discard(lba, blocks)
     }
+    fn unavailable(&self) -> Option<&'static str> {
+        self.inner.unavailable()
+    }
 }
 
 /// Counters of one network device.
@@ -349,6 +352,39 @@ pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
 /// DHCP packet buffer: smoltcp copies every ACK here, so that renewals show up as events.
 const DHCP_PACKET_BUFFER: usize = 1500;
 
+/// Opens (or formats, when blank) the store on `disk`, counting its requests from `counters`.
+fn open_store<B: BlockDevice>(disk: B, counters: BlkCounters) -> Result<Store<Counted<B>>, String>
+where
+    B::Error: core::fmt::Debug,
+{
+    let disk = Counted {
+        inner: disk,
+        counters,
+    };
+    // The store id of a new format must not be derivable from the disk: seed it with the TSC.
+    let mut store_cfg = kv_app::StoreConfig::new(crate::arch::rdtsc());
+    store_cfg.index_budget = index_budget();
+    let store = match Store::open_or_format_with(disk, store_cfg) {
+        Ok(s) => s,
+        Err(e) => return Err(format!("key-value store on disk: {e:?}")),
+    };
+    let st = store.stats();
+    crate::println!(
+        "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB",
+        st.keys,
+        st.value_bytes,
+        st.used_blocks,
+        st.capacity_blocks,
+        st.generation,
+        st.index_bytes / 1024,
+        st.index_budget / 1024
+    );
+    if let Some(reason) = store.read_only_reason() {
+        crate::println!("kv: store is READ-ONLY: {reason}");
+    }
+    Ok(store)
+}
+
 impl<B: BlockDevice> App<B>
 where
     B::Error: core::fmt::Debug,
@@ -356,37 +392,23 @@ where
     /// Opens (or formats) the store on `disk`; interfaces are added with
     /// [`add_interface`](Self::add_interface).
     pub fn new(disk: B, cfg: &CmdConfig) -> Result<Self, String> {
-        let disk = Counted {
-            inner: disk,
-            counters: BlkCounters::default(),
-        };
-        // The store id of a new format must not be derivable from the disk: seed it with the TSC.
-        let mut store_cfg = kv_app::StoreConfig::new(crate::arch::rdtsc());
-        store_cfg.index_budget = index_budget();
-        let store = match Store::open_or_format_with(disk, store_cfg) {
-            Ok(s) => s,
-            Err(e) => return Err(format!("key-value store on disk: {e:?}")),
-        };
-        let st = store.stats();
-        crate::println!(
-            "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB",
-            st.keys,
-            st.value_bytes,
-            st.used_blocks,
-            st.capacity_blocks,
-            st.generation,
-            st.index_bytes / 1024,
-            st.index_budget / 1024
-        );
-        if let Some(reason) = store.read_only_reason() {
-            crate::println!("kv: store is READ-ONLY: {reason}");
-        }
+        let store = open_store(disk, BlkCounters::default())?;
         Ok(App {
             store,
             stats: Stats::default(),
             stacks: Vec::new(),
             cfg: cfg.clone(),
         })
+    }
+
+    /// Re-opens the store on `disk` (a disk attached again after its removal): the index is
+    /// rebuilt from what is on the disk, as at boot, and the old store (with its gone disk) is
+    /// dropped. The device counters carry on. On error the old store stays (and `disk` is
+    /// dropped: the store could not use it).
+    pub fn reopen_store(&mut self, disk: B) -> Result<(), String> {
+        let counters = self.store.device().counters;
+        self.store = open_store(disk, counters)?;
+        Ok(())
     }
 
     /// Sets up interface `index` (named `name`) on `dev` with MAC `mac`: its addresses from the

@@ -86,4 +86,11 @@ impl BlockDevice for Disk {
     fn discard(&mut self, lba: u64, blocks: u64) -> Result<(), DiskError> {
         each!(self, d => d.discard(lba, blocks))
     }
+    fn unavailable(&self) -> Option<&'static str> {
+        match self {
+            Disk::Xen(d) => d.unavailable(),
+            Disk::Virtio(d) => d.unavailable(),
+            Disk::Mem(d) => d.unavailable(),
+        }
+    }
 }

@@ -14,7 +14,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use xen_hypercall::abi::sched::ShutdownReason;
-use xen_netfront::{DeviceState, Netfront, NetfrontConfig};
+use xen_netfront::{Netfront, NetfrontConfig};
 use xen_store::xenbus::Resume;
 use xen_store::{xenbus, Store, TxId};
 
@@ -102,10 +102,12 @@ pub fn run(cfg: &Config) -> ! {
     let mut vifs = Vifs::boot(grants, store, clock.clone(), net_config());
 
     let mut disks: Vec<(String, Disk)> = Vec::new();
+    let mut connected_vbds = Vec::new();
     for id in &vbds {
         let t0 = crate::time::now_ms();
         match connect_blk(grants, store, &clock, id) {
             Ok(b) => {
+                connected_vbds.push(id.clone());
                 let info = *b.info();
                 crate::println!(
                     "blkfront vbd/{id}: connected in {} ms, {} sectors of {} bytes ({} MiB){}, features {:?}",
@@ -132,6 +134,18 @@ pub fn run(cfg: &Config) -> ! {
     } else {
         disks.remove(0)
     };
+    // From now on vbds come and go (xl block-attach / block-detach): see xen::vbds.
+    let mut vbd_set = crate::xen::vbds::Vbds::new(
+        grants,
+        store,
+        blk_config(),
+        &connected_vbds,
+        connected_vbds
+            .first()
+            .cloned()
+            .filter(|_| disk.0 != "ramdisk"),
+        disk.0.clone(),
+    );
 
     let mut app = match App::new(disk.1, cfg) {
         Ok(mut a) => {
@@ -148,8 +162,7 @@ pub fn run(cfg: &Config) -> ! {
             None
         }
     };
-    let disk_name = disk.0;
-    if disk_name == "ramdisk" {
+    if disk.0 == "ramdisk" {
         if let Some(a) = app.as_mut() {
             a.stats.problem = Some("no disk connected: values are on a RAM disk".into());
         }
@@ -176,7 +189,7 @@ pub fn run(cfg: &Config) -> ! {
                 .members()
                 .map(|(id, d)| (crate::vifs::name(id), counters(d)))
                 .collect();
-            a.stats.blks = alloc::vec![(disk_name.clone(), a.store.device().counters)];
+            a.stats.blks = alloc::vec![(vbd_set.name().into(), a.store.device().counters)];
             a.stats.events = xen::upcalls();
             a.stats.gauges = gauges(&vifs, a.store.device(), grants);
             deadline = vifs
@@ -188,48 +201,37 @@ pub fn run(cfg: &Config) -> ! {
         let now = xen_store::Deadline::now(&KernelClock);
         while let Ok(Some(_)) = store.wait_watch_until(SHUTDOWN_TOKEN, now) {
             match shutdown_request(store) {
-                Some(ShutdownReason::Suspend) => suspend_resume(
-                    store,
-                    &mut app,
-                    &mut vifs,
-                    &mut disks,
-                    &disk_name,
-                    &mut watchdog,
-                    cfg.watchdog,
-                ),
+                Some(ShutdownReason::Suspend) => {
+                    let how = suspend_resume(
+                        store,
+                        &mut app,
+                        &mut vifs,
+                        &mut disks,
+                        vbd_set.name(),
+                        &mut watchdog,
+                        cfg.watchdog,
+                    );
+                    if how == Resume::NewDomain {
+                        vbd_set.rewatch();
+                    }
+                }
                 Some(reason) => shutdown(reason, &mut app, &mut vifs, disks),
                 None => {}
             }
         }
         // vifs attached or detached, and their backends' states: interfaces follow.
         vifs.handle_events(app.as_mut());
-        // The store's disk going away (xl block-detach) makes /healthz answer 503 until its
-        // backend is back and the lifecycle has reconnected it.
+        // The store's disk going away (xl block-detach) makes the store answer 503 until a disk
+        // is attached again; vbds attached at run time are noticed (xen::vbds).
         if let Some(a) = app.as_mut() {
-            if let Disk::Xen(b) = &mut a.store.device_mut().inner {
-                while let Ok(Some(_)) = store.wait_watch_until(b.watch_token(), now) {
-                    let node = String::from(b.node());
-                    match b.handle_backend_change() {
-                        Ok(DeviceState::Connected) => {
-                            if a.stats.problem.take().is_some() {
-                                crate::println!("blkfront {node}: connected again");
-                            }
-                        }
-                        Ok(s) => {
-                            log::warn!("blkfront {node}: {s:?}; the store is unavailable");
-                            a.stats.problem = Some(format!("disk {node} is {s:?}"));
-                        }
-                        Err(e) => {
-                            log::warn!("blkfront {node}: {e}; the store is unavailable");
-                            a.stats.problem = Some(format!("disk {node} is gone: {e}"));
-                        }
-                    }
-                }
-            }
+            vbd_set.poll(a);
         }
         let feed = watchdog.as_mut().map(|w| w.feed());
         let hang = crate::watchdog::hang_deadline(cfg.debug_hang_after);
-        let deadline = [deadline, feed, hang].into_iter().flatten().min();
+        let deadline = [deadline, feed, hang, vbd_set.deadline_ns()]
+            .into_iter()
+            .flatten()
+            .min();
         xen::block_until(deadline, generation);
     }
 }
@@ -455,7 +457,7 @@ fn suspend_resume(
     disk_name: &str,
     watchdog: &mut Option<crate::watchdog::Watchdog>,
     watchdog_s: Option<u32>,
-) {
+) -> Resume {
     let t0 = crate::time::now_ms();
     if let Some(a) = app.as_mut() {
         if let Err(e) = a.flush() {
@@ -584,4 +586,5 @@ fn suspend_resume(
         f.used,
         f.total
     );
+    how
 }

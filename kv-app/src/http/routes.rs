@@ -113,6 +113,13 @@ pub(crate) fn route(head: &RequestHead, framing: Framing) -> Result<Route, Reply
     }
 }
 
+/// 503 for a store whose disk cannot take requests now, with the reason; clients retry.
+fn unavailable(reason: &str) -> Reply {
+    let mut msg = String::from("the store is unavailable: ");
+    msg.push_str(reason);
+    Reply::text(503, Some(&msg)).header("Retry-After", "1")
+}
+
 fn list_route(query: &str) -> Result<Route, Reply> {
     let after = match query_param(query, "after") {
         None | Some("") => None,
@@ -143,6 +150,17 @@ impl HttpServer {
     where
         D::Error: core::fmt::Debug,
     {
+        // The store's disk is gone (detached): key requests are not tried, so nothing waits on
+        // the disk and the client can retry elsewhere or later.
+        if let (
+            Some(reason),
+            Route::Put { .. } | Route::Get { .. } | Route::Delete { .. } | Route::List { .. },
+        ) = (store.device().unavailable(), &route)
+        {
+            drop(body);
+            self.release(i);
+            return unavailable(reason);
+        }
         match route {
             Route::Put { key, content_type } => {
                 let result = store.put_typed(&key, &content_type, &body);
@@ -215,7 +233,7 @@ impl HttpServer {
                     .stats()
                     .read_only
                     .then(|| store.read_only_reason().unwrap_or("the store is read-only"));
-                metrics::health(read_only, stats)
+                metrics::health(store.device().unavailable().or(read_only), stats)
             }
         }
     }
@@ -244,6 +262,13 @@ impl HttpServer {
             StoreError::ReadOnly => Reply::text(
                 503,
                 Some(store.read_only_reason().unwrap_or("the store is read-only")),
+            ),
+            // The disk went away during the request (detached while it waited).
+            StoreError::Device(_) if store.device().unavailable().is_some() => unavailable(
+                store
+                    .device()
+                    .unavailable()
+                    .unwrap_or("the disk is unavailable"),
             ),
             _ => {
                 log::error!("kv http: store error: {e:?}");

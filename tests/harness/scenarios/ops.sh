@@ -226,8 +226,8 @@ else
 	rc=1
 fi
 
-# The store's vbd detached while serving: /healthz goes 503 with the reason. (Back to 200 after
-# `xl block-attach` needs the frontend reconnect of issue 7 step 3; not tested here.)
+# The store's vbd detached while serving: /healthz goes 503 with the reason. (The whole cycle,
+# back to 200 after `xl block-attach` with the data intact, is tests/harness/scenarios/hotplug.sh.)
 begin ops-healthz-detach
 vdev=$(xl block-list "$UK_NAME" 2>/dev/null | awk 'NR == 2 { print $1 }')
 t0=$(uptime_s)

@@ -9,6 +9,11 @@
 //! unmaps everything and follows to `Closing`/`Closed`; a frontend that goes back to
 //! `Initialising` gets a fresh `InitWait`.
 //!
+//! [`BlkbackHandle::detach`] plays `xl block-detach` (backend `online` = 0 and `Closing`; once the
+//! frontend is `Closed` the backend follows and both nodes are deleted) and
+//! [`BlkbackHandle::reattach`] plays `xl block-attach` of the same backing disk (new nodes, a new
+//! backend over the same bytes).
+//!
 //! Every feature is switchable ([`BlkbackConfig`]). The data pages are mapped (kept mapped when
 //! persistent grants are in use) or copied with `GNTTABOP_copy` ([`DataPath`]).
 //!
@@ -185,12 +190,16 @@ struct Shared {
     kept: Vec<GrantMapping>,
     state: XenbusState,
     restart: bool,
+    detach: bool,
+    detached: bool,
 }
 
 /// The test's view of a backend: its disk, counters and hostile switch.
 #[derive(Clone)]
 pub struct BlkbackHandle {
     shared: Arc<Mutex<Shared>>,
+    domid: DomId,
+    cfg: BlkbackConfig,
     /// The frontend node (absolute).
     pub frontend_path: String,
     /// The backend node.
@@ -276,6 +285,39 @@ impl BlkbackHandle {
     /// The backend's xenbus state as it last published it.
     pub fn state(&self) -> XenbusState {
         lock(&self.shared).state
+    }
+
+    /// Removes the device at the backend's next poll, as `xl block-detach` does: the backend's
+    /// `online` becomes 0 and its state `Closing` (requests on the rings are not answered); once
+    /// the frontend is `Closed` (or its node gone) the backend goes `Closed` and both nodes are
+    /// deleted. The model then does nothing more; see [`detached`](Self::detached).
+    pub fn detach(&self) {
+        lock(&self.shared).detach = true;
+    }
+
+    /// True once a [`detach`](Self::detach) finished (nodes deleted).
+    pub fn detached(&self) -> bool {
+        lock(&self.shared).detached
+    }
+
+    /// Attaches the same disk again as vbd `devid` of the same domain (`xl block-attach` of the
+    /// same backing file; `devid` may differ from the old one): new frontend and backend nodes, a
+    /// new backend model over the same bytes and counters. Call after [`detached`](Self::detached).
+    pub fn reattach(&self, sim: &Sim, devid: u32) -> BlkbackHandle {
+        {
+            let mut sh = lock(&self.shared);
+            sh.state = INITIALISING;
+            sh.restart = false;
+            sh.detach = false;
+            sh.detached = false;
+        }
+        Blkback::attach_shared(
+            sim,
+            self.domid,
+            devid,
+            self.cfg.clone(),
+            self.shared.clone(),
+        )
     }
 }
 
@@ -402,6 +444,10 @@ pub struct Blkback {
     bounce: Option<PageBuf>,
     rng: Rng,
     last_id: u64,
+    /// A detach is in progress (`online` = 0, waiting for the frontend to close).
+    detaching: bool,
+    /// Detached: the nodes are gone, the model is inert.
+    dead: bool,
 }
 
 use XenbusState::{
@@ -414,6 +460,30 @@ impl Blkback {
     /// `domid` in state Initialising, backend node owned by dom0), adds the backend to `sim`, and
     /// returns the test's handle. The disk starts zeroed.
     pub fn attach(sim: &Sim, domid: DomId, devid: u32, cfg: BlkbackConfig) -> BlkbackHandle {
+        let disk_len = usize::try_from(cfg.sectors).unwrap_or(0) * SECTOR;
+        let shared = Arc::new(Mutex::new(Shared {
+            disk: vec![0u8; disk_len],
+            stats: BlkbackStats::default(),
+            hostile: cfg.hostile,
+            script: Default::default(),
+            scripted: false,
+            kept: Vec::new(),
+            state: INITIALISING,
+            restart: false,
+            detach: false,
+            detached: false,
+        }));
+        Self::attach_shared(sim, domid, devid, cfg, shared)
+    }
+
+    /// [`attach`](Self::attach) over an existing disk and counters.
+    fn attach_shared(
+        sim: &Sim,
+        domid: DomId,
+        devid: u32,
+        cfg: BlkbackConfig,
+        shared: Arc<Mutex<Shared>>,
+    ) -> BlkbackHandle {
         let dom0 = sim.dom0();
         let fe = format!("/local/domain/{domid}/device/vbd/{devid}");
         let be = format!("/local/domain/0/backend/vbd/{domid}/{devid}");
@@ -472,18 +542,8 @@ impl Blkback {
             let _ = dom0.xs_write(&format!("{be}/{k}"), v.as_bytes());
             let _ = dom0.xs_set_perms(&format!("{be}/{k}"), &be_perms);
         }
-        let disk_len = usize::try_from(cfg.sectors).unwrap_or(0) * SECTOR;
-        let shared = Arc::new(Mutex::new(Shared {
-            disk: vec![0u8; disk_len],
-            stats: BlkbackStats::default(),
-            hostile: cfg.hostile,
-            script: Default::default(),
-            scripted: false,
-            kept: Vec::new(),
-            state: INITIALISING,
-            restart: false,
-        }));
         let seed = cfg.hostile.map_or(1, |h| h.seed);
+        let handle_cfg = cfg.clone();
         let model = Blkback {
             cfg,
             domid,
@@ -497,10 +557,14 @@ impl Blkback {
             bounce: None,
             rng: Rng(seed),
             last_id: 0,
+            detaching: false,
+            dead: false,
         };
         sim.add_device_model(Box::new(model));
         BlkbackHandle {
             shared,
+            domid,
+            cfg: handle_cfg,
             frontend_path: fe,
             backend_path: be,
         }
@@ -997,8 +1061,33 @@ impl Blkback {
 
 impl crate::DeviceModel for Blkback {
     fn poll(&mut self, dom0: &Dom0) -> bool {
+        if self.dead {
+            return false;
+        }
         let fe_state = self.fe_state(dom0);
         let mut progress = false;
+        if std::mem::take(&mut lock(&self.shared).detach) {
+            // libxl__initiate_device_generic_remove: online = 0, then state Closing.
+            self.disconnect(dom0);
+            self.write_be(dom0, "online", "0");
+            if self.state != CLOSED {
+                self.set_state(dom0, CLOSING);
+            }
+            self.detaching = true;
+            return true;
+        }
+        if self.detaching {
+            if self.state == CLOSED || matches!(fe_state, Some(CLOSED) | None) {
+                // blkback follows the frontend to Closed; libxl then deletes both nodes.
+                self.set_state(dom0, CLOSED);
+                let _ = dom0.xs_rm(&self.fe);
+                let _ = dom0.xs_rm(&self.be);
+                self.dead = true;
+                lock(&self.shared).detached = true;
+                return true;
+            }
+            return false;
+        }
         if std::mem::take(&mut lock(&self.shared).restart) && self.state != CLOSED {
             self.disconnect(dom0);
             self.set_state(dom0, CLOSING);

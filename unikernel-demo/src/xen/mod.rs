@@ -15,6 +15,7 @@
 
 pub mod console;
 pub mod suspend;
+pub mod vbds;
 
 use crate::arch::idt::{self, TrapFrame};
 use core::sync::atomic::{AtomicU64, Ordering};

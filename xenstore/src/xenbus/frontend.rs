@@ -16,6 +16,9 @@
 //!
 //!  backend restarts:  Closing/Closed/gone ─► [teardown(Reconnect)]  we: Closed
 //!                     Closed ─► we: Initialising ─► InitWait ─► ... (as above; kept work re-issued)
+//!  device removed:    backend `online` = 0 and Closing/Closed (`xl block-detach`, `xl
+//!                     network-detach`) ─► [teardown(Close)]  we: Closed  ══ DeviceState::Closed,
+//!                     removed() ══ (the toolstack then deletes both nodes)
 //!  disconnect():      we: Closing ─► backend Closing/Closed ─► [teardown(Close)] ─► we: Closed
 //!                     ─► backend Closed
 //!  suspend():         [suspend] (quiesce)   resume(Cancelled): [resume]
@@ -23,6 +26,8 @@
 //! ```
 //!
 //! Steps run from [`connect`](XenbusFrontend::connect) (blocking until connected or failed), from
+//! [`start_connect`](XenbusFrontend::start_connect) (the first step of a connect, never blocking;
+//! further steps come from watch events, for a device hot-plugged while the domain serves), from
 //! [`handle_backend_change`](XenbusFrontend::handle_backend_change) (one non-blocking step, for an
 //! event loop that routes watch events by [`watch_token`](XenbusFrontend::watch_token)), and from
 //! [`settle`](XenbusFrontend::settle) (blocking until a reconnection in progress finishes).
@@ -279,6 +284,8 @@ pub struct XenbusFrontend<S: Store> {
     deadline_ns: u64,
     last_seen: XenbusState,
     connections: u64,
+    /// The toolstack removed the device (its backend closed with `online` = 0).
+    removed: bool,
 }
 
 impl<S: Store> core::fmt::Debug for XenbusFrontend<S> {
@@ -322,6 +329,7 @@ impl<S: Store> XenbusFrontend<S> {
             deadline_ns: 0,
             last_seen: XenbusState::Unknown,
             connections: 0,
+            removed: false,
         })
     }
 
@@ -371,6 +379,13 @@ impl<S: Store> XenbusFrontend<S> {
     /// The backend state seen last.
     pub fn backend_state_seen(&self) -> XenbusState {
         self.last_seen
+    }
+
+    /// True when the toolstack removed the device (`xl block-detach`): its backend closed with
+    /// `online` = 0, so the device was closed instead of waiting for the backend to come back.
+    /// Cleared by the next connect.
+    pub fn removed(&self) -> bool {
+        self.removed
     }
 
     /// How many times the device reached `Connected` (reconnects included).
@@ -442,7 +457,33 @@ impl<S: Store> XenbusFrontend<S> {
             // A reconnection is in progress: finish it.
             _ => return self.settle(drv).map(|_| ()),
         }
+        self.begin(drv)?;
+        self.settle(drv).map(|_| ())
+    }
+
+    /// Starts a connect without blocking: our state `Initialising`, then one step (as
+    /// [`handle_backend_change`](Self::handle_backend_change)); the next steps run from the
+    /// watch events routed to `handle_backend_change`, which also enforces
+    /// [`Timeouts::connect_ns`] (see [`deadline_ns`](Self::deadline_ns)). For a device that
+    /// appears while the domain serves (`xl block-attach`): the caller keeps serving meanwhile.
+    /// Returns the device's state; on error the device is closed as for `connect`.
+    pub fn start_connect<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<DeviceState, D::Error> {
+        match self.phase {
+            Phase::Connected => return Ok(DeviceState::Connected),
+            Phase::Idle => {}
+            Phase::Suspended | Phase::Failed => {
+                return Err(XenbusError::BadState(self.state()).into())
+            }
+            _ => return self.handle_backend_change(drv),
+        }
+        self.begin(drv)?;
+        self.handle_backend_change(drv)
+    }
+
+    /// The first step of a connect: watch the backend, our state `Initialising`.
+    fn begin<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
         self.reconnecting = false;
+        self.removed = false;
         let started = self.watch().map_err(XenbusError::from).and_then(|()| {
             switch_state(&self.store, &self.node, XenbusState::Initialising)?;
             Ok(())
@@ -452,7 +493,7 @@ impl<S: Store> XenbusFrontend<S> {
             return Err(e.into());
         }
         self.enter(Phase::AwaitInitWait, self.timeouts.connect_ns);
-        self.settle(drv).map(|_| ())
+        Ok(())
     }
 
     /// Starts connecting without blocking (for an event loop that serves other devices
@@ -568,6 +609,19 @@ impl<S: Store> XenbusFrontend<S> {
     fn step<D: XenbusDriver>(&mut self, drv: &mut D, s: XenbusState) -> Result<(), D::Error> {
         use XenbusState as X;
         self.last_seen = s;
+        if matches!(s, X::Closing | X::Closed)
+            && matches!(
+                self.phase,
+                Phase::Connected
+                    | Phase::AwaitInitWait
+                    | Phase::AwaitConnected
+                    | Phase::AwaitBackendBack
+            )
+            && self.backend_offline().map_err(XenbusError::from)?
+        {
+            self.backend_removed(drv, s);
+            return Ok(());
+        }
         match (self.phase, s) {
             // Only InitWait: a backend still `Connected` from an earlier connection would never
             // read our new details.
@@ -683,6 +737,40 @@ impl<S: Store> XenbusFrontend<S> {
             return self.step(drv, s);
         }
         Ok(())
+    }
+
+    /// True when the toolstack took the backend offline (`online` = `"0"`): the device is being
+    /// removed, not restarted. A missing key counts as online (backends that never write it).
+    fn backend_offline(&self) -> Result<bool, XsError> {
+        match self
+            .store
+            .read(TxId::NONE, &super::join(&self.backend.path, "online"))
+        {
+            Ok(v) => Ok(v.as_slice() == b"0"),
+            Err(XsError::Errno(Errno::ENOENT)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The toolstack removes the device (`xl block-detach`: the backend's `online` = 0 and its
+    /// state `Closing`): outstanding work fails as disconnected (nothing will come back to re-issue
+    /// it on), our end goes `Closed` so the backend can finish (Linux: `xenbus_frontend_closed`),
+    /// and the device is closed, [`removed`](Self::removed). Never blocks.
+    fn backend_removed<D: XenbusDriver>(&mut self, drv: &mut D, s: XenbusState) {
+        log::info!(
+            "xenbus {}: backend {} went {s:?} with online = 0: the device is being removed",
+            self.node,
+            self.backend.path
+        );
+        drv.teardown(Teardown::Close);
+        if let Err(e) = switch_state(&self.store, &self.node, XenbusState::Closed) {
+            // ENOENT: the toolstack deleted our node already.
+            log::debug!("xenbus {}: switching to Closed: {e}", self.node);
+        }
+        self.unwatch();
+        self.phase = Phase::Idle;
+        self.reconnecting = false;
+        self.removed = true;
     }
 
     /// Gives up a connection attempt: the driver releases everything, our end says `Closed`.
