@@ -6,6 +6,7 @@ fn main() {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed=src/lib.rs");
     println!("cargo:rerun-if-changed=src/platform.rs");
+    println!("cargo:rerun-if-changed=src/net.rs");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-env-changed=XENBLK_HEADER_DIR");
     let config = cbindgen::Config::from_file(format!("{crate_dir}/cbindgen.toml"))

@@ -12,9 +12,13 @@
 //! - No Rust panic crosses the boundary: each entry point catches it and returns
 //!   `XENBLK_EPANIC`.
 //!
+//! The network frontend's functions (`xennet_*`, module [`net`]) live in the same library and
+//! header, with the same conventions and the same platform table.
+//!
 //! The header is generated from this file by cbindgen in `build.rs` (into
 //! `$OUT_DIR/include/xenblk.h`, and into `$XENBLK_HEADER_DIR` when that is set).
 
+pub mod net;
 mod platform;
 
 pub use platform::XenblkPlatform;
@@ -116,7 +120,8 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
-fn set_last_error(msg: &str) {
+/// Keeps `msg` as the calling thread's last error (for `xenblk_last_error`).
+pub(crate) fn set_last_error(msg: &str) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
     LAST_ERROR.with(|l| *l.borrow_mut() = c);
 }

@@ -496,34 +496,6 @@ impl<S: Store> XenbusFrontend<S> {
         Ok(())
     }
 
-    /// Starts connecting without blocking (for an event loop that serves other devices
-    /// meanwhile): our state `Initialising`, the backend's `state` watched, then one step as
-    /// [`handle_backend_change`](Self::handle_backend_change) takes it; the rest follows from
-    /// the watch events. Returns [`DeviceState::Connecting`] (or `Connected` if the backend was
-    /// ready already). The wait is bounded by [`Timeouts::connect_ns`], enforced at each event.
-    /// A no-op when connected or already connecting.
-    pub fn start_connect<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<DeviceState, D::Error> {
-        match self.phase {
-            Phase::Connected => return Ok(DeviceState::Connected),
-            Phase::Idle => {}
-            Phase::Suspended | Phase::Failed => {
-                return Err(XenbusError::BadState(self.state()).into())
-            }
-            _ => return Ok(self.state()),
-        }
-        self.reconnecting = false;
-        let started = self.watch().map_err(XenbusError::from).and_then(|()| {
-            switch_state(&self.store, &self.node, XenbusState::Initialising)?;
-            Ok(())
-        });
-        if let Err(e) = started {
-            self.abort(drv);
-            return Err(e.into());
-        }
-        self.enter(Phase::AwaitInitWait, self.timeouts.connect_ns);
-        self.handle_backend_change(drv)
-    }
-
     /// Blocks, on the backend's `state` watch and until the current wait's deadline, while the
     /// device is connecting or reconnecting; returns the state it settled in. On an error the
     /// device is closed ([`XenbusDriver::teardown`] with [`Teardown::Close`]).
