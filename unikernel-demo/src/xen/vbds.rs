@@ -129,7 +129,7 @@ impl Vbds {
             let list = list.join(" ");
             match app.stats.info.iter_mut().find(|(k, _)| *k == "vbds") {
                 Some((_, v)) => *v = list,
-                None => app.stats.info.push(("vbds", list)),
+                None => app.stats.info.push(("vbds".into(), list)),
             }
         }
     }
