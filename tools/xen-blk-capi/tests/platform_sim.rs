@@ -403,7 +403,6 @@ fn c_program_sends_and_receives_frames_on_xen_sim() {
     netback::create_vif(&dom0, guest.domid(), 0, "00:16:3e:12:34:56").unwrap();
     let (model, nb) = Netback::new(&dom0, NetbackConfig::new(guest.domid(), 0));
     sim.add_device_model(Box::new(model));
-    let ports = evtchn.open_ports();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let (peer, log) = (nb.clone(), seen.clone());
     let c = Box::new(Ctx {
@@ -425,6 +424,8 @@ fn c_program_sends_and_receives_frames_on_xen_sim() {
         }))),
     });
     let platform = table(&c);
+    // After the clock's timer port (SimClock::new binds one).
+    let ports = evtchn.open_ports();
     // SAFETY: a complete table whose ctx outlives the call.
     let rc = unsafe { drive(&platform, c"0".as_ptr()) };
     assert_eq!(rc, 0, "the C side reported a failure (its output is above)");
