@@ -181,6 +181,9 @@ fn setup(source: Vec<u8>) -> (TestStack, Arc<SimWait>, Gt, Ev, usize) {
         .get_mut::<tcp::Socket>(source_h)
         .listen(7002)
         .unwrap();
+    // The stack takes its waiter as an `Arc` (the Linux waiter is shared across threads); this
+    // single-threaded test's waiter holds the simulator and the peer in `RefCell`s.
+    #[allow(clippy::arc_with_non_send_sync)]
     let wait = Arc::new(SimWait {
         sim,
         peer: RefCell::new(Peer {
