@@ -1,5 +1,5 @@
 //! The commands' network operations on a [`Stack`]: ICMP echo ([`ping`]) and one TCP connection
-//! that sends and/or receives a byte stream ([`tcp`]), as a client or a server.
+//! that sends and/or receives a byte stream ([`tcp()`]), as a client or a server.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -120,7 +120,7 @@ pub enum Endpoint {
     Listen(u16),
 }
 
-/// The outcome of [`tcp`].
+/// The outcome of [`tcp()`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Transfer {
     /// The peer's address and port.
