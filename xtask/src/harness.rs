@@ -227,6 +227,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
             };
             boot_and_report(&spec).map(|_| ())
         }
+        "test" => test(),
         "build" => {
             check_host_tools()?;
             let cache = Cache::new()?;
@@ -247,6 +248,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                  linux                      boot Xen, run the Linux PV guest scenario\n  \
                  unikernel [--kernel ELF]   boot Xen, run the unikernel scenarios\n  \
                  userspace                  boot Xen, run the /dev/xen services and xen-blk in dom0\n  \
+                 test                       the nested tier of `cargo xtask test` (both boots)\n  \
                  build                      only fetch packages and build the dom0 initramfs\n  \
                  clean-cache                delete the cache\n\
                  options:\n  \

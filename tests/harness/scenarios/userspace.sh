@@ -271,6 +271,8 @@ nnote "download 4 MiB, sha256 equal: $(grep '^tcp:' $W/net-download.log)"
 random_file $W/n3 1048576
 $XN tcp --ip $NET_IP/24 --listen 7003 --send $W/n3 >$W/net-server.log 2>&1 &
 srvpid=$!
+# xen-net connects its netfront first: wait until it answers at all, then count 3 of 3.
+wait_until 60 ping -c 1 -W 2 $NET_IP >/dev/null 2>&1 || nfail "xen-net's server never answered a ping"
 ping -c 3 -w 60 $NET_IP >$W/net-dom0ping.log 2>&1 || nfail "dom0 could not ping xen-net: $(tail -n 2 $W/net-dom0ping.log)"
 nnote "dom0 pinged xen-net: $(grep -E 'transmitted|round-trip' $W/net-dom0ping.log | tr '\n' ' ')"
 nc $NET_IP 7003 </dev/null >$W/n3.got 2>$W/net-nc3.log || nfail "nc to xen-net's server: $(cat $W/net-nc3.log)"
