@@ -25,21 +25,27 @@ struct Env {
     clock: SharedClock,
 }
 
+impl Env {
+    /// A netfront for `device/vif/<id>`, not yet connected.
+    fn netfront(&self, id: u32) -> Result<Nf, NetError> {
+        Netfront::new(
+            self.gt.clone(),
+            self.ev.clone(),
+            self.xs.clone(),
+            self.clock.clone(),
+            &id.to_string(),
+            NetfrontConfig::default(),
+        )
+    }
+}
+
 /// Makes netfronts the way the kernel does.
 struct Make<'a>(&'a Env);
 
 impl Connector<Nf> for Make<'_> {
     type Error = NetError;
     fn connect(&mut self, id: u32) -> Result<Nf, NetError> {
-        let e = self.0;
-        let mut n = Netfront::new(
-            e.gt.clone(),
-            e.ev.clone(),
-            e.xs.clone(),
-            e.clock.clone(),
-            &id.to_string(),
-            NetfrontConfig::default(),
-        )?;
+        let mut n = self.0.netfront(id)?;
         n.connect()?;
         Ok(n)
     }
@@ -51,15 +57,7 @@ struct Start<'a>(&'a Env);
 impl Connector<Nf> for Start<'_> {
     type Error = NetError;
     fn connect(&mut self, id: u32) -> Result<Nf, NetError> {
-        let e = self.0;
-        let mut n = Netfront::new(
-            e.gt.clone(),
-            e.ev.clone(),
-            e.xs.clone(),
-            e.clock.clone(),
-            &id.to_string(),
-            NetfrontConfig::default(),
-        )?;
+        let mut n = self.0.netfront(id)?;
         n.start_connect()?;
         Ok(n)
     }
