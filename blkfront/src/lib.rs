@@ -117,16 +117,16 @@ pub enum BlkError {
     /// The xenbus lifecycle failed: a xenstore operation, a deadline, the backend closing while
     /// we connected, no such device (the same error type as every frontend's).
     #[error("xenbus: {0}")]
-    Xenbus(XenbusError),
+    Xenbus(#[from] XenbusError),
     /// A grant operation failed.
     #[error("grant table: {0}")]
-    Grant(GrantError),
+    Grant(#[from] GrantError),
     /// An event-channel operation failed.
     #[error("event channel: {0}")]
-    Evtchn(EvtchnError),
+    Evtchn(#[from] EvtchnError),
     /// The shared ring broke (producer overrun, response id not in flight, ...).
     #[error("ring: {0}")]
-    Ring(RingError),
+    Ring(#[from] RingError),
     /// A response's operation does not match its request's.
     #[error("response {id:#x} has operation {got}, request had {expected}")]
     BadOperation {
@@ -183,7 +183,7 @@ pub enum BlkError {
     },
     /// An I/O request failed.
     #[error("I/O: {0}")]
-    Io(IoError),
+    Io(#[from] IoError),
     /// No such request is in flight or completed.
     #[error("unknown tag {0:?}")]
     UnknownTag(Tag),
@@ -192,35 +192,5 @@ pub enum BlkError {
 impl From<XsError> for BlkError {
     fn from(e: XsError) -> Self {
         BlkError::Xenbus(XenbusError::Store(e))
-    }
-}
-
-impl From<XenbusError> for BlkError {
-    fn from(e: XenbusError) -> Self {
-        BlkError::Xenbus(e)
-    }
-}
-
-impl From<GrantError> for BlkError {
-    fn from(e: GrantError) -> Self {
-        BlkError::Grant(e)
-    }
-}
-
-impl From<EvtchnError> for BlkError {
-    fn from(e: EvtchnError) -> Self {
-        BlkError::Evtchn(e)
-    }
-}
-
-impl From<RingError> for BlkError {
-    fn from(e: RingError) -> Self {
-        BlkError::Ring(e)
-    }
-}
-
-impl From<IoError> for BlkError {
-    fn from(e: IoError) -> Self {
-        BlkError::Io(e)
     }
 }

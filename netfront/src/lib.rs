@@ -259,19 +259,19 @@ pub enum NetError {
     /// The xenbus lifecycle failed: a xenstore operation, a deadline, the backend closing while
     /// we connected (the same error type as every frontend's).
     #[error("xenbus: {0}")]
-    Xenbus(XenbusError),
+    Xenbus(#[from] XenbusError),
     /// Granting pages failed.
     #[error("grant table: {0}")]
-    Grant(GrantError),
+    Grant(#[from] GrantError),
     /// An event-channel operation failed.
     #[error("event channel: {0}")]
-    Evtchn(EvtchnError),
+    Evtchn(#[from] EvtchnError),
     /// The shared ring detected a protocol violation (e.g. `rsp_prod` overrun).
     #[error("ring: {0}")]
-    Ring(RingError),
+    Ring(#[from] RingError),
     /// The backend broke the netif protocol.
     #[error("backend protocol violation: {0}")]
-    Protocol(ProtocolError),
+    Protocol(#[from] ProtocolError),
     /// The `mac` key is missing the form `xx:xx:xx:xx:xx:xx` of a unicast address.
     #[error("bad mac address {0:?}")]
     BadMac(String),
@@ -301,31 +301,6 @@ pub enum NetError {
 impl From<XsError> for NetError {
     fn from(e: XsError) -> Self {
         NetError::Xenbus(XenbusError::Store(e))
-    }
-}
-impl From<XenbusError> for NetError {
-    fn from(e: XenbusError) -> Self {
-        NetError::Xenbus(e)
-    }
-}
-impl From<GrantError> for NetError {
-    fn from(e: GrantError) -> Self {
-        NetError::Grant(e)
-    }
-}
-impl From<EvtchnError> for NetError {
-    fn from(e: EvtchnError) -> Self {
-        NetError::Evtchn(e)
-    }
-}
-impl From<RingError> for NetError {
-    fn from(e: RingError) -> Self {
-        NetError::Ring(e)
-    }
-}
-impl From<ProtocolError> for NetError {
-    fn from(e: ProtocolError) -> Self {
-        NetError::Protocol(e)
     }
 }
 
