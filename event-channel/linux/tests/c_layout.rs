@@ -3,8 +3,7 @@
 //! `cc`. Without the header the test is skipped with a message unless `CI` is set.
 
 use std::mem::{offset_of, size_of};
-use std::path::Path;
-use std::process::Command;
+use xen_c_check::{value, CheckedHeaders};
 use xen_event_channel_linux::sys::*;
 
 fn items() -> Vec<(&'static str, u64)> {
@@ -59,56 +58,19 @@ fn items() -> Vec<(&'static str, u64)> {
 
 #[test]
 fn ioctl_abi_matches_linux_header() {
-    let inc = std::env::var("LINUX_INCLUDE_DIR").unwrap_or_else(|_| "/usr/include".into());
-    if !Path::new(&inc).join("xen/evtchn.h").exists() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{inc}/xen/evtchn.h missing (linux-libc-dev)"
-        );
-        eprintln!("skipped: {inc}/xen/evtchn.h missing (install linux-libc-dev)");
+    let Some(c) = CheckedHeaders::find("LINUX_INCLUDE_DIR", "xen/evtchn.h", "linux-libc-dev")
+    else {
         return;
-    }
-    let items = items();
-    let mut c = String::from(
-        "#include <stddef.h>\n#include <stdint.h>\n#include <stdio.h>\n#include <sys/ioctl.h>\n\
+    };
+    let c = c.prelude(
+        "#include <sys/ioctl.h>\n\
          /* evtchn.h names domid_t without defining it; the read/write unit is a port number. */\n\
          typedef uint16_t domid_t;\ntypedef uint32_t evtchn_port_t;\n\
-         #include <xen/evtchn.h>\nint main(void) {\n",
+         #include <xen/evtchn.h>\n",
     );
-    for (expr, _) in &items {
-        c.push_str(&format!(
-            "    printf(\"%llu\\n\", (unsigned long long)({expr}));\n"
-        ));
-    }
-    c.push_str("    return 0;\n}\n");
-    let dir = std::env::temp_dir().join(format!("evtchn-layout-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (src, exe) = (dir.join("l.c"), dir.join("l"));
-    std::fs::write(&src, c).unwrap();
-    let out = Command::new("cc")
-        .args(["-std=gnu11", "-I", &inc, "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("run cc");
-    assert!(
-        out.status.success(),
-        "cc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let run = Command::new(&exe).output().expect("run the layout program");
-    assert!(run.status.success());
-    let values: Vec<u64> = String::from_utf8_lossy(&run.stdout)
-        .lines()
-        .map(|l| l.trim().parse().unwrap())
+    let items: Vec<(String, i64)> = items()
+        .into_iter()
+        .map(|(e, v)| (e.to_owned(), value(v)))
         .collect();
-    assert_eq!(values.len(), items.len());
-    let bad: Vec<String> = items
-        .iter()
-        .zip(&values)
-        .filter(|((_, rust), c)| rust != *c)
-        .map(|((e, rust), c)| format!("{e}: C {c:#x}, Rust {rust:#x}"))
-        .collect();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(bad.is_empty(), "mismatches:\n{}", bad.join("\n"));
+    c.assert_same(&items);
 }
