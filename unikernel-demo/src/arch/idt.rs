@@ -98,9 +98,14 @@ stubs!(
     239 0, 243 0, 255 0,
 );
 
-global_asm!(
-    r#"
-isr_common:
+/// The assembly shared by every trap entry, IDT (here) and classic PV ([`crate::pv::traps`]),
+/// after its stub pushed the error code (or 0) and the vector: saves the general-purpose registers
+/// and the FPU/SSE state (a [`TrapFrame`] on the stack), calls `{dispatch}` with the frame in `rdi`,
+/// restores everything and drops the vector and error code. The caller returns (`iretq`, or
+/// `HYPERVISOR_iret` in PV) and binds the `dispatch` operand.
+macro_rules! trap_frame_call {
+    () => {
+        "
     push rax
     push rbx
     push rcx
@@ -141,8 +146,15 @@ isr_common:
     pop rbx
     pop rax
     add rsp, 16
-    iretq
-"#,
+"
+    };
+}
+pub(crate) use trap_frame_call;
+
+global_asm!(
+    "isr_common:",
+    trap_frame_call!(),
+    "iretq",
     dispatch = sym trap_dispatch,
 );
 

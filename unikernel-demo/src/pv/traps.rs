@@ -77,49 +77,10 @@ pv_stubs!(
 );
 
 global_asm!(
+    ".section .text.pv_traps, \"ax\"",
+    "pv_trap_common:",
+    crate::arch::idt::trap_frame_call!(),
     r#"
-    .section .text.pv_traps, "ax"
-pv_trap_common:
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
-    mov rbp, rsp
-    sub rsp, 512
-    and rsp, -16
-    fxsave64 [rsp]
-    mov rdi, rbp
-    cld
-    call {dispatch}
-    fxrstor64 [rsp]
-    mov rsp, rbp
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
-    add rsp, 16
     push 0
     jmp hypercall_page + {iret_offset}
 
