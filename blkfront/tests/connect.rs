@@ -31,11 +31,7 @@ fn connect_read_write_disconnect() {
     drop(dev);
     assert_eq!(env.grants.refs_in_use(), refs0);
     assert_eq!(env.evtchn.open_port_count(), ports0);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -98,7 +94,7 @@ fn thousand_connect_disconnect_cycles_leave_no_leaks() {
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     assert_eq!(dom0.open_ports(0), dom0_ports0);
     assert_eq!(be.stats().connects, 1000);
-    assert!(env.sim.violations().is_empty());
+    env.sim.assert_no_violations();
 }
 
 #[test]

@@ -187,11 +187,7 @@ fn every_feature_combination_moves_data() {
                                 ports0,
                                 "{label}: ports leaked"
                             );
-                            assert!(
-                                env.sim.violations().is_empty(),
-                                "{:?}",
-                                env.sim.violations()
-                            );
+                            env.sim.assert_no_violations();
                             combos += 1;
                         }
                     }
@@ -268,6 +264,6 @@ fn bad_backend_values_fail_connect_cleanly() {
         env.grants.process_deferred();
         assert_eq!(env.grants.refs_in_use(), refs0, "grants leaked");
         assert_eq!(env.evtchn.open_port_count(), ports0, "ports leaked");
-        assert!(env.sim.violations().is_empty());
+        env.sim.assert_no_violations();
     }
 }

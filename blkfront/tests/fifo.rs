@@ -36,11 +36,7 @@ fn fifo_connect_read_write_disconnect() {
     drop(dev);
     assert_eq!(env.grants.refs_in_use(), refs0);
     assert_eq!(env.evtchn.open_port_count(), ports0);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -71,5 +67,5 @@ fn fifo_multi_queue_cycles_leave_no_leaks() {
         assert_eq!(env.evtchn.open_port_count(), ports0, "cycle {i}: ports");
     }
     assert_eq!(be.stats().connects, 50);
-    assert!(env.sim.violations().is_empty());
+    env.sim.assert_no_violations();
 }

@@ -119,11 +119,7 @@ fn run(cfg: BlkbackConfig, ops: &[(bool, u16, u8)], config: Config) -> Outcome {
             "kept grant {gref} was revoked while mapped"
         );
     }
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
     if failed.is_none() {
         // Not failed: the device shuts down normally even against this backend.
         be.set_hostile(None);
@@ -143,11 +139,7 @@ fn run(cfg: BlkbackConfig, ops: &[(bool, u16, u8)], config: Config) -> Outcome {
     }
     be.release_kept_mappings();
     env.grants.process_deferred();
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
     assert_eq!(
         env.grants.refs_in_use(),
         refs0,

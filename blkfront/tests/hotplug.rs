@@ -110,11 +110,7 @@ fn detach_fails_unfinished_requests_with_a_typed_error_and_closes() {
     assert_eq!(env.grants.refs_in_use(), refs0);
     assert_eq!(env.evtchn.open_port_count(), ports0);
     assert_eq!(env.sim.dom0().mapped_grants(env.guest.domid()), 0);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -191,7 +187,7 @@ fn the_vbd_set_follows_detach_and_attach_of_the_same_disk() {
     env.grants.process_deferred();
     assert_eq!(env.grants.refs_in_use(), refs0);
     assert_eq!(env.evtchn.open_port_count(), ports0);
-    assert!(env.sim.violations().is_empty());
+    env.sim.assert_no_violations();
 }
 
 #[test]

@@ -90,11 +90,7 @@ fn requests_in_flight_across_a_backend_restart_are_reissued_in_order() {
     let mut back = vec![0u8; expect.len()];
     dev.read_blocks(0, &mut back).unwrap();
     assert!(back == expect, "read back differs");
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -161,7 +157,7 @@ fn a_hundred_backend_restarts_leak_no_grant_and_no_port() {
     assert_eq!(dom0.open_ports(0), dom0_ports0);
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     assert!(env.store.queued_watch_events() < 10);
-    assert!(env.sim.violations().is_empty());
+    env.sim.assert_no_violations();
 }
 
 #[test]

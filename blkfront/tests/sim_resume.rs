@@ -163,9 +163,5 @@ fn requests_in_flight_survive_a_hundred_resumes_in_new_domains() {
     // The timer of the last resume is the only port left, as the clock's was at the start.
     assert_eq!(env.evtchn.open_port_count(), ports0);
     assert_eq!(env.sim.dom0().mapped_grants(domid), 0);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }

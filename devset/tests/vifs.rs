@@ -233,11 +233,7 @@ fn every_vif_is_served_and_detach_attach_and_new_vifs_are_followed() {
         Some([0x00, 0x16, 0x3e, 0x00, 0x02, 0x01])
     );
     let _ = nb1;
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]

@@ -123,7 +123,7 @@ fn interdomain_both_directions_and_ports_start_masked() {
     // Close: the port's number is free again and events on it are gone.
     ev.close(port).unwrap();
     assert_eq!(ev.status(port).unwrap(), PortStatus::Closed);
-    assert!(sim.violations().is_empty());
+    sim.assert_no_violations();
 }
 
 #[test]
@@ -317,7 +317,7 @@ fn timer_is_not_delayed_by_a_vif_flood_from_dom0() {
     assert!(sim.raise_virq(g.domid(), VIRQ_TIMER));
     ev.handle_upcall();
     assert_eq!(log.lock().unwrap()[0], timer);
-    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    sim.assert_no_violations();
 }
 
 #[test]

@@ -57,7 +57,7 @@ fn interdomain_guest_offers_dom0_binds_both_directions() {
     // guest -> dom0.
     ev.notify(port).unwrap();
     assert!(dom0.take_pending(d0port));
-    assert!(sim.violations().is_empty());
+    sim.assert_no_violations();
 }
 
 #[test]

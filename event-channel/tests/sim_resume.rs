@@ -112,7 +112,7 @@ fn resume_rebinds_from_scratch() {
     // The old handler is gone with the old domain.
     assert_eq!(fired.load(Ordering::SeqCst), 0);
     assert_eq!(ev.open_port_count(), 2);
-    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    sim.assert_no_violations();
 }
 
 #[test]

@@ -173,11 +173,7 @@ impl Env {
         drop(dev);
         self.sim.run_until_idle();
         self.release_kept(be);
-        assert!(
-            self.sim.violations().is_empty(),
-            "{:?}",
-            self.sim.violations()
-        );
+        self.sim.assert_no_violations();
         assert_eq!(
             self.in_use(),
             self.expected(),
@@ -308,9 +304,5 @@ fuzz_target!(|data: &[u8]| {
         // this device afresh, checking that nothing leaked.
         env.teardown(f, &be);
     }
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 });

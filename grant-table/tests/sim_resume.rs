@@ -40,7 +40,7 @@ fn cancelled_suspend_keeps_grants_and_mappings() {
         drop(map);
         t.release(region);
         assert_eq!(t.refs_in_use(), 0);
-        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        sim.assert_no_violations();
     }
 }
 
@@ -104,7 +104,7 @@ fn resume_maps_the_new_table_and_voids_old_refs() {
         drop(map);
         t.release(new);
         assert_eq!(t.refs_in_use(), 0);
-        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        sim.assert_no_violations();
     }
 }
 
@@ -142,6 +142,6 @@ fn hundred_resumes_leak_no_reference_or_frame() {
         drop(map);
         t.release(region);
         assert_eq!(t.refs_in_use(), 0);
-        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        sim.assert_no_violations();
     }
 }

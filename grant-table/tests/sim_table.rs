@@ -63,7 +63,7 @@ fn round_trip_with_dom0_mapping() {
         // An ended grant cannot be mapped any more.
         assert!(dom0.map_grant(d, r1, true).is_err());
         assert_eq!(dom0.mapped_grants(d), 0);
-        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        sim.assert_no_violations();
     }
 }
 
@@ -135,7 +135,7 @@ fn release_while_mapped_defers_until_unmap() {
         );
         assert_eq!(dom0.grant_entry_flags(d, refs[2]), Some(0));
         assert_eq!(dom0.mapped_grants(d), 0);
-        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        sim.assert_no_violations();
     }
 }
 
@@ -185,7 +185,7 @@ fn refs_exhausted_then_grown_then_exhausted_at_max() {
             t.release(r);
         }
         assert_eq!(t.refs_in_use(), 0);
-        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        sim.assert_no_violations();
     }
 }
 
@@ -298,7 +298,7 @@ fn guest_copy_to_and_from_dom0_grants() {
     t0.release(rw);
     t0.release(ro);
     assert_eq!(t0.refs_in_use(), 0);
-    assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    sim.assert_no_violations();
 }
 
 #[test]

@@ -234,11 +234,7 @@ fn exercise(c: Combo, fcfg: NetfrontConfig) {
     assert_eq!(env.refs_in_use(), base_refs, "{ctx}");
     assert_eq!(env.guest.open_ports(), base_ports, "{ctx}");
     assert_eq!(env.sim.dom0().mapped_grants(env.guest.domid()), 0);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 fn small() -> NetfrontConfig {

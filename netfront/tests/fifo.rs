@@ -153,5 +153,5 @@ fn fifo_smoke_transfer_and_no_leaks() {
     f.sim.run_until_idle();
     assert_eq!(f.gt.refs_in_use(), refs0);
     assert_eq!(f.guest.open_ports(), ports0);
-    assert!(f.sim.violations().is_empty(), "{:?}", f.sim.violations());
+    f.sim.assert_no_violations();
 }

@@ -98,11 +98,7 @@ fn run(seed: u64, rate: u8, rounds: usize, cfg: NetfrontConfig) {
     assert_eq!(dom0.mapped_grants(fe), 0);
     env.gt.process_deferred();
     assert_eq!(env.refs_in_use(), base_refs);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 proptest! {

@@ -101,11 +101,7 @@ fn backend_closing_releases_the_queues_and_defers_mapped_grants() {
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     env.gt.process_deferred();
     assert_eq!(env.refs_in_use(), base_refs);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
     // The backend is Closed; the device asks for it again and connects.
     assert_eq!(nf.settle().unwrap(), DeviceState::Connected);
     nf.transmit(0, &udp_frame(60, 0, false), TxMeta::default())
@@ -207,7 +203,7 @@ fn thousand_connect_disconnect_cycles_leak_nothing() {
         "{} queued watch events",
         env.xs.queued_watch_events()
     );
-    assert!(env.sim.violations().is_empty());
+    env.sim.assert_no_violations();
 }
 
 #[test]

@@ -64,11 +64,7 @@ fn a_restarted_backend_gets_new_queues_and_traffic_flows_again() {
     env.nb.take_tx();
     exchange(&env, &mut nf, 2);
     assert!(env.nb.errors().is_empty(), "{:?}", env.nb.errors());
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -104,7 +100,7 @@ fn a_hundred_backend_restarts_leak_no_grant_and_no_port() {
     assert_eq!(dom0.open_ports(0), base_dom0_ports);
     assert_eq!(dom0.mapped_grants(env.guest.domid()), 0);
     assert!(env.xs.queued_watch_events() < 10);
-    assert!(env.sim.violations().is_empty());
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -221,11 +217,7 @@ fn tx_frames_unanswered_at_a_suspend_go_on_when_cancelled_and_are_counted_lost_i
     assert_eq!(nf.total_stats().tx_packets, mid.tx_packets + 1);
     assert_eq!(nf.total_stats().tx_lost, slots);
     assert!(env.nb.errors().is_empty(), "{:?}", env.nb.errors());
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }
 
 #[test]
@@ -286,9 +278,5 @@ fn a_hundred_resumes_in_new_domains_reconnect_the_same_netfront_without_leaks() 
     // Only the last resume's timer is left.
     assert_eq!(env.ev.open_port_count(), 1);
     assert_eq!(env.sim.dom0().mapped_grants(d), 0);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }

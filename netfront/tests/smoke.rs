@@ -34,9 +34,5 @@ fn connect_send_receive_disconnect() {
     env.sim.run_until_idle();
     assert_eq!(env.refs_in_use(), base_refs);
     assert_eq!(env.guest.open_ports(), base_ports);
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }

@@ -250,9 +250,5 @@ pub fn run_input(data: &[u8], traffic: impl Fn(&Env, &NetbackHandle, &mut Dev, u
         // this vif afresh, checking that nothing leaked.
         env.teardown(i);
     }
-    assert!(
-        env.sim.violations().is_empty(),
-        "{:?}",
-        env.sim.violations()
-    );
+    env.sim.assert_no_violations();
 }

@@ -261,6 +261,17 @@ impl Sim {
     pub fn violations(&self) -> Vec<String> {
         self.lock().violations.clone()
     }
+
+    /// Asserts that the simulator detected no protocol violation, listing them otherwise.
+    ///
+    /// # Panics
+    ///
+    /// When [`violations`](Self::violations) is not empty.
+    #[track_caller]
+    pub fn assert_no_violations(&self) {
+        let v = self.violations();
+        assert!(v.is_empty(), "protocol violations: {v:?}");
+    }
 }
 
 /// One simulated domain as the guest sees it: implements [`Hypercall`].

@@ -104,7 +104,7 @@ fn map_sets_and_unmap_clears_reading_writing() {
     dom0.unmap(r);
     assert_eq!(dom0.grant_entry_flags(d, 10), Some(GTF_PERMIT_ACCESS));
     assert_eq!(dom0.mapped_grants(d), 0);
-    assert!(t.sim.violations().is_empty());
+    t.sim.assert_no_violations();
 }
 
 #[test]

@@ -97,7 +97,7 @@ fn console_io_and_console_ring() {
     assert_eq!(cons, prod + msg.len() as u32);
     // The console daemon notifies back after consuming.
     assert!(upcall_pending(si));
-    assert!(sim.violations().is_empty());
+    sim.assert_no_violations();
     // Corrupt indices are reported, not trusted.
     // SAFETY: as above.
     unsafe { (*((ring + 3084) as *const AtomicU32)).store(cons + 100_000, Ordering::SeqCst) };
