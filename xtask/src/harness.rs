@@ -364,7 +364,7 @@ pub fn test() -> Result<(), String> {
             spec.timeout += Duration::from_secs(900);
         }
         // Detach/attach of the store's vbd while serving, a vbd hot-plugged at run time, and the
-        // same cycle for a Linux PV guest (issue 7 step 3).
+        // same cycle for a Linux PV guest (issue 7 step 3; ~50 s of the scenario's ~2 min).
         spec.scenarios.push("hotplug".into());
         spec.scenarios.push("unikernel-pv".into());
         spec.env.push(("PV_EVTCHN".into(), "2l".into()));

@@ -34,8 +34,10 @@ STANDIN=$W/ssh-standin
 printf '#!/bin/sh\nshift\nexec sh -c "$*"\n' >$STANDIN
 chmod +x $STANDIN
 
-random_file $W/base 1024
-value_of() { { echo "$1"; cat $W/base; }; }
+# The common KiB is random hex text, so that a value is built by the shell alone (no process per
+# key when the check of many keys builds the expected bytes).
+BASE=$(head -c 512 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
+value_of() { printf '%s\n%s' "$1" "$BASE"; }
 
 # attempt METHOD PATH FILE RESP_FILE -> status of one bounded HTTP attempt (empty on failure).
 attempt() {
@@ -225,7 +227,25 @@ verify_acked() {
 	_nbad=0
 	_n=0
 	_dead=0
-	for k in $(awk '$3 ~ /^2/ { print $2 }' $W/acks-$P); do
+	_keys=$(awk '$3 ~ /^2/ { print $2 }' $W/acks-$P)
+	# The unikernel: one wget for all keys (GETs back to back, the values concatenated) against
+	# the expected bytes; only on a mismatch one GET per key, to name the bad ones. A process per
+	# key costs ~0.3 s in dom0 under TCG.
+	if [ $P = uk ] && [ -n "$_keys" ]; then
+		_urls=
+		for k in $_keys; do
+			value_of "$k"
+			_urls="$_urls http://$GUEST_IP:$HTTP_PORT/kv/$k"
+			_n=$((_n + 1))
+		done >$W/want-all
+		# shellcheck disable=SC2086
+		if timeout $((30 + _n)) wget -q -O $W/got-all $_urls 2>/dev/null && cmp -s $W/want-all $W/got-all; then
+			_keys=
+		else
+			_n=0
+		fi
+	fi
+	for k in $_keys; do
 		value_of "$k" >$W/want
 		_n=$((_n + 1))
 		if ! check "$k" $W/want; then
