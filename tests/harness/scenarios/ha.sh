@@ -299,8 +299,10 @@ diagnose() {
 # ---- the unikernel ----
 use_unikernel
 uk_prepare
-# The guest also logs to port 0xE9 (Xen's console, in serial.log with host timestamps).
-sed -i 's/^extra = "\(.*\)"/extra = "\1 debugcon"/' "$UK_CFG"
+# A config of its own (the same disk) where the guest also logs to port 0xE9 (Xen's console, in
+# serial.log with host timestamps), leaving the shared one as it was for the later scenarios.
+sed 's/^extra = "\(.*\)"/extra = "\1 debugcon"/' "$UK_CFG" >"$XL_CONFIG_DIR/unikernel-ha.cfg"
+UK_CFG=$XL_CONFIG_DIR/unikernel-ha.cfg
 if ! uk_start ha-uk-create; then
 	xl destroy "$UK_NAME" >/dev/null 2>&1
 	exit 1
