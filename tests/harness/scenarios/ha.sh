@@ -102,7 +102,8 @@ stop_load() {
 }
 
 # gap START END: the longest time between two consecutive acknowledged writes among those
-# around [START, END] (from the last ack before START to the first ack after END).
+# around [START, END] (from the last ack before START to the first ack after END), and the
+# uptime of the acknowledgement that ended it: "<seconds> <uptime>".
 gap() {
 	awk -v s="$1" -v e="$2" '
 		$3 ~ /^2/ { t[n++] = $1 }
@@ -110,9 +111,9 @@ gap() {
 			first = 0; last = n - 1
 			for (i = 0; i < n; i++) { if (t[i] <= s) first = i; }
 			for (i = n - 1; i >= 0; i--) { if (t[i] >= e) last = i; }
-			m = 0
-			for (i = first; i < last; i++) { d = t[i + 1] - t[i]; if (d > m) m = d }
-			printf "%.2f", m
+			m = 0; end = 0
+			for (i = first; i < last; i++) { d = t[i + 1] - t[i]; if (d > m) { m = d; end = t[i + 1] } }
+			printf "%.2f %.2f", m, end
 		}' $W/acks-$P
 }
 
@@ -127,7 +128,13 @@ console_lines() {
 		grep -E 'suspend:|resume:' | tail -n "$1" | tr '\n' '|' | cut -c1-700
 }
 
-# op STEP OP_NAME CMD...: runs CMD under the load; FIGURE ha_<P>_<OP_NAME>_max_gap_s.
+# op STEP OP_NAME CMD...: runs CMD under the load. FIGUREs ha_<P>_<OP_NAME>_max_gap_s (the
+# downtime a client sees), _xl_s (the xl command), _guest_s: from the moment the domain runs again
+# to the acknowledgement that ended the gap (the guest's own resume and its first answer, plus the
+# client's next attempt), so that the toolstack's part (gap less guest part: xl with the domain
+# paused or suspended) and the guest's part are told apart. The domain runs again when `xl save
+# -c` and `xl restore` return, and for `xl migrate` at its "Domain started" line (the command
+# itself returns only after destroying the old domain). 0 when the guest answered before.
 op() {
 	_step=$1 _op=$2
 	shift 2
@@ -153,16 +160,20 @@ op() {
 		return 1
 	fi
 	sleep "${HA_SETTLE_S:-4}"
-	_g=$(gap "$_t0" "$_t1")
-	echo "$_op $_g" >>$W/gaps-$P
-	# The first acknowledged write after xl returned (restore and migrate return once the domain
-	# is unpaused): the guest's own resume plus the client's next attempt.
+	set -- $(gap "$_t0" "$_t1")
+	_g=$1 _end=$2
+	_run=$(awk '/Domain started/ { print $1; exit }' "/var/log/xen/$_step.log")
+	_run=${_run:-$_t1}
+	_gp=$(awk -v e="$_end" -v r="$_run" 'BEGIN { d = e - r; printf "%.2f", (d > 0 ? d : 0) }')
+	echo "$_op $_g $_gp" >>$W/gaps-$P
+	# The first acknowledged write after xl returned.
 	_a=$(awk -v t="$_t1" '$3 ~ /^2/ && $1 > t { printf "%.2f", $1 - t; exit }' $W/acks-$P)
 	figure "ha_${P}_${_op}_max_gap_s" "$_g" s
+	figure "ha_${P}_${_op}_guest_s" "$_gp" s
 	figure "ha_${P}_${_op}_xl_s" "$_d" s
 	figure "ha_${P}_${_op}_ack_after_xl_s" "${_a:-0}" s
 	dump_file "xl-$_step" "/var/log/xen/$_step.log" 30
-	pass "$_step" "'$*' took $_d s; longest gap between acknowledged writes $_g s, first ack ${_a:-?} s after xl returned; console: $(console_lines 5)"
+	pass "$_step" "'$_op' took $_d s; longest gap between acknowledged writes $_g s, of which $_gp s after the domain ran again; first ack ${_a:-?} s after xl returned; console: $(console_lines 5)"
 }
 
 # stamp: prefixes every line with dom0's uptime.
@@ -205,7 +216,7 @@ run_ops() {
 			return 1
 		fi
 		sleep "${HA_BASELINE_S:-5}"
-		[ -f $W/gaps-$P ] || figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)")" s
+		[ -f $W/gaps-$P ] || figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)" | cut -d' ' -f1)" s
 		op "$_s" "$_o" "$_o"
 		stop_load
 		verify_acked "$_s-acked-intact"
@@ -404,11 +415,15 @@ verify_acked ha-linux-acked-writes-intact
 figure ha_linux_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
 figure ha_linux_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
 
-# The ratios: unikernel downtime / Linux downtime per operation (goal: at most 1).
+# The ratios unikernel / Linux per operation (goal: at most 1): of the downtime, and of its
+# guest part.
+ratio() { awk -v u="$1" -v l="$2" 'BEGIN { printf "%.2f", (l > 0 ? u / l : 0) }'; }
 for o in checkpoint save_restore migrate; do
-	u=$(awk -v o=$o '$1 == o { print $2 }' $W/gaps-uk)
-	l=$(awk -v o=$o '$1 == o { print $2 }' $W/gaps-linux)
-	[ -n "$u" ] && [ -n "$l" ] &&
-		figure "ha_${o}_downtime_ratio_uk_to_linux" "$(awk -v u="$u" -v l="$l" 'BEGIN { printf "%.2f", (l > 0 ? u / l : 0) }')" x
+	u=$(awk -v o=$o '$1 == o { print $2, $3 }' $W/gaps-uk)
+	l=$(awk -v o=$o '$1 == o { print $2, $3 }' $W/gaps-linux)
+	if [ -n "$u" ] && [ -n "$l" ]; then
+		figure "ha_${o}_downtime_ratio_uk_to_linux" "$(ratio "${u% *}" "${l% *}")" x
+		figure "ha_${o}_guest_part_ratio_uk_to_linux" "$(ratio "${u#* }" "${l#* }")" x
+	fi
 done
 exit $rc
