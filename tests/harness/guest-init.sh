@@ -35,27 +35,36 @@ fi
 n=0
 while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 md5=$(dd if=/dev/xvda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)
-echo "@@GUEST-READY ip=$ip disk-md5=$md5"
 
 # Serve a trivial HTTP page so dom0 can measure a TCP round trip against the baseline guest, and
-# /cgi-bin/w?N, which writes the request body into 4 KiB block N of /dev/xvda (fsync'd before the
-# answer): the write load of the HA scenario (tests/harness/scenarios/ha.sh).
+# /cgi-bin/w?N, which writes the request body into 4 KiB block N of /dev/xvda and fsyncs it
+# before answering 200: the write load of the HA and hot-plug scenarios (ha.sh, hotplug.sh). A
+# body shorter than its Content-Length (the client went away mid-request) is refused, never
+# written in part. `writer=` on the ready line tells dom0 this initramfs has the CGI.
 mkdir -p /www/cgi-bin && echo "linux-guest" >/www/index.html
 cat >/www/cgi-bin/w <<'EOF'
 #!/bin/sh
 n=$QUERY_STRING
-case "$n" in '' | *[!0-9]*) printf 'Status: 400 Bad Request\r\n\r\nbad block\n'; exit 0 ;; esac
+answer() { printf 'Status: %s\r\nContent-Type: text/plain\r\n\r\n%s\n' "$1" "$2"; exit 0; }
+case "$n" in '' | *[!0-9]*) answer '400 Bad Request' 'bad block' ;; esac
+len=${CONTENT_LENGTH:-0}
+case "$len" in '' | *[!0-9]*) answer '400 Bad Request' 'bad length' ;; esac
+[ "$len" -gt 0 ] && [ "$len" -le 4096 ] || answer '400 Bad Request' 'length not 1..4096'
 # No disk (detached, hotplug.sh): refuse, rather than let dd create a regular file /dev/xvda.
-[ -b /dev/xvda ] || { printf 'Status: 503 Service Unavailable\r\n\r\nno disk\n'; exit 0; }
-head -c "${CONTENT_LENGTH:-0}" >/tmp/body.$$
-if dd if=/tmp/body.$$ of=/dev/xvda bs=4096 seek="$n" count=1 conv=notrunc,fsync 2>/dev/null; then
-	printf 'Content-Type: text/plain\r\n\r\nok\n'
-else
-	printf 'Status: 500 Internal Server Error\r\n\r\ndd failed\n'
+[ -b /dev/xvda ] || answer '503 Service Unavailable' 'no disk'
+f=/tmp/body.$$
+head -c "$len" >$f
+got=$(wc -c <$f)
+[ "$got" -eq "$len" ] || { rm -f $f; answer '400 Bad Request' "short body ($got of $len)"; }
+if dd if=$f of=/dev/xvda bs=4096 seek="$n" count=1 conv=notrunc,fsync 2>/dev/null; then
+	rm -f $f
+	answer '200 OK' ok
 fi
-rm -f /tmp/body.$$
+rm -f $f
+answer '500 Internal Server Error' 'dd failed'
 EOF
 chmod +x /www/cgi-bin/w
+echo "@@GUEST-READY ip=$ip disk-md5=$md5 writer=/cgi-bin/w"
 # Optional additions (cargo xtask bench --xen adds tests/harness/tools/guest-hook.sh here).
 [ -f /etc/guest-hook.sh ] && . /etc/guest-hook.sh
 httpd -p 80 -h /www
