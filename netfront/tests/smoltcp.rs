@@ -3,63 +3,14 @@
 mod common;
 use common::*;
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::Device;
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
 };
-use std::collections::VecDeque;
 use xen_netfront::NetfrontConfig;
-use xen_sim::netback::{NetbackHandle, RxFrame};
-
-/// The host side of the vif as a smoltcp device: frames the guest sent come out of the netback,
-/// frames the host sends are injected into the guest.
-struct HostDev {
-    nb: NetbackHandle,
-    pending: VecDeque<Vec<u8>>,
-}
-
-struct HostRx(Vec<u8>);
-struct HostTx<'a>(&'a NetbackHandle);
-
-impl phy::RxToken for HostRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for HostTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        self.0.inject(RxFrame {
-            data: buf,
-            ..Default::default()
-        });
-        r
-    }
-}
-
-impl Device for HostDev {
-    type RxToken<'a> = HostRx;
-    type TxToken<'a> = HostTx<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(HostRx, HostTx<'_>)> {
-        self.pending
-            .extend(self.nb.take_tx().into_iter().map(|t| t.data));
-        let f = self.pending.pop_front()?;
-        Some((HostRx(f), HostTx(&self.nb)))
-    }
-    fn transmit(&mut self, _: Instant) -> Option<HostTx<'_>> {
-        Some(HostTx(&self.nb))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c
-    }
-}
+use xen_sim::smoltcp_host::HostDevice;
 
 const GUEST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 const HOST_IP: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
@@ -82,10 +33,7 @@ fn tcp_socket() -> tcp::Socket<'static> {
 fn tcp_exchange_and_ping_over_netfront() {
     let env = Env::new(|_| {});
     let mut nf = env.connected(NetfrontConfig::default());
-    let mut host = HostDev {
-        nb: env.nb.clone(),
-        pending: VecDeque::new(),
-    };
+    let mut host = HostDevice::new(env.nb.clone());
     let mut giface = iface(nf.mac(), GUEST_IP, &mut nf);
     let mut hiface = iface([0x02, 0, 0, 0, 0, 1], HOST_IP, &mut host);
 

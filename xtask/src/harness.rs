@@ -522,8 +522,8 @@ impl Opts {
 }
 
 /// Builds the userspace programs of `harness userspace` (release): xen-blk, xen-net,
-/// xen-dev-check, and the C ABI demo compiled with gcc against the cbindgen header and the static
-/// library.
+/// xen-dev-check, and the C ABI demos (xenblk-demo, xennet-demo) compiled with gcc against the
+/// cbindgen header and the static library.
 fn userspace_tools() -> Result<Vec<PathBuf>, String> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -550,33 +550,36 @@ fn userspace_tools() -> Result<Vec<PathBuf>, String> {
             )
         },
     )?;
-    let demo = release.join("xenblk-demo");
-    util::phase("build xenblk-demo (C, gcc)", || {
-        util::run(
-            Command::new("gcc")
-                .args(["-std=c11", "-O2", "-Wall", "-Werror", "-I"])
-                .arg(&include)
-                .arg("-o")
-                .arg(&demo)
-                .arg(util::root().join("tools/xen-blk-capi/c/xenblk-demo.c"))
-                .arg(release.join("libxenblk.a"))
-                .args([
-                    "-lgcc_s",
-                    "-lutil",
-                    "-lrt",
-                    "-lpthread",
-                    "-lm",
-                    "-ldl",
-                    "-lc",
-                ]),
-        )
-    })?;
-    Ok(vec![
+    let mut tools = vec![
         release.join("xen-blk"),
         release.join("xen-net"),
         release.join("xen-dev-check"),
-        demo,
-    ])
+    ];
+    for demo in ["xenblk-demo", "xennet-demo"] {
+        let exe = release.join(demo);
+        util::phase(&format!("build {demo} (C, gcc)"), || {
+            util::run(
+                Command::new("gcc")
+                    .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I"])
+                    .arg(&include)
+                    .arg("-o")
+                    .arg(&exe)
+                    .arg(util::root().join(format!("tools/xen-blk-capi/c/{demo}.c")))
+                    .arg(release.join("libxenblk.a"))
+                    .args([
+                        "-lgcc_s",
+                        "-lutil",
+                        "-lrt",
+                        "-lpthread",
+                        "-lm",
+                        "-ldl",
+                        "-lc",
+                    ]),
+            )
+        })?;
+        tools.push(exe);
+    }
+    Ok(tools)
 }
 
 impl Opts {

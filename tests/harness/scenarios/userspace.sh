@@ -16,7 +16,10 @@
 #                       dom0 is left, and the vbd is gone from xenstore.
 #   userspace-netfront  xen-net on a vif of dom0: ping both ways, TCP both ways (sha256), a server,
 #                       and after detach no grant or event channel of dom0 is left.
-#   c-abi               the C ABI (libxenblk.a + cbindgen header) from a gcc-built program on xvdc.
+#   c-abi               the C ABI (libxenblk.a + cbindgen header) from gcc-built programs: the
+#                       block frontend on xvdc, the network frontend on a second vif (ARP, pings
+#                       with payloads compared, a raw-segment TCP exchange with nc checked by
+#                       sha256, pings from dom0 answered), nothing left behind.
 #   blkfront-kernel-vs-userspace   QD1 figures of xen-blk and of the kernel's xen-blkfront.
 . /payload/lib.sh
 B=/payload/bin
@@ -304,19 +307,40 @@ figure userspace_net_ping_avg_rtt_ms "$(sed -n 's/.*avg_rtt_ms \([0-9.]*\).*/\1/
 pass userspace-netfront "$(tr '\n' ';' <$W/net-steps.log)"
 rm -f $W/n1 $W/n2 $W/n3 $W/n1.got $W/n2.got $W/n3.got
 
-# c-abi: a C program (tools/xen-blk-capi/c/xenblk-demo.c, gcc, static libxenblk.a) on a second
-# vbd of dom0: writes 1 MiB at 2 MiB, flushes, reads back, discards, detaches; dom0 compares the
-# backing file; nothing left behind afterwards.
+# c-abi: the C ABI (libxenblk.a + the cbindgen header xenblk.h, Linux flavour) from two programs
+# built with gcc (tools/xen-blk-capi/c/).
+#   block: xenblk-demo on a second vbd of dom0 writes 1 MiB at 2 MiB, flushes, reads back,
+#          discards, detaches; dom0 compares the backing file.
+#   net:   xennet-demo on a second vif of dom0 (as in userspace-netfront) sends raw frames: ARP
+#          for dom0's address (the reply must name xenbr0's MAC), three pings of dom0 with
+#          1024-byte random payloads (echoed payloads compared), a TCP exchange with busybox nc
+#          written with raw segments (64 KiB each way, sha256-compared in dom0), then it answers
+#          ARP and three pings from dom0.
+#   Afterwards no grant or event channel of dom0 is left, and both devices are gone from xenstore.
 begin c-abi
 VDEV2=xvdc
 ID2=51744 # 202 << 8 | 32
 FRONT2=/local/domain/0/device/vbd/$ID2
 BACK2=/local/domain/0/backend/vbd/0/$ID2
 DISK2=$W/c-abi-disk.img
+CIP=10.0.0.51
+CMAC=00:16:3e:5e:00:02
+CVIF=
+ncpid=
+dpid=
+: >$W/cabi-steps.log
+cnote() { echo "$*" >>$W/cabi-steps.log; }
 cfail() {
 	fail c-abi "$*"
-	dump_file c-abi $W/cabi.log
+	dump_file c-abi-steps $W/cabi-steps.log
+	dump_file c-abi-blk $W/cabi.log
+	dump_file c-abi-net $W/cabi-net.log
+	dump_file c-abi-nc $W/cabi-nc.log
+	dump_file c-abi-ping $W/cabi-ping.log
+	[ -n "$dpid" ] && kill "$dpid" 2>/dev/null
+	[ -n "$ncpid" ] && kill "$ncpid" 2>/dev/null
 	timeout 120 xl block-detach 0 $VDEV2 >/dev/null 2>&1
+	[ -n "$CVIF" ] && timeout 120 xl network-detach 0 "$CVIF" >/dev/null 2>&1
 	exit 1
 }
 make_disk "$DISK2" 16
@@ -329,14 +353,66 @@ timeout 300 $B/xenblk-demo $ID2 $((2 * MIB / BS)) $W/c >$W/cabi.log 2>&1 ||
 	cfail "xenblk-demo failed: $(tail -n 3 $W/cabi.log | tr '\n' ' ')"
 dd if="$DISK2" of=$W/c.back bs=$MIB skip=2 count=1 2>/dev/null
 [ "$(sha $W/c)" = "$(sha $W/c.back)" ] || cfail "the backing file differs from what the C program wrote"
+cnote "blk: $(tr '\n' ';' <$W/cabi.log) backing file sha256 $(sha $W/c) matches"
 timeout 120 xl block-detach 0 $VDEV2 >/dev/null 2>&1
 wait_until 30 sh -c "! xenstore-exists $FRONT2 2>/dev/null && ! xenstore-exists $BACK2 2>/dev/null" ||
 	cfail "the vbd is still in xenstore after detach"
+drop_disk "$DISK2"
+
+# The network half. The vif is the one whose mac is CMAC (ids are not reused in order).
+xl network-attach 0 bridge=xenbr0 mac=$CMAC >$W/cabi-attach.log 2>&1 ||
+	cfail "xl network-attach 0 failed: $(tail -n 3 $W/cabi-attach.log)"
+for v in $(xenstore-list /local/domain/0/device/vif 2>/dev/null); do
+	[ "$(xenstore-read /local/domain/0/device/vif/$v/mac 2>/dev/null)" = $CMAC ] && CVIF=$v
+done
+[ -n "$CVIF" ] || cfail "no vif with mac $CMAC in dom0's xenstore home after network-attach"
+CFRONT=/local/domain/0/device/vif/$CVIF
+CBACK=/local/domain/0/backend/vif/0/$CVIF
+wait_until 30 sh -c "[ \"\$(xenstore-read $CBACK/state 2>/dev/null)\" = 2 ]" ||
+	cfail "vif backend not in InitWait: $(xenstore-read $CBACK/state 2>&1)"
+[ -e /sys/bus/xen/devices/vif-$CVIF/driver ] &&
+	cfail "a kernel driver claimed vif-$CVIF: $(readlink /sys/bus/xen/devices/vif-$CVIF/driver)"
+random_file $W/cn-out 65536
+random_file $W/cn-in 65536
+timeout 240 nc -l -p 7010 <$W/cn-in >$W/cn-out.got 2>$W/cabi-nc.log &
+ncpid=$!
+wait_until 10 sh -c "netstat -ltn 2>/dev/null | grep -q ':7010 '" || cfail "nc -l -p 7010 is not listening"
+timeout 200 $B/xennet-demo $CVIF $CIP $DOM0_IP 7010 $W/cn-out $W/cn-in.got 3 >$W/cabi-net.log 2>&1 &
+dpid=$!
+wait_until 150 sh -c "grep -q '^serving' $W/cabi-net.log || ! grep -q '^State:.*[RSD]' /proc/$dpid/status 2>/dev/null"
+grep -q '^serving' $W/cabi-net.log || cfail "xennet-demo ended or stalled before serving: $(tail -n 3 $W/cabi-net.log | tr '\n' ' ')"
+ping -c 3 -w 60 $CIP >$W/cabi-ping.log 2>&1
+pst=$?
+wait $dpid
+dst=$?
+dpid=
+wait $ncpid
+ncpid=
+[ $dst = 0 ] || cfail "xennet-demo failed (status $dst): $(tail -n 3 $W/cabi-net.log | tr '\n' ' ')"
+bmac=$(cat /sys/class/net/xenbr0/address)
+grep -q "^$DOM0_IP is-at $bmac" $W/cabi-net.log ||
+	cfail "the ARP reply does not name xenbr0's MAC $bmac: $(grep is-at $W/cabi-net.log)"
+grep -q '^icmp: 3 of 3 echo replies' $W/cabi-net.log || cfail "pings from C: $(grep icmp $W/cabi-net.log)"
+[ "$(sha $W/cn-out)" = "$(sha $W/cn-out.got)" ] ||
+	cfail "sent over TCP from C, dom0's nc got other data ($(wc -c <$W/cn-out.got) bytes)"
+[ "$(sha $W/cn-in)" = "$(sha $W/cn-in.got)" ] ||
+	cfail "sent by dom0's nc, the C program saved other data ($(wc -c <$W/cn-in.got 2>/dev/null) bytes)"
+[ $pst = 0 ] && grep -q '3 packets received' $W/cabi-ping.log ||
+	cfail "dom0 pinging the C program (status $pst): $(grep -E 'transmitted|received' $W/cabi-ping.log)"
+grep -q '^answered 3 echo request' $W/cabi-net.log || cfail "the C program answered: $(grep answered $W/cabi-net.log)"
+grep -q '^closed' $W/cabi-net.log || cfail "xennet-demo did not close the device"
+cnote "net: $(tr '\n' ';' <$W/cabi-net.log) TCP sha256 equal both ways (C->dom0 $(sha $W/cn-out), dom0->C $(sha $W/cn-in)); dom0 pinged C: $(grep -E 'received' $W/cabi-ping.log)"
+timeout 120 xl network-detach 0 $CVIF >$W/cabi-detach.log 2>&1 || cnote "xl network-detach: $(tail -n 2 $W/cabi-detach.log | tr '\n' ' ')"
+wait_until 30 sh -c "! xenstore-exists $CFRONT 2>/dev/null && ! xenstore-exists $CBACK 2>/dev/null" ||
+	cfail "the vif is still in xenstore after detach: front $(xenstore-read $CFRONT/state 2>&1) back $(xenstore-read $CBACK/state 2>&1)"
+CVIF=
 g3=$(d0_grants)
 p3=$(d0_ports)
 [ "$g3" = "$g0" ] && [ "$p3" = "$p0" ] || cfail "after detach dom0 grants $g3 (before $g0), ports $p3 (before $p0)"
-pass c-abi "$(tr '\n' ';' <$W/cabi.log) backing file sha256 $(sha $W/c) matches; dom0 grants $g3 ports $p3 as before"
-drop_disk "$DISK2"
+v=$(sed -n 's/.*avg rtt \([0-9.]*\) ms.*/\1/p' $W/cabi-net.log)
+[ -n "$v" ] && figure cabi_net_icmp_1k_avg_rtt_ms "$v" ms
+pass c-abi "$(tr '\n' ' ' <$W/cabi-steps.log) dom0 grants $g3 ports $p3 as before"
+rm -f $W/c $W/c.back $W/cn-out $W/cn-in $W/cn-out.got $W/cn-in.got
 
 # blkfront-kernel-vs-userspace: the same queue-depth-1 transfers through xen-blk (vbd xvdd) and
 # through the kernel's xen-blkfront (a fresh vbd xvde, module loaded only now, so it claims only

@@ -38,6 +38,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub mod blkback;
 pub mod clock;
 pub mod netback;
+#[cfg(feature = "smoltcp")]
+pub mod smoltcp_host;
 pub mod suspend;
 pub mod xenstored;
 

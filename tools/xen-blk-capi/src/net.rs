@@ -60,7 +60,8 @@ pub struct XennetInfo {
     pub mtu: u16,
     /// Negotiated number of queues.
     pub queues: u16,
-    /// Largest frame `xennet_send` accepts, in bytes.
+    /// Largest frame `xennet_send` accepts, in bytes; received frames are no longer either
+    /// (the device does not negotiate GSO).
     pub max_frame: u32,
 }
 
@@ -199,6 +200,16 @@ unsafe fn args(vif: *const c_char, timeout_ms: u32) -> Result<(String, Duration)
     Ok((id, Duration::from_millis(u64::from(ms))))
 }
 
+/// The frontend's configuration for raw frames: one queue, and no GSO, so the backend never hands
+/// over a frame longer than `max_frame` (a TCP peer's segments arrive as the MTU allows).
+/// Checksum offload stays on: the frontend completes blank checksums before a frame is returned.
+fn frame_config() -> NetfrontConfig {
+    NetfrontConfig {
+        gso_tcpv4: false,
+        ..net_services::config()
+    }
+}
+
 /// Attaches to vif `vif` (its id under `device/vif`, e.g. "0") over the Linux /dev/xen devices,
 /// waiting at most `timeout_ms` milliseconds for the backend at each step (0: 60 s); that is also
 /// how long `xennet_send` waits for ring space. On success `*out` holds the new handle, which the
@@ -228,7 +239,7 @@ pub unsafe extern "C" fn xennet_open(
             store,
             &clock,
             &id,
-            net_services::config(),
+            frame_config(),
             timeout,
         )?;
         let h = Box::new(XennetDevice {
@@ -283,12 +294,11 @@ pub unsafe extern "C" fn xennet_open_platform(
             clock,
             &id,
             NetfrontConfig {
-                max_queues: 1,
                 timeouts: Timeouts {
                     connect_ns: ns,
                     close_ns: ns,
                 },
-                ..NetfrontConfig::default()
+                ..frame_config()
             },
         )?;
         let h = Box::new(XennetDevice {

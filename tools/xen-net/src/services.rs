@@ -3,20 +3,17 @@
 //! share).
 //!
 //! [`connect`] is the one call of netfront's connect API (for any services: Linux here, a C
-//! platform in `xen-blk-capi`); [`attach`] wraps it for the Linux services (the lifecycle's
-//! deadlines from the given timeout, and a frontend left behind by a dead process is reset
-//! first).
+//! platform in `xen-blk-capi`); [`attach`] wraps it for the Linux services through
+//! `xen_blk::device::prepare_attach`, the attach path `xen-blk` shares (the lifecycle's deadlines
+//! from the given timeout, and a frontend left behind by a dead process is reset first).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use xen_blk::services::{reset_stale_frontend, LinuxClock};
+use xen_blk::device::{describe, pick_unclaimed, prepare_attach};
 use xen_event_channel_linux::{EventChannels, MonotonicClock};
 use xen_grant_table_linux::{Gntalloc, GrantAccess};
-use xen_netfront::{
-    list_vifs, DeviceState, NetError, Netfront, NetfrontConfig, SharedClock, Timeouts,
-};
-use xen_store::xenbus::{self, XenbusState};
+use xen_netfront::{list_vifs, DeviceState, NetError, Netfront, NetfrontConfig, SharedClock};
 use xen_store::TxId;
 
 use crate::error::NetCliError;
@@ -36,7 +33,8 @@ pub fn config() -> NetfrontConfig {
 }
 
 /// Connects the network frontend to `device/vif/<id>`; every wait for the backend (attach,
-/// detach) ends after `timeout`, measured on `clock`.
+/// detach) ends after `timeout`, measured on `clock` (the attach path `xen-blk` shares:
+/// [`prepare_attach`]).
 pub fn attach(
     grants: Gntalloc,
     events: Events,
@@ -46,17 +44,15 @@ pub fn attach(
     config: NetfrontConfig,
     timeout: Duration,
 ) -> Result<NetDev, NetError> {
-    let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-    let clock: SharedClock = Arc::new(LinuxClock(clock.clone()));
-    reset_stale_frontend(&store, &*clock, "vif", id, ns)?;
-    let config = NetfrontConfig {
-        timeouts: Timeouts {
-            connect_ns: ns,
-            close_ns: ns,
-        },
-        ..config
-    };
-    connect(grants, events, store, clock, id, config)
+    let (clock, timeouts) = prepare_attach(&store, clock, "vif", id, timeout)?;
+    connect(
+        grants,
+        events,
+        store,
+        clock,
+        id,
+        NetfrontConfig { timeouts, ..config },
+    )
 }
 
 /// The one call of netfront's connect API: probes the vif and runs the xenbus lifecycle's
@@ -80,52 +76,23 @@ pub fn pick_vif(store: &Store, wanted: Option<&str>) -> Result<String, NetCliErr
     if let Some(v) = wanted {
         return Ok(v.to_string());
     }
-    let free: Vec<String> = list_vifs(store)?
-        .into_iter()
-        .filter(|id| {
-            !matches!(
-                xenbus::read_state(store, TxId::NONE, &format!("device/vif/{id}")),
-                Ok(XenbusState::Connected)
-            )
-        })
-        .collect();
-    match free.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(NetCliError::Usage(
-            "no unclaimed vif in this domain (attach one, e.g. `xl network-attach 0 bridge=xenbr0`)"
-                .into(),
-        )),
-        _ => Err(NetCliError::Usage(format!(
-            "several vifs: {} (choose one with --vif)",
-            free.join(", ")
-        ))),
-    }
+    pick_unclaimed(
+        store,
+        "vif",
+        list_vifs(store)?,
+        "xl network-attach 0 bridge=xenbr0",
+    )
+    .map_err(NetCliError::Usage)
 }
 
 /// One line per vif of this domain: id, frontend and backend states, backend path, mac.
 pub fn list(store: &Store) -> Result<Vec<String>, NetCliError> {
-    let none = TxId::NONE;
     let mut out = Vec::new();
     for id in list_vifs(store)? {
-        let node = format!("device/vif/{id}");
-        let front = xenbus::read_state(store, none, &node)
-            .map(|s| format!("{s:?}"))
-            .unwrap_or_else(|e| format!("? ({e})"));
-        let (backend, back) = match xenbus::read_backend(store, &node) {
-            Ok(b) => {
-                let st = xenbus::read_state(store, none, &b.path)
-                    .map(|s| format!("{s:?}"))
-                    .unwrap_or_else(|e| format!("? ({e})"));
-                (b.path, st)
-            }
-            Err(e) => (format!("? ({e})"), "?".into()),
-        };
-        let mac = xen_store::Store::read(store, none, &xenbus::join(&node, "mac"))
+        let mac = xen_store::Store::read(store, TxId::NONE, &format!("device/vif/{id}/mac"))
             .map(|m| String::from_utf8_lossy(&m).into_owned())
             .unwrap_or_else(|_| "?".into());
-        out.push(format!(
-            "{id} frontend={front} backend={back} mac={mac} {backend}"
-        ));
+        out.push(format!("{id} {} mac={mac}", describe(store, "vif", &id)));
     }
     Ok(out)
 }

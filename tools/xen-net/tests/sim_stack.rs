@@ -4,12 +4,10 @@
 //! checked byte for byte, a refused connection, and no grant or port left after detach.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr};
@@ -19,7 +17,8 @@ use xen_grant_table::{FrameMapping, GrantAccess as _, GrantTable};
 use xen_net::ops::{self, Endpoint};
 use xen_net::{services, NetCliError, Stack};
 use xen_netfront::{NetfrontConfig, SharedClock};
-use xen_sim::netback::{self, Netback, NetbackConfig, NetbackHandle, RxFrame};
+use xen_sim::netback::{self, Netback, NetbackConfig};
+use xen_sim::smoltcp_host::HostDevice;
 use xen_sim::{Sim, SimClock, SimGuest};
 use xen_store::XenStore;
 
@@ -30,53 +29,10 @@ type Xs = Arc<XenStore<Ev>>;
 const PEER: Ipv4Address = Ipv4Address::new(10, 0, 0, 1);
 const ME: Ipv4Address = Ipv4Address::new(10, 0, 0, 50);
 
-/// The netback's host side as a smoltcp device.
-struct HostDev {
-    nb: NetbackHandle,
-    pending: VecDeque<Vec<u8>>,
-}
-struct HostRx(Vec<u8>);
-struct HostTx<'a>(&'a NetbackHandle);
-impl phy::RxToken for HostRx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-impl phy::TxToken for HostTx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0u8; len];
-        let r = f(&mut buf);
-        self.0.inject(RxFrame {
-            data: buf,
-            ..Default::default()
-        });
-        r
-    }
-}
-impl Device for HostDev {
-    type RxToken<'a> = HostRx;
-    type TxToken<'a> = HostTx<'a>;
-    fn receive(&mut self, _: Instant) -> Option<(HostRx, HostTx<'_>)> {
-        self.pending
-            .extend(self.nb.take_tx().into_iter().map(|t| t.data));
-        let f = self.pending.pop_front()?;
-        Some((HostRx(f), HostTx(&self.nb)))
-    }
-    fn transmit(&mut self, _: Instant) -> Option<HostTx<'_>> {
-        Some(HostTx(&self.nb))
-    }
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut c = DeviceCapabilities::default();
-        c.medium = Medium::Ethernet;
-        c.max_transmission_unit = 1514;
-        c
-    }
-}
-
 /// The peer: a sink on port 7001 (keeps what arrives, closes after the other side did) and a
 /// source on port 7002 (sends `source`, then closes).
 struct Peer {
-    dev: HostDev,
+    dev: HostDevice,
     iface: Interface,
     sockets: SocketSet<'static>,
     sink: SocketHandle,
@@ -164,10 +120,7 @@ fn setup(source: Vec<u8>) -> (TestStack, Arc<SimWait>, Gt, Ev, usize) {
         },
     )
     .expect("connect");
-    let mut hdev = HostDev {
-        nb,
-        pending: VecDeque::new(),
-    };
+    let mut hdev = HostDevice::new(nb);
     let cfg = Config::new(HardwareAddress::Ethernet(EthernetAddress([
         2, 0, 0, 0, 0, 1,
     ])));

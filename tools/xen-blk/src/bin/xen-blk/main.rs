@@ -16,10 +16,9 @@ use clap::{Parser, Subcommand};
 use xen_blkfront::{list_devices, BlockDevice, IoRequest};
 use xen_event_channel_linux::{EventChannels, MonotonicClock};
 use xen_grant_table_linux::GrantAccess;
-use xen_store::xenbus;
 
 use xen_blk::services::LinuxRunner;
-use xen_blk::{services, CliError, Runner};
+use xen_blk::{device, services, CliError, Runner};
 
 /// A Xen PV block frontend in userspace (blkfront over /dev/xen).
 #[derive(Debug, Parser)]
@@ -101,40 +100,8 @@ const CHUNK_BYTES: usize = 128 * 1024;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logger::init(cli.verbose);
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xen-blk: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
-}
-
-mod logger {
-    //! A minimal `log` backend: records at Info and above on stderr when verbose.
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.level() <= log::max_level()
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            if self.enabled(r.metadata()) {
-                eprintln!("xen-blk: {}: {}", r.level(), r.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    static LOGGER: Stderr = Stderr;
-    /// Installs the logger (warnings always, info when `verbose`).
-    pub fn init(verbose: bool) {
-        let _ = log::set_logger(&LOGGER);
-        log::set_max_level(if verbose {
-            log::LevelFilter::Info
-        } else {
-            log::LevelFilter::Warn
-        });
-    }
+    xen_blk::cli::init_logger("xen-blk", cli.verbose);
+    xen_blk::cli::exit("xen-blk", run(&cli), CliError::exit_code)
 }
 
 /// The vbd to use: `--vbd`, else the only one whose frontend is not Connected.
@@ -142,45 +109,13 @@ fn pick_vbd(cli: &Cli, store: &services::Store) -> Result<String, CliError> {
     if let Some(v) = &cli.vbd {
         return Ok(v.clone());
     }
-    let ids = list_devices(store)?;
-    let free: Vec<String> = ids
-        .into_iter()
-        .filter(|id| {
-            !matches!(
-                xenbus::read_state(store, xen_store::TxId::NONE, &format!("device/vbd/{id}")),
-                Ok(xenbus::XenbusState::Connected)
-            )
-        })
-        .collect();
-    match free.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(CliError::Usage(
-            "no unclaimed vbd in this domain (attach one, e.g. `xl block-attach 0 ...`)".into(),
-        )),
-        _ => Err(CliError::Usage(format!(
-            "several vbds: {} (choose one with --vbd)",
-            free.join(", ")
-        ))),
-    }
+    device::pick_unclaimed(store, "vbd", list_devices(store)?, "xl block-attach 0 ...")
+        .map_err(CliError::Usage)
 }
 
 fn list(store: &services::Store) -> Result<(), CliError> {
-    let none = xen_store::TxId::NONE;
     for id in list_devices(store)? {
-        let node = format!("device/vbd/{id}");
-        let front = xenbus::read_state(store, none, &node)
-            .map(|s| format!("{s:?}"))
-            .unwrap_or_else(|e| format!("? ({e})"));
-        let (backend, back) = match xenbus::read_backend(store, &node) {
-            Ok(b) => {
-                let st = xenbus::read_state(store, none, &b.path)
-                    .map(|s| format!("{s:?}"))
-                    .unwrap_or_else(|e| format!("? ({e})"));
-                (b.path, st)
-            }
-            Err(e) => (format!("? ({e})"), "?".into()),
-        };
-        println!("{id} frontend={front} backend={back} {backend}");
+        println!("{id} {}", device::describe(store, "vbd", &id));
     }
     Ok(())
 }
@@ -220,22 +155,11 @@ fn run(cli: &Cli) -> Result<(), CliError> {
     )?;
     let result = command(cli, &mut dev, &events, timeout);
     let detached = dev.disconnect();
-    let leaked = (dev.grants().refs_in_use(), events.open_ports());
-    if cli.verbose {
-        eprintln!(
-            "xen-blk: detached vbd {id}: {} grant(s), {} event channel(s) still held",
-            leaked.0, leaked.1
-        );
-    }
+    let held = (dev.grants().refs_in_use(), events.open_ports());
+    let released = device::report_detach("xen-blk", "vbd", &id, held, cli.verbose, "");
     result?;
     detached?;
-    if leaked != (0, 0) {
-        return Err(CliError::Setup(format!(
-            "after detach {} grant(s) and {} event channel(s) are still held",
-            leaked.0, leaked.1
-        )));
-    }
-    Ok(())
+    released.map_err(CliError::Setup)
 }
 
 fn command(

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+use xen_blk::device;
 use xen_event_channel_linux::{EventChannels, LinuxEventChannels, MonotonicClock};
 use xen_grant_table_linux::GrantAccess;
 use xen_net::ops::{self, Endpoint};
@@ -106,40 +107,8 @@ fn parse_cidr(s: &str) -> Result<Ipv4Cidr, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logger::init(cli.verbose);
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("xen-net: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
-    }
-}
-
-mod logger {
-    //! A minimal `log` backend: records at Info and above on stderr when verbose.
-    struct Stderr;
-    impl log::Log for Stderr {
-        fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-            m.level() <= log::max_level()
-        }
-        fn log(&self, r: &log::Record<'_>) {
-            if self.enabled(r.metadata()) {
-                eprintln!("xen-net: {}: {}", r.level(), r.args());
-            }
-        }
-        fn flush(&self) {}
-    }
-    static LOGGER: Stderr = Stderr;
-    /// Installs the logger (warnings always, info when `verbose`).
-    pub fn init(verbose: bool) {
-        let _ = log::set_logger(&LOGGER);
-        log::set_max_level(if verbose {
-            log::LevelFilter::Info
-        } else {
-            log::LevelFilter::Warn
-        });
-    }
+    xen_blk::cli::init_logger("xen-net", cli.verbose);
+    xen_blk::cli::exit("xen-net", run(&cli), NetCliError::exit_code)
 }
 
 fn run(cli: &Cli) -> Result<(), NetCliError> {
@@ -172,24 +141,12 @@ fn run(cli: &Cli) -> Result<(), NetCliError> {
     }
     let (result, mut dev) = command(cli, dev, &events, timeout);
     let detached = dev.disconnect();
-    let leaked = (dev.grants().refs_in_use(), events.open_ports());
-    if cli.verbose {
-        eprintln!(
-            "xen-net: detached vif {id}: {} grant(s), {} event channel(s) still held; {:?}",
-            leaked.0,
-            leaked.1,
-            dev.total_stats()
-        );
-    }
+    let held = (dev.grants().refs_in_use(), events.open_ports());
+    let stats = format!("{:?}", dev.total_stats());
+    let released = device::report_detach("xen-net", "vif", &id, held, cli.verbose, &stats);
     result?;
     detached?;
-    if leaked != (0, 0) {
-        return Err(NetCliError::Setup(format!(
-            "after detach {} grant(s) and {} event channel(s) are still held",
-            leaked.0, leaked.1
-        )));
-    }
-    Ok(())
+    released.map_err(NetCliError::Setup)
 }
 
 /// Runs the command; gives the device back in every case so that it is detached.
