@@ -16,6 +16,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+#[path = "common/leak_log.rs"]
+mod leak_log;
 use std::sync::{Arc, Mutex, OnceLock};
 use xen_blkfront::{BlkError, BlkFront, Config, DeviceState, IoRequest};
 use xen_event_channel::NativeEventChannels;
@@ -87,6 +89,7 @@ unsafe impl Send for Env {}
 fn env() -> &'static Mutex<Env> {
     static ENV: OnceLock<Mutex<Env>> = OnceLock::new();
     ENV.get_or_init(|| {
+        leak_log::install();
         let sim = Sim::new();
         let guest = sim.create_domain();
         let gt =

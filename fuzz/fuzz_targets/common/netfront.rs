@@ -11,6 +11,9 @@
 //! and connects again on its next use. So the xenbus handshake runs only after inputs that broke
 //! the device, not for every input.
 
+#[path = "leak_log.rs"]
+mod leak_log;
+
 pub use std::cell::Cell;
 pub use std::sync::{Arc, Mutex, OnceLock};
 pub use xen_event_channel::NativeEventChannels;
@@ -96,6 +99,7 @@ fn config(i: usize) -> NetfrontConfig {
 pub fn env() -> &'static Mutex<Env> {
     static ENV: OnceLock<Mutex<Env>> = OnceLock::new();
     ENV.get_or_init(|| {
+        leak_log::install();
         let sim = Sim::new();
         let guest = sim.create_domain();
         let ev: Ev = Arc::new(NativeEventChannels::new_pvh(guest.clone()).expect("evtchn"));
