@@ -16,6 +16,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+#[path = "common/leak_log.rs"]
+mod leak_log;
 use std::sync::{Arc, Mutex, OnceLock};
 use xen_blkfront::{BlkError, BlkFront, Config, DeviceState, IoRequest};
 use xen_event_channel::NativeEventChannels;
@@ -58,6 +60,27 @@ struct Env {
     slots: Vec<Slot>,
     /// Grant references and event channels in use with no device connected.
     base: (usize, usize),
+    /// Depth counters, printed with `XEN_FUZZ_STATS=1`.
+    stats: Stats,
+}
+
+/// What the inputs reached: a check that the fuzzing drives the connected data path, not only the
+/// handshake.
+#[derive(Default, Debug)]
+struct Stats {
+    /// Inputs run.
+    inputs: u64,
+    /// xenbus handshakes (the slow path, after an input that broke the device).
+    connects: u64,
+    /// Inputs that found the device already connected (the fast path).
+    reused: u64,
+    /// Requests submitted to a connected device.
+    submitted: u64,
+    /// Completions with status OK / with an error status.
+    ok: u64,
+    failed_io: u64,
+    /// Inputs after which the device was Failed (typed protocol/ring error).
+    broke: u64,
 }
 
 // SAFETY: the fuzzer runs inputs one at a time; the environment is only used under the mutex.
@@ -66,6 +89,7 @@ unsafe impl Send for Env {}
 fn env() -> &'static Mutex<Env> {
     static ENV: OnceLock<Mutex<Env>> = OnceLock::new();
     ENV.get_or_init(|| {
+        leak_log::install();
         let sim = Sim::new();
         let guest = sim.create_domain();
         let gt =
@@ -85,6 +109,7 @@ fn env() -> &'static Mutex<Env> {
             clock,
             slots: (0..FEATURE_SETS).map(|_| Slot::default()).collect(),
             base,
+            stats: Stats::default(),
         })
     })
 }
@@ -125,8 +150,10 @@ impl Env {
     /// Connects device `f` if it is not connected (the slow path).
     fn ensure_connected(&mut self, f: usize) {
         if self.slots[f].dev.is_some() {
+            self.stats.reused += 1;
             return;
         }
+        self.stats.connects += 1;
         let be = self.backend(f);
         be.set_hostile(None);
         be.set_script(None);
@@ -192,6 +219,16 @@ fn typed(e: &BlkError) -> bool {
     )
 }
 
+/// Takes every completion, counting OK and error statuses.
+fn count_completions(dev: &mut Dev, stats: &mut Stats) {
+    while let Some(c) = dev.next_completion() {
+        match c.result {
+            Ok(()) => stats.ok += 1,
+            Err(_) => stats.failed_io += 1,
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {
         return;
@@ -244,7 +281,7 @@ fuzz_target!(|data: &[u8]| {
             _ => dev.submit(IoRequest::Flush),
         };
         match r {
-            Ok(_) => {}
+            Ok(_) => env.stats.submitted += 1,
             Err(BlkError::Failed(e)) => assert!(typed(&e), "{e:?}"),
             Err(e) => panic!("submit: {e:?}"),
         }
@@ -256,7 +293,7 @@ fuzz_target!(|data: &[u8]| {
             };
             assert!(typed(&inner), "{inner:?}");
         }
-        while dev.next_completion().is_some() {}
+        count_completions(&mut dev, &mut env.stats);
     }
     // The backend behaves again: drain the ring.
     be.set_hostile(None);
@@ -269,7 +306,7 @@ fuzz_target!(|data: &[u8]| {
         };
         assert!(typed(&inner), "{inner:?}");
     }
-    while dev.next_completion().is_some() {}
+    count_completions(&mut dev, &mut env.stats);
     let alive = match dev.state() {
         DeviceState::Connected => true,
         DeviceState::Failed => {
@@ -302,7 +339,12 @@ fuzz_target!(|data: &[u8]| {
     } else {
         // Failed, or something is still in flight (a response the backend never sent): start
         // this device afresh, checking that nothing leaked.
+        env.stats.broke += u64::from(!alive);
         env.teardown(f, &be);
+    }
+    env.stats.inputs += 1;
+    if env.stats.inputs % 10_000 == 0 && std::env::var_os("XEN_FUZZ_STATS").is_some() {
+        eprintln!("blkfront_responses stats: {:?}", env.stats);
     }
     env.sim.assert_no_violations();
 });

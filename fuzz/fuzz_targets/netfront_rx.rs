@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
         env.sim.run_until_idle();
         let _ = nf.poll();
         while let Ok(Some((d, m))) = nf.receive() {
+            Stats::bump(&env.stats.frames);
             assert!(!d.is_empty() && d.len() <= xen_netfront::MAX_RX_FRAME);
             assert!(usize::from(m.slots) <= xen_netfront::MAX_RX_SLOTS);
         }

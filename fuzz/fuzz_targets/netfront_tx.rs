@@ -25,7 +25,8 @@ fuzz_target!(|data: &[u8]| {
                 more: k < 3,
             };
             match nf.transmit(k as u16 % nq, &frame(len, round as u8), meta) {
-                Ok(()) | Err(NetError::Busy) | Err(NetError::BadFrameLength(_)) => {}
+                Ok(()) => Stats::bump(&env.stats.frames),
+                Err(NetError::Busy) | Err(NetError::BadFrameLength(_)) => {}
                 Err(_) => assert_eq!(nf.state(), DeviceState::Failed),
             }
         }

@@ -66,13 +66,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     ensure_cargo_fuzz()?;
     util::phase("build the fuzz targets", || {
-        util::run(Command::new("cargo").current_dir(&fuzz_dir).args([
-            "+nightly",
-            "fuzz",
-            "build",
-            "--sanitizer",
-            opts.sanitizer(),
-        ]))
+        util::run(cargo_fuzz(&fuzz_dir).args(["build", "--sanitizer", opts.sanitizer()]))
     })?;
     let mut results = Vec::new();
     for t in &selected {
@@ -90,6 +84,17 @@ pub fn run(args: &[String]) -> Result<(), String> {
     } else {
         Err(format!("findings:\n  {}", findings.join("\n  ")))
     }
+}
+
+/// `cargo +nightly fuzz` in `fuzz_dir`, with `fuzz/rustc-wrapper.sh` as `RUSTC_WRAPPER`: it
+/// compiles the simulator without coverage instrumentation (see the script). Cargo does not
+/// rebuild when only the wrapper changes, so builds and runs both go through here.
+fn cargo_fuzz(fuzz_dir: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(fuzz_dir)
+        .env("RUSTC_WRAPPER", fuzz_dir.join("rustc-wrapper.sh"))
+        .args(["+nightly", "fuzz"]);
+    cmd
 }
 
 /// Type-checks the fuzz crate with nightly (cheap enough for the host test tier).
@@ -291,17 +296,8 @@ fn run_target(fuzz_dir: &Path, target: &str, opts: &Options) -> Result<TargetRes
     let corpus = fuzz_dir.join("corpus").join(target);
     std::fs::create_dir_all(&corpus)
         .map_err(|e| format!("cannot create {}: {e}", corpus.display()))?;
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(fuzz_dir)
-        .args([
-            "+nightly",
-            "fuzz",
-            "run",
-            "--sanitizer",
-            opts.sanitizer(),
-            target,
-            "--",
-        ])
+    let mut cmd = cargo_fuzz(fuzz_dir);
+    cmd.args(["run", "--sanitizer", opts.sanitizer(), target, "--"])
         .arg(format!("-max_total_time={}", opts.seconds))
         .arg("-print_final_stats=1")
         // Inputs larger than this add time, not depth.

@@ -448,6 +448,8 @@ pub struct Blkback {
     detaching: bool,
     /// Detached: the nodes are gone, the model is inert.
     dead: bool,
+    /// The frontend's state as read at a xenstore generation (read again once it changes).
+    fe_state_seen: Option<(u64, Option<XenbusState>)>,
 }
 
 use XenbusState::{
@@ -559,6 +561,7 @@ impl Blkback {
             last_id: 0,
             detaching: false,
             dead: false,
+            fe_state_seen: None,
         };
         sim.add_device_model(Box::new(model));
         BlkbackHandle {
@@ -593,6 +596,20 @@ impl Blkback {
     fn fe_state(&self, dom0: &Dom0) -> Option<XenbusState> {
         self.fe_read(dom0, "state")
             .and_then(|s| XenbusState::parse(s.as_bytes()))
+    }
+
+    /// [`fe_state`](Self::fe_state), read again only when the store changed since the last read
+    /// (the generation is taken first, so a change during the read is seen at the next poll).
+    fn fe_state_cached(&mut self, dom0: &Dom0) -> Option<XenbusState> {
+        let gen = dom0.xs_generation();
+        match self.fe_state_seen {
+            Some((g, s)) if g == gen => s,
+            _ => {
+                let s = self.fe_state(dom0);
+                self.fe_state_seen = Some((gen, s));
+                s
+            }
+        }
     }
 
     fn publish_features(&mut self, dom0: &Dom0) {
@@ -1064,7 +1081,7 @@ impl crate::DeviceModel for Blkback {
         if self.dead {
             return false;
         }
-        let fe_state = self.fe_state(dom0);
+        let fe_state = self.fe_state_cached(dom0);
         let mut progress = false;
         if std::mem::take(&mut lock(&self.shared).detach) {
             // libxl__initiate_device_generic_remove: online = 0, then state Closing.

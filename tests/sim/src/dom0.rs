@@ -43,6 +43,11 @@ impl Dom0 {
         self.xs(|w| w.store.read(0, 0, path))
     }
 
+    /// The xenstore generation ([`Xenstored::generation`]): unchanged means no node changed.
+    pub fn xs_generation(&self) -> u64 {
+        self.sim.lock().store.xs.generation()
+    }
+
     /// Writes `path` (creating parents as xenstored does).
     pub fn xs_write(&self, path: &str, value: &[u8]) -> Result<(), Errno> {
         self.xs(|w| w.store.write(0, 0, path, value))

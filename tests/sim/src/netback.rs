@@ -574,6 +574,8 @@ pub struct Netback {
     chaos: Option<Chaos>,
     kept: Vec<GrantMapping>,
     last_tx_id: u16,
+    /// The frontend's state as read at a xenstore generation (read again once it changes).
+    fe_state_seen: Option<(u64, XenbusState)>,
 }
 
 impl Netback {
@@ -615,6 +617,7 @@ impl Netback {
             chaos,
             kept: Vec::new(),
             last_tx_id: 0,
+            fe_state_seen: None,
         };
         (nb, NetbackHandle { shared })
     }
@@ -830,11 +833,21 @@ impl Netback {
             self.set_state(dom0, XENBUS_INIT_WAIT);
             progress = true;
         }
-        let fe_state = dom0
-            .xs_read(&format!("{}/state", self.fe_path))
-            .ok()
-            .and_then(|v| XenbusState::parse(&v))
-            .unwrap_or(XENBUS_UNKNOWN);
+        // Read again only when the store changed since the last read (the generation is taken
+        // first, so a change during the read is seen at the next poll).
+        let gen = dom0.xs_generation();
+        let fe_state = match self.fe_state_seen {
+            Some((g, s)) if g == gen => s,
+            _ => {
+                let s = dom0
+                    .xs_read(&format!("{}/state", self.fe_path))
+                    .ok()
+                    .and_then(|v| XenbusState::parse(&v))
+                    .unwrap_or(XENBUS_UNKNOWN);
+                self.fe_state_seen = Some((gen, s));
+                s
+            }
+        };
         match fe_state {
             XENBUS_INITIALISING if self.state == XENBUS_CLOSED => {
                 // The frontend starts over (Linux netback: "reconnecting").

@@ -9,7 +9,7 @@
 //! - Watches fire on write/mkdir/rm/set_perms at or under the watched path (for rm also on watched
 //!   paths under the removed node), only for watchers allowed to read the node, and once right
 //!   after registration. Events of a relative watch carry relative paths.
-//! - Transactions work on a snapshot; a commit fails with `EAGAIN` when a node the transaction
+//! - Transactions work on a snapshot (a copy-on-write clone of the tree); a commit fails with `EAGAIN` when a node the transaction
 //!   read or changed was changed outside it since it started ([`Xenstored::inject_eagain`] forces
 //!   that for tests). At most [`MAX_TRANSACTIONS_PER_DOMAIN`] are open per domain (`ENOSPC`).
 //! - [`Xenstored::pump`] speaks the wire protocol over a domain's ring page: it copies request
@@ -45,7 +45,11 @@ struct Node {
     perms: Vec<Perm>,
 }
 
-type Tree = BTreeMap<String, Node>;
+/// The node tree. A persistent map: a transaction's snapshot is an O(1) clone that shares the
+/// nodes with the store until either side changes them (a full copy per transaction made the
+/// xenbus handshake, which runs a few transactions, cost more than everything else in the fuzz
+/// targets).
+type Tree = imbl::OrdMap<String, Node>;
 
 /// One mutation, for firing watches.
 #[derive(Debug, Clone)]
@@ -504,6 +508,14 @@ impl Xenstored {
             rm: false,
             perms: vec![],
         });
+    }
+
+    /// The store's generation: it changes whenever a node is created, changed or removed (a
+    /// non-transactional mutation or a committed transaction), and only then. A reader that saw
+    /// generation `g` and finds it unchanged may reuse what it read (device models poll the
+    /// frontend's `state` this way instead of reading it on every poll).
+    pub fn generation(&self) -> u64 {
+        self.gen
     }
 
     /// True when `domid` was introduced and not released.
