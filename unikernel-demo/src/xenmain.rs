@@ -101,28 +101,7 @@ pub fn run(cfg: &Config) -> ! {
     let clock: xen_store::xenbus::SharedClock = Arc::new(KernelClock);
     let mut vifs = Vifs::boot(grants, store, clock.clone(), net_config());
 
-    let mut disks: Vec<(String, Disk)> = Vec::new();
-    let mut connected_vbds = Vec::new();
-    for id in &vbds {
-        let t0 = crate::time::now_ms();
-        match connect_blk(grants, store, &clock, id) {
-            Ok(b) => {
-                connected_vbds.push(id.clone());
-                let info = *b.info();
-                crate::println!(
-                    "blkfront vbd/{id}: connected in {} ms, {} sectors of {} bytes ({} MiB){}, features {:?}",
-                    crate::time::now_ms() - t0,
-                    info.sectors,
-                    info.sector_size,
-                    info.sectors * 512 / (1 << 20),
-                    if kv_app::BlockDevice::read_only(&b) { ", read-only" } else { "" },
-                    b.features()
-                );
-                disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b))));
-            }
-            Err(e) => crate::println!("blkfront vbd/{id}: failed: {e}"),
-        }
-    }
+    let (mut disks, connected_vbds) = connect_vbds(grants, store, &clock, &vbds);
 
     if cfg.bench_blk_runs > 0 {
         crate::benchmode::run_blk(&mut disks, cfg.bench_blk_runs);
@@ -278,15 +257,68 @@ fn gauges(
     out
 }
 
-/// Connects blkfront `vbd/<id>`.
-fn connect_blk(
+/// Connects every vbd of the boot at the same time: each blkfront is probed and its connect
+/// started without blocking ([`xen_blkfront::BlkFront::start_connect`]: rings granted and
+/// published as soon as its backend waits), then each is settled in turn. Their backends (and
+/// the netfronts' ones, started before by [`Vifs::boot`]) do their work at the same time instead
+/// of one after the other. Returns the connected disks (`vbd<id>`) and their ids, in xenstore's
+/// order; a vbd that fails is reported and left out.
+fn connect_vbds(
     grants: &'static xen::Grants,
     store: &'static xen::XenStore,
     clock: &xen_store::xenbus::SharedClock,
-    id: &str,
-) -> Result<XenBlk, xen_blkfront::BlkError> {
-    xen_blkfront::BlkFront::new(grants, KernelEvents, store, clock.clone(), id, blk_config())
-        .and_then(|mut b| b.connect().map(|_| b))
+    ids: &[String],
+) -> (Vec<(String, Disk)>, Vec<String>) {
+    let t0 = crate::time::now_ms();
+    let mut started = Vec::new();
+    for id in ids {
+        let b = xen_blkfront::BlkFront::new(
+            grants,
+            KernelEvents,
+            store,
+            clock.clone(),
+            id,
+            blk_config(),
+        )
+        .and_then(|mut b| b.start_connect().map(|_| b));
+        match b {
+            Ok(b) => started.push((id.clone(), b)),
+            Err(e) => crate::println!("blkfront vbd/{id}: failed: {e}"),
+        }
+    }
+    let t_started = crate::time::now_ms();
+    let mut disks = Vec::new();
+    let mut connected = Vec::new();
+    for (id, mut b) in started {
+        // `connect` on a device whose connect was started finishes it (blocking, bounded by the
+        // connect deadline).
+        if let Err(e) = b.connect() {
+            crate::println!("blkfront vbd/{id}: failed: {e}");
+            continue;
+        }
+        let info = *b.info();
+        crate::println!(
+            "blkfront vbd/{id}: connected in {} ms, {} sectors of {} bytes ({} MiB){}, features {:?}",
+            crate::time::now_ms() - t0,
+            info.sectors,
+            info.sector_size,
+            info.sectors * 512 / (1 << 20),
+            if kv_app::BlockDevice::read_only(&b) { ", read-only" } else { "" },
+            b.features()
+        );
+        connected.push(id.clone());
+        disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b))));
+    }
+    if !ids.is_empty() {
+        crate::println!(
+            "xen: {} of {} vbd(s) connected concurrently in {} ms (all started after {} ms)",
+            connected.len(),
+            ids.len(),
+            crate::time::now_ms() - t0,
+            t_started - t0
+        );
+    }
+    (disks, connected)
 }
 
 /// Advertises the control/shutdown requests we handle and watches the node (at boot, and again

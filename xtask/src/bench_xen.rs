@@ -46,6 +46,12 @@ const FIGURES: &[(&str, &str, Better, bool)] = &[
         true,
     ),
     (
+        "boot_guest_ready_s",
+        "boot: guest's own clock when serving",
+        Better::Lower,
+        true,
+    ),
+    (
         "boot_xl_create_s",
         "boot: xl create -p (toolstack only)",
         Better::Lower,
@@ -604,6 +610,25 @@ fn machine_line() -> String {
     )
 }
 
+/// The figures a run with `opts` must produce for both guests and did not: every figure of the
+/// table in the short form (but the smallest `memory=`, searched only when asked for), only that
+/// one with `--only-min-memory`.
+fn missing(rows: &[Row], opts: &Options) -> Vec<String> {
+    rows.iter()
+        .filter(|r| {
+            let wanted = if opts.only_min_memory {
+                r.id == "min_memory_mib"
+            } else {
+                r.id != "min_memory_mib" || opts.min_memory
+            };
+            wanted
+                && FIGURES.iter().any(|f| f.0 == r.id && (f.3 || !opts.short))
+                && (r.uk.is_none() || r.linux.is_none())
+        })
+        .map(|r| r.id.to_string())
+        .collect()
+}
+
 /// Turns the figures of a bench boot into the JSON, the table and the chart. In the short form,
 /// fails when a figure is missing for either guest.
 pub fn report(p: &Prepared, figures: &[(String, String, String)]) -> Result<(), String> {
@@ -627,23 +652,7 @@ pub fn report(p: &Prepared, figures: &[(String, String, String)]) -> Result<(), 
     chart(&rows, &svg, &caption)?;
     println!("{caption}\n{}", table(&rows));
     println!("wrote {} and {}", json.display(), svg.display());
-    let missing: Vec<String> = rows
-        .iter()
-        .filter(|r| {
-            // The smallest memory= is searched only when asked for (never in the short form).
-            let wanted = if p.opts.only_min_memory {
-                r.id == "min_memory_mib"
-            } else {
-                r.id != "min_memory_mib" || p.opts.min_memory
-            };
-            wanted
-                && FIGURES
-                    .iter()
-                    .any(|f| f.0 == r.id && (f.3 || !p.opts.short))
-                && (r.uk.is_none() || r.linux.is_none())
-        })
-        .map(|r| r.id.to_string())
-        .collect();
+    let missing = missing(&rows, &p.opts);
     if missing.is_empty() {
         Ok(())
     } else {
@@ -744,6 +753,31 @@ mod tests {
         assert!(s.short && s.runs == 1 && !s.min_memory);
         assert_eq!(s.kernel, Some(PathBuf::from("k.elf")));
         assert!(s.env().contains(&("BENCH_BULK".into(), "262144".into())));
+    }
+
+    #[test]
+    fn short_form_wants_every_figure_of_both_guests() {
+        let short = Options::short();
+        let all: Vec<(String, String, String)> = FIGURES
+            .iter()
+            .filter(|f| f.0 != "min_memory_mib")
+            .flat_map(|f| ["uk", "linux"].map(|side| fig(&format!("bench_{side}_{}", f.0), "1")))
+            .collect();
+        assert!(missing(&rows(&all), &short).is_empty());
+        // One guest's figure gone (e.g. its step failed): the short form fails on it.
+        let less: Vec<_> = all
+            .iter()
+            .filter(|f| f.0 != "bench_linux_boot_guest_ready_s")
+            .cloned()
+            .collect();
+        assert_eq!(missing(&rows(&less), &short), ["boot_guest_ready_s"]);
+        // Nothing at all: every figure of the table but the smallest memory= is missing.
+        assert_eq!(missing(&rows(&[]), &short).len(), FIGURES.len() - 1);
+        // The full run also wants the smallest memory=.
+        assert_eq!(
+            missing(&rows(&all), &Options::default()),
+            ["min_memory_mib"]
+        );
     }
 
     #[test]

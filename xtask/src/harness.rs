@@ -379,10 +379,11 @@ pub fn test() -> Result<(), String> {
         spec.scenarios.push("userspace".into());
     }
     // The short form of `cargo xtask bench --xen` (one repetition of every figure, small
-    // sizes): opt-in with XEN_RS_HARNESS_BENCH=1 (its one check under load ~18 failed its first
-    // `xl create -p` three times on libxl's block hotplug timeout; see the README).
+    // sizes), so the benchmark cannot rot: fails when a figure is missing for either guest (the
+    // values themselves are not judged). On unless XEN_RS_HARNESS_BENCH=0; a failed `xl create`
+    // (libxl's block hotplug timeout under heavy load) is retried and counted (bench.sh).
     let mut bench = None;
-    if with_unikernel && env_switch("XEN_RS_HARNESS_BENCH", false) {
+    if with_unikernel && env_switch("XEN_RS_HARNESS_BENCH", true) {
         if let Some(kernel) = &spec.kernel {
             let b = crate::bench_xen::prepare(kernel, &crate::bench_xen::Options::short())?;
             spec.scenarios.push("bench".into());

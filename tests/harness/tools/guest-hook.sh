@@ -2,7 +2,7 @@
 # its initramfs by `cargo xtask bench --xen` together with /bin/xbench.
 # With `bench=blk[:RUNS]` on the kernel command line: the O_DIRECT benchmark on /dev/xvdb first
 # (`@@BENCH-BLK ...` lines on hvc0, as the unikernel's bench mode prints them). Then the in-memory
-# HTTP key-value server on port 8080, in the background.
+# HTTP key-value server on port 8080, in the background; last, `@@BENCH-READY <uptime>`.
 bench_runs=
 for kv in $(cat /proc/cmdline); do
 	case "$kv" in
@@ -19,3 +19,6 @@ if [ -n "$bench_runs" ]; then
 	fi
 fi
 /bin/xbench serve 8080 &
+# The guest's own clock when it starts serving (busybox httpd starts right after this hook):
+# `cargo xtask bench --xen` reads it as the Linux side of "boot: guest's own clock at serving".
+echo "@@BENCH-READY $(cut -d' ' -f1 /proc/uptime)"

@@ -102,11 +102,23 @@ pub struct Client {
 impl Client {
     /// Connects to `host:port` with `timeout` for connect, reads and writes.
     pub fn connect(host: &str, port: u16, timeout: Duration) -> io::Result<Client> {
+        Client::connect_split(host, port, timeout, timeout)
+    }
+
+    /// Connects to `host:port` giving up after `connect_timeout`, with `io_timeout` for reads and
+    /// writes (a short connect timeout polls a guest that is still booting finely).
+    pub fn connect_split(
+        host: &str,
+        port: u16,
+        connect_timeout: Duration,
+        io_timeout: Duration,
+    ) -> io::Result<Client> {
+        let timeout = io_timeout;
         let addr = format!("{host}:{port}");
         let sa = std::net::ToSocketAddrs::to_socket_addrs(&addr)?
             .next()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-        let s = TcpStream::connect_timeout(&sa, timeout)?;
+        let s = TcpStream::connect_timeout(&sa, connect_timeout)?;
         s.set_read_timeout(Some(timeout))?;
         s.set_write_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
