@@ -386,9 +386,10 @@ pst=$?
 wait $dpid
 dst=$?
 dpid=
+# A failed run may never have connected: cfail stops nc then, rather than waiting for its timeout.
+[ $dst = 0 ] || cfail "xennet-demo failed (status $dst): $(tail -n 3 $W/cabi-net.log | tr '\n' ' ')"
 wait $ncpid
 ncpid=
-[ $dst = 0 ] || cfail "xennet-demo failed (status $dst): $(tail -n 3 $W/cabi-net.log | tr '\n' ' ')"
 bmac=$(cat /sys/class/net/xenbr0/address)
 grep -q "^$DOM0_IP is-at $bmac" $W/cabi-net.log ||
 	cfail "the ARP reply does not name xenbr0's MAC $bmac: $(grep is-at $W/cabi-net.log)"

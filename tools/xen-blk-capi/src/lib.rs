@@ -184,6 +184,28 @@ fn guard(f: impl FnOnce() -> Result<(), CliError>) -> c_int {
     }
 }
 
+/// A device id (`device/vbd/<id>`, `device/vif/<id>`) and a timeout passed from C: the id as a
+/// string, the timeout in milliseconds with 0 meaning 60 s. Shared by every open function.
+///
+/// # Safety
+///
+/// `id` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn device_args(
+    id: *const c_char,
+    timeout_ms: u32,
+) -> Result<(String, Duration), &'static str> {
+    if id.is_null() {
+        return Err("null device id");
+    }
+    // SAFETY: the caller passes a NUL-terminated string (checked non-null above).
+    let id = unsafe { CStr::from_ptr(id) }
+        .to_str()
+        .map_err(|_| "the device id is not UTF-8")?
+        .to_string();
+    let ms = if timeout_ms == 0 { 60_000 } else { timeout_ms };
+    Ok((id, Duration::from_millis(u64::from(ms))))
+}
+
 fn invalid(what: &str) -> CliError {
     CliError::Usage(what.to_string())
 }
@@ -206,15 +228,8 @@ pub unsafe extern "C" fn xenblk_open(
             return Err(invalid("xenblk_open: null argument"));
         }
         // SAFETY: the caller passes a NUL-terminated string (checked non-null above).
-        let id = unsafe { CStr::from_ptr(vbd) }
-            .to_str()
-            .map_err(|_| invalid("xenblk_open: the vbd id is not UTF-8"))?
-            .to_string();
-        let timeout = Duration::from_millis(if timeout_ms == 0 {
-            60_000
-        } else {
-            u64::from(timeout_ms)
-        });
+        let (id, timeout) = unsafe { device_args(vbd, timeout_ms) }
+            .map_err(|e| invalid(&format!("xenblk_open: {e}")))?;
         let clock = Arc::new(MonotonicClock::new());
         let store = services::open_store(&clock)?;
         let (grants, events) = services::open_devices(Duration::from_secs(1), &clock)?;
@@ -267,15 +282,8 @@ pub unsafe extern "C" fn xenblk_open_platform(
             return Err(invalid("xenblk_open_platform: a platform callback is NULL"));
         }
         // SAFETY: the caller passes a NUL-terminated string (checked non-null above).
-        let id = unsafe { CStr::from_ptr(vbd) }
-            .to_str()
-            .map_err(|_| invalid("xenblk_open_platform: the vbd id is not UTF-8"))?
-            .to_string();
-        let timeout = Duration::from_millis(if timeout_ms == 0 {
-            60_000
-        } else {
-            u64::from(timeout_ms)
-        });
+        let (id, timeout) = unsafe { device_args(vbd, timeout_ms) }
+            .map_err(|e| invalid(&format!("xenblk_open_platform: {e}")))?;
         let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         let clock = Arc::new(PlatformClock::new(p));
         let events = Arc::new(PlatformEvents::new(p, clock.clone()));
@@ -531,6 +539,27 @@ pub extern "C" fn xenblk_last_error() -> *const c_char {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_ids_and_timeouts_from_c_are_checked() {
+        // SAFETY: NULL and NUL-terminated strings, as the contract allows.
+        unsafe {
+            assert_eq!(
+                device_args(c"51728".as_ptr(), 0),
+                Ok(("51728".to_string(), Duration::from_secs(60)))
+            );
+            assert_eq!(
+                device_args(c"0".as_ptr(), 1500),
+                Ok(("0".to_string(), Duration::from_millis(1500)))
+            );
+            assert_eq!(device_args(std::ptr::null(), 0), Err("null device id"));
+            let bad = [0xffu8, 0];
+            assert_eq!(
+                device_args(bad.as_ptr().cast(), 0),
+                Err("the device id is not UTF-8")
+            );
+        }
+    }
 
     #[test]
     fn errors_map_to_their_codes() {

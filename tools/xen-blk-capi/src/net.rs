@@ -22,7 +22,7 @@ use xen_net::NetCliError;
 use xen_netfront::{NetError, Netfront, NetfrontConfig, Timeouts, TxMeta, XenbusError};
 
 use crate::platform::{PlatformClock, PlatformEvents, PlatformGrants, PlatformStore};
-use crate::{set_last_error, XenblkPlatform};
+use crate::{device_args, set_last_error, XenblkPlatform};
 
 /// Success.
 pub const XENNET_OK: c_int = 0;
@@ -188,16 +188,8 @@ fn invalid(what: &str) -> Fail {
 ///
 /// `vif` is NULL or a NUL-terminated string.
 unsafe fn args(vif: *const c_char, timeout_ms: u32) -> Result<(String, Duration), Fail> {
-    if vif.is_null() {
-        return Err(invalid("null vif id"));
-    }
-    // SAFETY: the caller passes a NUL-terminated string (checked non-null above).
-    let id = unsafe { CStr::from_ptr(vif) }
-        .to_str()
-        .map_err(|_| invalid("the vif id is not UTF-8"))?
-        .to_string();
-    let ms = if timeout_ms == 0 { 60_000 } else { timeout_ms };
-    Ok((id, Duration::from_millis(u64::from(ms))))
+    // SAFETY: the caller's contract.
+    unsafe { device_args(vif, timeout_ms) }.map_err(invalid)
 }
 
 /// The frontend's configuration for raw frames: one queue, and no GSO, so the backend never hands
