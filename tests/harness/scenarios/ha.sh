@@ -132,9 +132,10 @@ console_lines() {
 # downtime a client sees), _xl_s (the xl command), _guest_s: from the moment the domain runs again
 # to the acknowledgement that ended the gap (the guest's own resume and its first answer, plus the
 # client's next attempt), so that the toolstack's part (gap less guest part: xl with the domain
-# paused or suspended) and the guest's part are told apart. The domain runs again when `xl save
-# -c` and `xl restore` return, and for `xl migrate` at its "Domain started" line (the command
-# itself returns only after destroying the old domain). 0 when the guest answered before.
+# paused or suspended) and the guest's part are told apart. The domain runs again: for `xl save
+# -c` at the end of its stream (xl resumes the domain, then takes a while to exit), for `xl
+# restore` when it returns, for `xl migrate` at its "Domain started" line (the command itself
+# returns only after destroying the old domain). 0 when the guest answered before.
 op() {
 	_step=$1 _op=$2
 	shift 2
@@ -163,6 +164,8 @@ op() {
 	set -- $(gap "$_t0" "$_t1")
 	_g=$1 _end=$2
 	_run=$(awk '/Domain started/ { print $1; exit }' "/var/log/xen/$_step.log")
+	[ -z "$_run" ] && [ "$_op" = checkpoint ] &&
+		_run=$(awk '/End of stream/ { t = $1 } END { print t }' "/var/log/xen/$_step.log")
 	_run=${_run:-$_t1}
 	_gp=$(awk -v e="$_end" -v r="$_run" 'BEGIN { d = e - r; printf "%.2f", (d > 0 ? d : 0) }')
 	echo "$_op $_g $_gp" >>$W/gaps-$P
