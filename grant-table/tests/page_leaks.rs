@@ -64,6 +64,36 @@ fn check(m: FrameMapping) {
     assert_eq!(live(), base);
     assert_eq!(t.refs_in_use(), 0);
     assert_eq!(t.deferred_refs(), 0);
+
+    // A reference nobody handed out, with a page: refused, and the page is freed, not kept.
+    let page = PageBuf::new(1).unwrap();
+    assert_eq!(
+        t.end_access_or_defer(100, Some(page)),
+        Err(GrantError::BadRef(100))
+    );
+    assert_eq!(live(), base, "{m:?}: page given with an unknown ref");
+
+    // Resumed in a new domain: a region the old backend still mapped when it was released waits
+    // with its page in the deferred queue; the resume empties the queue and frees the page (no
+    // backend of the new domain maps it). A region granted before the resume and released after
+    // it names void references: its page is freed without touching any entry.
+    let before = t.grant_pages(REMOTE, 2, Access::ReadWrite).unwrap();
+    let d = t.grant_pages(REMOTE, 1, Access::ReadWrite).unwrap();
+    let g = d.gref(0).unwrap();
+    x.map(g, false).unwrap();
+    t.release(d);
+    assert_eq!(live(), base + 2);
+    t.resume().expect("resume");
+    assert_eq!(
+        live(),
+        base + 1,
+        "{m:?}: deferred page kept across a resume"
+    );
+    t.release(before);
+    assert_eq!(live(), base, "{m:?}: region granted before a resume");
+    assert_eq!(t.refs_in_use(), 0);
+    assert_eq!(t.deferred_refs(), 0);
+    x.unmap(g);
 }
 
 #[test]
