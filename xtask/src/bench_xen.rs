@@ -1,5 +1,5 @@
 //! `cargo xtask bench --xen [--runs N] [--memory MIB] [--idle SECS] [--no-min-memory]
-//! [--only-min-memory] [--short] [--kernel ELF] [--timeout SECS]`: the unikernel and the Linux PV baseline guest side by side in
+//! [--only-min-memory] [--short] [--kernel ELF] [--timeout SECS] [--uk-cmdline ARGS]`: the unikernel and the Linux PV baseline guest side by side in
 //! one nested-Xen boot (tests/harness/scenarios/bench.sh), every figure measured by the same
 //! dom0-side tool for both (`xbench`, tests/harness/tools/xbench, built static here).
 //!
@@ -155,6 +155,9 @@ pub struct Options {
     short: bool,
     /// Only the smallest-memory search (`--only-min-memory`): `target/bench-xen-min-memory.json`.
     only_min_memory: bool,
+    /// More unikernel command line (`--uk-cmdline`, e.g. `loglevel=warn` to measure without the
+    /// per-request log line).
+    uk_cmdline: String,
 }
 
 impl Default for Options {
@@ -171,6 +174,7 @@ impl Default for Options {
             kernel: None,
             short: false,
             only_min_memory: false,
+            uk_cmdline: String::new(),
         }
     }
 }
@@ -208,11 +212,22 @@ impl Options {
                 "--timeout" => o.timeout = Duration::from_secs(num("--timeout")?.into()),
                 "--no-min-memory" => o.min_memory = false,
                 "--short" => {
-                    let kernel = o.kernel.take();
+                    let (kernel, uk_cmdline) = (o.kernel.take(), std::mem::take(&mut o.uk_cmdline));
                     o = Options {
                         kernel,
+                        uk_cmdline,
                         ..Options::short()
                     };
+                }
+                "--uk-cmdline" => {
+                    let v = it.next().ok_or("--uk-cmdline needs a value")?;
+                    // One line of the xl config (inside double quotes).
+                    if v.contains(['"', '\n', '\\']) {
+                        return Err(format!(
+                            "--uk-cmdline {v:?}: no quotes, backslashes or newlines"
+                        ));
+                    }
+                    o.uk_cmdline = v.clone();
                 }
                 "--only-min-memory" => {
                     o.only_min_memory = true;
@@ -241,15 +256,18 @@ impl Options {
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
-        .chain([(
-            "BENCH_PARTS".to_string(),
-            if self.only_min_memory {
-                "minmem"
-            } else {
-                "all"
-            }
-            .to_string(),
-        )])
+        .chain([
+            (
+                "BENCH_PARTS".to_string(),
+                if self.only_min_memory {
+                    "minmem"
+                } else {
+                    "all"
+                }
+                .to_string(),
+            ),
+            ("BENCH_UK_CMDLINE".to_string(), self.uk_cmdline.clone()),
+        ])
         .collect()
     }
 }
@@ -753,6 +771,17 @@ mod tests {
         assert!(s.short && s.runs == 1 && !s.min_memory);
         assert_eq!(s.kernel, Some(PathBuf::from("k.elf")));
         assert!(s.env().contains(&("BENCH_BULK".into(), "262144".into())));
+        let c = Options::parse(&[
+            "--uk-cmdline".into(),
+            "loglevel=warn".into(),
+            "--short".into(),
+        ])
+        .unwrap();
+        assert!(c.short);
+        assert!(c
+            .env()
+            .contains(&("BENCH_UK_CMDLINE".into(), "loglevel=warn".into())));
+        assert!(Options::parse(&["--uk-cmdline".into(), "a\"b".into()]).is_err());
     }
 
     #[test]

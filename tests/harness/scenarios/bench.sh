@@ -7,7 +7,8 @@
 # Variables: BENCH_RUNS (3), BENCH_MEMORY (128), BENCH_IDLE (30 s), BENCH_MINMEM (1: search the
 # smallest memory= of each), BENCH_BULK (1048576 B), BENCH_LAT_N (200), BENCH_RPS_CONNS (8),
 # BENCH_RPS_SECS (5), BENCH_START_TIMEOUT (300 s), BENCH_MINMEM_TIMEOUT (180 s per size),
-# BENCH_PARTS (all | minmem: only the smallest-memory search), BENCH_UK_STEPS / BENCH_LINUX_STEPS (the memory= sizes tried, MiB), BENCH_BLK_TIMEOUT (600 s).
+# BENCH_PARTS (all | minmem: only the smallest-memory search), BENCH_UK_CMDLINE (more unikernel
+# command line, e.g. loglevel=warn), BENCH_UK_STEPS / BENCH_LINUX_STEPS (the memory= sizes tried, MiB), BENCH_BLK_TIMEOUT (600 s).
 . /payload/lib.sh
 B=/payload/bench
 XB=$B/xbench
@@ -17,7 +18,12 @@ MEM=${BENCH_MEMORY:-128}
 BULK=${BENCH_BULK:-1048576}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-300}
 rc=0
+# Work files and the guests' disk images on a tmpfs of their own: dom0's root is small, and in
+# `cargo xtask test` the earlier scenarios have filled part of it (a full root made the loop
+# devices' writes fail: the guests' disk benchmarks hung on I/O errors). Peak use: the Linux
+# initramfs (~64 MiB) and one guest's two sparse 64 MiB disks with ~34 MiB written.
 mkdir -p $W "$HARNESS_STATE" "$XL_CONFIG_DIR"
+grep -q " $W tmpfs " /proc/mounts || mount -t tmpfs -o size=192m tmpfs $W
 
 # The Linux guest's initramfs plus xbench and its hook, as ONE gzip stream of the two cpio
 # archives (both padded to 512 bytes by GNU cpio): libxc inflates a gzip ramdisk itself and trusts
@@ -39,8 +45,8 @@ fadd() { awk -v a="$1" -v b="$2" -v c="${3:-0}" 'BEGIN { printf "%.3f", a + b + 
 
 # mkcfg GUEST NAME MEMORY EXTRA: writes $XL_CONFIG_DIR/NAME.cfg with fresh disks.
 mkcfg() {
-	_a=$HARNESS_STATE/$2-a.img
-	_b=$HARNESS_STATE/$2-b.img
+	_a=$W/$2-a.img
+	_b=$W/$2-b.img
 	make_disk "$_a" 64
 	make_disk "$_b" 64
 	_disks="\"format=raw,vdev=xvda,access=rw,target=$(disk_target "$_a")\", \"format=raw,vdev=xvdb,access=rw,target=$(disk_target "$_b")\""
@@ -49,7 +55,7 @@ mkcfg() {
 			name = "$2"
 			type = "pvh"
 			kernel = "$B/unikernel.elf"
-			extra = "ip=$UK_IP/24 gw=$DOM0_IP $4"
+			extra = "ip=$UK_IP/24 gw=$DOM0_IP ${BENCH_UK_CMDLINE:-} $4"
 			memory = $3
 			vcpus = 1
 			vif = [ "bridge=xenbr0,mac=00:16:3e:00:00:02" ]
@@ -132,7 +138,7 @@ boot_timeline() {
 drop() {
 	xl destroy "$1" >/dev/null 2>&1
 	wait_until 30 domain_gone "$1"
-	for _f in "$HARNESS_STATE/$1-a.img" "$HARNESS_STATE/$1-b.img"; do
+	for _f in "$W/$1-a.img" "$W/$1-b.img"; do
 		[ "${DISK_MODE:-loop}" = file ] || /usr/sbin/losetup -d "$(disk_target "$_f")" 2>/dev/null
 		rm -f "$_f"
 	done
@@ -322,10 +328,17 @@ min_memory() {
 	fi
 }
 
+# finish: gives the tmpfs back (every guest was dropped, so no loop device holds a file).
+finish() {
+	rm -rf "${W:?}"/*
+	umount $W 2>/dev/null
+	exit $rc
+}
+
 if [ "${BENCH_PARTS:-all}" = minmem ]; then
 	min_memory uk "${BENCH_UK_STEPS:-4 6 8 16 32}" || rc=1
 	min_memory linux "${BENCH_LINUX_STEPS:-32 48 64 96 128}" || rc=1
-	exit $rc
+	finish
 fi
 
 begin bench-image
@@ -343,4 +356,4 @@ if [ "${BENCH_MINMEM:-1}" = 1 ]; then
 	min_memory uk "${BENCH_UK_STEPS:-4 6 8 16 32}" || rc=1
 	min_memory linux "${BENCH_LINUX_STEPS:-32 48 64 96 128}" || rc=1
 fi
-exit $rc
+finish
