@@ -81,9 +81,9 @@ mkcfg() {
 # hotplug_idle: no xen hotplug script (block, vif-bridge) is running in dom0.
 hotplug_idle() { ! ps -o args 2>/dev/null | grep -q '[/]etc/xen/scripts/'; }
 
-# create_retry NAME [-p]: xl create (paused with -p), up to CREATE_TRIES (5) tries. Under heavy
-# load the block hotplug script can hit libxl's 40 s timeout (libxl then kills it and the create
-# fails): each failure is shown (@@OUT, with the last lines of xl's log) and counted in the figure
+# create_retry NAME [-p]: xl create (paused with -p), up to CREATE_TRIES (5) tries when a hotplug
+# script failed. Under heavy load the block hotplug script can hit libxl's 40 s timeout (libxl then
+# kills it and the create fails): each failure is shown (@@OUT, with the last lines of xl's log) and counted in the figure
 # bench_diag_create_retries; before the next try the domain is destroyed and the retry waits (at
 # most 60 s) until the failed try's hotplug scripts have finished. CREATE_S: the seconds of the
 # try that succeeded.
@@ -96,7 +96,14 @@ create_retry() {
 			CREATE_S=$(elapsed "$_tc0")
 			return 0
 		fi
-		say "bench: xl create $1 failed (try $_try of ${CREATE_TRIES:-5}, $(elapsed "$_tc0") s; load $(cut -d' ' -f1-3 /proc/loadavg)): $(grep -E 'timed out|failed|error|ERROR' "/var/log/xen/create-$1.log" | tail -n 3 | tr '\n' ' ')"
+		# The cause, without libxl's cleanup messages (destroying the half-built domain).
+		_why=$(grep -iE 'error|fail|timeout' "/var/log/xen/create-$1.log" | grep -viE 'destroy|non-existant' | tail -n 3 | tr '\n' ' ')
+		say "bench: xl create $1 failed (try $_try of ${CREATE_TRIES:-5}, $(elapsed "$_tc0") s; load $(cut -d' ' -f1-3 /proc/loadavg)): $_why"
+		# Only a hotplug script's failure (killed at libxl's timeout) is worth another try; a
+		# create that fails for another reason (e.g. too little memory= in the smallest-memory
+		# search) fails the same way again.
+		# (xl -v also logs every hotplug script it starts: only its error lines count.)
+		grep -iE 'error' "/var/log/xen/create-$1.log" | grep -qiE 'timeout|hotplug|/etc/xen/scripts/' || return 1
 		[ "$_try" -ge "${CREATE_TRIES:-5}" ] && return 1
 		xl destroy "$1" >/dev/null 2>&1
 		wait_until 30 domain_gone "$1"
