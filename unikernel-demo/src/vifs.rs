@@ -111,7 +111,9 @@ impl Vifs {
     pub fn rewatch(&mut self) {
         if let Some(s) = self.set.as_mut() {
             if let Err(e) = s.rewatch() {
-                crate::println!("netfront: cannot watch device/vif again: {e}; vif hot-plug is not followed");
+                crate::println!(
+                    "netfront: cannot watch device/vif again: {e}; vif hot-plug is not followed"
+                );
             }
         }
     }

@@ -71,6 +71,29 @@ pub fn target_dir() -> PathBuf {
     }
 }
 
+/// Lints the kernel crate (not a workspace member, so the workspace lint does not see it):
+/// `cargo fmt --check` and `cargo clippy -D warnings` for its own target configuration, into the
+/// kernel's target directory (release profile, shared with [`build`]).
+pub fn lint() -> Result<(), String> {
+    let dir = util::root().join("unikernel-demo");
+    util::run(
+        Command::new(env!("CARGO"))
+            .args(["fmt", "--", "--check"])
+            .current_dir(&dir),
+    )?;
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["clippy", "--release", "--target-dir"])
+        .arg(target_dir())
+        .args(["--", "-D", "warnings"])
+        .current_dir(&dir)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR");
+    util::run(&mut cmd)
+}
+
 /// Builds the release kernel and returns the path of its (stripped) ELF image.
 pub fn build() -> Result<PathBuf, String> {
     let dir = util::root().join("unikernel-demo");

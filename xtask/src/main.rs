@@ -87,9 +87,17 @@ fn host_packages() -> Result<(), String> {
 /// Runs the host test tier: lints, every test target, and the doc tests.
 fn host_test() -> Result<(), String> {
     util::phase(
-        "lint (cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings)",
+        "lint (cargo fmt --check, cargo clippy -D warnings, cargo doc -D warnings; the kernel too)",
         || {
             util::cargo(&["fmt", "--all", "--", "--check"])?;
+            // The crates outside the workspace: the fuzz targets (format only; `fuzz::check`
+            // type-checks them below) and the kernel (format and clippy).
+            util::run(
+                std::process::Command::new(env!("CARGO"))
+                    .args(["fmt", "--", "--check"])
+                    .current_dir(util::root().join("fuzz")),
+            )?;
+            kernel::lint()?;
             util::cargo(&[
                 "clippy",
                 "--workspace",

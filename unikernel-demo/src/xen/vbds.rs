@@ -77,7 +77,9 @@ impl Vbds {
     pub fn rewatch(&mut self) {
         if let Some(set) = self.set.as_mut() {
             if let Err(e) = set.rewatch() {
-                log::warn!("vbd: cannot watch device/vbd again ({e}); disks attached later go unnoticed");
+                log::warn!(
+                    "vbd: cannot watch device/vbd again ({e}); disks attached later go unnoticed"
+                );
             }
         }
     }
