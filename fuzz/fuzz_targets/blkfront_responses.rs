@@ -343,7 +343,7 @@ fuzz_target!(|data: &[u8]| {
         env.teardown(f, &be);
     }
     env.stats.inputs += 1;
-    if env.stats.inputs % 10_000 == 0 && std::env::var_os("XEN_FUZZ_STATS").is_some() {
+    if env.stats.inputs.is_multiple_of(10_000) && std::env::var_os("XEN_FUZZ_STATS").is_some() {
         eprintln!("blkfront_responses stats: {:?}", env.stats);
     }
     env.sim.assert_no_violations();

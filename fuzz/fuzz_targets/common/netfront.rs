@@ -293,7 +293,7 @@ pub fn run_input(data: &[u8], traffic: impl Fn(&Env, &NetbackHandle, &mut Dev, u
     }
     Stats::bump(&env.stats.inputs);
     let st = &env.stats;
-    if st.inputs.get() % 10_000 == 0 && std::env::var_os("XEN_FUZZ_STATS").is_some() {
+    if st.inputs.get().is_multiple_of(10_000) && std::env::var_os("XEN_FUZZ_STATS").is_some() {
         eprintln!(
             "netfront stats: inputs {} connects {} reused {} frames {} broke {}",
             st.inputs.get(),
