@@ -580,7 +580,22 @@ fn userspace_tools() -> Result<Vec<PathBuf>, String> {
         })?;
         tools.push(exe);
     }
-    Ok(tools)
+    // dom0's root file system lives in its RAM: ship stripped copies (the release profile keeps
+    // line tables, ~10 MiB per program; the five unstripped ones filled dom0's root).
+    let stripped = release.join("harness-tools");
+    std::fs::create_dir_all(&stripped)
+        .map_err(|e| format!("create {}: {e}", stripped.display()))?;
+    tools
+        .into_iter()
+        .map(|t| {
+            let name = t
+                .file_name()
+                .ok_or_else(|| format!("{}: no file name", t.display()))?;
+            let out = stripped.join(name);
+            util::run(Command::new("strip").arg("-o").arg(&out).arg(&t))?;
+            Ok(out)
+        })
+        .collect()
 }
 
 impl Opts {
