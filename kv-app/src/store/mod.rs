@@ -50,6 +50,7 @@
 mod compact;
 mod format;
 mod index;
+mod readahead;
 mod table;
 
 use alloc::vec;
@@ -64,6 +65,7 @@ use format::{
     KIND_PUT, REC_HEADER_LEN,
 };
 pub use format::{MAX_CONTENT_TYPE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
+use readahead::ReadAhead;
 use table::{Slot, Table, TableError, SLOT_LEN};
 
 /// [`Store::open_or_format`] formats a device only if this many leading bytes are zero.
@@ -471,13 +473,16 @@ impl<D: BlockDevice> Store<D> {
     ) -> Result<(u64, u64), StoreError<D::Error>> {
         let start = self.sb.half_start(half);
         let half_blocks = self.sb.half_blocks;
+        let end = start + half_blocks;
         let mut first = vec![0u8; self.block_size];
-        let mut chunk = Vec::new();
+        let mut window = ReadAhead::new(self.block_size, chunk_blocks(self.block_size));
         let mut off = 0u64;
         while off < half_blocks && Some(seq) != stop {
-            self.dev
-                .read_blocks(start + off, &mut first)
-                .map_err(StoreError::Device)?;
+            first.copy_from_slice(
+                window
+                    .blocks(&mut self.dev, start + off, 1, end)
+                    .map_err(StoreError::Device)?,
+            );
             let Some(h) = RecordHeader::decode(&first) else {
                 break;
             };
@@ -491,7 +496,7 @@ impl<D: BlockDevice> Store<D> {
             if blocks > half_blocks - off {
                 break;
             }
-            if self.read_payload_crc(start + off, &h, &first, &mut chunk)? != h.payload_crc {
+            if self.read_payload_crc(start + off, end, &h, &first, &mut window)? != h.payload_crc {
                 break;
             }
             let Some(next_seq) = seq.checked_add(1) else {
@@ -519,14 +524,15 @@ impl<D: BlockDevice> Store<D> {
         Ok((off, seq))
     }
 
-    /// Streams a record's payload from disk and returns its CRC. `first` holds the record's
-    /// first block; `chunk` is scratch space.
+    /// Streams a record's payload through the read-ahead `window` and returns its CRC. `first`
+    /// holds the record's first block; the record ends at or before block `end`.
     fn read_payload_crc(
         &mut self,
         lba: u64,
+        end: u64,
         h: &RecordHeader,
         first: &[u8],
-        chunk: &mut Vec<u8>,
+        window: &mut ReadAhead,
     ) -> Result<u32, StoreError<D::Error>> {
         let bs = self.block_size;
         let mut remaining = h.payload_len();
@@ -535,17 +541,15 @@ impl<D: BlockDevice> Store<D> {
         crc.update(&first[REC_HEADER_LEN..REC_HEADER_LEN + take]);
         remaining -= take;
         let mut next = lba + 1;
-        let chunk_blocks = chunk_blocks(bs);
         while remaining > 0 {
-            let blocks = (remaining.div_ceil(bs)).min(chunk_blocks);
-            chunk.resize(blocks * bs, 0);
-            self.dev
-                .read_blocks(next, &mut chunk[..blocks * bs])
+            let blocks = (remaining.div_ceil(bs) as u64).min(window.cap());
+            let data = window
+                .blocks(&mut self.dev, next, blocks, end)
                 .map_err(StoreError::Device)?;
-            let take = remaining.min(blocks * bs);
-            crc.update(&chunk[..take]);
+            let take = remaining.min(data.len());
+            crc.update(&data[..take]);
             remaining -= take;
-            next += blocks as u64;
+            next += blocks;
         }
         Ok(crc.finish())
     }

@@ -62,7 +62,17 @@ pub struct Table {
     clock: u64,
     /// Changed blocks stay in the cache (a read-only device).
     no_write_back: bool,
+    /// One bit per group of `group` table blocks: set once a block of the group was written
+    /// back since the last [`reset`](Table::reset). A block of a clear group holds nothing
+    /// under the current tag, so it is zero-filled instead of read (the rebuild at open then
+    /// costs no table reads until blocks are evicted). At most [`WRITTEN_BITS`] bits.
+    written: Vec<u64>,
+    group: u64,
 }
+
+/// The most bits of [`Table`]'s written-back map (4 KiB); larger tables share a bit per group
+/// of blocks, which only costs reads, never correctness.
+const WRITTEN_BITS: u64 = 4096 * 8;
 
 impl Table {
     /// A table over `blocks` blocks from `start`, with `tag` (non-zero) for this open and a
@@ -76,7 +86,11 @@ impl Table {
         no_write_back: bool,
     ) -> Self {
         let per_block = (block_size / SLOT_LEN) as u64;
+        let group = blocks.div_ceil(WRITTEN_BITS).max(1);
+        let bits = blocks.div_ceil(group);
         Self {
+            written: vec![0u64; bits.div_ceil(64) as usize],
+            group,
             start,
             slots: blocks * per_block,
             per_block,
@@ -119,6 +133,13 @@ impl Table {
         self.cache.clear();
         self.map.clear();
         self.tag = tag.max(1);
+        self.written.fill(0);
+    }
+
+    /// The bit of device block `block` in `written`: (word, mask).
+    fn written_bit(&self, block: u64) -> (usize, u64) {
+        let g = (block - self.start) / self.group;
+        ((g / 64) as usize, 1u64 << (g % 64))
     }
 
     fn block<D: BlockDevice>(
@@ -155,9 +176,13 @@ impl Table {
                 dev.write_blocks(c.block, &c.data)
                     .map_err(TableError::Device)?;
                 c.dirty = false;
+                let block = c.block;
+                let (w, m) = self.written_bit(block);
+                self.written[w] |= m;
             }
             i
         };
+        let (w, m) = self.written_bit(block);
         let c = &mut self.cache[i];
         let old = c.block;
         if self.map.get(&old) == Some(&i) {
@@ -165,8 +190,12 @@ impl Table {
         }
         // Until the read succeeds the entry holds no block.
         c.block = u64::MAX;
-        dev.read_blocks(block, &mut c.data)
-            .map_err(TableError::Device)?;
+        if self.written[w] & m == 0 {
+            c.data.fill(0);
+        } else {
+            dev.read_blocks(block, &mut c.data)
+                .map_err(TableError::Device)?;
+        }
         c.block = block;
         c.used = self.clock;
         self.map.insert(block, i);
