@@ -81,34 +81,28 @@ pub fn lint() -> Result<(), String> {
             .args(["fmt", "--", "--check"])
             .current_dir(&dir),
     )?;
+    util::run(kernel_cargo("clippy", &target_dir()).args(["--", "-D", "warnings"]))
+}
+
+/// `cargo SUBCOMMAND --release --target-dir TARGET_DIR` in the kernel crate, without the
+/// environment meant for host builds (its own config sets the flags and target it needs).
+fn kernel_cargo(subcommand: &str, target_dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["clippy", "--release", "--target-dir"])
-        .arg(target_dir())
-        .args(["--", "-D", "warnings"])
-        .current_dir(&dir)
+    cmd.args([subcommand, "--release", "--target-dir"])
+        .arg(target_dir)
+        .current_dir(util::root().join("unikernel-demo"))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_TARGET_DIR");
-    util::run(&mut cmd)
+    cmd
 }
 
 /// Builds the release kernel and returns the path of its (stripped) ELF image.
 pub fn build() -> Result<PathBuf, String> {
-    let dir = util::root().join("unikernel-demo");
     let target_dir = target_dir();
-    let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--release", "--target-dir"])
-        .arg(&target_dir)
-        .current_dir(&dir)
-        // Flags meant for host builds must not reach the kernel; its own config sets what it needs.
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR");
-    util::run(&mut cmd)?;
+    util::run(&mut kernel_cargo("build", &target_dir))?;
     let elf = target_dir
         .join("x86_64-unknown-linux-gnu")
         .join("release")
