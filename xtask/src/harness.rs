@@ -354,10 +354,10 @@ pub fn test() -> Result<(), String> {
         // High availability (issue 7): checkpoint, save + restore and migration under load, the
         // unikernel and the Linux PVH baseline, every acknowledged write read back after each
         // operation, with the shortest load windows that still measure a gap (1 s of load
-        // before and after each operation). Opt-in (XEN_RS_HARNESS_HA=1) until it has passed in
-        // the merged tier together with `userspace` and the bench short form (it passed alone
-        // and beside `hotplug`, 2026-11-30; see the README's HA section).
-        if env_switch("XEN_RS_HARNESS_HA", false) {
+        // before and after each operation). On by default (XEN_RS_HARNESS_HA=0 skips it): the
+        // whole tier with it, `userspace` and the bench short form passed 92/92 + 20/20 on
+        // 2026-11-30 (see the README's HA section).
+        if env_switch("XEN_RS_HARNESS_HA", true) {
             spec.scenarios.push("ha".into());
             spec.env.extend([
                 ("HA_BASELINE_S".to_string(), "1".to_string()),
@@ -382,11 +382,11 @@ pub fn test() -> Result<(), String> {
     }
     // The short form of `cargo xtask bench --xen` (one repetition of every figure, small
     // sizes), so the benchmark cannot rot: fails when a figure is missing for either guest (the
-    // values themselves are not judged). Opt-in (XEN_RS_HARNESS_BENCH=1) until it has passed in
-    // the merged tier beside `ha` (it passed twice beside `userspace`); a failed `xl create`
+    // values themselves are not judged). On by default (XEN_RS_HARNESS_BENCH=0 skips it; the
+    // whole tier with `ha` and `userspace` passed 92/92 + 20/20 on 2026-11-30); a failed `xl create`
     // (libxl's block hotplug timeout under heavy load) is retried and counted (bench.sh).
     let mut bench = None;
-    if with_unikernel && env_switch("XEN_RS_HARNESS_BENCH", false) {
+    if with_unikernel && env_switch("XEN_RS_HARNESS_BENCH", true) {
         if let Some(kernel) = &spec.kernel {
             let b = crate::bench_xen::prepare(kernel, &crate::bench_xen::Options::short())?;
             spec.scenarios.push("bench".into());
