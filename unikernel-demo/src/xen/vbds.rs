@@ -7,7 +7,8 @@
 //!   (`/stats`, `/metrics`, ping) goes on.
 //! - A vbd attached at run time (`xl block-attach`, a new id or the old one) is noticed through
 //!   the `device/vbd` watch of a [`VbdSet`] and connected without blocking the main loop. While
-//!   the store has lost its disk, the first vbd that connects is adopted: the store re-opens on it
+//!   the store has lost its disk, a spare vbd already connected (attached earlier, kept through
+//!   suspends), else the first vbd that connects, is adopted: the store re-opens on it
 //!   (its index rebuilt from the disk, as at boot) and `/healthz` is 200 again. Otherwise the vbd
 //!   is listed in `/stats` (`vbds`).
 //! - A domain suspend takes the spare vbds (attached at run time, not used by the store) along:
@@ -145,6 +146,18 @@ impl Vbds {
                 VbdEvent::Connected(id) => self.connected(app, &id),
                 VbdEvent::Removed(id) => crate::println!("vbd/{id}: removed"),
                 VbdEvent::Failed(id, e) => crate::println!("vbd/{id}: {e}"),
+            }
+        }
+        // The store lost its disk while a spare was connected already: no event will come for
+        // that one, adopt it now (a spare it failed to open on is released, so this ends).
+        if self.adopt && self.store_vbd.is_none() {
+            let ready = self.set.as_mut().and_then(|s| {
+                s.spares_mut()
+                    .find(|(_, d)| d.state() == DeviceState::Connected)
+                    .map(|(id, _)| id.to_string())
+            });
+            if let Some(id) = ready {
+                self.connected(app, &id);
             }
         }
         if let Some(set) = &self.set {
