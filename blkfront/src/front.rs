@@ -149,6 +149,17 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
         self.xenbus.resume_finish(&mut self.io)
     }
 
+    /// Drops a device that was *not* suspended when the domain resumed in a new domain (still
+    /// connecting, or reconnecting after a backend restart): every grant reference and event
+    /// channel it held names nothing of ours any more, so its ports are forgotten without a close
+    /// (the numbers may already name ports bound since) and its grant regions are freed without
+    /// touching the entries (a grant table that knows the resume, such as `GrantTable::resume`'s
+    /// epoch). Probe the device again to connect it afresh.
+    pub fn forget_after_new_domain(mut self) {
+        self.io.teardown(Teardown::NewDomain);
+        // `Drop` tears down again: nothing is left open, unfinished requests fail as disconnected.
+    }
+
     /// The token of the watch on the backend's `state`: route watch events with it to
     /// [`handle_backend_change`](Self::handle_backend_change).
     pub fn watch_token(&self) -> &str {

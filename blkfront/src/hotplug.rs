@@ -15,6 +15,16 @@
 //!   device once it is absent from a listing or its frontend `state` is `Initialising` again
 //!   (the toolstack's fresh node; our closed one says `Closed`).
 //!
+//! A domain suspend takes the spare devices along, in the lifecycle's shape:
+//! [`suspend_all`](VbdSet::suspend_all) quiesces the connected ones;
+//! [`resume_all`](VbdSet::resume_all) resumes them on their rings after a cancelled suspend
+//! (checkpoint) or begins their reconnect after a resume in a new domain (restore, migration),
+//! which [`poll`](VbdSet::poll) (or the blocking [`resume_finish_all`](VbdSet::resume_finish_all))
+//! finishes. A spare that was not quiesced (still connecting, or reconnecting after a backend
+//! restart) goes on after a cancelled suspend; after a resume in a new domain it holds void grant
+//! references and ports, so it is forgotten without touching them
+//! ([`BlkFront::forget_after_new_domain`]) and probed again from xenstore, connecting afresh.
+//!
 //! [`poll`](VbdSet::poll) never blocks for long: one directory listing per watch event, and one
 //! step per device event. At most [`MAX_DEVICES`] ids are followed (a hostile toolstack cannot make
 //! the set grow without bound).
@@ -25,7 +35,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use xen_event_channel::EventChannels;
 use xen_grant_table::GrantAccess;
-use xen_store::xenbus::{self, DeviceState, SharedClock, XenbusState};
+use xen_store::xenbus::{self, DeviceState, Resume, SharedClock, XenbusState};
 use xen_store::{Deadline, Store, TxId};
 
 /// The most vbd ids a [`VbdSet`] follows.
@@ -48,6 +58,33 @@ pub enum VbdEvent {
     Failed(String, BlkError),
 }
 
+/// What [`VbdSet::suspend_all`], [`VbdSet::resume_all`] and [`VbdSet::resume_finish_all`] did
+/// to the spare devices, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpareReport {
+    /// Quiesced (suspend); resumed on their rings (cancelled suspend); reconnecting (begun
+    /// after a resume in a new domain); connected again (finish).
+    pub done: Vec<String>,
+    /// Spares that were not quiesced (still connecting, or reconnecting): left running through
+    /// the suspend and after a cancelled one; after a resume in a new domain forgotten and
+    /// probed again.
+    pub left: Vec<String>,
+    /// Spares whose step failed. A suspend that fails leaves the device running (as `left`); a
+    /// failed resume drops it (after a resume in a new domain it is probed again).
+    pub failed: Vec<(String, BlkError)>,
+}
+
+/// Where a spare device stands in a domain suspend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// Not part of a suspend (or its resume is finished).
+    Running,
+    /// Quiesced by [`VbdSet::suspend_all`].
+    Suspended,
+    /// Reconnecting after a resume in a new domain; `resume_finish` is still due.
+    Resuming,
+}
+
 /// How the set holds one device id.
 enum Slot<F> {
     Spare(Box<F>),
@@ -60,6 +97,8 @@ struct Entry<F> {
     slot: Slot<F>,
     /// `Connected` was reported for the current spare device.
     reported: bool,
+    /// The spare device's part in a domain suspend.
+    hold: Hold,
 }
 
 /// The domain's vbds, followed at run time (see the module docs).
@@ -138,18 +177,23 @@ where
                         id: id.into(),
                         slot: Slot::Lent,
                         reported: true,
+                        hold: Hold::Running,
                     });
                 }
             }
         }
     }
 
-    /// Hands out the connected spare device `id` (the entry becomes lent).
+    /// Hands out the connected spare device `id` (the entry becomes lent). A device reconnected
+    /// after a resume in a new domain finishes its resume first.
     pub fn take(&mut self, id: &str) -> Option<BlkFront<G, E, S>> {
         let e = self.entries.iter_mut().find(|e| e.id == id)?;
         match &e.slot {
             Slot::Spare(d) if d.state() == DeviceState::Connected => {}
             _ => return None,
+        }
+        if finish_resume(e).is_err() {
+            return None;
         }
         match core::mem::replace(&mut e.slot, Slot::Lent) {
             Slot::Spare(d) => Some(*d),
@@ -162,6 +206,7 @@ where
         if let Some(e) = self.entries.iter_mut().find(|e| e.id == id) {
             e.slot = Slot::Spare(Box::new(dev));
             e.reported = true;
+            e.hold = Hold::Running;
         }
     }
 
@@ -246,6 +291,16 @@ where
                     continue;
                 }
             }
+            // A device reconnected after a resume in a new domain finishes its resume (never
+            // blocks: it is connected) before it counts as connected.
+            if let Err(err) = finish_resume(e) {
+                events.push(VbdEvent::Failed(e.id.clone(), err));
+                e.slot = Slot::Gone;
+                continue;
+            }
+            let Slot::Spare(d) = &mut e.slot else {
+                continue;
+            };
             match d.state() {
                 DeviceState::Connected if !e.reported => {
                     e.reported = true;
@@ -259,6 +314,135 @@ where
             }
         }
         Ok(events)
+    }
+
+    /// Quiesces every connected spare device before the domain suspends (the one-device
+    /// [`BlkFront::suspend`]). Spares still connecting are left running (`left`): they go on after
+    /// a cancelled suspend and are probed again after a resume in a new domain, as is a spare whose
+    /// suspend failed (`failed`). Follow with [`resume_all`](Self::resume_all).
+    pub fn suspend_all(&mut self) -> SpareReport {
+        let mut report = SpareReport::default();
+        for e in self.entries.iter_mut() {
+            let Slot::Spare(d) = &mut e.slot else {
+                continue;
+            };
+            e.hold = Hold::Running;
+            if d.state() != DeviceState::Connected {
+                report.left.push(e.id.clone());
+                continue;
+            }
+            match d.suspend() {
+                Ok(()) => {
+                    e.hold = Hold::Suspended;
+                    report.done.push(e.id.clone());
+                }
+                Err(err) => report.failed.push((e.id.clone(), err)),
+            }
+        }
+        report
+    }
+
+    /// Brings the spare devices back after [`suspend_all`](Self::suspend_all); never blocks for
+    /// long.
+    ///
+    /// - [`Resume::Cancelled`]: the quiesced spares go on with their rings
+    ///   ([`BlkFront::resume`]); those left running were never stopped.
+    /// - [`Resume::NewDomain`]: the quiesced spares begin their reconnect
+    ///   ([`BlkFront::resume_begin`]: new rings offered to the new backends); [`poll`](Self::poll)
+    ///   finishes it once the backend connected (and reports [`VbdEvent::Connected`] again), or
+    ///   [`resume_finish_all`](Self::resume_finish_all) waits for it. Every other spare holds void
+    ///   grant references and ports: it is forgotten without touching them
+    ///   ([`BlkFront::forget_after_new_domain`]) and probed again from xenstore at once, so it
+    ///   connects afresh (`left`). A spare whose resume fails is dropped (`failed`; after a
+    ///   resume in a new domain its void resources forgotten and the id probed again).
+    pub fn resume_all(&mut self, how: Resume) -> SpareReport {
+        let mut report = SpareReport::default();
+        let mut reprobe = Vec::new();
+        for e in self.entries.iter_mut() {
+            let hold = core::mem::replace(&mut e.hold, Hold::Running);
+            if !matches!(e.slot, Slot::Spare(_)) {
+                continue;
+            }
+            match (how, hold) {
+                (Resume::Cancelled, Hold::Suspended) => {
+                    let Slot::Spare(d) = &mut e.slot else {
+                        continue;
+                    };
+                    match d.resume(Resume::Cancelled) {
+                        Ok(()) => report.done.push(e.id.clone()),
+                        Err(err) => {
+                            // Still the same domain: dropping it releases live resources.
+                            report.failed.push((e.id.clone(), err));
+                            e.slot = Slot::Gone;
+                        }
+                    }
+                }
+                (Resume::Cancelled, _) => report.left.push(e.id.clone()),
+                (Resume::NewDomain, Hold::Suspended) => {
+                    let Slot::Spare(d) = &mut e.slot else {
+                        continue;
+                    };
+                    match d.resume_begin() {
+                        Ok(()) => {
+                            e.hold = Hold::Resuming;
+                            e.reported = false;
+                            report.done.push(e.id.clone());
+                        }
+                        Err(err) => {
+                            report.failed.push((e.id.clone(), err));
+                            reprobe.push(e.id.clone());
+                        }
+                    }
+                }
+                (Resume::NewDomain, _) => {
+                    report.left.push(e.id.clone());
+                    reprobe.push(e.id.clone());
+                }
+            }
+        }
+        for id in reprobe {
+            let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
+                continue;
+            };
+            if let Slot::Spare(d) = core::mem::replace(&mut e.slot, Slot::Gone) {
+                d.forget_after_new_domain();
+            }
+            e.reported = false;
+            let probed = self.probe(&id);
+            let Some(e) = self.entries.iter_mut().find(|e| e.id == id) else {
+                continue;
+            };
+            match probed {
+                Ok(d) => e.slot = Slot::Spare(Box::new(d)),
+                Err(err) => report.failed.push((id, err)),
+            }
+        }
+        report
+    }
+
+    /// Blocks (each device at most its connect deadline) until every spare begun by
+    /// [`resume_all`](Self::resume_all) after a resume in a new domain is connected again and
+    /// finishes its resume ([`BlkFront::resume_finish`]). A spare that does not come back is
+    /// dropped (`failed`). Without this call [`poll`](Self::poll) finishes them without blocking.
+    pub fn resume_finish_all(&mut self) -> SpareReport {
+        let mut report = SpareReport::default();
+        for e in self.entries.iter_mut() {
+            if e.hold != Hold::Resuming {
+                continue;
+            }
+            e.hold = Hold::Running;
+            let Slot::Spare(d) = &mut e.slot else {
+                continue;
+            };
+            match d.resume_finish() {
+                Ok(()) => report.done.push(e.id.clone()),
+                Err(err) => {
+                    report.failed.push((e.id.clone(), err));
+                    e.slot = Slot::Gone;
+                }
+            }
+        }
+        report
     }
 
     /// Compares `device/vbd` with the entries.
@@ -304,11 +488,13 @@ where
                 Some(e) => {
                     e.slot = slot;
                     e.reported = false;
+                    e.hold = Hold::Running;
                 }
                 None => self.entries.push(Entry {
                     id,
                     slot,
                     reported: false,
+                    hold: Hold::Running,
                 }),
             }
         }
@@ -343,6 +529,24 @@ where
         d.start_connect()?;
         Ok(d)
     }
+}
+
+/// Finishes the resume of a spare device reconnected after a resume in a new domain, once it is
+/// connected (never blocks then); a no-op otherwise.
+fn finish_resume<G, E, S>(e: &mut Entry<BlkFront<G, E, S>>) -> Result<(), BlkError>
+where
+    G: GrantAccess,
+    E: EventChannels,
+    S: Store,
+{
+    let Slot::Spare(d) = &mut e.slot else {
+        return Ok(());
+    };
+    if e.hold != Hold::Resuming || d.state() != DeviceState::Connected {
+        return Ok(());
+    }
+    e.hold = Hold::Running;
+    d.resume_finish()
 }
 
 impl<G: GrantAccess, E: EventChannels, S: Store> Drop for VbdSet<G, E, S> {

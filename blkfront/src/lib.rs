@@ -47,7 +47,7 @@ mod types;
 
 pub use buffer::{BufferDone, IoBuffer};
 pub use front::{list_devices, BlkFront};
-pub use hotplug::{VbdEvent, VbdSet};
+pub use hotplug::{SpareReport, VbdEvent, VbdSet};
 pub use types::{Completion, Config, Discard, DiskInfo, Features, IoRequest, Tag};
 pub use xen_store::xenbus::{DeviceState, Resume, SharedClock, Timeouts, XenbusError};
 

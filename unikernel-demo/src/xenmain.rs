@@ -186,7 +186,7 @@ pub fn run(cfg: &Config) -> ! {
                         &mut app,
                         &mut vifs,
                         &mut disks,
-                        vbd_set.name(),
+                        &mut vbd_set,
                         &mut watchdog,
                         cfg.watchdog,
                     );
@@ -468,7 +468,8 @@ fn fronts<'a>(
 ///
 /// The store's disk is flushed first, so every acknowledged write is on the backend before the
 /// memory image is taken, and every frontend is quiesced through its lifecycle (`suspend()`:
-/// blkfront keeps unfinished requests, netfront stops its data path). Then
+/// blkfront keeps unfinished requests, netfront stops its data path), the spare vbds last
+/// ([`crate::xen::vbds::Vbds::suspend_spares`]). Then
 /// `SCHEDOP_shutdown(SHUTDOWN_suspend)`:
 /// - cancelled (`xl save -c`): every frontend goes on with its rings (`Resume::Cancelled`);
 /// - resumed in a new domain: the platform is back (see [`xen::suspend`]: shared_info, the FIFO
@@ -480,17 +481,21 @@ fn fronts<'a>(
 ///   unfinished requests in order. smoltcp's interface and sockets (TCP state) never see a new
 ///   device: clients see a pause. A gratuitous ARP then tells the bridge where we are. Frames
 ///   still unanswered in netfront's TX ring are dropped and counted (`tx_lost` in `/metrics`);
-///   TCP retransmits. Last, the control node is set up again and the watchdog re-armed.
+///   TCP retransmits. The spare vbds begin their reconnect with the others but are not waited
+///   for (the main loop's vbd poll finishes it); a spare that was still connecting is probed
+///   again. Last, the control node is set up again and the watchdog re-armed.
 fn suspend_resume(
     store: &'static xen::XenStore,
     app: &mut Option<App<Disk>>,
     vifs: &mut Vifs,
     disks: &mut [(String, Disk)],
-    disk_name: &str,
+    vbds: &mut crate::xen::vbds::Vbds,
     watchdog: &mut Option<crate::watchdog::Watchdog>,
     watchdog_s: Option<u32>,
 ) -> Resume {
     let t0 = crate::time::now_ms();
+    let disk_name = String::from(vbds.name());
+    let disk_name = disk_name.as_str();
     if let Some(a) = app.as_mut() {
         if let Err(e) = a.flush() {
             crate::println!("suspend: store flush failed: {e}");
@@ -505,9 +510,10 @@ fn suspend_resume(
             Err(e) => crate::println!("suspend: {name}: {e}; left as it is"),
         }
     }
+    let spares = vbds.suspend_spares();
     let (h, f) = (crate::mem::heap_stats(), crate::mem::frame_stats());
     crate::println!(
-        "suspend: {} device(s) quiesced, SCHEDOP_shutdown(suspend); heap {} KiB in {} allocations, {} of {} frames used",
+        "suspend: {} device(s) and {spares} spare vbd(s) quiesced, SCHEDOP_shutdown(suspend); heap {} KiB in {} allocations, {} of {} frames used",
         suspended.len(),
         h.allocated / 1024,
         h.allocations,
@@ -557,6 +563,8 @@ fn suspend_resume(
                 }
             }
         }
+        // The spares' backends connect meanwhile; they are not waited for.
+        vbds.resume_spares(how);
         for (name, mut f) in fronts(app, vifs.members_mut(), disks, disk_name) {
             if begun.contains(&name) {
                 if let Err(e) = f.resume_finish() {
@@ -572,6 +580,7 @@ fn suspend_resume(
                 }
             }
         }
+        vbds.resume_spares(how);
     }
     if let (Some(p), Some(a)) = (lost_disk, app.as_mut()) {
         a.stats.problem = Some(p);

@@ -6,6 +6,11 @@
 # Also a 1 MiB PUT in flight across a save/restore of the unikernel: acknowledged means stored,
 # otherwise absent, never partial.
 #
+# The unikernel also has a spare vbd (xl block-attach of a small blank disk before the operations,
+# not used by the store): after each operation /stats must list it connected again (its
+# frontend went through the suspend with the others), and at the end, after xl block-detach of
+# the store's disk, the store adopts it and answers a PUT and GET on it.
+#
 # Load: the unikernel gets PUT /kv/ha-N; the Linux guest gets POST /cgi-bin/w?N, which writes the
 # body into 4 KiB block N of its disk with fsync before answering (guest-init.sh). Each value is
 # "ha-N\n" followed by the same random KiB, so every key can be checked.
@@ -221,6 +226,7 @@ run_ops() {
 		sleep "${HA_BASELINE_S:-5}"
 		[ -f $W/gaps-$P ] || figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)" | cut -d' ' -f1)" s
 		op "$_s" "$_o" "$_o"
+		[ "$P" = uk ] && [ -n "${SPARE_ON:-}" ] && check_spare "$_s-spare"
 		stop_load
 		verify_acked "$_s-acked-intact"
 	done
@@ -310,6 +316,57 @@ diagnose() {
 	dump_file "ha-diag-$P" $_f
 }
 
+# ---- the spare vbd of the unikernel ----
+SPARE=$HARNESS_STATE/ha-spare.img
+# spare_is WHAT: /stats lists vbd 51728 (xvdb) as WHAT.
+spare_is() { uk_answers && grep -q "\"vbds\":\"[^\"]*51728:$1" /tmp/uk-stats.json; }
+spare_cons() { cat "$(console_log "$G")" "$(console_log "$G--incoming")" 2>/dev/null | grep 'vbd/51728' | tail -n "$1" | tr '\n' '|' | cut -c1-400; }
+vbds_listed() { grep -o '"vbds":"[^"]*"' /tmp/uk-stats.json; }
+
+# attach_spare STEP: xl block-attach of a blank 8 MiB disk as xvdb; /stats lists it connected.
+attach_spare() {
+	begin "$1"
+	rm -f $SPARE
+	make_disk $SPARE 8
+	_t0=$(uptime_s)
+	if timeout 60 xl block-attach "$G" "format=raw,vdev=xvdb,access=rw,target=$(disk_target $SPARE)" >$W/spare-attach.log 2>&1 &&
+		wait_until 60 spare_is connected; then
+		SPARE_ON=1
+		pass "$1" "vbd 51728 attached at run time, listed connected after $(elapsed "$_t0") s: $(vbds_listed)"
+	else
+		fail "$1" "spare vbd not listed connected after $(elapsed "$_t0") s ($(tail -n 2 $W/spare-attach.log | tr '\n' ' ')): $(vbds_listed); console: $(spare_cons 3)"
+		rc=1
+	fi
+}
+
+# check_spare STEP: after an operation, /stats lists the spare connected again (30 s at most).
+check_spare() {
+	begin "$1"
+	_t0=$(uptime_s)
+	if wait_until 30 spare_is connected; then
+		pass "$1" "$(vbds_listed) $(elapsed "$_t0") s after the check began; console: $(spare_cons 2)"
+	else
+		fail "$1" "spare vbd not connected 30 s after the operation: $(vbds_listed); console: $(spare_cons 4)"
+		rc=1
+	fi
+}
+
+# adopt_spare STEP: xl block-detach of the store's disk (xvda); the store adopts the spare (a
+# blank disk: formatted) and stores and reads back a key on it.
+adopt_spare() {
+	begin "$1"
+	_t0=$(uptime_s)
+	value_of ha-adopt >$W/adopt
+	if timeout 60 xl block-detach "$G" xvda >$W/store-detach.log 2>&1 &&
+		wait_until 60 spare_is store &&
+		is_2xx "$(put ha-adopt $W/adopt)" && check ha-adopt $W/adopt; then
+		pass "$1" "the store's disk detached, the spare adopted and a PUT + GET on it done in $(elapsed "$_t0") s: $(vbds_listed); console: $(spare_cons 1)"
+	else
+		fail "$1" "after $(elapsed "$_t0") s ($(tail -n 2 $W/store-detach.log | tr '\n' ' ')): $(vbds_listed); console: $(spare_cons 3)"
+		rc=1
+	fi
+}
+
 # ---- the unikernel ----
 use_unikernel
 uk_prepare
@@ -321,6 +378,7 @@ if ! uk_start ha-uk-create; then
 	xl destroy "$UK_NAME" >/dev/null 2>&1
 	exit 1
 fi
+attach_spare ha-uk-spare-attach
 run_ops
 figure ha_uk_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
 figure ha_uk_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
@@ -371,6 +429,8 @@ else
 	kill $BIG 2>/dev/null
 	rc=1
 fi
+
+[ -n "${SPARE_ON:-}" ] && check_spare ha-uk-big-put-across-save-spare && adopt_spare ha-uk-spare-adopted-after-restores
 
 begin ha-uk-shutdown
 if xl_shutdown_wait "$UK_NAME" 60; then

@@ -7,9 +7,15 @@
 //!   (`/stats`, `/metrics`, ping) goes on.
 //! - A vbd attached at run time (`xl block-attach`, a new id or the old one) is noticed through
 //!   the `device/vbd` watch of a [`VbdSet`] and connected without blocking the main loop. While
-//!   the store has lost its disk, the first vbd that connects is adopted: the store re-opens on it
+//!   the store has lost its disk, a spare vbd already connected (attached earlier, kept through
+//!   suspends), else the first vbd that connects, is adopted: the store re-opens on it
 //!   (its index rebuilt from the disk, as at boot) and `/healthz` is 200 again. Otherwise the vbd
 //!   is listed in `/stats` (`vbds`).
+//! - A domain suspend takes the spare vbds (attached at run time, not used by the store) along:
+//!   [`Vbds::suspend_spares`] quiesces the connected ones and [`Vbds::resume_spares`] resumes
+//!   them on their rings after a checkpoint, or, after a restore or migration, begins their
+//!   reconnect (finished by [`Vbds::poll`] without blocking the main loop) and probes again those
+//!   that were still connecting (their grant references and ports are void in the new domain).
 
 use crate::app::App;
 use crate::disk::Disk;
@@ -19,7 +25,7 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use xen_blkfront::{DeviceState, VbdEvent, VbdSet};
+use xen_blkfront::{DeviceState, Resume, SpareReport, VbdEvent, VbdSet};
 use xen_store::Store;
 
 /// The kernel's vbd set.
@@ -84,6 +90,32 @@ impl Vbds {
         }
     }
 
+    /// Quiesces the spare vbds before the domain suspends (after the store's disk and the other
+    /// frontends); returns how many were quiesced.
+    pub fn suspend_spares(&mut self) -> usize {
+        let Some(set) = self.set.as_mut() else {
+            return 0;
+        };
+        let r = set.suspend_all();
+        report("suspend", "quiesced", &r);
+        r.done.len()
+    }
+
+    /// Brings the spare vbds back after the suspend call returned (see the module docs). Never
+    /// blocks for long: after a resume in a new domain the spares reconnect while the guest
+    /// serves, and [`poll`](Self::poll) reports them connected again.
+    pub fn resume_spares(&mut self, how: Resume) {
+        let Some(set) = self.set.as_mut() else {
+            return;
+        };
+        let r = set.resume_all(how);
+        let done = match how {
+            Resume::Cancelled => "resumed on its rings",
+            Resume::NewDomain => "reconnecting",
+        };
+        report("resume", done, &r);
+    }
+
     /// The store's disk name for `/stats`.
     pub fn name(&self) -> &str {
         &self.name
@@ -114,6 +146,18 @@ impl Vbds {
                 VbdEvent::Connected(id) => self.connected(app, &id),
                 VbdEvent::Removed(id) => crate::println!("vbd/{id}: removed"),
                 VbdEvent::Failed(id, e) => crate::println!("vbd/{id}: {e}"),
+            }
+        }
+        // The store lost its disk while a spare was connected already: no event will come for
+        // that one, adopt it now (a spare it failed to open on is released, so this ends).
+        if self.adopt && self.store_vbd.is_none() {
+            let ready = self.set.as_mut().and_then(|s| {
+                s.spares_mut()
+                    .find(|(_, d)| d.state() == DeviceState::Connected)
+                    .map(|(id, _)| id.to_string())
+            });
+            if let Some(id) = ready {
+                self.connected(app, &id);
             }
         }
         if let Some(set) = &self.set {
@@ -236,5 +280,22 @@ impl Vbds {
                 set.release(id);
             }
         }
+    }
+}
+
+/// Prints what a suspend or resume step did to the spare vbds.
+fn report(step: &str, done: &str, r: &SpareReport) {
+    for id in &r.done {
+        crate::println!("{step}: vbd/{id} (spare): {done}");
+    }
+    for id in &r.left {
+        let what = match step {
+            "suspend" => "not connected; left as it is",
+            _ => "probed again (it was not quiesced)",
+        };
+        crate::println!("{step}: vbd/{id} (spare): {what}");
+    }
+    for (id, e) in &r.failed {
+        crate::println!("{step}: vbd/{id} (spare): {e}");
     }
 }
