@@ -99,7 +99,14 @@ pub fn run(cfg: &Config) -> ! {
     crate::println!("xen: devices in xenstore: vif {vifs:?}, vbd {vbds:?}");
 
     let clock: xen_store::xenbus::SharedClock = Arc::new(KernelClock);
+    let (rt0, req0) = store.counts();
     let mut vifs = Vifs::boot(grants, store, clock.clone(), net_config());
+    let (rt1, req1) = store.counts();
+    crate::println!(
+        "xen: vif(s) started: {} xenstore round trips, {} requests (before: {rt0} and {req0})",
+        rt1 - rt0,
+        req1 - req0
+    );
 
     let (mut disks, connected_vbds) = connect_vbds(grants, store, &clock, &vbds);
 
@@ -270,6 +277,7 @@ fn connect_vbds(
     ids: &[String],
 ) -> (Vec<(String, Disk)>, Vec<String>) {
     let t0 = crate::time::now_ms();
+    let (rt0, req0) = store.counts();
     let mut started = Vec::new();
     for id in ids {
         let b = xen_blkfront::BlkFront::new(
@@ -287,6 +295,7 @@ fn connect_vbds(
         }
     }
     let t_started = crate::time::now_ms();
+    let (rt_started, _) = store.counts();
     let mut disks = Vec::new();
     let mut connected = Vec::new();
     for (id, mut b) in started {
@@ -310,12 +319,17 @@ fn connect_vbds(
         disks.push((format!("vbd{id}"), Disk::Xen(Box::new(b))));
     }
     if !ids.is_empty() {
+        let (rt, req) = store.counts();
         crate::println!(
-            "xen: {} of {} vbd(s) connected concurrently in {} ms (all started after {} ms)",
+            "xen: {} of {} vbd(s) connected concurrently in {} ms (all started after {} ms); \
+             xenstore: {} round trips ({} to start them), {} requests",
             connected.len(),
             ids.len(),
             crate::time::now_ms() - t0,
-            t_started - t0
+            t_started - t0,
+            rt - rt0,
+            rt_started - rt0,
+            req - req0
         );
     }
     (disks, connected)

@@ -28,7 +28,7 @@ pub mod watchq;
 pub mod wire;
 pub mod xenbus;
 
-pub use batch::{BatchOp, Deferred, Prefetched};
+pub use batch::{BatchOp, Deferred, Prefetched, Snapshot};
 pub use client::{
     BatchRequest, XenStore, DIRECTORY_PART_RESTARTS, MAX_BATCH, MAX_DIRECTORY_BYTES,
     MAX_DIRECTORY_PARTS, MAX_READS_PER_PROGRESS,

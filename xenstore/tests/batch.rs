@@ -5,7 +5,7 @@ mod common;
 
 use common::World;
 use xen_store::{
-    transaction, BatchOp, Deferred, Errno, Prefetched, Store, TxId, XsError, MAX_BATCH,
+    transaction, BatchOp, Deferred, Errno, Prefetched, Snapshot, Store, TxId, XsError, MAX_BATCH,
 };
 
 fn notifies(w: &World) -> usize {
@@ -185,4 +185,46 @@ fn deferred_reports_a_failed_write_at_flush_and_in_a_transaction() {
     assert_eq!(r, Ok(()));
     assert_eq!(xs.read(TxId::NONE, "dev/ring-ref").unwrap(), b"8");
     assert_eq!(xs.read(TxId::NONE, "dev/state").unwrap(), b"3");
+}
+
+#[test]
+fn snapshot_of_named_keys_takes_one_round_trip_and_knows_only_those() {
+    let w = World::new(1, 0);
+    let xs = w.client();
+    for (k, v) in [("a", "1"), ("b", "2")] {
+        xs.write(TxId::NONE, &format!("be/{k}"), v.as_bytes())
+            .unwrap();
+    }
+    let before = notifies(&w);
+    let snap = Snapshot::keys(&xs, TxId::NONE, "be", &["a", "missing"]).unwrap();
+    assert!(notifies(&w) - before <= 2, "one batch");
+    assert_eq!(snap.len(), 1, "a exists, missing does not");
+    let view = snap.view(&xs);
+    let before = notifies(&w);
+    assert_eq!(view.read(TxId::NONE, "be/a").unwrap(), b"1");
+    assert_eq!(
+        view.read(TxId::NONE, "be/missing"),
+        Err(XsError::Errno(Errno::ENOENT))
+    );
+    assert_eq!(notifies(&w), before, "named keys are answered locally");
+    // A key that was not named is not known: it is read from the store, not reported absent.
+    assert_eq!(view.read(TxId::NONE, "be/b").unwrap(), b"2");
+    assert!(notifies(&w) > before);
+}
+
+#[test]
+fn snapshot_from_replies_rejects_a_wrong_count_and_other_errors() {
+    assert!(matches!(
+        Snapshot::from_replies("be", TxId::NONE, &["a", "b"], vec![Ok(b"1".to_vec())]),
+        Err(XsError::Protocol(_))
+    ));
+    assert_eq!(
+        Snapshot::from_replies(
+            "be",
+            TxId::NONE,
+            &["a"],
+            vec![Err(XsError::Errno(Errno::EACCES))]
+        ),
+        Err(XsError::Errno(Errno::EACCES))
+    );
 }

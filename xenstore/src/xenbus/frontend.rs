@@ -37,7 +37,9 @@
 //! refusing backend never makes us loop.
 
 use super::{read_backend, read_state, switch_state, Backend, XenbusState};
-use crate::{transaction, Clock, Deadline, Deferred, Errno, Prefetched, Store, TxId, XsError};
+use crate::{
+    transaction, BatchOp, Clock, Deadline, Deferred, Errno, Snapshot, Store, TxId, XsError,
+};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -195,6 +197,18 @@ pub trait XenbusDriver {
     /// The driver's error type; lifecycle errors convert into it.
     type Error: From<XenbusError> + From<XsError>;
 
+    /// The backend keys [`negotiate`](Self::negotiate) reads. The owner reads them in the same
+    /// round trip (one [`Store::batch`]) as the backend's `state` when it waits for `InitWait`,
+    /// and answers the driver's reads of them from that snapshot (a missing key reads as
+    /// `ENOENT`, as from the store); reads of keys not named here still go to xenstore. `None`
+    /// (the default): the whole backend node is listed and read once `InitWait` is seen (a
+    /// directory listing and one batch per [`MAX_BATCH`](crate::MAX_BATCH) keys).
+    const NEGOTIATE_KEYS: Option<&'static [&'static str]> = None;
+
+    /// The backend keys [`connected`](Self::connected) reads, read with the backend's `state`
+    /// while the owner waits for `Connected`; as [`NEGOTIATE_KEYS`](Self::NEGOTIATE_KEYS).
+    const CONNECTED_KEYS: Option<&'static [&'static str]> = None;
+
     /// The backend is ready (`InitWait`): read what it offers, choose the features, and
     /// allocate fresh rings, grants and event channels. On error the owner calls
     /// [`teardown`](Self::teardown).
@@ -264,6 +278,28 @@ impl Phase {
             _ => XenbusState::Unknown,
         }
     }
+}
+
+/// Backend keys read together with the backend's state ([`XenbusDriver::NEGOTIATE_KEYS`],
+/// [`XenbusDriver::CONNECTED_KEYS`]), for the step at backend state `at`.
+struct BackendKeys {
+    at: XenbusState,
+    snap: Snapshot,
+}
+
+/// Switches our state to `state` unless it is that already: one plain read when it is (our
+/// state at a first connect is the toolstack's `Initialising`), else [`switch_state`]'s
+/// transaction. A missing `state` key is `ENOENT` either way (the device is being removed).
+fn enter_state<S: Store + ?Sized>(
+    store: &S,
+    node: &str,
+    state: XenbusState,
+) -> Result<(), XsError> {
+    let current = store.read(TxId::NONE, &super::join(node, "state"))?;
+    if XenbusState::parse(&current) == Some(state) {
+        return Ok(());
+    }
+    switch_state(store, node, state)
 }
 
 /// The clock a [`XenbusFrontend`] measures its deadlines with.
@@ -485,7 +521,7 @@ impl<S: Store> XenbusFrontend<S> {
         self.reconnecting = false;
         self.removed = false;
         let started = self.watch().map_err(XenbusError::from).and_then(|()| {
-            switch_state(&self.store, &self.node, XenbusState::Initialising)?;
+            enter_state(&self.store, &self.node, XenbusState::Initialising)?;
             Ok(())
         });
         if let Err(e) = started {
@@ -573,12 +609,74 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Reads the backend's state and takes the step it calls for; returns the state read.
     fn step_now<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<XenbusState, D::Error> {
-        let s = self.backend_state().map_err(XenbusError::from)?;
-        self.step(drv, s)?;
+        let (s, keys) = self.backend_step_keys::<D>().map_err(XenbusError::from)?;
+        self.step(drv, s, keys)?;
         Ok(s)
     }
 
-    fn step<D: XenbusDriver>(&mut self, drv: &mut D, s: XenbusState) -> Result<(), D::Error> {
+    /// Reads the backend's state and, in the same batch (one round trip), the backend keys the
+    /// driver declared for the step the current phase waits for ([`XenbusDriver::NEGOTIATE_KEYS`]
+    /// while waiting for `InitWait`, [`XenbusDriver::CONNECTED_KEYS`] for `Connected`). The keys
+    /// are read after the state: a backend writes them before it switches state, so when the
+    /// state read is the awaited one the keys read are that state's.
+    fn backend_step_keys<D: XenbusDriver>(
+        &self,
+    ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
+        let (keys, at) = match self.phase {
+            Phase::AwaitInitWait | Phase::AwaitBackendBack => {
+                (D::NEGOTIATE_KEYS, XenbusState::InitWait)
+            }
+            Phase::AwaitConnected => (D::CONNECTED_KEYS, XenbusState::Connected),
+            _ => (None, XenbusState::Unknown),
+        };
+        let Some(keys) = keys else {
+            return Ok((self.backend_state()?, None));
+        };
+        let state_path = super::join(&self.backend.path, "state");
+        let paths: alloc::vec::Vec<String> = keys
+            .iter()
+            .map(|k| super::join(&self.backend.path, k))
+            .collect();
+        let ops: alloc::vec::Vec<BatchOp<'_>> = core::iter::once(BatchOp::Read(&state_path))
+            .chain(paths.iter().map(|p| BatchOp::Read(p)))
+            .collect();
+        let mut results = self.store.batch(TxId::NONE, &ops);
+        if results.len() != ops.len() {
+            return Err(XsError::Protocol(
+                "batch returned the wrong number of results",
+            ));
+        }
+        let rest = results.split_off(1);
+        let state = match results.pop() {
+            Some(Ok(v)) => XenbusState::parse(&v)
+                .ok_or_else(|| super::bad_value(&state_path, &v, "a xenbus state 0..8"))?,
+            Some(Err(XsError::Errno(Errno::ENOENT))) => XenbusState::Unknown,
+            Some(Err(e)) => return Err(e),
+            None => return Err(XsError::Protocol("batch returned no result")),
+        };
+        if state != at {
+            // Keys read for another state: of no use (and an error reading them is not ours).
+            return Ok((state, None));
+        }
+        let snap = Snapshot::from_replies(&self.backend.path, TxId::NONE, keys, rest)?;
+        Ok((state, Some(BackendKeys { at, snap })))
+    }
+
+    /// The backend keys for the step at backend state `at`: the ones read with the state when
+    /// they were for that state, or else the whole backend node.
+    fn keys_at(&self, at: XenbusState, keys: Option<BackendKeys>) -> Result<Snapshot, XsError> {
+        match keys {
+            Some(k) if k.at == at => Ok(k.snap),
+            _ => Snapshot::listing(&self.store, TxId::NONE, &self.backend.path),
+        }
+    }
+
+    fn step<D: XenbusDriver>(
+        &mut self,
+        drv: &mut D,
+        s: XenbusState,
+        keys: Option<BackendKeys>,
+    ) -> Result<(), D::Error> {
         use XenbusState as X;
         self.last_seen = s;
         if matches!(s, X::Closing | X::Closed)
@@ -597,14 +695,9 @@ impl<S: Store> XenbusFrontend<S> {
         match (self.phase, s) {
             // Only InitWait: a backend still `Connected` from an earlier connection would never
             // read our new details.
-            (Phase::AwaitInitWait, X::InitWait) => {
-                self.talk(drv)?;
-                // A fast backend may have moved on already (watch events coalesce).
-                let now = self.backend_state().map_err(XenbusError::from)?;
-                if now != X::InitWait {
-                    return self.step(drv, now);
-                }
-            }
+            // A backend that moves on meanwhile changes its `state`: the watch event that brings
+            // takes the next step.
+            (Phase::AwaitInitWait, X::InitWait) => self.talk(drv, keys)?,
             // A backend still closing an earlier connection waits for our Closed before it can
             // offer the device again.
             (Phase::AwaitInitWait, X::Closing) => {
@@ -613,10 +706,11 @@ impl<S: Store> XenbusFrontend<S> {
             }
             (Phase::AwaitConnected, X::Connected) => {
                 // The backend's final keys (disk size, features) in one snapshot.
-                let backend = Prefetched::node(&self.store, TxId::NONE, &self.backend.path)
+                let snap = self
+                    .keys_at(X::Connected, keys)
                     .map_err(XenbusError::from)?;
                 drv.connected(&Link {
-                    store: &backend,
+                    store: &snap.view(&self.store),
                     ..self.link()
                 })?;
                 self.phase = Phase::Connected;
@@ -642,7 +736,7 @@ impl<S: Store> XenbusFrontend<S> {
                     .map_err(XenbusError::from)?;
                 self.phase = Phase::AwaitInitWait;
                 if s == X::InitWait {
-                    return self.step(drv, s);
+                    return self.step(drv, s, keys);
                 }
             }
             _ => {}
@@ -650,14 +744,26 @@ impl<S: Store> XenbusFrontend<S> {
         Ok(())
     }
 
-    /// Negotiate, publish (keys and `Initialised` in one transaction), then `Connected`. The
-    /// driver reads the backend's keys from one snapshot ([`Prefetched`]) and its keys go out
-    /// with our state as one batch ([`Deferred`]): a few round trips instead of one per key.
-    fn talk<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
-        let backend = Prefetched::node(&self.store, TxId::NONE, &self.backend.path)
+    /// Negotiate, then publish: the driver's keys and our state `Connected` in one transaction.
+    /// The driver reads the backend's keys from one snapshot (read with the backend's state when
+    /// it declared them, [`XenbusDriver::NEGOTIATE_KEYS`]) and its keys go out with our state as
+    /// one batch ([`Deferred`]): three round trips (transaction start, the batch, commit) instead
+    /// of one per key.
+    ///
+    /// Our state goes straight to `Connected`, as Linux's netfront does: Linux's blkback and
+    /// netback (and the toolstack's QEMU backends) connect on a frontend that is `Initialised`
+    /// or `Connected` (netback only on `Connected`), so `Initialised` first would only cost
+    /// another transaction.
+    fn talk<D: XenbusDriver>(
+        &mut self,
+        drv: &mut D,
+        keys: Option<BackendKeys>,
+    ) -> Result<(), D::Error> {
+        let snap = self
+            .keys_at(XenbusState::InitWait, keys)
             .map_err(XenbusError::from)?;
         drv.negotiate(&Link {
-            store: &backend,
+            store: &snap.view(&self.store),
             ..self.link()
         })?;
         let link = self.link();
@@ -671,11 +777,10 @@ impl<S: Store> XenbusFrontend<S> {
                 },
                 tx,
             )?;
-            batch.write(tx, &state_key, XenbusState::Initialised.as_str().as_bytes())?;
+            batch.write(tx, &state_key, XenbusState::Connected.as_str().as_bytes())?;
             batch.flush()
         })
         .map_err(XenbusError::from)?;
-        switch_state(&self.store, &self.node, XenbusState::Connected).map_err(XenbusError::from)?;
         self.phase = Phase::AwaitConnected;
         Ok(())
     }
@@ -706,7 +811,7 @@ impl<S: Store> XenbusFrontend<S> {
         }
         self.enter(Phase::AwaitBackendBack, self.timeouts.connect_ns);
         if s == XenbusState::Closed {
-            return self.step(drv, s);
+            return self.step(drv, s, None);
         }
         Ok(())
     }
