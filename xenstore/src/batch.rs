@@ -25,6 +25,11 @@ pub enum BatchOp<'a> {
     Write(&'a str, &'a [u8]),
     /// `XS_RM` of a path and its subtree.
     Rm(&'a str),
+    /// `XS_WATCH` of a path with a token (outside any transaction, whatever the batch's). Later
+    /// operations of the same batch run after the watch is in place (xenstored answers a
+    /// domain's requests in order), so a read after it cannot miss a change the watch would not
+    /// report.
+    Watch(&'a str, &'a str),
 }
 
 /// Runs one batch operation through the store's single-operation methods.
@@ -37,6 +42,7 @@ pub(crate) fn run_one<S: Store + ?Sized>(
         BatchOp::Read(p) => store.read(tx, p),
         BatchOp::Write(p, v) => store.write(tx, p, v).map(|()| Vec::new()),
         BatchOp::Rm(p) => store.rm(tx, p).map(|()| Vec::new()),
+        BatchOp::Watch(p, t) => store.watch(p, t).map(|()| Vec::new()),
     }
 }
 

@@ -544,6 +544,14 @@ impl<E: EventChannels> Store for XenStore<E> {
                         wire::check_path(p)?;
                         (XsdSockmsgType::Rm, tx, wire::strings_payload(&[p])?)
                     }
+                    BatchOp::Watch(p, t) => {
+                        wire::check_path(p)?;
+                        (
+                            XsdSockmsgType::Watch,
+                            TxId::NONE,
+                            wire::strings_payload(&[p, t])?,
+                        )
+                    }
                 })
             })
             .collect();
@@ -562,7 +570,7 @@ impl<E: EventChannels> Store for XenStore<E> {
                     .unwrap_or(Err(XsError::Protocol("no reply")))?;
                 match op {
                     BatchOp::Read(_) => Ok(reply),
-                    BatchOp::Write(..) | BatchOp::Rm(_) => {
+                    BatchOp::Write(..) | BatchOp::Rm(_) | BatchOp::Watch(..) => {
                         wire::parse_ok(&reply).map(|()| Vec::new())
                     }
                 }

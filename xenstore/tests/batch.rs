@@ -228,3 +228,35 @@ fn snapshot_from_replies_rejects_a_wrong_count_and_other_errors() {
         Err(XsError::Errno(Errno::EACCES))
     );
 }
+
+#[test]
+fn a_watch_in_a_batch_is_in_place_before_the_operations_after_it() {
+    let w = World::new(1, 0);
+    let xs = w.client();
+    xs.write(TxId::NONE, "data/w", b"0").unwrap();
+    let r = xs.batch(
+        TxId::NONE,
+        &[
+            BatchOp::Watch("data/w", "tok"),
+            BatchOp::Read("data/w"),
+            BatchOp::Write("data/w/child", b"1"),
+            BatchOp::Watch("bad\0path", "tok2"),
+        ],
+    );
+    assert_eq!(r[0], Ok(vec![]));
+    assert_eq!(r[1], Ok(b"0".to_vec()));
+    assert_eq!(r[2], Ok(vec![]));
+    assert!(
+        matches!(r[3], Err(XsError::InvalidArgument(_))),
+        "{:?}",
+        r[3]
+    );
+    // The watch's first firing, then the write's: the write came after the watch.
+    for path in ["data/w", "data/w/child"] {
+        let ev = xs.wait_watch().unwrap();
+        assert_eq!((ev.path.as_str(), ev.token.as_str()), (path, "tok"));
+    }
+    // One more request brings anything still queued in xenstored: nothing.
+    xs.read(TxId::NONE, "data/w").unwrap();
+    assert_eq!(xs.poll_watch().unwrap(), None);
+}

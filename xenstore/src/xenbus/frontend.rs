@@ -287,21 +287,6 @@ struct BackendKeys {
     snap: Snapshot,
 }
 
-/// Switches our state to `state` unless it is that already: one plain read when it is (our
-/// state at a first connect is the toolstack's `Initialising`), else [`switch_state`]'s
-/// transaction. A missing `state` key is `ENOENT` either way (the device is being removed).
-fn enter_state<S: Store + ?Sized>(
-    store: &S,
-    node: &str,
-    state: XenbusState,
-) -> Result<(), XsError> {
-    let current = store.read(TxId::NONE, &super::join(node, "state"))?;
-    if XenbusState::parse(&current) == Some(state) {
-        return Ok(());
-    }
-    switch_state(store, node, state)
-}
-
 /// The clock a [`XenbusFrontend`] measures its deadlines with.
 pub type SharedClock = Arc<dyn Clock + Send + Sync>;
 
@@ -322,6 +307,9 @@ pub struct XenbusFrontend<S: Store> {
     connections: u64,
     /// The toolstack removed the device (its backend closed with `online` = 0).
     removed: bool,
+    /// The backend's state (and keys) read by the first step of a connect in the same round trip
+    /// as the watch: the next step takes it instead of reading again.
+    first_read: Option<(XenbusState, Option<BackendKeys>)>,
 }
 
 impl<S: Store> core::fmt::Debug for XenbusFrontend<S> {
@@ -366,6 +354,7 @@ impl<S: Store> XenbusFrontend<S> {
             last_seen: XenbusState::Unknown,
             connections: 0,
             removed: false,
+            first_read: None,
         })
     }
 
@@ -516,20 +505,59 @@ impl<S: Store> XenbusFrontend<S> {
         self.handle_backend_change(drv)
     }
 
-    /// The first step of a connect: watch the backend, our state `Initialising`.
+    /// The first step of a connect: watch the backend, our state `Initialising`. One round trip
+    /// when our state is `Initialising` already (a first connect: the toolstack created it so):
+    /// the watch, the read of our state and the read of the backend's state (with the keys
+    /// [`XenbusDriver::NEGOTIATE_KEYS`] names) go out as one batch, in that order, and the next
+    /// step takes that read ([`first_read`](Self::first_read)).
     fn begin<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
         self.reconnecting = false;
         self.removed = false;
-        let started = self.watch().map_err(XenbusError::from).and_then(|()| {
-            enter_state(&self.store, &self.node, XenbusState::Initialising)?;
-            Ok(())
-        });
-        if let Err(e) = started {
-            self.abort(drv);
-            return Err(e.into());
-        }
         self.enter(Phase::AwaitInitWait, self.timeouts.connect_ns);
-        Ok(())
+        match self.begin_batch::<D>() {
+            Ok(read) => {
+                self.first_read = Some(read);
+                Ok(())
+            }
+            Err(e) => {
+                self.abort(drv);
+                Err(XenbusError::from(e).into())
+            }
+        }
+    }
+
+    fn begin_batch<D: XenbusDriver>(
+        &mut self,
+    ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
+        let watch_path = super::join(&self.backend.path, "state");
+        let our_state = super::join(&self.node, "state");
+        let (reads, at) = self.step_reads::<D>();
+        let mut ops: alloc::vec::Vec<BatchOp<'_>> = alloc::vec::Vec::new();
+        if !self.watching {
+            ops.push(BatchOp::Watch(&watch_path, &self.token));
+        }
+        ops.push(BatchOp::Read(&our_state));
+        ops.extend(reads.iter().map(|p| BatchOp::Read(p)));
+        let mut results = self.store.batch(TxId::NONE, &ops);
+        if results.len() != ops.len() {
+            return Err(XsError::Protocol(
+                "batch returned the wrong number of results",
+            ));
+        }
+        let backend = results.split_off(ops.len() - reads.len());
+        let ours = results
+            .pop()
+            .unwrap_or(Err(XsError::Protocol("no result")))?;
+        if let Some(watched) = results.pop() {
+            watched?;
+            self.watching = true;
+        }
+        if XenbusState::parse(&ours) != Some(XenbusState::Initialising) {
+            // Our state is something else (an earlier connection's): the careful switch. The
+            // backend's state read above may be stale after it; the watch reports the change.
+            switch_state(&self.store, &self.node, XenbusState::Initialising)?;
+        }
+        self.parse_step_read::<D>(backend, at)
     }
 
     /// Blocks, on the backend's `state` watch and until the current wait's deadline, while the
@@ -609,7 +637,10 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Reads the backend's state and takes the step it calls for; returns the state read.
     fn step_now<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<XenbusState, D::Error> {
-        let (s, keys) = self.backend_step_keys::<D>().map_err(XenbusError::from)?;
+        let (s, keys) = match self.first_read.take() {
+            Some(read) => read,
+            None => self.backend_step_keys::<D>().map_err(XenbusError::from)?,
+        };
         self.step(drv, s, keys)?;
         Ok(s)
     }
@@ -622,37 +653,65 @@ impl<S: Store> XenbusFrontend<S> {
     fn backend_step_keys<D: XenbusDriver>(
         &self,
     ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
-        let (keys, at) = match self.phase {
+        let (reads, at) = self.step_reads::<D>();
+        let ops: alloc::vec::Vec<BatchOp<'_>> = reads.iter().map(|p| BatchOp::Read(p)).collect();
+        let results = if ops.len() == 1 {
+            alloc::vec![self.store.read(TxId::NONE, &reads[0])]
+        } else {
+            self.store.batch(TxId::NONE, &ops)
+        };
+        self.parse_step_read::<D>(results, at)
+    }
+
+    /// The backend keys the driver declared for the step the current phase waits for.
+    fn step_keys<D: XenbusDriver>(&self) -> (Option<&'static [&'static str]>, XenbusState) {
+        match self.phase {
             Phase::AwaitInitWait | Phase::AwaitBackendBack => {
                 (D::NEGOTIATE_KEYS, XenbusState::InitWait)
             }
             Phase::AwaitConnected => (D::CONNECTED_KEYS, XenbusState::Connected),
             _ => (None, XenbusState::Unknown),
-        };
-        let Some(keys) = keys else {
-            return Ok((self.backend_state()?, None));
-        };
-        let state_path = super::join(&self.backend.path, "state");
-        let paths: alloc::vec::Vec<String> = keys
-            .iter()
+        }
+    }
+
+    /// The paths a step reads: the backend's `state`, then the declared keys; and the backend
+    /// state those keys are for.
+    fn step_reads<D: XenbusDriver>(&self) -> (alloc::vec::Vec<String>, XenbusState) {
+        let (keys, at) = self.step_keys::<D>();
+        let reads = core::iter::once("state")
+            .chain(keys.unwrap_or(&[]).iter().copied())
             .map(|k| super::join(&self.backend.path, k))
             .collect();
-        let ops: alloc::vec::Vec<BatchOp<'_>> = core::iter::once(BatchOp::Read(&state_path))
-            .chain(paths.iter().map(|p| BatchOp::Read(p)))
-            .collect();
-        let mut results = self.store.batch(TxId::NONE, &ops);
-        if results.len() != ops.len() {
+        (reads, at)
+    }
+
+    /// The backend's state and the declared keys from the results of [`step_reads`]'s reads.
+    fn parse_step_read<D: XenbusDriver>(
+        &self,
+        mut results: alloc::vec::Vec<Result<alloc::vec::Vec<u8>, XsError>>,
+        at: XenbusState,
+    ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
+        let (keys, _) = self.step_keys::<D>();
+        if results.len() != 1 + keys.map_or(0, <[&str]>::len) {
             return Err(XsError::Protocol(
                 "batch returned the wrong number of results",
             ));
         }
         let rest = results.split_off(1);
         let state = match results.pop() {
-            Some(Ok(v)) => XenbusState::parse(&v)
-                .ok_or_else(|| super::bad_value(&state_path, &v, "a xenbus state 0..8"))?,
+            Some(Ok(v)) => XenbusState::parse(&v).ok_or_else(|| {
+                super::bad_value(
+                    &super::join(&self.backend.path, "state"),
+                    &v,
+                    "a xenbus state 0..8",
+                )
+            })?,
             Some(Err(XsError::Errno(Errno::ENOENT))) => XenbusState::Unknown,
             Some(Err(e)) => return Err(e),
             None => return Err(XsError::Protocol("batch returned no result")),
+        };
+        let Some(keys) = keys else {
+            return Ok((state, None));
         };
         if state != at {
             // Keys read for another state: of no use (and an error reading them is not ours).
@@ -852,6 +911,7 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Gives up a connection attempt: the driver releases everything, our end says `Closed`.
     fn abort<D: XenbusDriver>(&mut self, drv: &mut D) {
+        self.first_read = None;
         drv.teardown(Teardown::Close);
         if let Err(e) = switch_state(&self.store, &self.node, XenbusState::Closed) {
             log::debug!("xenbus {}: switching to Closed: {e}", self.node);
