@@ -9,7 +9,7 @@
 //! implements [`XenbusDriver`]: the owner calls it at the right step.
 //!
 //! ```text
-//!  we:      Initialising ──────────────► [negotiate, publish: keys + Initialised in one tx]
+//!  we:      Initialising ──────────────► [negotiate, publish: keys + Connected in one tx]
 //!  backend:      InitWait ─────────────┘        │
 //!  we:                              Connected ◄─┘
 //!  backend:      Connected ──────────────► [connected]  ══ DeviceState::Connected ══
@@ -466,8 +466,8 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Connects: our state `Initialising`, waits for the backend's `InitWait`, lets
     /// the driver [negotiate](XenbusDriver::negotiate) and [publish](XenbusDriver::publish) (one
-    /// transaction, with our state `Initialised`, retried on `EAGAIN`), goes `Connected`, waits
-    /// for the backend's `Connected` and calls [`XenbusDriver::connected`].
+    /// transaction, with our state `Connected`, retried on `EAGAIN`), waits for the backend's
+    /// `Connected` and calls [`XenbusDriver::connected`].
     ///
     /// Blocks on the backend's `state` watch, at most [`Timeouts::connect_ns`]. On error the driver
     /// has torn down, our state is `Closed` and the device is [`DeviceState::Closed`]. A no-op when
@@ -509,7 +509,7 @@ impl<S: Store> XenbusFrontend<S> {
     /// when our state is `Initialising` already (a first connect: the toolstack created it so):
     /// the watch, the read of our state and the read of the backend's state (with the keys
     /// [`XenbusDriver::NEGOTIATE_KEYS`] names) go out as one batch, in that order, and the next
-    /// step takes that read ([`first_read`](Self::first_read)).
+    /// step takes that read (`first_read`).
     fn begin<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
         self.reconnecting = false;
         self.removed = false;
