@@ -71,8 +71,8 @@ impl<G: GrantAccess, E: EventChannels, S: Store> BlkFront<G, E, S> {
     }
 
     /// Connects (see `XenbusFrontend::connect`): waits for the backend's `InitWait`, sets up the
-    /// rings and event channels, publishes them (one transaction, with state `Initialised`), goes
-    /// `Connected`, waits for the backend's `Connected` and reads the disk's properties.
+    /// rings and event channels, publishes them (one transaction, with state `Connected`), waits
+    /// for the backend's `Connected` and reads the disk's properties.
     ///
     /// Blocks at most [`Timeouts::connect_ns`](xen_store::xenbus::Timeouts). On error nothing
     /// stays granted or open.

@@ -27,8 +27,31 @@ fn bad(key: &'static str, reason: &'static str) -> BlkError {
     BlkError::BadBackendValue { key, reason }
 }
 
+/// The backend keys `negotiate` reads (read with the backend's `state`, one round trip).
+const NEGOTIATE_KEYS: &[&str] = &["max-ring-page-order", "multi-queue-max-queues"];
+
+/// The backend keys [`read_properties`] reads once the backend is connected (read with its
+/// `state`, one round trip; Linux's blkback writes them before it switches to `Connected`).
+const CONNECTED_KEYS: &[&str] = &[
+    "sectors",
+    "info",
+    "sector-size",
+    "physical-sector-size",
+    "mode",
+    "feature-flush-cache",
+    "feature-barrier",
+    "feature-discard",
+    "discard-granularity",
+    "discard-alignment",
+    "discard-secure",
+    "feature-persistent",
+    "feature-max-indirect-segments",
+];
+
 impl<G: GrantAccess, E: EventChannels> XenbusDriver for Io<G, E> {
     type Error = BlkError;
+    const NEGOTIATE_KEYS: Option<&'static [&'static str]> = Some(NEGOTIATE_KEYS);
+    const CONNECTED_KEYS: Option<&'static [&'static str]> = Some(CONNECTED_KEYS);
 
     /// Chooses the ring-page order and number of queues from the backend's offer and our
     /// [`Config`], and sets up fresh rings and event channels.

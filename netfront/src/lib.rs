@@ -393,10 +393,13 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
         let xenbus = XenbusFrontend::new(store, clock, "vif", id, config.timeouts)?;
         let node = xenbus.node();
         let store = xenbus.store();
-        let mac_raw = store.read(TxId::NONE, &xenbus::join(node, "mac"))?;
+        // `mac` and `mtu` in one round trip.
+        let snap = xen_store::Snapshot::keys(store, TxId::NONE, node, &["mac", "mtu"])?;
+        let keys = snap.view(store);
+        let mac_raw = keys.read(TxId::NONE, &xenbus::join(node, "mac"))?;
         let mac = parse_mac(&mac_raw)
             .ok_or_else(|| NetError::BadMac(String::from_utf8_lossy(&mac_raw).into_owned()))?;
-        let mtu = xenbus::read_u32_or(store, TxId::NONE, &xenbus::join(node, "mtu"), 1500)?;
+        let mtu = xenbus::read_u32_or(&keys, TxId::NONE, &xenbus::join(node, "mtu"), 1500)?;
         let mtu = u16::try_from(mtu)
             .ok()
             .filter(|m| (68..=65535 - 18).contains(m))

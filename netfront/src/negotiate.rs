@@ -20,8 +20,21 @@ pub(crate) struct NetDriver<'a, G: GrantAccess, E: EventChannels> {
     pub(crate) frame: &'a mut Vec<u8>,
 }
 
+/// The backend keys `negotiate` reads (read with the backend's `state`, one round trip).
+const NEGOTIATE_KEYS: &[&str] = &[
+    "feature-rx-copy",
+    "feature-sg",
+    "feature-gso-tcpv4",
+    "feature-no-csum-offload",
+    "feature-split-event-channels",
+    "multi-queue-max-queues",
+];
+
 impl<G: GrantAccess, E: EventChannels> XenbusDriver for NetDriver<'_, G, E> {
     type Error = NetError;
+    const NEGOTIATE_KEYS: Option<&'static [&'static str]> = Some(NEGOTIATE_KEYS);
+    /// `connected` reads nothing from the backend.
+    const CONNECTED_KEYS: Option<&'static [&'static str]> = Some(&[]);
 
     /// Reads the backend's features (`feature-rx-copy` is required), chooses ours, and sets up
     /// every queue: rings and buffer pools granted, event channels allocated, RX buffers posted.

@@ -25,6 +25,11 @@ pub enum BatchOp<'a> {
     Write(&'a str, &'a [u8]),
     /// `XS_RM` of a path and its subtree.
     Rm(&'a str),
+    /// `XS_WATCH` of a path with a token (outside any transaction, whatever the batch's). Later
+    /// operations of the same batch run after the watch is in place (xenstored answers a
+    /// domain's requests in order), so a read after it cannot miss a change the watch would not
+    /// report.
+    Watch(&'a str, &'a str),
 }
 
 /// Runs one batch operation through the store's single-operation methods.
@@ -37,6 +42,7 @@ pub(crate) fn run_one<S: Store + ?Sized>(
         BatchOp::Read(p) => store.read(tx, p),
         BatchOp::Write(p, v) => store.write(tx, p, v).map(|()| Vec::new()),
         BatchOp::Rm(p) => store.rm(tx, p).map(|()| Vec::new()),
+        BatchOp::Watch(p, t) => store.watch(p, t).map(|()| Vec::new()),
     }
 }
 
@@ -46,83 +52,176 @@ fn child_of<'p>(node: &str, path: &'p str) -> Option<&'p str> {
     (!rest.is_empty() && !rest.contains('/')).then_some(rest)
 }
 
-/// A store view in which the direct children of one node were read up front (one directory
-/// listing, then one [`Store::batch`] of reads). Reads of those keys in the same transaction are
-/// answered from the snapshot (a key the listing did not show is `ENOENT`); everything else goes
-/// to the underlying store. A write or removal through the view at or under the node drops the
-/// snapshot, so later reads go to the store again.
-pub struct Prefetched<'a> {
-    store: &'a dyn Store,
+/// The values of some direct children of one node, read up front and owned (no borrow of the
+/// store): [`view`](Snapshot::view) turns it into a [`Prefetched`] store view.
+///
+/// Either the whole node was listed ([`listing`](Snapshot::listing): a key the listing did not
+/// show is absent) or only named keys were read ([`keys`](Snapshot::keys): a key that was not
+/// named is not known, and reads of it go to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
     node: String,
     tx: TxId,
-    values: BTreeMap<String, Vec<u8>>,
-    stale: Cell<bool>,
+    /// Key -> value; `None` when the key was read and does not exist.
+    values: BTreeMap<String, Option<Vec<u8>>>,
+    /// The node was listed: keys not in `values` do not exist.
+    whole: bool,
 }
 
-impl<'a> Prefetched<'a> {
-    /// Lists `node` and reads every child in transaction `tx`. A child that disappears between the
-    /// listing and its read is left out (reads of it are `ENOENT`); a missing node is an empty
-    /// snapshot; any other error is returned.
-    pub fn node(store: &'a dyn Store, tx: TxId, node: &str) -> Result<Prefetched<'a>, XsError> {
+impl Snapshot {
+    /// Lists `node` and reads every child in transaction `tx` (one directory listing, then one
+    /// [`Store::batch`]). A child that disappears between the listing and its read is absent; a
+    /// missing node is an empty snapshot; any other error is returned.
+    pub fn listing<S: Store + ?Sized>(
+        store: &S,
+        tx: TxId,
+        node: &str,
+    ) -> Result<Snapshot, XsError> {
         let keys = match store.directory(tx, node) {
             Ok(k) => k,
             Err(XsError::Errno(Errno::ENOENT)) => Vec::new(),
             Err(e) => return Err(e),
         };
+        let names: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut snap = Snapshot::keys(store, tx, node, &names)?;
+        snap.whole = true;
+        Ok(snap)
+    }
+
+    /// Reads the children `keys` of `node` in transaction `tx` with one [`Store::batch`] (one
+    /// round trip for up to [`MAX_BATCH`](crate::MAX_BATCH) keys): no listing first, and a key
+    /// that does not exist costs no more than one that does. Reads of other keys through the
+    /// view go to the store.
+    pub fn keys<S: Store + ?Sized>(
+        store: &S,
+        tx: TxId,
+        node: &str,
+        keys: &[&str],
+    ) -> Result<Snapshot, XsError> {
         let paths: Vec<String> = keys.iter().map(|k| xenbus::join(node, k)).collect();
         let ops: Vec<BatchOp<'_>> = paths.iter().map(|p| BatchOp::Read(p)).collect();
         let results = store.batch(tx, &ops);
+        Snapshot::from_replies(node, tx, keys, results)
+    }
+
+    /// Builds a snapshot of the children `keys` of `node` from the results of reading them (in
+    /// the same order; e.g. the tail of a larger [`Store::batch`]). `ENOENT` records the key as
+    /// absent; any other error is returned, as is a result count that does not match.
+    pub fn from_replies(
+        node: &str,
+        tx: TxId,
+        keys: &[&str],
+        results: Vec<Result<Vec<u8>, XsError>>,
+    ) -> Result<Snapshot, XsError> {
         if results.len() != keys.len() {
             return Err(XsError::Protocol(
                 "batch returned the wrong number of results",
             ));
         }
         let mut values = BTreeMap::new();
-        for (k, r) in keys.into_iter().zip(results) {
-            match r {
-                Ok(v) => {
-                    values.insert(k, v);
-                }
-                Err(XsError::Errno(Errno::ENOENT)) => {}
+        for (k, r) in keys.iter().zip(results) {
+            let v = match r {
+                Ok(v) => Some(v),
+                Err(XsError::Errno(Errno::ENOENT)) => None,
                 Err(e) => return Err(e),
-            }
+            };
+            values.insert(String::from(*k), v);
         }
-        Ok(Prefetched {
-            store,
+        Ok(Snapshot {
             node: String::from(node.trim_end_matches('/')),
             tx,
             values,
-            stale: Cell::new(false),
+            whole: false,
         })
     }
 
-    /// How many keys the snapshot holds.
-    pub fn len(&self) -> usize {
-        self.values.len()
+    /// The node whose children this holds.
+    pub fn node(&self) -> &str {
+        &self.node
     }
 
-    /// True when the snapshot holds no key.
+    /// How many existing keys the snapshot holds.
+    pub fn len(&self) -> usize {
+        self.values.values().filter(|v| v.is_some()).count()
+    }
+
+    /// True when the snapshot holds no existing key.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.len() == 0
+    }
+
+    /// The answer for a read of `path` in `tx`: `None` when the snapshot does not know it.
+    fn lookup(&self, tx: TxId, path: &str) -> Option<Result<Vec<u8>, XsError>> {
+        if tx != self.tx {
+            return None;
+        }
+        let key = child_of(&self.node, path)?;
+        match self.values.get(key) {
+            Some(Some(v)) => Some(Ok(v.clone())),
+            Some(None) => Some(Err(XsError::Errno(Errno::ENOENT))),
+            None if self.whole => Some(Err(XsError::Errno(Errno::ENOENT))),
+            None => None,
+        }
+    }
+
+    /// A store view over `store` that answers reads of the keys this snapshot knows.
+    pub fn view(self, store: &dyn Store) -> Prefetched<'_> {
+        Prefetched {
+            store,
+            snap: self,
+            stale: Cell::new(false),
+        }
+    }
+}
+
+/// A store view in which some direct children of one node were read up front (a [`Snapshot`]).
+/// Reads of the keys the snapshot knows, in the same transaction, are answered from it;
+/// everything else goes to the underlying store. A write or removal through the view at or under
+/// the node drops the snapshot, so later reads go to the store again.
+pub struct Prefetched<'a> {
+    store: &'a dyn Store,
+    snap: Snapshot,
+    stale: Cell<bool>,
+}
+
+impl<'a> Prefetched<'a> {
+    /// Lists `node` and reads every child in transaction `tx` ([`Snapshot::listing`]): a key the
+    /// listing did not show reads as `ENOENT`.
+    pub fn node(store: &'a dyn Store, tx: TxId, node: &str) -> Result<Prefetched<'a>, XsError> {
+        Ok(Snapshot::listing(store, tx, node)?.view(store))
+    }
+
+    /// Reads the children `keys` of `node` in one batch ([`Snapshot::keys`]).
+    pub fn keys(
+        store: &'a dyn Store,
+        tx: TxId,
+        node: &str,
+        keys: &[&str],
+    ) -> Result<Prefetched<'a>, XsError> {
+        Ok(Snapshot::keys(store, tx, node, keys)?.view(store))
+    }
+
+    /// How many existing keys the snapshot holds.
+    pub fn len(&self) -> usize {
+        self.snap.len()
+    }
+
+    /// True when the snapshot holds no existing key.
+    pub fn is_empty(&self) -> bool {
+        self.snap.is_empty()
     }
 
     fn touch(&self, path: &str) {
-        if crate::ops::at_or_under(path, &self.node) {
+        if crate::ops::at_or_under(path, &self.snap.node) {
             self.stale.set(true);
         }
     }
 
     fn cached(&self, tx: TxId, path: &str) -> Option<Result<Vec<u8>, XsError>> {
-        if self.stale.get() || tx != self.tx {
+        if self.stale.get() {
             return None;
         }
-        let key = child_of(&self.node, path)?;
-        Some(
-            self.values
-                .get(key)
-                .cloned()
-                .ok_or(XsError::Errno(Errno::ENOENT)),
-        )
+        self.snap.lookup(tx, path)
     }
 }
 

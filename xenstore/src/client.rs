@@ -8,7 +8,7 @@ use crate::{BatchOp, Deadline, Store, TxId, WatchEvent, XsError};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use xen_event_channel::{EventChannels, EvtchnPort};
 use xen_hypercall::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
 use xen_hypercall::abi::xs_wire::{
@@ -61,6 +61,10 @@ enum Slot {
 pub struct XenStore<E: EventChannels> {
     /// The store event channel (changes on [`resume`](XenStore::resume)).
     port: AtomicU32,
+    /// Round trips made so far: single requests and batch chunks ([`XenStore::counts`]).
+    round_trips: AtomicU64,
+    /// Requests sent so far.
+    requests: AtomicU64,
     evtchn: E,
     inner: spin::Mutex<Inner>,
 }
@@ -116,6 +120,8 @@ impl<E: EventChannels> XenStore<E> {
         evtchn.unmask(port).map_err(XsError::Evtchn)?;
         Ok(XenStore {
             port: AtomicU32::new(port),
+            round_trips: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
             evtchn,
             inner: spin::Mutex::new(Inner {
                 ring: page,
@@ -144,6 +150,17 @@ impl<E: EventChannels> XenStore<E> {
         let (page, port) = hvm_ring(hyp)?;
         // SAFETY: `page` is the mapped, page-aligned ring frame; exclusivity is the caller's promise.
         unsafe { XenStore::new(page, port, evtchn) }
+    }
+
+    /// What this client sent so far: (round trips, requests). A round trip is one wait for
+    /// xenstored's replies: a single request, or one chunk of up to [`MAX_BATCH`] requests of a
+    /// [`Store::batch`]. Under nested Xen each costs a wake-up of dom0's xenstored, so a boot's
+    /// time follows this count (the unikernel logs it per device connect).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.round_trips.load(Ordering::Relaxed),
+            self.requests.load(Ordering::Relaxed),
+        )
     }
 
     /// The store event channel port.
@@ -304,6 +321,8 @@ impl<E: EventChannels> XenStore<E> {
         payload: &[u8],
     ) -> Result<Vec<u8>, XsError> {
         let mut bytes = wire::encode(ty, 0, tx, payload)?;
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         let id = {
             let mut inner = self.inner.lock();
             if let Some(why) = inner.broken {
@@ -376,6 +395,11 @@ impl<E: EventChannels> XenStore<E> {
                 inner.outstanding.insert(id, Slot::Waiting);
                 ids.push(Ok(id));
             }
+        }
+        let sent = ids.iter().filter(|i| i.is_ok()).count() as u64;
+        if sent > 0 {
+            self.round_trips.fetch_add(1, Ordering::Relaxed);
+            self.requests.fetch_add(sent, Ordering::Relaxed);
         }
         let mut replies: Vec<Option<Message>> = ids.iter().map(|_| None).collect();
         let waited = self.wait_until(|inner| {
@@ -520,6 +544,14 @@ impl<E: EventChannels> Store for XenStore<E> {
                         wire::check_path(p)?;
                         (XsdSockmsgType::Rm, tx, wire::strings_payload(&[p])?)
                     }
+                    BatchOp::Watch(p, t) => {
+                        wire::check_path(p)?;
+                        (
+                            XsdSockmsgType::Watch,
+                            TxId::NONE,
+                            wire::strings_payload(&[p, t])?,
+                        )
+                    }
                 })
             })
             .collect();
@@ -538,7 +570,7 @@ impl<E: EventChannels> Store for XenStore<E> {
                     .unwrap_or(Err(XsError::Protocol("no reply")))?;
                 match op {
                     BatchOp::Read(_) => Ok(reply),
-                    BatchOp::Write(..) | BatchOp::Rm(_) => {
+                    BatchOp::Write(..) | BatchOp::Rm(_) | BatchOp::Watch(..) => {
                         wire::parse_ok(&reply).map(|()| Vec::new())
                     }
                 }

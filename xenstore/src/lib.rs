@@ -28,7 +28,7 @@ pub mod watchq;
 pub mod wire;
 pub mod xenbus;
 
-pub use batch::{BatchOp, Deferred, Prefetched};
+pub use batch::{BatchOp, Deferred, Prefetched, Snapshot};
 pub use client::{
     BatchRequest, XenStore, DIRECTORY_PART_RESTARTS, MAX_BATCH, MAX_DIRECTORY_BYTES,
     MAX_DIRECTORY_PARTS, MAX_READS_PER_PROGRESS,
@@ -150,8 +150,8 @@ pub trait Store {
         token: &str,
         deadline: Deadline<'_>,
     ) -> Result<Option<WatchEvent>, XsError>;
-    /// Runs several reads, writes and removals in transaction `tx` and returns one result per
-    /// operation, in order (a read's value; an empty vector for a write or removal). A store that
+    /// Runs several reads, writes, removals (in transaction `tx`) and watches and returns one
+    /// result per operation, in order (a read's value; an empty vector for the others). A store that
     /// can send the requests without waiting for each reply overrides this ([`XenStore`] sends
     /// them together: one round trip to xenstored instead of one per operation); this default
     /// runs them one after the other.

@@ -6,7 +6,7 @@
 //! reconnect, suspend/resume) for every driver; this module has the key helpers it and the drivers
 //! share. Waiting for the other end uses a watch with a deadline, never a polling loop.
 
-use crate::{transaction, Store, TxId, XsError};
+use crate::{transaction, BatchOp, Store, TxId, XsError};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -31,7 +31,7 @@ pub fn join(node: &str, key: &str) -> String {
     format!("{node}/{key}")
 }
 
-fn bad_value(path: &str, value: &[u8], expected: &'static str) -> XsError {
+pub(crate) fn bad_value(path: &str, value: &[u8], expected: &'static str) -> XsError {
     XsError::BadValue {
         path: path.to_string(),
         value: String::from_utf8_lossy(value).into_owned(),
@@ -133,14 +133,31 @@ pub struct Backend {
 }
 
 /// Reads the backend path and domain of the frontend node `device` (e.g. `device/vif/0`).
+///
+/// Both keys are read in one [`Store::batch`] (one round trip).
 pub fn read_backend<S: Store + ?Sized>(store: &S, device: &str) -> Result<Backend, XsError> {
     let path_key = join(device, "backend");
-    let path = read_string(store, TxId::NONE, &path_key)?;
+    let id_key = join(device, "backend-id");
+    let mut replies = store
+        .batch(
+            TxId::NONE,
+            &[BatchOp::Read(&path_key), BatchOp::Read(&id_key)],
+        )
+        .into_iter();
+    let (Some(path), Some(id)) = (replies.next(), replies.next()) else {
+        return Err(XsError::Protocol(
+            "batch returned the wrong number of results",
+        ));
+    };
+    let path =
+        String::from_utf8(path?).map_err(|e| bad_value(&path_key, e.as_bytes(), "UTF-8 text"))?;
     if path.is_empty() || path.contains('\0') {
         return Err(bad_value(&path_key, path.as_bytes(), "a backend path"));
     }
-    let id_key = join(device, "backend-id");
-    let id = read_u32(store, TxId::NONE, &id_key)?;
+    let id = id?;
+    let id = parse_decimal(&id)
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| bad_value(&id_key, &id, "an unsigned decimal u32"))?;
     let domid = DomId::try_from(id)
         .map_err(|_| bad_value(&id_key, id.to_string().as_bytes(), "a domain id"))?;
     Ok(Backend { path, domid })

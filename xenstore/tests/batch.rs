@@ -5,7 +5,7 @@ mod common;
 
 use common::World;
 use xen_store::{
-    transaction, BatchOp, Deferred, Errno, Prefetched, Store, TxId, XsError, MAX_BATCH,
+    transaction, BatchOp, Deferred, Errno, Prefetched, Snapshot, Store, TxId, XsError, MAX_BATCH,
 };
 
 fn notifies(w: &World) -> usize {
@@ -185,4 +185,78 @@ fn deferred_reports_a_failed_write_at_flush_and_in_a_transaction() {
     assert_eq!(r, Ok(()));
     assert_eq!(xs.read(TxId::NONE, "dev/ring-ref").unwrap(), b"8");
     assert_eq!(xs.read(TxId::NONE, "dev/state").unwrap(), b"3");
+}
+
+#[test]
+fn snapshot_of_named_keys_takes_one_round_trip_and_knows_only_those() {
+    let w = World::new(1, 0);
+    let xs = w.client();
+    for (k, v) in [("a", "1"), ("b", "2")] {
+        xs.write(TxId::NONE, &format!("be/{k}"), v.as_bytes())
+            .unwrap();
+    }
+    let before = notifies(&w);
+    let snap = Snapshot::keys(&xs, TxId::NONE, "be", &["a", "missing"]).unwrap();
+    assert!(notifies(&w) - before <= 2, "one batch");
+    assert_eq!(snap.len(), 1, "a exists, missing does not");
+    let view = snap.view(&xs);
+    let before = notifies(&w);
+    assert_eq!(view.read(TxId::NONE, "be/a").unwrap(), b"1");
+    assert_eq!(
+        view.read(TxId::NONE, "be/missing"),
+        Err(XsError::Errno(Errno::ENOENT))
+    );
+    assert_eq!(notifies(&w), before, "named keys are answered locally");
+    // A key that was not named is not known: it is read from the store, not reported absent.
+    assert_eq!(view.read(TxId::NONE, "be/b").unwrap(), b"2");
+    assert!(notifies(&w) > before);
+}
+
+#[test]
+fn snapshot_from_replies_rejects_a_wrong_count_and_other_errors() {
+    assert!(matches!(
+        Snapshot::from_replies("be", TxId::NONE, &["a", "b"], vec![Ok(b"1".to_vec())]),
+        Err(XsError::Protocol(_))
+    ));
+    assert_eq!(
+        Snapshot::from_replies(
+            "be",
+            TxId::NONE,
+            &["a"],
+            vec![Err(XsError::Errno(Errno::EACCES))]
+        ),
+        Err(XsError::Errno(Errno::EACCES))
+    );
+}
+
+#[test]
+fn a_watch_in_a_batch_is_in_place_before_the_operations_after_it() {
+    let w = World::new(1, 0);
+    let xs = w.client();
+    xs.write(TxId::NONE, "data/w", b"0").unwrap();
+    let r = xs.batch(
+        TxId::NONE,
+        &[
+            BatchOp::Watch("data/w", "tok"),
+            BatchOp::Read("data/w"),
+            BatchOp::Write("data/w/child", b"1"),
+            BatchOp::Watch("bad\0path", "tok2"),
+        ],
+    );
+    assert_eq!(r[0], Ok(vec![]));
+    assert_eq!(r[1], Ok(b"0".to_vec()));
+    assert_eq!(r[2], Ok(vec![]));
+    assert!(
+        matches!(r[3], Err(XsError::InvalidArgument(_))),
+        "{:?}",
+        r[3]
+    );
+    // The watch's first firing, then the write's: the write came after the watch.
+    for path in ["data/w", "data/w/child"] {
+        let ev = xs.wait_watch().unwrap();
+        assert_eq!((ev.path.as_str(), ev.token.as_str()), (path, "tok"));
+    }
+    // One more request brings anything still queued in xenstored: nothing.
+    xs.read(TxId::NONE, "data/w").unwrap();
+    assert_eq!(xs.poll_watch().unwrap(), None);
 }

@@ -59,6 +59,7 @@ pub use suspend::SuspendMode;
 pub use xen_hypercall::abi::grant_table::GnttabCopy;
 pub use xen_hypercall::abi::{DomId, EvtchnPort, GrantRef};
 pub use xen_hypercall::{Errno, Gfn, Hypercall};
+pub use xenstored::RequestCounts;
 
 use world::World;
 
@@ -243,6 +244,12 @@ impl Sim {
     /// Raises `virq` in `domid` as Xen would (e.g. `VIRQ_DEBUG`); false when it is not bound.
     pub fn raise_virq(&self, domid: DomId, virq: u32) -> bool {
         self.lock().raise_virq(domid, virq).unwrap_or(false)
+    }
+
+    /// The xenstore requests `domid` sent so far over its ring, and in how many rounds (see
+    /// [`RequestCounts`]).
+    pub fn xenstore_requests(&self, domid: DomId) -> RequestCounts {
+        self.lock().store.request_counts(domid)
     }
 
     /// The armed singleshot timer deadline of `domid`.

@@ -96,6 +96,31 @@ struct Conn {
     /// Private copies of the indices xenstored produces, taken from the page at the first pump.
     indices: Option<(u32, u32)>,
     broken: bool,
+    /// What this connection sent so far ([`Xenstored::request_counts`]).
+    counts: RequestCounts,
+}
+
+/// How many requests a domain sent to xenstored, and in how many rounds.
+///
+/// A round is one pump of the domain's ring that found at least one complete request: what a
+/// guest sends before it waits for the replies. Under nested Xen each round is a round trip to
+/// dom0's xenstored (milliseconds), so tests bound the rounds a device connect takes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Pumps of the ring that found at least one complete request.
+    pub rounds: u64,
+    /// Requests processed.
+    pub requests: u64,
+}
+
+impl core::ops::Sub for RequestCounts {
+    type Output = RequestCounts;
+    fn sub(self, rhs: RequestCounts) -> RequestCounts {
+        RequestCounts {
+            rounds: self.rounds.saturating_sub(rhs.rounds),
+            requests: self.requests.saturating_sub(rhs.requests),
+        }
+    }
 }
 
 /// The simulated xenstore daemon.
@@ -831,6 +856,14 @@ impl Xenstored {
             .is_some_and(|c| !c.broken && (!c.events.is_empty() || !c.outbuf.is_empty()))
     }
 
+    /// The requests `domid` sent so far over its ring, and in how many rounds (zero for a
+    /// domain without a connection).
+    pub fn request_counts(&self, domid: DomId) -> RequestCounts {
+        self.conns
+            .get(&domid)
+            .map_or_else(RequestCounts::default, |c| c.counts)
+    }
+
     /// True when `domid`'s connection was cut off for a protocol violation.
     pub fn is_broken(&self, domid: DomId) -> bool {
         self.conns.get(&domid).is_some_and(|c| c.broken)
@@ -1023,6 +1056,10 @@ impl Xenstored {
         }
         conn.inbuf.drain(..consumed);
         conn.indices = Some((req_cons, rsp_prod));
+        if !requests.is_empty() {
+            conn.counts.rounds += 1;
+            conn.counts.requests += requests.len() as u64;
+        }
 
         for (h, payload) in requests {
             let reply = self.handle(domid, h, &payload);

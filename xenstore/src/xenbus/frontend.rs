@@ -9,7 +9,7 @@
 //! implements [`XenbusDriver`]: the owner calls it at the right step.
 //!
 //! ```text
-//!  we:      Initialising ──────────────► [negotiate, publish: keys + Initialised in one tx]
+//!  we:      Initialising ──────────────► [negotiate, publish: keys + Connected in one tx]
 //!  backend:      InitWait ─────────────┘        │
 //!  we:                              Connected ◄─┘
 //!  backend:      Connected ──────────────► [connected]  ══ DeviceState::Connected ══
@@ -37,7 +37,9 @@
 //! refusing backend never makes us loop.
 
 use super::{read_backend, read_state, switch_state, Backend, XenbusState};
-use crate::{transaction, Clock, Deadline, Deferred, Errno, Prefetched, Store, TxId, XsError};
+use crate::{
+    transaction, BatchOp, Clock, Deadline, Deferred, Errno, Snapshot, Store, TxId, XsError,
+};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -195,6 +197,18 @@ pub trait XenbusDriver {
     /// The driver's error type; lifecycle errors convert into it.
     type Error: From<XenbusError> + From<XsError>;
 
+    /// The backend keys [`negotiate`](Self::negotiate) reads. The owner reads them in the same
+    /// round trip (one [`Store::batch`]) as the backend's `state` when it waits for `InitWait`,
+    /// and answers the driver's reads of them from that snapshot (a missing key reads as
+    /// `ENOENT`, as from the store); reads of keys not named here still go to xenstore. `None`
+    /// (the default): the whole backend node is listed and read once `InitWait` is seen (a
+    /// directory listing and one batch per [`MAX_BATCH`](crate::MAX_BATCH) keys).
+    const NEGOTIATE_KEYS: Option<&'static [&'static str]> = None;
+
+    /// The backend keys [`connected`](Self::connected) reads, read with the backend's `state`
+    /// while the owner waits for `Connected`; as [`NEGOTIATE_KEYS`](Self::NEGOTIATE_KEYS).
+    const CONNECTED_KEYS: Option<&'static [&'static str]> = None;
+
     /// The backend is ready (`InitWait`): read what it offers, choose the features, and
     /// allocate fresh rings, grants and event channels. On error the owner calls
     /// [`teardown`](Self::teardown).
@@ -266,6 +280,13 @@ impl Phase {
     }
 }
 
+/// Backend keys read together with the backend's state ([`XenbusDriver::NEGOTIATE_KEYS`],
+/// [`XenbusDriver::CONNECTED_KEYS`]), for the step at backend state `at`.
+struct BackendKeys {
+    at: XenbusState,
+    snap: Snapshot,
+}
+
 /// The clock a [`XenbusFrontend`] measures its deadlines with.
 pub type SharedClock = Arc<dyn Clock + Send + Sync>;
 
@@ -286,6 +307,9 @@ pub struct XenbusFrontend<S: Store> {
     connections: u64,
     /// The toolstack removed the device (its backend closed with `online` = 0).
     removed: bool,
+    /// The backend's state (and keys) read by the first step of a connect in the same round trip
+    /// as the watch: the next step takes it instead of reading again.
+    first_read: Option<(XenbusState, Option<BackendKeys>)>,
 }
 
 impl<S: Store> core::fmt::Debug for XenbusFrontend<S> {
@@ -330,6 +354,7 @@ impl<S: Store> XenbusFrontend<S> {
             last_seen: XenbusState::Unknown,
             connections: 0,
             removed: false,
+            first_read: None,
         })
     }
 
@@ -441,8 +466,8 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Connects: our state `Initialising`, waits for the backend's `InitWait`, lets
     /// the driver [negotiate](XenbusDriver::negotiate) and [publish](XenbusDriver::publish) (one
-    /// transaction, with our state `Initialised`, retried on `EAGAIN`), goes `Connected`, waits
-    /// for the backend's `Connected` and calls [`XenbusDriver::connected`].
+    /// transaction, with our state `Connected`, retried on `EAGAIN`), waits for the backend's
+    /// `Connected` and calls [`XenbusDriver::connected`].
     ///
     /// Blocks on the backend's `state` watch, at most [`Timeouts::connect_ns`]. On error the driver
     /// has torn down, our state is `Closed` and the device is [`DeviceState::Closed`]. A no-op when
@@ -480,20 +505,59 @@ impl<S: Store> XenbusFrontend<S> {
         self.handle_backend_change(drv)
     }
 
-    /// The first step of a connect: watch the backend, our state `Initialising`.
+    /// The first step of a connect: watch the backend, our state `Initialising`. One round trip
+    /// when our state is `Initialising` already (a first connect: the toolstack created it so):
+    /// the watch, the read of our state and the read of the backend's state (with the keys
+    /// [`XenbusDriver::NEGOTIATE_KEYS`] names) go out as one batch, in that order, and the next
+    /// step takes that read (`first_read`).
     fn begin<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
         self.reconnecting = false;
         self.removed = false;
-        let started = self.watch().map_err(XenbusError::from).and_then(|()| {
-            switch_state(&self.store, &self.node, XenbusState::Initialising)?;
-            Ok(())
-        });
-        if let Err(e) = started {
-            self.abort(drv);
-            return Err(e.into());
-        }
         self.enter(Phase::AwaitInitWait, self.timeouts.connect_ns);
-        Ok(())
+        match self.begin_batch::<D>() {
+            Ok(read) => {
+                self.first_read = Some(read);
+                Ok(())
+            }
+            Err(e) => {
+                self.abort(drv);
+                Err(XenbusError::from(e).into())
+            }
+        }
+    }
+
+    fn begin_batch<D: XenbusDriver>(
+        &mut self,
+    ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
+        let watch_path = super::join(&self.backend.path, "state");
+        let our_state = super::join(&self.node, "state");
+        let (reads, at) = self.step_reads::<D>();
+        let mut ops: alloc::vec::Vec<BatchOp<'_>> = alloc::vec::Vec::new();
+        if !self.watching {
+            ops.push(BatchOp::Watch(&watch_path, &self.token));
+        }
+        ops.push(BatchOp::Read(&our_state));
+        ops.extend(reads.iter().map(|p| BatchOp::Read(p)));
+        let mut results = self.store.batch(TxId::NONE, &ops);
+        if results.len() != ops.len() {
+            return Err(XsError::Protocol(
+                "batch returned the wrong number of results",
+            ));
+        }
+        let backend = results.split_off(ops.len() - reads.len());
+        let ours = results
+            .pop()
+            .unwrap_or(Err(XsError::Protocol("no result")))?;
+        if let Some(watched) = results.pop() {
+            watched?;
+            self.watching = true;
+        }
+        if XenbusState::parse(&ours) != Some(XenbusState::Initialising) {
+            // Our state is something else (an earlier connection's): the careful switch. The
+            // backend's state read above may be stale after it; the watch reports the change.
+            switch_state(&self.store, &self.node, XenbusState::Initialising)?;
+        }
+        self.parse_step_read::<D>(backend, at)
     }
 
     /// Blocks, on the backend's `state` watch and until the current wait's deadline, while the
@@ -573,12 +637,105 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Reads the backend's state and takes the step it calls for; returns the state read.
     fn step_now<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<XenbusState, D::Error> {
-        let s = self.backend_state().map_err(XenbusError::from)?;
-        self.step(drv, s)?;
+        let (s, keys) = match self.first_read.take() {
+            Some(read) => read,
+            None => self.backend_step_keys::<D>().map_err(XenbusError::from)?,
+        };
+        self.step(drv, s, keys)?;
         Ok(s)
     }
 
-    fn step<D: XenbusDriver>(&mut self, drv: &mut D, s: XenbusState) -> Result<(), D::Error> {
+    /// Reads the backend's state and, in the same batch (one round trip), the backend keys the
+    /// driver declared for the step the current phase waits for ([`XenbusDriver::NEGOTIATE_KEYS`]
+    /// while waiting for `InitWait`, [`XenbusDriver::CONNECTED_KEYS`] for `Connected`). The keys
+    /// are read after the state: a backend writes them before it switches state, so when the
+    /// state read is the awaited one the keys read are that state's.
+    fn backend_step_keys<D: XenbusDriver>(
+        &self,
+    ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
+        let (reads, at) = self.step_reads::<D>();
+        let ops: alloc::vec::Vec<BatchOp<'_>> = reads.iter().map(|p| BatchOp::Read(p)).collect();
+        let results = if ops.len() == 1 {
+            alloc::vec![self.store.read(TxId::NONE, &reads[0])]
+        } else {
+            self.store.batch(TxId::NONE, &ops)
+        };
+        self.parse_step_read::<D>(results, at)
+    }
+
+    /// The backend keys the driver declared for the step the current phase waits for.
+    fn step_keys<D: XenbusDriver>(&self) -> (Option<&'static [&'static str]>, XenbusState) {
+        match self.phase {
+            Phase::AwaitInitWait | Phase::AwaitBackendBack => {
+                (D::NEGOTIATE_KEYS, XenbusState::InitWait)
+            }
+            Phase::AwaitConnected => (D::CONNECTED_KEYS, XenbusState::Connected),
+            _ => (None, XenbusState::Unknown),
+        }
+    }
+
+    /// The paths a step reads: the backend's `state`, then the declared keys; and the backend
+    /// state those keys are for.
+    fn step_reads<D: XenbusDriver>(&self) -> (alloc::vec::Vec<String>, XenbusState) {
+        let (keys, at) = self.step_keys::<D>();
+        let reads = core::iter::once("state")
+            .chain(keys.unwrap_or(&[]).iter().copied())
+            .map(|k| super::join(&self.backend.path, k))
+            .collect();
+        (reads, at)
+    }
+
+    /// The backend's state and the declared keys from the results of [`step_reads`]'s reads.
+    fn parse_step_read<D: XenbusDriver>(
+        &self,
+        mut results: alloc::vec::Vec<Result<alloc::vec::Vec<u8>, XsError>>,
+        at: XenbusState,
+    ) -> Result<(XenbusState, Option<BackendKeys>), XsError> {
+        let (keys, _) = self.step_keys::<D>();
+        if results.len() != 1 + keys.map_or(0, <[&str]>::len) {
+            return Err(XsError::Protocol(
+                "batch returned the wrong number of results",
+            ));
+        }
+        let rest = results.split_off(1);
+        let state = match results.pop() {
+            Some(Ok(v)) => XenbusState::parse(&v).ok_or_else(|| {
+                super::bad_value(
+                    &super::join(&self.backend.path, "state"),
+                    &v,
+                    "a xenbus state 0..8",
+                )
+            })?,
+            Some(Err(XsError::Errno(Errno::ENOENT))) => XenbusState::Unknown,
+            Some(Err(e)) => return Err(e),
+            None => return Err(XsError::Protocol("batch returned no result")),
+        };
+        let Some(keys) = keys else {
+            return Ok((state, None));
+        };
+        if state != at {
+            // Keys read for another state: of no use (and an error reading them is not ours).
+            return Ok((state, None));
+        }
+        let snap = Snapshot::from_replies(&self.backend.path, TxId::NONE, keys, rest)?;
+        Ok((state, Some(BackendKeys { at, snap })))
+    }
+
+    /// The backend keys for the step at backend state `at`: the ones read with the state when
+    /// they were for that state, or else the whole backend node.
+    fn keys_at(&self, at: XenbusState, keys: Option<BackendKeys>) -> Result<Snapshot, XsError> {
+        match keys {
+            Some(k) if k.at == at => Ok(k.snap),
+            _ => Snapshot::listing(&self.store, TxId::NONE, &self.backend.path),
+        }
+    }
+
+    fn step<D: XenbusDriver>(
+        &mut self,
+        drv: &mut D,
+        s: XenbusState,
+        keys: Option<BackendKeys>,
+    ) -> Result<(), D::Error> {
         use XenbusState as X;
         self.last_seen = s;
         if matches!(s, X::Closing | X::Closed)
@@ -597,14 +754,9 @@ impl<S: Store> XenbusFrontend<S> {
         match (self.phase, s) {
             // Only InitWait: a backend still `Connected` from an earlier connection would never
             // read our new details.
-            (Phase::AwaitInitWait, X::InitWait) => {
-                self.talk(drv)?;
-                // A fast backend may have moved on already (watch events coalesce).
-                let now = self.backend_state().map_err(XenbusError::from)?;
-                if now != X::InitWait {
-                    return self.step(drv, now);
-                }
-            }
+            // A backend that moves on meanwhile changes its `state`: the watch event that brings
+            // takes the next step.
+            (Phase::AwaitInitWait, X::InitWait) => self.talk(drv, keys)?,
             // A backend still closing an earlier connection waits for our Closed before it can
             // offer the device again.
             (Phase::AwaitInitWait, X::Closing) => {
@@ -613,10 +765,11 @@ impl<S: Store> XenbusFrontend<S> {
             }
             (Phase::AwaitConnected, X::Connected) => {
                 // The backend's final keys (disk size, features) in one snapshot.
-                let backend = Prefetched::node(&self.store, TxId::NONE, &self.backend.path)
+                let snap = self
+                    .keys_at(X::Connected, keys)
                     .map_err(XenbusError::from)?;
                 drv.connected(&Link {
-                    store: &backend,
+                    store: &snap.view(&self.store),
                     ..self.link()
                 })?;
                 self.phase = Phase::Connected;
@@ -642,7 +795,7 @@ impl<S: Store> XenbusFrontend<S> {
                     .map_err(XenbusError::from)?;
                 self.phase = Phase::AwaitInitWait;
                 if s == X::InitWait {
-                    return self.step(drv, s);
+                    return self.step(drv, s, keys);
                 }
             }
             _ => {}
@@ -650,14 +803,26 @@ impl<S: Store> XenbusFrontend<S> {
         Ok(())
     }
 
-    /// Negotiate, publish (keys and `Initialised` in one transaction), then `Connected`. The
-    /// driver reads the backend's keys from one snapshot ([`Prefetched`]) and its keys go out
-    /// with our state as one batch ([`Deferred`]): a few round trips instead of one per key.
-    fn talk<D: XenbusDriver>(&mut self, drv: &mut D) -> Result<(), D::Error> {
-        let backend = Prefetched::node(&self.store, TxId::NONE, &self.backend.path)
+    /// Negotiate, then publish: the driver's keys and our state `Connected` in one transaction.
+    /// The driver reads the backend's keys from one snapshot (read with the backend's state when
+    /// it declared them, [`XenbusDriver::NEGOTIATE_KEYS`]) and its keys go out with our state as
+    /// one batch ([`Deferred`]): three round trips (transaction start, the batch, commit) instead
+    /// of one per key.
+    ///
+    /// Our state goes straight to `Connected`, as Linux's netfront does: Linux's blkback and
+    /// netback (and the toolstack's QEMU backends) connect on a frontend that is `Initialised`
+    /// or `Connected` (netback only on `Connected`), so `Initialised` first would only cost
+    /// another transaction.
+    fn talk<D: XenbusDriver>(
+        &mut self,
+        drv: &mut D,
+        keys: Option<BackendKeys>,
+    ) -> Result<(), D::Error> {
+        let snap = self
+            .keys_at(XenbusState::InitWait, keys)
             .map_err(XenbusError::from)?;
         drv.negotiate(&Link {
-            store: &backend,
+            store: &snap.view(&self.store),
             ..self.link()
         })?;
         let link = self.link();
@@ -671,11 +836,10 @@ impl<S: Store> XenbusFrontend<S> {
                 },
                 tx,
             )?;
-            batch.write(tx, &state_key, XenbusState::Initialised.as_str().as_bytes())?;
+            batch.write(tx, &state_key, XenbusState::Connected.as_str().as_bytes())?;
             batch.flush()
         })
         .map_err(XenbusError::from)?;
-        switch_state(&self.store, &self.node, XenbusState::Connected).map_err(XenbusError::from)?;
         self.phase = Phase::AwaitConnected;
         Ok(())
     }
@@ -706,7 +870,7 @@ impl<S: Store> XenbusFrontend<S> {
         }
         self.enter(Phase::AwaitBackendBack, self.timeouts.connect_ns);
         if s == XenbusState::Closed {
-            return self.step(drv, s);
+            return self.step(drv, s, None);
         }
         Ok(())
     }
@@ -747,6 +911,7 @@ impl<S: Store> XenbusFrontend<S> {
 
     /// Gives up a connection attempt: the driver releases everything, our end says `Closed`.
     fn abort<D: XenbusDriver>(&mut self, drv: &mut D) {
+        self.first_read = None;
         drv.teardown(Teardown::Close);
         if let Err(e) = switch_state(&self.store, &self.node, XenbusState::Closed) {
             log::debug!("xenbus {}: switching to Closed: {e}", self.node);
