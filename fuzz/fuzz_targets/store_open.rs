@@ -53,14 +53,16 @@ static ALLOC: Counting = Counting;
 
 /// The index cache budget used here (small, so the memory bound is tight).
 const INDEX_BUDGET: usize = 16 << 10;
+/// The value cache budget used here (small too: reads of the same keys hit it).
+const VALUE_CACHE: usize = 16 << 10;
 /// The largest disk image (raw or built).
 const MAX_IMAGE: usize = 512 << 10;
 
 /// Memory the store may use above the baseline, for an image of `image` bytes with blocks of
-/// `bs` bytes: the index cache, streaming chunks, a few block buffers, and one value (a value is
-/// at most the image's size).
+/// `bs` bytes: the index cache, the value cache, streaming chunks, a few block buffers, and one
+/// value (a value is at most the image's size).
 fn bound(image: usize, bs: usize) -> usize {
-    INDEX_BUDGET + 2 * CHUNK_BYTES + 16 * bs + image + (64 << 10)
+    INDEX_BUDGET + VALUE_CACHE + 2 * CHUNK_BYTES + 16 * bs + image + (64 << 10)
 }
 
 /// Reads the input front to back; missing bytes read as zero.
@@ -100,8 +102,9 @@ fn value(i: u8, len: usize) -> Vec<u8> {
 fn build(inp: &mut Input, bs: usize) -> (Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>) {
     let blocks = (24 + u64::from(inp.byte()) * 4).min((MAX_IMAGE / bs) as u64);
     let cfg = StoreConfig {
-        id_seed: 7,
         index_budget: INDEX_BUDGET,
+        value_cache_budget: VALUE_CACHE,
+        ..StoreConfig::new(7)
     };
     let mut model = BTreeMap::new();
     let Ok(mut store) = Store::format_with(MemDisk::new(bs, blocks), cfg) else {
@@ -193,8 +196,9 @@ fuzz_target!(|data: &[u8]| {
     let mut disk = MemDisk::from_image(bs, image);
     disk.set_read_only(flags & 8 != 0);
     let cfg = StoreConfig {
-        id_seed: 0x5eed,
         index_budget: INDEX_BUDGET,
+        value_cache_budget: VALUE_CACHE,
+        ..StoreConfig::new(0x5eed)
     };
 
     let base = CURRENT.load(Ordering::Relaxed);

@@ -15,6 +15,7 @@
 //! | `port=N`              | TCP port of the HTTP server (1..=65535, default 80)                  |
 //! | `max_conns=N`         | connections served at once (1..=256)                                 |
 //! | `max_value=N[K\|M]`   | largest value (request body) in bytes, `K` = KiB, `M` = MiB          |
+//! | `value_cache=N[K\|M]` | the store's cache of small values in bytes (0 = off; default: from the free memory, at most 256 KiB) |
 //! | `watchdog=S`          | arm Xen's domain watchdog with S seconds (1..=3600; 0 = off)         |
 //! | `loglevel=L`          | `warn`, `info` (default: one line per request), `debug`, `trace`     |
 //! | `debug_hang_after=S`  | TEST ONLY: stop the main loop S seconds after boot (watchdog test)   |
@@ -37,6 +38,8 @@ pub use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub const MAX_CONNS_LIMIT: usize = 256;
 /// Largest `max_value=` (the store's own limit, kv-app's `MAX_VALUE_LEN`).
 pub const MAX_VALUE_LIMIT: usize = 16 << 20;
+/// Largest `value_cache=` in bytes.
+pub const VALUE_CACHE_LIMIT: usize = 64 << 20;
 /// Largest `watchdog=` in seconds.
 pub const WATCHDOG_LIMIT_S: u32 = 3600;
 /// Most `dns=` servers.
@@ -173,6 +176,9 @@ pub struct Config {
     pub max_conns: Option<usize>,
     /// Largest value in bytes (`max_value=`); `None`: the server's default.
     pub max_value: Option<usize>,
+    /// The store's value cache in bytes (`value_cache=`, 0 = off); `None`: the kernel's
+    /// default.
+    pub value_cache: Option<usize>,
     /// Watchdog timeout in seconds (`watchdog=`); `None`: off.
     pub watchdog: Option<u32>,
     /// Log level (`loglevel=`).
@@ -206,6 +212,7 @@ impl Default for Config {
             port: DEFAULT_PORT,
             max_conns: None,
             max_value: None,
+            value_cache: None,
             watchdog: None,
             loglevel: LogLevel::default(),
             debug_hang_after: None,
@@ -524,6 +531,7 @@ const VALUED: &[&str] = &[
     "port",
     "max_conns",
     "max_value",
+    "value_cache",
     "watchdog",
     "loglevel",
     "debug_hang_after",
@@ -624,6 +632,10 @@ fn apply(c: &mut Config, tok: &str) -> Result<(), OptionError> {
         "max_value" => {
             c.max_value =
                 Some(parse_scaled("max_value", v, 1, MAX_VALUE_LIMIT as u64, true)? as usize)
+        }
+        "value_cache" => {
+            c.value_cache =
+                Some(parse_scaled("value_cache", v, 0, VALUE_CACHE_LIMIT as u64, true)? as usize)
         }
         "watchdog" => {
             let s = parse_range("watchdog", v, 0, u64::from(WATCHDOG_LIMIT_S))? as u32;
@@ -783,6 +795,11 @@ impl Config {
             None => "max_conns=auto (from the free memory)".into(),
         });
         out.push(format!("max_value={server_max_value} bytes"));
+        out.push(match self.value_cache {
+            Some(0) => "value_cache=off".into(),
+            Some(n) => format!("value_cache={n} bytes"),
+            None => "value_cache=auto (from the free memory)".into(),
+        });
         out.push(match self.watchdog {
             Some(s) => format!("watchdog={s} s"),
             None => "watchdog=off".into(),
@@ -886,6 +903,40 @@ mod tests {
         let e = one_error("evtchn=3l");
         assert_eq!(e, OptionError::Evtchn { value: "3l".into() });
         assert!(format!("{e}").contains("expected auto, 2l or fifo"), "{e}");
+    }
+
+    #[test]
+    fn value_cache_values() {
+        assert_eq!(parse("").0.value_cache, None);
+        assert_eq!(parse("value_cache=0").0.value_cache, Some(0));
+        assert_eq!(parse("value_cache=128K").0.value_cache, Some(128 << 10));
+        assert_eq!(parse("value_cache=2m").0.value_cache, Some(2 << 20));
+        assert!(parse("value_cache=0")
+            .0
+            .effective(1)
+            .contains(&"value_cache=off".into()));
+        assert!(parse("value_cache=1K")
+            .0
+            .effective(1)
+            .contains(&"value_cache=1024 bytes".into()));
+        assert!(parse("")
+            .0
+            .effective(1)
+            .iter()
+            .any(|l| l.starts_with("value_cache=auto")));
+        assert_eq!(
+            one_error("value_cache=65M"),
+            OptionError::OutOfRange {
+                key: "value_cache",
+                value: "65M".into(),
+                min: 0,
+                max: VALUE_CACHE_LIMIT as u64,
+            }
+        );
+        assert!(matches!(
+            one_error("value_cache=lots"),
+            OptionError::NotANumber { .. }
+        ));
     }
 
     #[test]

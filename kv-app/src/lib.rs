@@ -31,8 +31,9 @@
 //! 2 MiB for 260 connections), plus request bodies / GET values capped together by
 //! [`ServerConfig::memory_budget`] (3 MiB by default; lower it for small guests, one request is
 //! always admitted), the store's index cache ([`StoreConfig::index_budget`], 256 KiB by default;
-//! the index itself is on the disk, so memory does not grow with the number of keys) and a 64 KiB staging
-//! buffer during writes.
+//! the index itself is on the disk, so memory does not grow with the number of keys), the value
+//! cache of recently written or read small values ([`StoreConfig::value_cache_budget`], 256 KiB
+//! by default, 0 = off) and a 64 KiB staging buffer during writes.
 //!
 //! # Example
 //!
@@ -85,6 +86,6 @@ pub use memdisk::{MemDisk, MemDiskCounters, MemDiskError};
 pub use metrics::HttpMetrics;
 pub use store::{
     Entry, KeyPage, PutOutcome, Store, StoreConfig, StoreError, StoreStats, MAX_CONTENT_TYPE_LEN,
-    MAX_KEY_LEN, MAX_VALUE_LEN,
+    MAX_KEY_LEN, MAX_VALUE_LEN, VALUE_CACHE_ENTRY_OVERHEAD,
 };
 pub use xen_blkfront::BlockDevice;

@@ -15,6 +15,8 @@
 //! | `http_received_bytes_total`, `http_sent_bytes_total`, `http_log_dropped_total` | counter | |
 //! | `store_keys`, `store_value_bytes`, `store_*_blocks`, `store_generation`, `store_read_only` | gauge | |
 //! | `store_compactions_total`, `store_appends_total` | counter |                 |
+//! | `store_value_cache_{hits,misses,evictions}_total` | counter |                |
+//! | `store_value_cache_entries`, `store_value_cache_bytes`, `store_value_cache_budget_bytes` | gauge | |
 //! | `memory_used_bytes`, `memory_total_bytes` | gauge    |                   |
 //! | `device_<counter>_total`                 | counter   | `device`          |
 //! | `device_<gauge>`                         | gauge     | `device`          |
@@ -366,6 +368,48 @@ pub(crate) fn render(s: &Snapshot<'_>) -> String {
         "counter",
         "Records appended since open.",
         st.appends,
+    );
+    simple(
+        o,
+        "store_value_cache_hits_total",
+        "counter",
+        "Value reads answered from the value cache since open.",
+        st.value_cache_hits,
+    );
+    simple(
+        o,
+        "store_value_cache_misses_total",
+        "counter",
+        "Value reads that read the device since open.",
+        st.value_cache_misses,
+    );
+    simple(
+        o,
+        "store_value_cache_evictions_total",
+        "counter",
+        "Values evicted from the value cache since open.",
+        st.value_cache_evictions,
+    );
+    simple(
+        o,
+        "store_value_cache_entries",
+        "gauge",
+        "Values in the value cache.",
+        st.value_cache_entries,
+    );
+    simple(
+        o,
+        "store_value_cache_bytes",
+        "gauge",
+        "Bytes charged to the value cache.",
+        st.value_cache_bytes,
+    );
+    simple(
+        o,
+        "store_value_cache_budget_bytes",
+        "gauge",
+        "The value cache's budget (0: off).",
+        st.value_cache_budget,
     );
     simple(
         o,

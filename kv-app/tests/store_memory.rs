@@ -61,9 +61,12 @@ fn key(i: u64) -> Vec<u8> {
 }
 
 const CACHE: usize = 64 * 1024;
+/// The value cache's budget in these tests.
+const VALUES: usize = 64 * 1024;
 
 /// The flood (it crashed the guest at 43,737 keys): 60,000 empty values under 200-byte
-/// keys, with the heap capped at the index cache plus 192 KiB (chunk buffers, one request).
+/// keys, with the heap capped at the index cache and the value cache plus 192 KiB (chunk buffers,
+/// one request).
 /// Before the on-disk index, the in-memory index needed ~16 MB for this. Then a reopen of the
 /// flooded store (the crash loop) within the same bound.
 #[test]
@@ -73,9 +76,10 @@ fn key_flood_and_reopen_within_a_bounded_heap() {
     let disk = MemDisk::new(512, 200_000);
     let mut cfg = StoreConfig::new(7);
     cfg.index_budget = CACHE;
+    cfg.value_cache_budget = VALUES;
     let mut s = Store::open_or_format_with(disk, cfg).unwrap();
     let n = 60_000u64;
-    let limit = CACHE + 192 * 1024;
+    let limit = CACHE + VALUES + 192 * 1024;
     let (r, peak) = with_limit(limit, || {
         for i in 0..n {
             s.put(&key(i), b"")?;
@@ -99,6 +103,47 @@ fn key_flood_and_reopen_within_a_bounded_heap() {
     assert_eq!(s.get(&key(1)).unwrap(), None);
     s.put(&key(1), b"back").unwrap();
     assert_eq!(s.get(&key(1)).unwrap().as_deref(), Some(&b"back"[..]));
+}
+
+/// The value cache's real heap (every allocation it makes, hash table included) stays within
+/// its budget, also for the smallest entries (empty values: the per-entry overhead dominates)
+/// and for values at the size cap.
+#[test]
+fn the_value_cache_heap_stays_within_its_budget() {
+    let _g = SERIAL.lock().unwrap();
+    for (n, len) in [(4000u64, 0usize), (300, 4096), (2000, 100)] {
+        let mut cfg = StoreConfig::new(9);
+        cfg.index_budget = CACHE;
+        cfg.value_cache_budget = VALUES;
+        let disk = MemDisk::new(4096, 16_384);
+        let mut s = Store::open_or_format_with(disk, cfg).unwrap();
+        let v = vec![0x5a; len];
+        // Fill the index cache first so that only the value cache changes below.
+        for i in 0..n {
+            s.put(&format!("{i}").into_bytes(), &v).unwrap();
+        }
+        s.clear_value_cache();
+        let base = used();
+        for i in 0..n {
+            s.get(&format!("{i}").into_bytes()).unwrap();
+        }
+        let full = used();
+        let st = s.stats();
+        s.clear_value_cache();
+        let after = used();
+        let heap = full - base;
+        println!("{n} values of {len} bytes: cache heap {heap} bytes, {st:?}");
+        // Clearing gives all of it back (measured before the print: captured output allocates).
+        assert_eq!(after, base, "clearing gives the memory back");
+        assert!(st.value_cache_evictions > 0, "{st:?}");
+        assert!(st.value_cache_bytes <= VALUES as u64, "{st:?}");
+        assert!(heap <= VALUES, "{len}-byte values: {heap} bytes of heap");
+        // The charge is not wildly pessimistic either: most of the budget is really used.
+        assert!(
+            heap >= VALUES / 2,
+            "{len}-byte values: only {heap} bytes of heap"
+        );
+    }
 }
 
 /// A file-backed device (sparse), for stores larger than is sensible in memory.

@@ -322,6 +322,14 @@ fn index_budget() -> usize {
     (free_bytes() / 16).clamp(64 << 10, 1 << 20)
 }
 
+/// Chooses the store's value cache (recently written or read small values, so that their GETs
+/// read no block): `value_cache=` (0 = off), else a sixteenth of the free memory, at most
+/// 256 KiB (about 1,000 64-byte values).
+fn value_cache_budget(cfg: &CmdConfig) -> usize {
+    cfg.value_cache
+        .unwrap_or_else(|| (free_bytes() / 16).min(kv_app::store::DEFAULT_VALUE_CACHE_BUDGET))
+}
+
 /// The server settings from the command line: port, connections (`max_conns=`, else from the
 /// free memory now), largest value (at most the memory budget, since one request is always
 /// admitted), and request records for the access log only at `loglevel=info` or more.
@@ -352,8 +360,13 @@ pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
 /// DHCP packet buffer: smoltcp copies every ACK here, so that renewals show up as events.
 const DHCP_PACKET_BUFFER: usize = 1500;
 
-/// Opens (or formats, when blank) the store on `disk`, counting its requests from `counters`.
-fn open_store<B: BlockDevice>(disk: B, counters: BlkCounters) -> Result<Store<Counted<B>>, String>
+/// Opens (or formats, when blank) the store on `disk`, counting its requests from `counters`,
+/// with a value cache of `value_cache` bytes.
+fn open_store<B: BlockDevice>(
+    disk: B,
+    counters: BlkCounters,
+    value_cache: usize,
+) -> Result<Store<Counted<B>>, String>
 where
     B::Error: core::fmt::Debug,
 {
@@ -364,20 +377,22 @@ where
     // The store id of a new format must not be derivable from the disk: seed it with the TSC.
     let mut store_cfg = kv_app::StoreConfig::new(crate::arch::rdtsc());
     store_cfg.index_budget = index_budget();
+    store_cfg.value_cache_budget = value_cache;
     let store = match Store::open_or_format_with(disk, store_cfg) {
         Ok(s) => s,
         Err(e) => return Err(format!("key-value store on disk: {e:?}")),
     };
     let st = store.stats();
     crate::println!(
-        "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB",
+        "kv: store open: {} keys, {} value bytes, {} of {} blocks used (generation {}), index {} of {} KiB, value cache {} KiB",
         st.keys,
         st.value_bytes,
         st.used_blocks,
         st.capacity_blocks,
         st.generation,
         st.index_bytes / 1024,
-        st.index_budget / 1024
+        st.index_budget / 1024,
+        st.value_cache_budget / 1024
     );
     if let Some(reason) = store.read_only_reason() {
         crate::println!("kv: store is READ-ONLY: {reason}");
@@ -392,7 +407,7 @@ where
     /// Opens (or formats) the store on `disk`; interfaces are added with
     /// [`add_interface`](Self::add_interface).
     pub fn new(disk: B, cfg: &CmdConfig) -> Result<Self, String> {
-        let store = open_store(disk, BlkCounters::default())?;
+        let store = open_store(disk, BlkCounters::default(), value_cache_budget(cfg))?;
         Ok(App {
             store,
             stats: Stats::default(),
@@ -407,7 +422,7 @@ where
     /// dropped: the store could not use it).
     pub fn reopen_store(&mut self, disk: B) -> Result<(), String> {
         let counters = self.store.device().counters;
-        self.store = open_store(disk, counters)?;
+        self.store = open_store(disk, counters, value_cache_budget(&self.cfg))?;
         Ok(())
     }
 

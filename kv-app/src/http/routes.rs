@@ -314,6 +314,8 @@ impl HttpServer {
             "\"store\":{{\"keys\":{},\"value_bytes\":{},\"live_blocks\":{},\"used_blocks\":{},\
              \"capacity_blocks\":{},\"block_size\":{},\"generation\":{},\"compactions\":{},\
              \"appends\":{},\"index_bytes\":{},\"index_budget\":{},\"index_slots\":{},\
+             \"value_cache_hits\":{},\"value_cache_misses\":{},\"value_cache_evictions\":{},\
+             \"value_cache_entries\":{},\"value_cache_bytes\":{},\"value_cache_budget\":{},\
              \"read_only\":{},\"read_only_reason\":",
             s.keys,
             s.value_bytes,
@@ -327,6 +329,12 @@ impl HttpServer {
             s.index_bytes,
             s.index_budget,
             s.index_slots,
+            s.value_cache_hits,
+            s.value_cache_misses,
+            s.value_cache_evictions,
+            s.value_cache_entries,
+            s.value_cache_bytes,
+            s.value_cache_budget,
             s.read_only
         );
         match store.read_only_reason() {

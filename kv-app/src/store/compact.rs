@@ -63,12 +63,16 @@ impl<D: BlockDevice> Store<D> {
     }
 
     /// Runs `f`; if it fails with the index possibly out of step with the disk, rebuilds the
-    /// index from the (unchanged) durable state.
+    /// index from the (unchanged) durable state. Any failure empties the value cache: what the
+    /// failed change left on the device is read back from there.
     pub(super) fn guarded<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, StoreError<D::Error>>,
     ) -> Result<T, StoreError<D::Error>> {
         let r = f(self);
+        if r.is_err() {
+            self.values.clear();
+        }
         if let Err(StoreError::Device(_)) = &r {
             if self.reload().is_err() {
                 self.read_only = true;
@@ -223,6 +227,7 @@ impl<D: BlockDevice> Store<D> {
                 self.old_live -= blocks;
                 self.copied_blocks += blocks;
                 copied += blocks;
+                // The copy has the same bytes (checked above): a cached value stays right.
                 self.table
                     .write(&mut self.dev, i, Some(Slot { lba: dst, ..loc }))
                     .map_err(table_error)?;

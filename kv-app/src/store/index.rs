@@ -95,6 +95,7 @@ impl<D: BlockDevice> Store<D> {
         &mut self,
         key: &[u8],
     ) -> Result<Option<Slot>, StoreError<D::Error>> {
+        self.values.remove(key);
         let Some((i, old)) = self.find(key)? else {
             return Ok(None);
         };
@@ -114,6 +115,8 @@ impl<D: BlockDevice> Store<D> {
         key: &[u8],
         loc: Slot,
     ) -> Result<bool, StoreError<D::Error>> {
+        // Whatever was cached for the key is not what it points to now.
+        self.values.remove(key);
         let found = self.find(key)?;
         let i = match found {
             Some((i, old)) => {

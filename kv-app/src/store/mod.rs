@@ -46,12 +46,19 @@
 //! keys. Every other buffer is bounded by the block size, [`CHUNK_BYTES`] or the record being
 //! read. The table has two slots per key the halves can hold; a put of a new key into a table
 //! three quarters full fails with [`StoreError::IndexFull`].
+//!
+//! Small values recently written or read are also kept in a value cache of
+//! [`StoreConfig::value_cache_budget`] bytes (least recently used evicted first), so that a GET of
+//! one reads nothing from the device. Writes go through it to the device as before: a put is
+//! durable before it is acknowledged and only then cached; a failed change empties the cache.
+//! See `store/value_cache.rs`.
 
 mod compact;
 mod format;
 mod index;
 mod readahead;
 mod table;
+mod value_cache;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -67,6 +74,8 @@ use format::{
 pub use format::{MAX_CONTENT_TYPE_LEN, MAX_KEY_LEN, MAX_VALUE_LEN};
 use readahead::ReadAhead;
 use table::{Slot, Table, TableError, SLOT_LEN};
+pub use value_cache::ENTRY_OVERHEAD as VALUE_CACHE_ENTRY_OVERHEAD;
+use value_cache::{KeyedHash, ValueCache};
 
 /// [`Store::open_or_format`] formats a device only if this many leading bytes are zero.
 pub const BLANK_CHECK_BYTES: usize = 128 * 1024;
@@ -77,6 +86,10 @@ pub const CHUNK_BYTES: usize = 64 * 1024;
 pub const COPY_FACTOR: u64 = 2;
 /// The default [`StoreConfig::index_budget`]: a 256 KiB block cache for the on-disk index.
 pub const DEFAULT_INDEX_BUDGET: usize = 256 << 10;
+/// The default [`StoreConfig::value_cache_budget`]: 256 KiB of recently used small values.
+pub const DEFAULT_VALUE_CACHE_BUDGET: usize = 256 << 10;
+/// The default [`StoreConfig::value_cache_max_value`]: values of up to one 4 KiB block.
+pub const DEFAULT_VALUE_CACHE_MAX_VALUE: usize = 4096;
 
 /// Settings of a [`Store`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +99,11 @@ pub struct StoreConfig {
     pub id_seed: u64,
     /// Bytes of memory for the on-disk index's block cache (at least two blocks are used).
     pub index_budget: usize,
+    /// Bytes of memory for the value cache (keys, content types and values of recently written
+    /// or read small values, each charged [`VALUE_CACHE_ENTRY_OVERHEAD`] more); 0 turns it off.
+    pub value_cache_budget: usize,
+    /// Values longer than this many bytes bypass the value cache.
+    pub value_cache_max_value: usize,
 }
 
 impl StoreConfig {
@@ -94,6 +112,8 @@ impl StoreConfig {
         Self {
             id_seed,
             index_budget: DEFAULT_INDEX_BUDGET,
+            value_cache_budget: DEFAULT_VALUE_CACHE_BUDGET,
+            value_cache_max_value: DEFAULT_VALUE_CACHE_MAX_VALUE,
         }
     }
 }
@@ -219,6 +239,18 @@ pub struct StoreStats {
     pub index_slots: u64,
     /// True when the store refuses writes (read-only device, or see [`Store::read_only_reason`]).
     pub read_only: bool,
+    /// Value reads ([`Store::get_entry`]) answered from the value cache since open.
+    pub value_cache_hits: u64,
+    /// Value reads that were not in the value cache (they read the device) since open.
+    pub value_cache_misses: u64,
+    /// Values evicted from the value cache to stay within its budget since open.
+    pub value_cache_evictions: u64,
+    /// Values in the value cache now.
+    pub value_cache_entries: u64,
+    /// Bytes charged to the value cache now (at most [`value_cache_budget`](Self::value_cache_budget)).
+    pub value_cache_bytes: u64,
+    /// The value cache budget in bytes ([`StoreConfig::value_cache_budget`]; 0: off).
+    pub value_cache_budget: u64,
 }
 
 /// A key-value store kept as a checksummed append-only log on a [`BlockDevice`].
@@ -249,6 +281,8 @@ pub struct Store<D> {
     value_bytes: u64,
     compactions: u64,
     appends: u64,
+    /// Recently written or read small values.
+    values: ValueCache,
 }
 
 /// Bytes of the index region for a half of `half` blocks: two slots per key the capacity (two
@@ -429,6 +463,14 @@ impl<D: BlockDevice> Store<D> {
             value_bytes: 0,
             compactions: 0,
             appends: 0,
+            values: ValueCache::new(
+                cfg.value_cache_budget,
+                cfg.value_cache_max_value,
+                KeyedHash::new(
+                    splitmix64(sb.store_id ^ 0x7661_6c75_6563_6163),
+                    splitmix64(open_tag(&cfg, &sb)),
+                ),
+            ),
         };
         store.scan()?;
         Ok(store)
@@ -436,6 +478,7 @@ impl<D: BlockDevice> Store<D> {
 
     /// Rebuilds the index: the old half's records (while compacting), then the active half's.
     fn scan(&mut self) -> Result<(), StoreError<D::Error>> {
+        self.values.clear();
         self.table.reset(open_tag(&self.cfg, &self.sb));
         self.count = 0;
         self.live_blocks = 0;
@@ -559,8 +602,12 @@ impl<D: BlockDevice> Store<D> {
         Ok(self.get_entry(key)?.map(|e| e.value))
     }
 
-    /// The value and content type stored under `key`, read back from the device and checked.
+    /// The value and content type stored under `key`: from the value cache when it is there,
+    /// else read back from the device, checked and (when small) cached.
     pub fn get_entry(&mut self, key: &[u8]) -> Result<Option<Entry>, StoreError<D::Error>> {
+        if let Some(e) = self.values.get(key) {
+            return Ok(Some(e));
+        }
         let Some((_, loc)) = self.find(key)? else {
             return Ok(None);
         };
@@ -595,6 +642,7 @@ impl<D: BlockDevice> Store<D> {
         let content_type = buf[key_end..ctype_end].to_vec();
         buf.truncate(payload_end);
         buf.drain(..ctype_end);
+        self.values.insert(key, &content_type, &buf);
         Ok(Some(Entry {
             content_type,
             value: buf,
@@ -603,11 +651,18 @@ impl<D: BlockDevice> Store<D> {
 
     /// True when `key` has a value.
     pub fn contains(&mut self, key: &[u8]) -> Result<bool, StoreError<D::Error>> {
+        if self.values.peek_len(key).is_some() {
+            return Ok(true);
+        }
         Ok(self.find(key)?.is_some())
     }
 
-    /// The length of the value stored under `key`, without reading the value.
+    /// The length of the value stored under `key`, without reading the value (nor the device,
+    /// when the value is cached).
     pub fn value_len(&mut self, key: &[u8]) -> Result<Option<usize>, StoreError<D::Error>> {
+        if let Some(n) = self.values.peek_len(key) {
+            return Ok(Some(n));
+        }
         Ok(self.find(key)?.map(|(_, l)| l.value_len as usize))
     }
 
@@ -690,6 +745,7 @@ impl<D: BlockDevice> Store<D> {
 
     /// Sizes and counters.
     pub fn stats(&self) -> StoreStats {
+        let c = self.values.counters();
         StoreStats {
             keys: self.count,
             value_bytes: self.value_bytes,
@@ -708,6 +764,12 @@ impl<D: BlockDevice> Store<D> {
             index_budget: self.cfg.index_budget as u64,
             index_slots: self.table.slots(),
             read_only: self.read_only,
+            value_cache_hits: c.hits,
+            value_cache_misses: c.misses,
+            value_cache_evictions: c.evictions,
+            value_cache_entries: c.entries,
+            value_cache_bytes: c.bytes,
+            value_cache_budget: self.cfg.value_cache_budget as u64,
         }
     }
 
@@ -716,9 +778,17 @@ impl<D: BlockDevice> Store<D> {
         &self.dev
     }
 
-    /// The device, mutably. Writing to it behind the store's back corrupts the store.
+    /// The device, mutably. Writing to it behind the store's back corrupts the store (and the
+    /// value cache keeps answering with what the store wrote: see
+    /// [`clear_value_cache`](Self::clear_value_cache)).
     pub fn device_mut(&mut self) -> &mut D {
         &mut self.dev
+    }
+
+    /// Empties the value cache: later reads go to the device (and refill it). For tools and
+    /// tests that change the device behind the store's back.
+    pub fn clear_value_cache(&mut self) {
+        self.values.clear();
     }
 
     /// Gives the device back.
@@ -768,6 +838,8 @@ impl<D: BlockDevice> Store<D> {
         value: &[u8],
     ) -> Result<PutOutcome, StoreError<D::Error>> {
         self.check_write(key, content_type, value.len())?;
+        // The old value goes before the record is touched; the new one comes in once durable.
+        self.values.remove(key);
         let existing = self.find(key)?.map(|(_, l)| l);
         let outcome = if existing.is_some() {
             PutOutcome::Replaced
@@ -800,12 +872,14 @@ impl<D: BlockDevice> Store<D> {
             }
             s.finish_if_copied()
         })?;
+        self.values.insert(key, content_type, value);
         Ok(outcome)
     }
 
     /// Removes `key`. Returns `false` (and writes nothing) when it had no value.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, StoreError<D::Error>> {
         self.check_write(key, b"", 0)?;
+        self.values.remove(key);
         if self.find(key)?.is_none() {
             return Ok(false);
         }
