@@ -34,6 +34,7 @@ pub struct NetTxToken<'a, G: GrantAccess, E: EventChannels> {
     inner: &'a mut Inner<G>,
     evtchn: &'a E,
     queue: u16,
+    more: bool,
 }
 
 impl<G: GrantAccess, E: EventChannels> phy::TxToken for NetTxToken<'_, G, E> {
@@ -44,6 +45,7 @@ impl<G: GrantAccess, E: EventChannels> phy::TxToken for NetTxToken<'_, G, E> {
         // smoltcp computes every checksum itself: the frame is complete and valid.
         let meta = TxMeta {
             data_validated: true,
+            more: self.more,
             ..TxMeta::default()
         };
         match self.inner.tx_prepare(self.evtchn, self.queue, len, meta) {
@@ -79,6 +81,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> phy::Device for Netfront<G, E, 
 
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let queue = self.smoltcp_queue();
+        let more = self.smoltcp_tx_more;
         let Netfront {
             inner,
             evtchn,
@@ -92,6 +95,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> phy::Device for Netfront<G, E, 
                     inner,
                     evtchn,
                     queue,
+                    more,
                 },
             )),
             _ => None,
@@ -108,6 +112,7 @@ impl<G: GrantAccess, E: EventChannels, S: Store> phy::Device for Netfront<G, E, 
             inner: &mut self.inner,
             evtchn: &self.evtchn,
             queue,
+            more: self.smoltcp_tx_more,
         })
     }
 

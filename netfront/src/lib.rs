@@ -362,6 +362,8 @@ pub struct Netfront<G: GrantAccess, E: EventChannels, S: Store> {
     mtu: u16,
     /// The last received frame (swapped out of its queue's assembly buffer).
     pub(crate) frame: Vec<u8>,
+    /// smoltcp's frames are sent with [`TxMeta::more`] (see [`Netfront::set_smoltcp_tx_batching`]).
+    pub(crate) smoltcp_tx_more: bool,
 }
 
 impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
@@ -421,7 +423,21 @@ impl<G: GrantAccess, E: EventChannels, S: Store> Netfront<G, E, S> {
             mac,
             mtu,
             frame: Vec::new(),
+            smoltcp_tx_more: false,
         })
+    }
+
+    /// Batches the frames smoltcp sends through this device's [`phy::Device`]: each is written
+    /// to the TX ring with [`TxMeta::more`], so the batch is published to the backend (one
+    /// barrier, at most one notification) by the next [`poll`](Self::poll), by a frame sent
+    /// without `more`, or when the ring fills up. Off by default. With it on, call `poll` after
+    /// every `Interface::poll` (and after anything else that makes smoltcp send); otherwise the
+    /// frames wait for the next one. Without it every frame notifies a backend that waits for
+    /// work: one event, and on a busy host one backend wake-up, per frame.
+    ///
+    /// [`phy::Device`]: smoltcp::phy::Device
+    pub fn set_smoltcp_tx_batching(&mut self, on: bool) {
+        self.smoltcp_tx_more = on;
     }
 
     /// The MAC address from the `mac` key.

@@ -4,7 +4,7 @@ mod common;
 use common::*;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::Device;
-use smoltcp::socket::{icmp, tcp};
+use smoltcp::socket::{icmp, tcp, udp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
@@ -31,8 +31,20 @@ fn tcp_socket() -> tcp::Socket<'static> {
 
 #[test]
 fn tcp_exchange_and_ping_over_netfront() {
+    exchange(false);
+}
+
+/// The same exchange with smoltcp's frames batched: published by the `poll` after each
+/// interface poll.
+#[test]
+fn tcp_exchange_and_ping_over_netfront_with_tx_batching() {
+    exchange(true);
+}
+
+fn exchange(batching: bool) {
     let env = Env::new(|_| {});
     let mut nf = env.connected(NetfrontConfig::default());
+    nf.set_smoltcp_tx_batching(batching);
     let mut host = HostDevice::new(env.nb.clone());
     let mut giface = iface(nf.mac(), GUEST_IP, &mut nf);
     let mut hiface = iface([0x02, 0, 0, 0, 0, 1], HOST_IP, &mut host);
@@ -139,4 +151,38 @@ fn tcp_exchange_and_ping_over_netfront() {
     assert!(st.tx_packets > 20 && st.rx_packets > 20, "{st:?}");
     assert_eq!((st.rx_errors, st.tx_errors, st.tx_dropped), (0, 0, 0));
     assert_eq!(st.tx_bytes, env.nb.stats().tx_bytes);
+}
+
+/// With TX batching, the frames smoltcp sends in one interface poll reach the backend only with
+/// the device's next `poll`, all of them; without it, each frame is published as it is sent.
+#[test]
+fn batched_smoltcp_frames_are_published_by_poll() {
+    for batching in [false, true] {
+        let env = Env::new(|_| {});
+        let mut nf = env.connected(NetfrontConfig::default());
+        nf.set_smoltcp_tx_batching(batching);
+        let mut giface = iface(nf.mac(), GUEST_IP, &mut nf);
+        let mut sockets = SocketSet::new(vec![]);
+        let rx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 1], vec![0; 64]);
+        let tx = udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], vec![0; 16 * 1024]);
+        let u = sockets.add(udp::Socket::new(rx, tx));
+        let s = sockets.get_mut::<udp::Socket>(u);
+        s.bind(5000).unwrap();
+        // To the subnet's broadcast address: no ARP before the datagrams.
+        let to = (IpAddress::v4(10, 0, 0, 255), 6000);
+        for i in 0..10u8 {
+            s.send_slice(&[i; 500], to).unwrap();
+        }
+        giface.poll(Instant::ZERO, &mut nf, &mut sockets);
+        env.sim.run_until_idle();
+        let before = env.nb.take_tx().len();
+        nf.poll().unwrap();
+        env.sim.run_until_idle();
+        let after = env.nb.take_tx().len();
+        if batching {
+            assert_eq!((before, after), (0, 10));
+        } else {
+            assert_eq!((before, after), (10, 0));
+        }
+    }
 }

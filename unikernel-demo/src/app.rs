@@ -9,7 +9,9 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use kv_app::{BlockDevice, HttpServer, MemoryStats, ServerConfig, StatsSource, Store};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
 use smoltcp::phy::Device;
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
@@ -305,8 +307,31 @@ fn memory_budget() -> usize {
 /// Most connections served without `max_conns=`: 256 clients, kv-app's 4 spare slots, and room
 /// for sockets still in TIME_WAIT after closing.
 const AUTO_MAX_CONNS: usize = 272;
-/// Connections with 16 KiB windows (bulk transfers); the rest get 4 KiB buffers each way.
-const WIDE_CONNS: usize = 16;
+/// Connections with large TCP windows for bulk transfers ([`wide_buffer`] each way); the rest get
+/// kv-app's 4 KiB buffers each way. New clients take them first while they are free (a socket
+/// leaving TIME_WAIT listens again at once), so one or a few bulk clients at a time get them.
+const WIDE_CONNS: usize = 4;
+/// Smallest buffer of a wide connection: 64 KiB, the first size at which smoltcp asks for TCP
+/// window scaling (a receive buffer of 2^16 bytes or more), so the advertised window is not
+/// capped at 65535 bytes. 4 of them cost 512 KiB, what 16 connections of 16 KiB did before.
+const WIDE_BUFFER_MIN: usize = 64 * 1024;
+/// Largest buffer of a wide connection: 128 KiB (90 full frames in flight; netfront posts 64
+/// receive buffers at a time, netback queues the rest of a burst).
+const WIDE_BUFFER_MAX: usize = 128 * 1024;
+
+/// Chooses the buffer of each wide connection from the free memory: the largest power of two in
+/// [`WIDE_BUFFER_MIN`]..=[`WIDE_BUFFER_MAX`] with which the wide sockets take at most 1/32 of
+/// `free` (64 KiB below 32 MiB free, so the smallest `memory=` is unchanged).
+///
+/// At 7 ms per round trip (nested Xen under TCG) a window of `b` bytes moves at most `b` / 7 ms:
+/// 16 KiB windows capped bulk transfers at ~2.3 MB/s; 64 KiB allow ~9 MB/s, 128 KiB ~18 MB/s.
+fn wide_buffer(free: usize) -> usize {
+    let mut b = WIDE_BUFFER_MIN;
+    while b < WIDE_BUFFER_MAX && WIDE_CONNS * 2 * (b * 2) <= free / 32 {
+        b *= 2;
+    }
+    b
+}
 
 /// Chooses how many connections to serve: socket buffers take at most a quarter of the free
 /// memory (16 connections at least, `max` at most), the first [`WIDE_CONNS`] of them wide.
@@ -335,13 +360,14 @@ fn value_cache_budget(cfg: &CmdConfig) -> usize {
 /// admitted), and request records for the access log only at `loglevel=info` or more.
 pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
     let mut s = ServerConfig::new(cfg.port);
-    // kv-app's 4 KiB buffers for most connections (272 of them fit a `memory=16` guest), and 16
-    // KiB windows for the first few, which new clients get while they are free (a 4 KiB window
-    // would make bulk transfers over Xen's tens-of-ms round trips crawl). An earlier stall with
-    // 260 connections on Xen was the callback-vector/IST bug (fixed), together with GSO frames
-    // larger than the windows (GSO is off now, see `xenmain::net_config`).
+    // kv-app's 4 KiB buffers for most connections (272 of them fit a `memory=16` guest), and
+    // 64-128 KiB windows (scaled) for the first few, which new clients get while they are free:
+    // a bulk transfer moves at most one window per round trip, and Xen's round trips under TCG
+    // are several ms. An earlier stall with 260 connections on Xen was the callback-vector/IST
+    // bug (fixed), together with GSO frames larger than the windows (GSO is off now, see
+    // `xenmain::net_config`).
     s.wide_conns = WIDE_CONNS;
-    s.wide_buffer = 16 * 1024;
+    s.wide_buffer = wide_buffer(free_bytes());
     s.memory_budget = memory_budget();
     s.max_conns = match cfg.max_conns {
         Some(n) => n,
@@ -356,6 +382,10 @@ pub fn server_config(cfg: &CmdConfig) -> ServerConfig {
     }
     s
 }
+
+/// Most frames taken in before the server reads them (netfront posts 64 receive buffers; the
+/// interface poll after the server's takes in what is left).
+const INGRESS_BATCH: usize = 128;
 
 /// DHCP packet buffer: smoltcp copies every ACK here, so that renewals show up as events.
 const DHCP_PACKET_BUFFER: usize = 1500;
@@ -601,9 +631,11 @@ impl NetStack {
         }
         server.set_clock(now);
         crate::println!(
-            "http: {name}: listening on port {} ({} connections, {} KiB memory budget, values up to {} bytes)",
+            "http: {name}: listening on port {} ({} connections, {} of them with {} KiB windows, {} KiB memory budget, values up to {} bytes)",
             scfg.port,
             scfg.max_conns,
+            scfg.wide_conns,
+            scfg.wide_buffer / 1024,
             scfg.memory_budget / 1024,
             scfg.max_body_bytes
         );
@@ -741,7 +773,20 @@ impl NetStack {
         B::Error: core::fmt::Debug,
     {
         let t = now();
-        self.iface.poll(t, dev, &mut self.sockets);
+        // Take in what the device holds, let the server read it, then send: the ACKs then carry
+        // the window the server's reads opened again. (`Interface::poll` acknowledges a burst
+        // before the server has read it, advertising the window narrowed by the burst, and
+        // smoltcp sends the reopened window only when it has doubled: a bulk sender would then
+        // keep about half the receive buffer in flight.)
+        self.iface.poll_maintenance(t);
+        for _ in 0..INGRESS_BATCH {
+            if matches!(
+                self.iface.poll_ingress_single(t, dev, &mut self.sockets),
+                PollIngressSingleResult::None
+            ) {
+                break;
+            }
+        }
         let changed = self.dhcp_poll();
         self.announce(dev);
         if !self.announced {
@@ -761,10 +806,14 @@ impl NetStack {
                 self.announced = true;
             }
         }
-        let mut rounds = 0;
-        while self.server.poll(&mut self.sockets, store, stats, now()) && rounds < 64 {
-            self.iface.poll(now(), dev, &mut self.sockets);
-            rounds += 1;
+        // At least one interface poll after the server's: it sends the ACKs and the answers.
+        // Again while either moved anything (the server sees what that poll took in).
+        for _ in 0..64 {
+            let more = self.server.poll(&mut self.sockets, store, stats, now());
+            let sent_or_got = self.iface.poll(now(), dev, &mut self.sockets);
+            if !more && sent_or_got == PollResult::None {
+                break;
+            }
         }
         for r in self.server.take_records() {
             log::info!(target: "http", "{r}");

@@ -48,6 +48,9 @@ impl Connector<XenNet> for Make {
             &format!("{id}"),
             self.config,
         )?;
+        // smoltcp's frames go out in one batch per poll (published by `Vifs::poll`): one event
+        // to netback per batch, not one per frame.
+        n.set_smoltcp_tx_batching(true);
         let s = n.start_connect()?;
         let m = n.mac();
         crate::println!(
@@ -202,6 +205,12 @@ impl Vifs {
             }
             if let Some(d) = app.poll_interface(e.id, &mut e.dev) {
                 delay = Some(delay.map_or(d, |x| x.min(d)));
+            }
+            // Publish what smoltcp sent (batched, see `Make::connect`), reap TX, repost RX.
+            // Frames that arrived meanwhile: poll again at once. A failure is recorded by the
+            // device and reported by the set.
+            if let Ok(true) = e.dev.poll() {
+                delay = Some(Duration::ZERO);
             }
         }
         delay
