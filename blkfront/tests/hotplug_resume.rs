@@ -14,7 +14,6 @@ use xen_blkfront::{
     BlockDevice, Config, DeviceState, GrantAccess, IoRequest, Resume, SpareReport, Tag, VbdEvent,
     VbdSet,
 };
-use xen_event_channel::VIRQ_TIMER;
 use xen_hypercall::{HypercallExt, SuspendOutcome};
 use xen_sim::blkback::{BlkbackConfig, BlkbackHandle};
 use xen_sim::SuspendMode;
@@ -59,18 +58,6 @@ fn poll_until(env: &Env, set: &mut Set, want: &[VbdEvent]) -> Vec<VbdEvent> {
 
 fn connected(id: &str) -> VbdEvent {
     VbdEvent::Connected(id.into())
-}
-
-/// The platform half of a resume in a new domain, in the unikernel's order (`xen::suspend`):
-/// shared_info and event channels, grant frames, the timer VIRQ, xenstore. Returns the timer port.
-fn resume_platform(env: &Env) -> u32 {
-    env.evtchn.resume().unwrap();
-    env.grants.resume().unwrap();
-    let timer = env.evtchn.bind_virq(VIRQ_TIMER).unwrap();
-    env.evtchn.unmask(timer).unwrap();
-    // SAFETY: the only xenstore client of the domain; the sim keeps the ring page mapped.
-    unsafe { env.store.resume_from_hypercall(&env.guest) }.unwrap();
-    timer
 }
 
 /// A set with spare vbd 1 connected (a write of `data` at block 0 submitted, not yet answered:

@@ -9,22 +9,9 @@ mod common;
 
 use common::*;
 use xen_blkfront::{BlockDevice, Config, DeviceState, GrantAccess, IoRequest, Resume, Tag};
-use xen_event_channel::VIRQ_TIMER;
 use xen_hypercall::{HypercallExt, SuspendOutcome};
 use xen_sim::blkback::BlkbackConfig;
 use xen_sim::SuspendMode;
-
-/// The platform half of a resume in a new domain, in the unikernel's order (`xen::suspend`):
-/// shared_info and event channels, grant frames, the timer VIRQ, xenstore. Returns the timer port.
-fn resume_platform(env: &Env) -> u32 {
-    env.evtchn.resume().unwrap();
-    env.grants.resume().unwrap();
-    let timer = env.evtchn.bind_virq(VIRQ_TIMER).unwrap();
-    env.evtchn.unmask(timer).unwrap();
-    // SAFETY: the only xenstore client of the domain; the sim keeps the ring page mapped.
-    unsafe { env.store.resume_from_hypercall(&env.guest) }.unwrap();
-    timer
-}
 
 /// Submits `n` overlapping writes and reads from `seed` (some indirect); `expect` is the disk as
 /// the requests, in order, leave it. Returns the tags with the data each read must see.

@@ -94,3 +94,15 @@ pub fn checksum(data: &[u8]) -> u64 {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     })
 }
+
+/// The platform half of a resume in a new domain, in the unikernel's order (`xen::suspend`):
+/// shared_info and event channels, grant frames, the timer VIRQ, xenstore. Returns the timer port.
+pub fn resume_platform(env: &Env) -> u32 {
+    env.evtchn.resume().unwrap();
+    env.grants.resume().unwrap();
+    let timer = env.evtchn.bind_virq(xen_event_channel::VIRQ_TIMER).unwrap();
+    env.evtchn.unmask(timer).unwrap();
+    // SAFETY: the only xenstore client of the domain; the sim keeps the ring page mapped.
+    unsafe { env.store.resume_from_hypercall(&env.guest) }.unwrap();
+    timer
+}
