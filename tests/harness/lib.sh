@@ -176,6 +176,25 @@ install_cfg() {
 	sed "s|@DISK@|$(disk_target "$3")|" "$1" >"$2"
 }
 
+# linux_baseline_cfg NAME IP MAC DISK_FILE DISK_MIB TYPE: a Linux baseline guest's xl config in
+# $XL_CONFIG_DIR/NAME.cfg, from xl/linux-pv.cfg with its own name, address, MAC and domain type
+# (pv or pvh), on a fresh blank disk of DISK_MIB MiB.
+linux_baseline_cfg() {
+	rm -f "$4"
+	make_disk "$4" "$5"
+	install_cfg /payload/xl/linux-pv.cfg "/tmp/lx-$1.cfg" "$4"
+	sed "s/^name = .*/name = \"$1\"/; s/^type = .*/type = \"$6\"/; s/ip=10.0.0.3/ip=$2/; s/00:16:3e:00:00:03/$3/" \
+		"/tmp/lx-$1.cfg" >"$XL_CONFIG_DIR/$1.cfg"
+}
+
+# linux_baseline_up NAME IP: xl create of that config; true once the guest printed its ready line
+# (120 s at most) and its httpd answers (30 s at most).
+linux_baseline_up() {
+	xl_create_logged "$1" "$XL_CONFIG_DIR/$1.cfg" &&
+		wait_until 120 console_has "$1" '@@GUEST-READY' &&
+		wait_until 30 sh -c "timeout 5 wget -q -O /dev/null http://$2/"
+}
+
 # xl_create_logged NAME CONFIG: xl create with its output in /var/log/xen/create-NAME.log.
 xl_create_logged() {
 	xl -v create "$2" >"/var/log/xen/create-$1.log" 2>&1

@@ -3,7 +3,8 @@
 # `xl migrate` to localhost (ssh replaced by a local stand-in). After each operation every write
 # acknowledged so far must read back intact; the longest gap between two acknowledged writes
 # around each operation (the downtime a client sees) is a FIGURE, with the unikernel/Linux ratio.
-# Also a 1 MiB PUT in flight across a save/restore of the unikernel: acknowledged means stored,
+# Both guests run at the same time and each operation is done on one, then on the other (see
+# the bottom), so both meet the same dom0. Also a 1 MiB PUT in flight across a save/restore of the unikernel: acknowledged means stored,
 # otherwise absent, never partial.
 #
 # Both guests also have a spare vbd (xl block-attach of a small blank disk before the operations,
@@ -29,7 +30,8 @@
 # baseline, HA_BASELINE_S (load before each operation once a first write is acknowledged,
 # default 5), HA_SETTLE_S (load after the first acknowledged write after each operation, default
 # 4), HA_OPS (default "checkpoint save_restore migrate"), HA_LOAD_S (a window of load without any
-# operation after the operations; with HA_OPS="" a control run).
+# operation after the operations; with HA_OPS="" a control run), HA_ORDER ("uk linux" by default,
+# or "linux uk").
 . /payload/lib.sh
 rc=0
 W=/tmp/ha
@@ -215,34 +217,43 @@ save_restore() {
 
 migrate() { xl migrate -s $STANDIN "$G" localhost; }
 
-# run_ops: for each operation a load window (HA_BASELINE_S of load before it, HA_SETTLE_S after
-# the first acknowledged write after it), then the check that every write acknowledged so far,
-# in this window and all before, reads back intact.
-run_ops() {
-	rm -f $W/stop $W/gaps-$P
+# guest_ready: a fresh write log for the current guest (use_unikernel / use_linux).
+guest_ready() {
+	rm -f $W/stop $W/gaps-$P $W/out-$P
 	: >$W/acks-$P
-	for _o in ${HA_OPS-checkpoint save_restore migrate}; do
-		_s=ha-$P-$(echo $_o | tr _ -)
-		if ! start_load; then
-			stop_load
-			begin "$_s"
-			fail "$_s" "no write acknowledged in the 60 s before the operation: $(tail -n 3 $W/acks-$P | tr '\n' ' '); last answer: $(head -c 160 $W/lresp-$P 2>/dev/null | tr '\r\n' '  ')"
-			rc=1
-			return 1
-		fi
-		sleep "${HA_BASELINE_S:-5}"
-		[ -f $W/gaps-$P ] || figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)" | cut -d' ' -f1)" s
-		op "$_s" "$_o" "$_o"
-		[ -n "${SPARE_ON:-}" ] && check_spare "$_s-spare"
+}
+
+# run_op OP: one load window for the current guest (HA_BASELINE_S of load before OP,
+# HA_SETTLE_S after the first acknowledged write after it), then the check that every write
+# acknowledged so far, in this window and all before, reads back intact. A guest that had no
+# write acknowledged before an operation is out ($W/out-P) and skips the rest.
+run_op() {
+	[ -f $W/out-$P ] && return 1
+	_o=$1
+	_s=ha-$P-$(echo $_o | tr _ -)
+	if ! start_load; then
 		stop_load
-		verify_acked "$_s-acked-intact"
-	done
-	# HA_OPS="" with HA_LOAD_S: the same load for that long without any operation (a control run).
-	if [ -n "${HA_LOAD_S:-}" ]; then
-		start_load && sleep "$HA_LOAD_S"
-		stop_load
-		verify_acked "ha-$P-control-acked-intact"
+		begin "$_s"
+		fail "$_s" "no write acknowledged in the 60 s before the operation: $(tail -n 3 $W/acks-$P | tr '\n' ' '); last answer: $(head -c 160 $W/lresp-$P 2>/dev/null | tr '\r\n' '  ')"
+		rc=1
+		touch $W/out-$P
+		return 1
 	fi
+	sleep "${HA_BASELINE_S:-5}"
+	[ -f $W/gaps-$P ] || figure "ha_${P}_baseline_max_gap_s" "$(gap 0 "$(uptime_s)" | cut -d' ' -f1)" s
+	op "$_s" "$_o" "$_o"
+	[ -f $W/spare-on-$P ] && check_spare "$_s-spare"
+	stop_load
+	verify_acked "$_s-acked-intact"
+}
+
+# control_run: with HA_LOAD_S, the same load for that long without any operation (with
+# HA_OPS="" a control run).
+control_run() {
+	[ -n "${HA_LOAD_S:-}" ] && [ ! -f $W/out-$P ] || return 0
+	start_load && sleep "$HA_LOAD_S"
+	stop_load
+	verify_acked "ha-$P-control-acked-intact"
 }
 
 # verify_acked STEP: every key acknowledged so far reads back intact (for the unikernel through
@@ -333,14 +344,14 @@ vbds_listed() { grep -o '"vbds":"[^"]*"' /tmp/uk-stats.json; }
 # connected (spare_connected) within 60 s.
 attach_spare() {
 	begin "$1"
-	SPARE_ON=
+	rm -f $W/spare-on-$P
 	_spare=$HARNESS_STATE/ha-spare-$P.img
 	rm -f "$_spare"
 	make_disk "$_spare" 8
 	_t0=$(uptime_s)
 	if timeout 60 xl block-attach "$G" "format=raw,vdev=xvdb,access=rw,target=$(disk_target "$_spare")" >$W/spare-attach.log 2>&1 &&
 		wait_until 60 spare_connected; then
-		SPARE_ON=1
+		touch $W/spare-on-$P
 		pass "$1" "vbd 51728 attached at run time, connected after $(elapsed "$_t0") s: $(spare_info)"
 	else
 		fail "$1" "spare vbd not connected after $(elapsed "$_t0") s ($(tail -n 2 $W/spare-attach.log | tr '\n' ' ')): $(spare_info); console: $(spare_cons 3)"
@@ -376,117 +387,162 @@ adopt_spare() {
 	fi
 }
 
-# ---- the unikernel ----
-use_unikernel
-uk_prepare
-# A config of its own (the same disk) where the guest also logs to port 0xE9 (Xen's console, in
-# serial.log with host timestamps), leaving the shared one as it was for the later scenarios.
-sed 's/^extra = "\(.*\)"/extra = "\1 debugcon"/' "$UK_CFG" >"$XL_CONFIG_DIR/unikernel-ha.cfg"
-UK_CFG=$XL_CONFIG_DIR/unikernel-ha.cfg
-if ! uk_start ha-uk-create; then
+# ha_abort: a guest could not be created; the other one goes too, and the scenario ends.
+ha_abort() {
 	xl destroy "$UK_NAME" >/dev/null 2>&1
+	xl destroy "$LX_NAME" >/dev/null 2>&1
 	exit 1
-fi
-attach_spare ha-uk-spare-attach
-run_ops
-figure ha_uk_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
-figure ha_uk_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
+}
 
-# A 1 MiB PUT in flight across xl save + xl restore (the guest suspends with half the body read).
-begin ha-uk-big-put-across-save
-random_file $W/big 1048576
-rm -f $W/bigres $W/saved-at
-# The client sends half the body, pauses 6 s, then the rest: `xl save` starts 2 s in, so the
-# request is half received when the guest suspends.
-(
-	{
-		printf 'PUT /kv/ha-big HTTP/1.1\r\nHost: %s\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n' "$GUEST_IP"
-		head -c 524288 $W/big
-		sleep 6
-		tail -c +524289 $W/big
-	} | timeout 180 nc "$GUEST_IP" "$HTTP_PORT" >$W/bigresp 2>/dev/null
-	echo "$(uptime_s) $(head -n 1 $W/bigresp | awk '{ print $2 }')" >$W/bigres
-) &
-BIG=$!
-sleep 2
-if save_restore $W/saved-at >/var/log/xen/ha-big-save.log 2>&1; then
-	wait $BIG
-	read -r ta code <$W/bigres
-	code=${code:-none}
-	read -r tsaved <$W/saved-at
-	when=$(awk -v a="$ta" -v s="$tsaved" 'BEGIN { if (a < s) print "before xl save returned (not in flight across the suspend)"; else print "after the restore: in flight across the suspend" }')
-	# No stale file from an earlier read may count as a partial value.
-	rm -f $W/got
-	if check ha-big $W/big; then got=intact; elif [ -s $W/got ]; then got="$(wc -c <$W/got)-bytes"; else got=absent; fi
-	if is_2xx "$code"; then
-		if [ "$got" = intact ]; then
-			pass ha-uk-big-put-across-save "PUT acknowledged ($code) $when; the value reads back intact (1 MiB, sha256 $(sha $W/got))"
+# ---- the unikernel ----
+# uk_up: the unikernel created, serving, with its spare vbd.
+uk_up() {
+	use_unikernel
+	uk_prepare
+	# A config of its own (the same disk) where the guest also logs to port 0xE9 (Xen's console, in
+	# serial.log with host timestamps), leaving the shared one as it was for the later scenarios.
+	sed 's/^extra = "\(.*\)"/extra = "\1 debugcon"/' "$UK_CFG" >"$XL_CONFIG_DIR/unikernel-ha.cfg"
+	UK_CFG=$XL_CONFIG_DIR/unikernel-ha.cfg
+	uk_start ha-uk-create || ha_abort
+	guest_ready
+	attach_spare ha-uk-spare-attach
+}
+
+# uk_down: after the operations: the write figures, a 1 MiB PUT across a save, the spare
+# adopted as the store's disk, shutdown.
+uk_down() {
+	use_unikernel
+	figure ha_uk_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
+	figure ha_uk_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-uk)" writes
+
+	# A 1 MiB PUT in flight across xl save + xl restore (the guest suspends with half the body read).
+	begin ha-uk-big-put-across-save
+	random_file $W/big 1048576
+	rm -f $W/bigres $W/saved-at
+	# The client sends half the body, pauses 6 s, then the rest: `xl save` starts 2 s in, so the
+	# request is half received when the guest suspends.
+	(
+		{
+			printf 'PUT /kv/ha-big HTTP/1.1\r\nHost: %s\r\nContent-Length: 1048576\r\nConnection: close\r\n\r\n' "$GUEST_IP"
+			head -c 524288 $W/big
+			sleep 6
+			tail -c +524289 $W/big
+		} | timeout 180 nc "$GUEST_IP" "$HTTP_PORT" >$W/bigresp 2>/dev/null
+		echo "$(uptime_s) $(head -n 1 $W/bigresp | awk '{ print $2 }')" >$W/bigres
+	) &
+	BIG=$!
+	sleep 2
+	if save_restore $W/saved-at >/var/log/xen/ha-big-save.log 2>&1; then
+		wait $BIG
+		read -r ta code <$W/bigres
+		code=${code:-none}
+		read -r tsaved <$W/saved-at
+		when=$(awk -v a="$ta" -v s="$tsaved" 'BEGIN { if (a < s) print "before xl save returned (not in flight across the suspend)"; else print "after the restore: in flight across the suspend" }')
+		# No stale file from an earlier read may count as a partial value.
+		rm -f $W/got
+		if check ha-big $W/big; then got=intact; elif [ -s $W/got ]; then got="$(wc -c <$W/got)-bytes"; else got=absent; fi
+		if is_2xx "$code"; then
+			if [ "$got" = intact ]; then
+				pass ha-uk-big-put-across-save "PUT acknowledged ($code) $when; the value reads back intact (1 MiB, sha256 $(sha $W/got))"
+			else
+				fail ha-uk-big-put-across-save "PUT acknowledged ($code) $when but the value is $got"
+				rc=1
+			fi
+		elif [ "$got" = absent ]; then
+			pass ha-uk-big-put-across-save "PUT not acknowledged ($code, $when) and the key is absent"
+		elif [ "$got" = intact ]; then
+			pass ha-uk-big-put-across-save "PUT not acknowledged ($code, $when) but stored whole (not partial)"
 		else
-			fail ha-uk-big-put-across-save "PUT acknowledged ($code) $when but the value is $got"
+			fail ha-uk-big-put-across-save "PUT not acknowledged ($code) and a PARTIAL value ($got) is stored"
 			rc=1
 		fi
-	elif [ "$got" = absent ]; then
-		pass ha-uk-big-put-across-save "PUT not acknowledged ($code, $when) and the key is absent"
-	elif [ "$got" = intact ]; then
-		pass ha-uk-big-put-across-save "PUT not acknowledged ($code, $when) but stored whole (not partial)"
 	else
-		fail ha-uk-big-put-across-save "PUT not acknowledged ($code) and a PARTIAL value ($got) is stored"
+		fail ha-uk-big-put-across-save "save/restore failed: $(tail -n 5 /var/log/xen/ha-big-save.log | tr '\n' ' ')"
+		kill $BIG 2>/dev/null
 		rc=1
 	fi
-else
-	fail ha-uk-big-put-across-save "save/restore failed: $(tail -n 5 /var/log/xen/ha-big-save.log | tr '\n' ' ')"
-	kill $BIG 2>/dev/null
-	rc=1
-fi
 
-[ -n "${SPARE_ON:-}" ] && check_spare ha-uk-big-put-across-save-spare && adopt_spare ha-uk-spare-adopted-after-restores
+	[ -f $W/spare-on-$P ] && check_spare ha-uk-big-put-across-save-spare && adopt_spare ha-uk-spare-adopted-after-restores
 
-begin ha-uk-shutdown
-if xl_shutdown_wait "$UK_NAME" 60; then
-	pass ha-uk-shutdown "clean xl shutdown after the HA operations"
-else
-	fail ha-uk-shutdown "domain not gone after xl shutdown -w"
-	xl destroy "$UK_NAME" >/dev/null 2>&1
-	rc=1
-fi
+	begin ha-uk-shutdown
+	if xl_shutdown_wait "$UK_NAME" 60; then
+		pass ha-uk-shutdown "clean xl shutdown after the HA operations"
+	else
+		fail ha-uk-shutdown "domain not gone after xl shutdown -w"
+		xl destroy "$UK_NAME" >/dev/null 2>&1
+		rc=1
+	fi
+}
 
 # ---- the Linux baseline (Debian's 6.1 kernel as a PVH guest, the harness's guest initramfs) ----
-[ "${HA_LINUX:-1}" = 1 ] || exit $rc
-use_linux
-rm -f $LX_DISK
-make_disk $LX_DISK 64
-install_cfg /payload/xl/linux-pv.cfg $W/lx.cfg $LX_DISK
-# PVH like the unikernel: a PV guest cannot be live-migrated here (log-dirty mode for PV needs
-# shadow paging, which Debian's Xen lacks: "Failed to enable logdirty: 95").
-sed "s/^name = .*/name = \"$LX_NAME\"/; s/^type = .*/type = \"pvh\"/; s/ip=10.0.0.3/ip=$LX_IP/; s/00:16:3e:00:00:03/00:16:3e:00:00:04/" \
-	$W/lx.cfg >"$XL_CONFIG_DIR/$LX_NAME.cfg"
-begin ha-linux-create
-t0=$(uptime_s)
-if xl_create_logged "$LX_NAME" "$XL_CONFIG_DIR/$LX_NAME.cfg" &&
-	wait_until 120 console_has "$LX_NAME" '@@GUEST-READY' &&
-	wait_until 30 sh -c "timeout 5 wget -q -O /dev/null http://$LX_IP/" &&
-	t1=$(uptime_s) && value_of ha-0 >$W/lv0 && is_2xx "$(HA_ATTEMPT_S=60 put ha-0 $W/lv0)"; then
-	pass ha-linux-create "Linux PVH guest (Debian 6.1, memory 128 MiB) serving after $(elapsed "$t0") s; a first block write took $(elapsed "$t1") s"
-else
-	# A guest initramfs without the CGI (built from an older guest-init.sh) answers 404.
-	console_has "$LX_NAME" '@@GUEST-READY.*writer=/cgi-bin/w' || why="; its ready line has no writer=/cgi-bin/w: the guest initramfs predates the CGI (stale harness cache?)"
-	fail ha-linux-create "Linux guest not serving (or not writing) after $(elapsed "$t0") s; last answer: $(head -c 160 $W/lresp-linux 2>/dev/null | tr '\r\n' '  ')${why:-}"
-	xl destroy "$LX_NAME" >/dev/null 2>&1
-	exit 1
-fi
-attach_spare ha-linux-spare-attach
-run_ops
-begin ha-linux-shutdown
-if xl_shutdown_wait "$LX_NAME" 60; then
-	pass ha-linux-shutdown "clean xl shutdown"
-else
-	fail ha-linux-shutdown "domain not gone after xl shutdown -w"
-	xl destroy "$LX_NAME" >/dev/null 2>&1
-	rc=1
-fi
-verify_acked ha-linux-acked-writes-intact
-figure ha_linux_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
-figure ha_linux_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
+# linux_up: the Linux guest created, serving and writing, with its spare vbd.
+linux_up() {
+	use_linux
+	# PVH like the unikernel: a PV guest cannot be live-migrated here (log-dirty mode for PV needs
+	# shadow paging, which Debian's Xen lacks: "Failed to enable logdirty: 95").
+	linux_baseline_cfg "$LX_NAME" "$LX_IP" 00:16:3e:00:00:04 "$LX_DISK" 64 pvh
+	begin ha-linux-create
+	t0=$(uptime_s)
+	guest_ready
+	if linux_baseline_up "$LX_NAME" "$LX_IP" &&
+		t1=$(uptime_s) && value_of ha-0 >$W/lv0 && is_2xx "$(HA_ATTEMPT_S=60 put ha-0 $W/lv0)"; then
+		pass ha-linux-create "Linux PVH guest (Debian 6.1, memory 128 MiB) serving after $(elapsed "$t0") s; a first block write took $(elapsed "$t1") s"
+	else
+		# A guest initramfs without the CGI (built from an older guest-init.sh) answers 404.
+		console_has "$LX_NAME" '@@GUEST-READY.*writer=/cgi-bin/w' || why="; its ready line has no writer=/cgi-bin/w: the guest initramfs predates the CGI (stale harness cache?)"
+		fail ha-linux-create "Linux guest not serving (or not writing) after $(elapsed "$t0") s; last answer: $(head -c 160 $W/lresp-linux 2>/dev/null | tr '\r\n' '  ')${why:-}"
+		ha_abort
+	fi
+	attach_spare ha-linux-spare-attach
+}
+
+# linux_down: shutdown, every acknowledged write checked once more, the write figures.
+linux_down() {
+	use_linux
+	begin ha-linux-shutdown
+	if xl_shutdown_wait "$LX_NAME" 60; then
+		pass ha-linux-shutdown "clean xl shutdown"
+	else
+		fail ha-linux-shutdown "domain not gone after xl shutdown -w"
+		xl destroy "$LX_NAME" >/dev/null 2>&1
+		rc=1
+	fi
+	verify_acked ha-linux-acked-writes-intact
+	figure ha_linux_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
+	figure ha_linux_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
+}
+
+# Both guests run side by side, and the operations alternate between them: each operation is
+# done on one guest, then at once on the other (HA_ORDER: "uk linux", the default, or "linux
+# uk"), so that both meet the same dom0 (xl's time in an operation drifts over a boot by more
+# than the difference between the guests: with one guest's operations all before the other's,
+# whichever went second lost). Only the guest under test has a load; the other idles.
+# HA_LINUX=0: no Linux.
+GUESTS=
+for _guest in ${HA_ORDER:-uk linux}; do
+	case $_guest in
+	uk) GUESTS="$GUESTS uk" ;;
+	linux) [ "${HA_LINUX:-1}" = 1 ] && GUESTS="$GUESTS linux" ;;
+	*)
+		begin ha-order
+		fail ha-order "HA_ORDER names $_guest (uk or linux)"
+		exit 1
+		;;
+	esac
+done
+use_guest() { if [ "$1" = uk ]; then use_unikernel; else use_linux; fi; }
+for _guest in $GUESTS; do "${_guest}_up"; done
+for _each_op in ${HA_OPS-checkpoint save_restore migrate}; do
+	for _guest in $GUESTS; do
+		use_guest "$_guest"
+		run_op "$_each_op"
+	done
+done
+for _guest in $GUESTS; do
+	use_guest "$_guest"
+	control_run
+	"${_guest}_down"
+done
 
 # The ratios unikernel / Linux per operation (goal: at most 1): of the downtime, and of its
 # guest part.

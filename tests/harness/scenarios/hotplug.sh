@@ -212,16 +212,10 @@ fi
 # ---------------------------------------------------------------- the Linux PV baseline
 [ "${HOTPLUG_LINUX:-1}" = 1 ] || exit $rc
 use_linux
-rm -f $LX_DISK
-make_disk $LX_DISK 16
-install_cfg /payload/xl/linux-pv.cfg $W/lx.cfg $LX_DISK
-sed "s/^name = .*/name = \"$LX_NAME\"/; s/ip=10.0.0.3/ip=$LX_IP/; s/00:16:3e:00:00:03/00:16:3e:00:00:05/" \
-	$W/lx.cfg >"$XL_CONFIG_DIR/$LX_NAME.cfg"
+linux_baseline_cfg "$LX_NAME" "$LX_IP" 00:16:3e:00:00:05 "$LX_DISK" 16 pv
 begin hotplug-linux-create
 t0=$(uptime_s)
-if xl_create_logged "$LX_NAME" "$XL_CONFIG_DIR/$LX_NAME.cfg" &&
-	wait_until 120 console_has "$LX_NAME" '@@GUEST-READY' &&
-	wait_until 30 sh -c "timeout 5 wget -q -O /dev/null http://$LX_IP/"; then
+if linux_baseline_up "$LX_NAME" "$LX_IP"; then
 	pass hotplug-linux-create "Linux PV guest serving after $(elapsed "$t0") s"
 else
 	fail hotplug-linux-create "Linux guest not serving after $(elapsed "$t0") s"
