@@ -31,7 +31,7 @@
 # default 5), HA_SETTLE_S (load after the first acknowledged write after each operation, default
 # 4), HA_OPS (default "checkpoint save_restore migrate"), HA_LOAD_S (a window of load without any
 # operation after the operations; with HA_OPS="" a control run), HA_ORDER ("uk linux" by default,
-# or "linux uk").
+# or "linux uk"), HA_XL_VERBOSE and HA_XL_LOG_LINES (xl's own log of a migration, see migrate).
 . /payload/lib.sh
 rc=0
 W=/tmp/ha
@@ -189,7 +189,7 @@ op() {
 	figure "ha_${P}_${_op}_guest_s" "$_gp" s
 	figure "ha_${P}_${_op}_xl_s" "$_d" s
 	figure "ha_${P}_${_op}_ack_after_xl_s" "${_a:-0}" s
-	dump_file "xl-$_step" "/var/log/xen/$_step.log" 30
+	dump_file "xl-$_step" "/var/log/xen/$_step.log" "${HA_XL_LOG_LINES:-30}"
 	pass "$_step" "'$_op' took $_d s; longest gap between acknowledged writes $_g s, of which $_gp s after the domain ran again; first ack ${_a:-?} s after xl returned; console: $(console_lines 5)"
 }
 
@@ -215,7 +215,12 @@ save_restore() {
 	return $_r
 }
 
-migrate() { xl migrate -s $STANDIN "$G" localhost; }
+# HA_XL_VERBOSE=1: xl -vvv for the migration (libxl's debug log, its device steps with dom0
+# uptimes; the receiving xl gets the same verbosity), with HA_XL_LOG_LINES lines of it shown.
+migrate() {
+	# shellcheck disable=SC2086
+	xl ${HA_XL_VERBOSE:+-vvv} migrate -s $STANDIN "$G" localhost
+}
 
 # guest_ready: a fresh write log for the current guest (use_unikernel / use_linux).
 guest_ready() {
