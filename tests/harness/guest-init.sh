@@ -17,21 +17,24 @@ done
 
 ip=
 gw=
+netwatch=
 for kv in $(cat /proc/cmdline); do
 	case "$kv" in
 	ip=*) ip=${kv#ip=} ;;
 	gw=*) gw=${kv#gw=} ;;
+	netwatch=*) netwatch=${kv#netwatch=} ;;
 	esac
 done
 
 ip link set lo up
 n=0
 while [ ! -e /sys/class/net/eth0 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
-if [ -n "$ip" ]; then
+configure_eth0() {
 	ip addr add "$ip" dev eth0 || echo "@@GUEST-ERROR bad ip=$ip"
 	ip link set eth0 up
 	[ -n "$gw" ] && ip route add default via "$gw"
-fi
+}
+[ -n "$ip" ] && configure_eth0
 n=0
 while [ ! -b /dev/xvda ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
 md5=$(dd if=/dev/xvda bs=1M count=1 2>/dev/null | md5sum | cut -d' ' -f1)
@@ -68,5 +71,25 @@ echo "@@GUEST-READY ip=$ip disk-md5=$md5 writer=/cgi-bin/w"
 # Optional additions (cargo xtask bench --xen adds tests/harness/tools/guest-hook.sh here).
 [ -f /etc/guest-hook.sh ] && . /etc/guest-hook.sh
 httpd -p 80 -h /www
+
+# netwatch=1 (hotplug.sh): an eth0 that comes back (`xl network-detach` + `xl network-attach`: a
+# new netfront device, a new ifindex) is configured like at boot, as a network manager would on
+# the kernel's event; here checked every 0.1 s (the kernel has no uevent helper; shell builtins
+# only, apart from sleep).
+if [ "$netwatch" = 1 ] && [ -n "$ip" ]; then
+	(
+		cur=
+		read -r cur </sys/class/net/eth0/ifindex
+		while sleep 0.1; do
+			idx=
+			[ -e /sys/class/net/eth0/ifindex ] && read -r idx </sys/class/net/eth0/ifindex
+			if [ -n "$idx" ] && [ "$idx" != "$cur" ]; then
+				configure_eth0
+				cur=$idx
+				echo "@@GUEST-NET eth0 back (ifindex $idx), configured again"
+			fi
+		done
+	) &
+fi
 
 while :; do sleep 3600; done

@@ -7,8 +7,11 @@
 #                      write acknowledged before the detach and after the attach reads back intact;
 #  hotplug-vbd-new     a second vbd attached at run time is noticed (console line, listed in
 #                      /stats `vbds`) and detached again;
-#  hotplug-linux-*     the same detach/attach for the Linux PV guest (writes: POST /cgi-bin/w?N,
-#                      4 KiB block N of its xvda, fsync'd; checked in the backing file).
+#  hotplug-uk-vif-cycle  `xl network-detach` of the only vif and `xl network-attach` of one with
+#                      the same MAC under a write load: writes acknowledged again, all intact;
+#  hotplug-linux-*     the same vbd and vif cycles for the Linux PV guest (writes: POST
+#                      /cgi-bin/w?N, 4 KiB block N of its xvda, fsync'd; checked in the backing
+#                      file; its re-attached eth0 is configured again by guest-init's netwatch=1).
 # FIGUREs: the longest gap between two acknowledged writes across the detach/attach cycle (the
 # downtime a client sees, including the time the disk is away) for both; the same gap less the
 # time the test holds the disk away (from `xl block-detach` returning to `xl block-attach` being
@@ -107,6 +110,43 @@ cycle_attach() {
 
 cons() { cat "$(console_log "$G")" 2>/dev/null; }
 
+# vif_cycle STEP MAC: under a fresh write load, `xl network-detach` of the guest's only vif (0),
+# 2 s away, `xl network-attach` of a vif with the same MAC on xenbr0 (it gets id 0 again); a
+# write must be acknowledged again within 60 s and every acknowledged write read back intact.
+# FIGUREs hotplug_<P>_vif_cycle_max_gap_s and _gap_less_hold_s (less the 2 s the test holds the
+# vif away); the ratio is printed by the second guest's cycle.
+vif_cycle() {
+	begin "$1"
+	bad=
+	start_load
+	wait_until 30 acked_after 0 || bad="$bad no-write-acknowledged-before"
+	T_DET=$(uptime_s)
+	timeout 60 xl network-detach "$G" 0 >$W/vdetach-$P.log 2>&1 || bad="$bad network-detach-failed($(tail -n 2 $W/vdetach-$P.log | tr '\n' ' '))"
+	T_DETACHED=$(uptime_s)
+	sleep 2
+	T_ATT=$(uptime_s)
+	timeout 60 xl network-attach "$G" bridge=xenbr0 mac="$2" >$W/vattach-$P.log 2>&1 || bad="$bad network-attach-failed($(tail -n 2 $W/vattach-$P.log | tr '\n' ' '))"
+	T_ATTACHED=$(uptime_s)
+	wait_until 60 acked_after "$T_ATTACHED" || bad="$bad no-write-acknowledged-after-attach"
+	sleep 2
+	stop_load
+	if ! v=$(verify_acked); then bad="$bad $v"; fi
+	g=$(max_gap)
+	gl=$(gap_less_hold "$g")
+	if [ -z "$bad" ]; then
+		pass "$1" "xl network-detach $(awk -v a="$T_DET" -v b="$T_DETACHED" 'BEGIN { printf "%.2f", b - a }') s, xl network-attach $(awk -v a="$T_ATT" -v b="$T_ATTACHED" 'BEGIN { printf "%.2f", b - a }') s; first acknowledged write $(first_ack_after "$T_ATTACHED") s after it returned; $v; longest gap $g s ($gl s less the hold); vifs now: $(xl network-list "$G" 2>/dev/null | awk 'NR > 1 { print $1 }' | tr '\n' ' ')"
+		figure "hotplug_${P}_vif_cycle_max_gap_s" "$g" s
+		figure "hotplug_${P}_vif_cycle_gap_less_hold_s" "$gl" s
+		echo "$gl" >$W/vif-gap-$P
+		if [ -f $W/vif-gap-uk ] && [ -f $W/vif-gap-linux ]; then
+			figure hotplug_vif_cycle_gap_ratio_uk_to_linux "$(awk -v u="$(cat $W/vif-gap-uk)" -v l="$(cat $W/vif-gap-linux)" 'BEGIN { printf "%.2f", (l > 0 ? u / l : 0) }')" x
+		fi
+	else
+		fail "$1" "$bad; last answers: $(tail -n 3 $W/acks-$P | tr '\n' ' '); devices: $(device_states "$G" | tr '\n' ' '); console: $(cons | grep -E 'vif|net' | tail -n 5 | tr '\n' '|' | cut -c1-600)"
+		rc=1
+	fi
+}
+
 # ---------------------------------------------------------------- the unikernel
 use_unikernel
 domain_exists "$UK_NAME" && xl destroy "$UK_NAME" >/dev/null 2>&1
@@ -200,6 +240,8 @@ else
 	rc=1
 fi
 
+vif_cycle hotplug-uk-vif-cycle 00:16:3e:00:00:02
+
 begin hotplug-uk-shutdown
 if xl_shutdown_wait "$UK_NAME" 60; then
 	pass hotplug-uk-shutdown "clean xl shutdown after the hot-plug cycle; console: $(cons | grep 'shutdown: store disk' | tail -n 1)"
@@ -213,6 +255,9 @@ fi
 [ "${HOTPLUG_LINUX:-1}" = 1 ] || exit $rc
 use_linux
 linux_baseline_cfg "$LX_NAME" "$LX_IP" 00:16:3e:00:00:05 "$LX_DISK" 16 pv
+# netwatch=1: the guest configures a re-attached eth0 again (guest-init.sh), as a network
+# manager would.
+sed -i 's/^extra = "\(.*\)"/extra = "\1 netwatch=1"/' "$XL_CONFIG_DIR/$LX_NAME.cfg"
 begin hotplug-linux-create
 t0=$(uptime_s)
 if linux_baseline_up "$LX_NAME" "$LX_IP"; then
@@ -247,6 +292,7 @@ else
 	fail hotplug-linux-vbd-cycle "detach status $DET_RC ($(tail -n 2 $W/detach-$P.log | tr '\n' ' ')), attach status $ATT_RC ($(tail -n 3 $W/attach-$P.log | tr '\n' ' ')):$bad; answers while detached: $during; block-list: $(xl block-list "$G" 2>&1 | tr '\n' ' '); devices: $(device_states "$G" | tr '\n' ' '); console: $(tail -n 6 "$(console_log "$G")" | tr '\n' '|' | cut -c1-600)"
 	rc=1
 fi
+vif_cycle hotplug-linux-vif-cycle 00:16:3e:00:00:05
 xl destroy "$LX_NAME" >/dev/null 2>&1
 wait_until 30 domain_gone "$LX_NAME"
 exit $rc
