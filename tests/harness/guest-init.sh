@@ -18,11 +18,15 @@ done
 ip=
 gw=
 netwatch=
+wdt=
+hang_after=
 for kv in $(cat /proc/cmdline); do
 	case "$kv" in
 	ip=*) ip=${kv#ip=} ;;
 	gw=*) gw=${kv#gw=} ;;
 	netwatch=*) netwatch=${kv#netwatch=} ;;
+	wdt=*) wdt=${kv#wdt=} ;;
+	hang_after=*) hang_after=${kv#hang_after=} ;;
 	esac
 done
 
@@ -71,6 +75,26 @@ echo "@@GUEST-READY ip=$ip disk-md5=$md5 writer=/cgi-bin/w"
 # Optional additions (cargo xtask bench --xen adds tests/harness/tools/guest-hook.sh here).
 [ -f /etc/guest-hook.sh ] && . /etc/guest-hook.sh
 httpd -p 80 -h /www
+
+# wdt=SECONDS (watchdog.sh): Xen's watchdog through xen_wdt, fed every second by busybox's
+# watchdog daemon, as a Linux user arms it. hang_after=SECONDS: at that uptime the guest stops
+# its watchdog daemon and its httpd (kill -STOP: the service hangs, the kernel still runs), so
+# Xen's watchdog fires and xl (on_watchdog="restart") restarts the domain.
+if [ -n "$wdt" ]; then
+	if watchdog -T "$wdt" -t 1 /dev/watchdog; then
+		echo "@@GUEST-WATCHDOG armed, ${wdt} s"
+	else
+		echo "@@GUEST-ERROR watchdog -T $wdt /dev/watchdog failed"
+	fi
+fi
+if [ -n "$hang_after" ]; then
+	(
+		up=$(cut -d. -f1 /proc/uptime)
+		[ "$up" -lt "$hang_after" ] && sleep $((hang_after - up))
+		echo "@@GUEST-HANG hang_after=$hang_after: stopping the watchdog daemon and httpd"
+		kill -STOP $(pidof watchdog) $(pidof httpd)
+	) &
+fi
 
 # netwatch=1 (hotplug.sh): an eth0 that comes back (`xl network-detach` + `xl network-attach`: a
 # new netfront device, a new ifindex) is configured like at boot, as a network manager would on
