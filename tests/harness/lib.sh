@@ -211,7 +211,9 @@ xl_shutdown_wait() {
 
 # http_req METHOD URL_PATH [BODY_FILE] -> prints the status code. Uses GUEST_IP and HTTP_PORT.
 # The whole raw response (headers + body) goes to $HTTP_RESP_FILE if set (callers usually run
-# http_req in $(...), so they name the file), else to a file per shell and path.
+# http_req in $(...), so they name the file), else to a file per shell and path. HTTP_TIMEOUT
+# bounds the whole request (120 s); HTTP_CONNECT_S, if set, the connect (busybox nc -w), so that
+# a client that retries is not left waiting for dom0's SYN back-off (1, 3, 7 s...).
 HTTP_PORT=${HTTP_PORT:-80}
 http_req() {
 	_m=$1 _p=$2 _f=$3
@@ -220,10 +222,10 @@ http_req() {
 		_len=$(wc -c <"$_f")
 		{ printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
 			"$_m" "$_p" "$GUEST_IP" "$_len"; cat "$_f"; } |
-			timeout "${HTTP_TIMEOUT:-120}" nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
+			timeout "${HTTP_TIMEOUT:-120}" nc ${HTTP_CONNECT_S:+-w "$HTTP_CONNECT_S"} "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
 	else
 		printf '%s %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$_m" "$_p" "$GUEST_IP" |
-			timeout "${HTTP_TIMEOUT:-120}" nc "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
+			timeout "${HTTP_TIMEOUT:-120}" nc ${HTTP_CONNECT_S:+-w "$HTTP_CONNECT_S"} "$GUEST_IP" "$HTTP_PORT" >"$HTTP_RESP" 2>/dev/null
 	fi
 	head -n 1 "$HTTP_RESP" | awk '{ print $2 }'
 }

@@ -30,7 +30,7 @@ value_of() { { echo "$1"; cat $W/base; }; }
 # ---- per-guest hooks: G (domain), P (figure prefix), put KEY FILE -> status, check KEY FILE ----
 use_unikernel() {
 	G=$UK_NAME P=uk GUEST_IP=$UNIKERNEL_IP
-	put() { HTTP_RESP_FILE=$W/lresp-uk HTTP_TIMEOUT=20 http_put "$1" "$2"; }
+	put() { HTTP_RESP_FILE=$W/lresp-uk HTTP_TIMEOUT=20 HTTP_CONNECT_S=2 http_put "$1" "$2"; }
 	check() { HTTP_TIMEOUT=20 http_get "/kv/$1" $W/got && cmp -s "$2" $W/got; }
 }
 LX_NAME=hotplug-linux
@@ -38,7 +38,7 @@ LX_IP=10.0.0.5
 LX_DISK=$HARNESS_STATE/hotplug-linux-disk.img
 use_linux() {
 	G=$LX_NAME P=linux GUEST_IP=$LX_IP
-	put() { HTTP_RESP_FILE=$W/lresp-lx HTTP_TIMEOUT=20 http_req POST "/cgi-bin/w?${1#hp-}" "$2"; }
+	put() { HTTP_RESP_FILE=$W/lresp-lx HTTP_TIMEOUT=20 HTTP_CONNECT_S=2 http_req POST "/cgi-bin/w?${1#hp-}" "$2"; }
 	check() {
 		dd if=$LX_DISK bs=4096 skip="${1#hp-}" count=1 2>/dev/null | head -c "$(wc -c <"$2")" >$W/got
 		cmp -s "$2" $W/got
@@ -47,6 +47,8 @@ use_linux() {
 
 # load: PUTs hp-1, hp-2, ... back to back until $W/stop exists; one line per request in
 # $W/acks-$P: "<uptime at answer> <key> <status>". A refused write waits 0.2 s before the next.
+# Each attempt gives up on a connect after 2 s (HTTP_CONNECT_S, as ha.sh's client), so the gaps
+# measure the guest rather than dom0's SYN back-off.
 load() {
 	n=0
 	: >$W/acks-$P
