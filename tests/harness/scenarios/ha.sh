@@ -392,6 +392,19 @@ adopt_spare() {
 	fi
 }
 
+# shutdown_guest STEP DETAIL: xl shutdown -w of the current guest (60 s at most), passed with
+# DETAIL; a guest still there afterwards is destroyed and the step fails.
+shutdown_guest() {
+	begin "$1"
+	if xl_shutdown_wait "$G" 60; then
+		pass "$1" "$2"
+	else
+		fail "$1" "domain not gone after xl shutdown -w"
+		xl destroy "$G" >/dev/null 2>&1
+		rc=1
+	fi
+}
+
 # ha_abort: a guest could not be created; the other one goes too, and the scenario ends.
 ha_abort() {
 	xl destroy "$UK_NAME" >/dev/null 2>&1
@@ -469,14 +482,7 @@ uk_down() {
 
 	[ -f $W/spare-on-$P ] && check_spare ha-uk-big-put-across-save-spare && adopt_spare ha-uk-spare-adopted-after-restores
 
-	begin ha-uk-shutdown
-	if xl_shutdown_wait "$UK_NAME" 60; then
-		pass ha-uk-shutdown "clean xl shutdown after the HA operations"
-	else
-		fail ha-uk-shutdown "domain not gone after xl shutdown -w"
-		xl destroy "$UK_NAME" >/dev/null 2>&1
-		rc=1
-	fi
+	shutdown_guest ha-uk-shutdown "clean xl shutdown after the HA operations"
 }
 
 # ---- the Linux baseline (Debian's 6.1 kernel as a PVH guest, the harness's guest initramfs) ----
@@ -504,14 +510,7 @@ linux_up() {
 # linux_down: shutdown, every acknowledged write checked once more, the write figures.
 linux_down() {
 	use_linux
-	begin ha-linux-shutdown
-	if xl_shutdown_wait "$LX_NAME" 60; then
-		pass ha-linux-shutdown "clean xl shutdown"
-	else
-		fail ha-linux-shutdown "domain not gone after xl shutdown -w"
-		xl destroy "$LX_NAME" >/dev/null 2>&1
-		rc=1
-	fi
+	shutdown_guest ha-linux-shutdown "clean xl shutdown"
 	verify_acked ha-linux-acked-writes-intact
 	figure ha_linux_acked_writes "$(awk '$3 ~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
 	figure ha_linux_failed_writes "$(awk '$3 !~ /^2/ { c++ } END { print c + 0 }' $W/acks-linux)" writes
