@@ -49,14 +49,10 @@ chmod +x $STANDIN
 BASE=$(head -c 512 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
 value_of() { printf '%s\n%s' "$1" "$BASE"; }
 
-# attempt METHOD PATH FILE RESP_FILE -> status of one bounded HTTP attempt (empty on failure).
+# attempt METHOD PATH FILE RESP_FILE -> status of one bounded HTTP attempt (empty on failure):
+# lib.sh's http_req with the connect bounded by HA_CONNECT_S and the whole by HA_ATTEMPT_S.
 attempt() {
-	{
-		printf '%s %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %s\r\nConnection: close\r\n\r\n' \
-			"$1" "$2" "$GUEST_IP" "$(wc -c <"$3")"
-		cat "$3"
-	} | timeout "${HA_ATTEMPT_S:-20}" nc -w "${HA_CONNECT_S:-2}" "$GUEST_IP" "$HTTP_PORT" >"$4" 2>/dev/null
-	head -n 1 "$4" | awk '{ print $2 }'
+	HTTP_RESP_FILE=$4 HTTP_TIMEOUT=${HA_ATTEMPT_S:-20} HTTP_CONNECT_S=${HA_CONNECT_S:-2} http_req "$1" "$2" "$3"
 }
 
 # ---- per-guest hooks (set by use_unikernel / use_linux) ----
